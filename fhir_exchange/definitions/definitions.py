@@ -1,0 +1,203 @@
+"""The one holder of conformance resources: no globals, built by the composition root.
+
+Canonical resolution follows https://hl7.org/fhir/R4/references.html#canonical: ``url|version`` picks
+a version, a bare ``url`` the latest loaded. Resources written to the server at run time (``add``)
+take precedence over packages, as in HAPI FHIR and Firely Server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fhir_exchange.definitions.package import Package, load_package
+
+CORE_PACKAGE = Path(__file__).resolve().parent.parent / "packages" / "hl7.fhir.r4.core-4.0.1.tgz"
+CONFORMANCE_TYPES = frozenset(
+    {
+        "StructureDefinition",
+        "SearchParameter",
+        "ValueSet",
+        "CodeSystem",
+        "CompartmentDefinition",
+        "OperationDefinition",
+        "ConceptMap",
+        "NamingSystem",
+        "ImplementationGuide",
+        "CapabilityStatement",
+    }
+)
+
+
+def _version_key(v: str | None) -> tuple[Any, ...]:
+    parts: list[Any] = []
+    for p in (v or "").replace("-", ".").split("."):
+        parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
+    return tuple(parts)
+
+
+class Definitions:
+    def __init__(self, packages: Iterable[Package] = ()) -> None:
+        self.packages: list[Package] = []
+        self._lock = threading.RLock()
+        # url -> [(version, loader)]
+        self._by_url: dict[str, list[tuple[str | None, Package | None, str | dict[str, Any]]]] = defaultdict(list)
+        self._by_type_id: dict[tuple[str, str], tuple[Package | None, str | dict[str, Any]]] = {}
+        self._sd_by_type: dict[str, str] = {}  # type name -> base definition url
+        self._search_params_cache: dict[str, list[dict[str, Any]]] | None = None
+        self._resource_types: list[str] | None = None
+        self.generation = 0  # bumped on every change, so derived caches know when to rebuild
+        for p in packages:
+            self.add_package(p)
+
+    @classmethod
+    def load(cls, paths: Iterable[Path | str] = (), *, cache_dir: Path | None = None,
+             include_core: bool = True) -> Definitions:
+        pkgs = []
+        if include_core:
+            pkgs.append(load_package(CORE_PACKAGE, cache_dir))
+        for p in paths:
+            pkgs.append(load_package(p, cache_dir))
+        return cls(pkgs)
+
+    # -- registration -------------------------------------------------------------------------
+
+    def add_package(self, pkg: Package) -> None:
+        with self._lock:
+            self.packages.append(pkg)
+            for e in pkg.entries:
+                if e.resource_type not in CONFORMANCE_TYPES:
+                    continue
+                if e.url:
+                    self._by_url[e.url].append((e.version, pkg, e.filename))
+                if e.id:
+                    self._by_type_id[(e.resource_type, e.id)] = (pkg, e.filename)
+                if e.resource_type == "StructureDefinition" and e.type and e.url:
+                    self._note_base_sd(e.type, e.url)
+            self._changed()
+
+    def add(self, resource: dict[str, Any]) -> None:
+        """Register a conformance resource written to the server; usable at once."""
+        rt = resource.get("resourceType")
+        if rt not in CONFORMANCE_TYPES:
+            return
+        with self._lock:
+            url = resource.get("url")
+            if url:
+                versions = self._by_url[url]
+                versions[:] = [v for v in versions if not (v[1] is None and v[0] == resource.get("version"))]
+                versions.append((resource.get("version"), None, resource))
+            if resource.get("id"):
+                self._by_type_id[(rt, resource["id"])] = (None, resource)
+            self._changed()
+
+    def remove(self, resource: dict[str, Any]) -> None:
+        with self._lock:
+            url = resource.get("url")
+            if url and url in self._by_url:
+                self._by_url[url] = [v for v in self._by_url[url] if v[1] is not None
+                                     or v[2].get("id") != resource.get("id")]  # type: ignore[union-attr]
+            self._changed()
+
+    def _note_base_sd(self, type_name: str, url: str) -> None:
+        if url == f"http://hl7.org/fhir/StructureDefinition/{type_name}":
+            self._sd_by_type[type_name] = url
+
+    def _changed(self) -> None:
+        self._search_params_cache = None
+        self._resource_types = None
+        self.generation += 1
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _materialise(entry: tuple[Package | None, str | dict[str, Any]]) -> dict[str, Any]:
+        pkg, ref = entry
+        if isinstance(ref, dict):
+            return ref
+        assert pkg is not None
+        return pkg.load(ref)
+
+    def resolve(self, canonical: str) -> dict[str, Any] | None:
+        """The conformance resource with this canonical URL (``url`` or ``url|version``)."""
+        url, _, version = canonical.partition("|")
+        with self._lock:
+            candidates = self._by_url.get(url)
+            if not candidates:
+                return None
+            if version:
+                matching = [c for c in candidates if c[0] == version]
+                if not matching:
+                    # "1.0" may name "1.0.x" (canonical.html#versions): take the latest of the prefix.
+                    matching = [c for c in candidates if (c[0] or "").startswith(version + ".")]
+                if not matching:
+                    return None
+                candidates = matching
+            # Server-side additions win over packages; then the highest version.
+            best = max(candidates, key=lambda c: (c[1] is None, _version_key(c[0])))
+        return self._materialise((best[1], best[2]))
+
+    def get(self, resource_type: str, id: str) -> dict[str, Any] | None:
+        entry = self._by_type_id.get((resource_type, id))
+        return None if entry is None else self._materialise(entry)
+
+    def iter(self, resource_type: str) -> Iterator[dict[str, Any]]:
+        """Every loaded resource of a conformance type (latest version per URL)."""
+        with self._lock:
+            urls = list(self._by_url.items())
+        for _url, versions in urls:
+            best = max(versions, key=lambda c: (c[1] is None, _version_key(c[0])))
+            res = self._materialise((best[1], best[2]))
+            if res.get("resourceType") == resource_type:
+                yield res
+
+    def structure_definition(self, type_or_url: str) -> dict[str, Any] | None:
+        if "/" in type_or_url or ":" in type_or_url:
+            return self.resolve(type_or_url)
+        url = self._sd_by_type.get(type_or_url)
+        return self.resolve(url) if url else None
+
+    def is_resource_type(self, name: str) -> bool:
+        return name in self._resource_type_set()
+
+    def _resource_type_set(self) -> frozenset[str]:
+        return frozenset(self.resource_types())
+
+    def resource_types(self) -> list[str]:
+        """Concrete resource types defined by the core package (kind=resource, not abstract)."""
+        if self._resource_types is None:
+            names = []
+            for pkg in self.packages:
+                for e in pkg.entries:
+                    if (e.resource_type == "StructureDefinition" and e.kind == "resource" and e.type
+                            and e.url == f"http://hl7.org/fhir/StructureDefinition/{e.type}"):
+                        sd = pkg.load(e.filename)
+                        if not sd.get("abstract") and sd.get("derivation") != "constraint":
+                            names.append(e.type)
+            self._resource_types = sorted(set(names))
+        return self._resource_types
+
+    def search_parameters(self, resource_type: str) -> list[dict[str, Any]]:
+        """SearchParameters whose ``base`` includes this type, or Resource/DomainResource."""
+        cache = self._search_params_cache
+        if cache is None:
+            cache = defaultdict(list)
+            for sp in self.iter("SearchParameter"):
+                for base in sp.get("base", []):
+                    cache[base].append(sp)
+            self._search_params_cache = cache
+        out = list(cache.get(resource_type, ()))
+        if resource_type not in ("Resource", "DomainResource"):
+            seen = {sp.get("code") for sp in out}
+            for base in ("DomainResource", "Resource"):
+                out.extend(sp for sp in cache.get(base, ()) if sp.get("code") not in seen)
+        return out
+
+    def compartment_definition(self, code: str) -> dict[str, Any] | None:
+        for cd in self.iter("CompartmentDefinition"):
+            if cd.get("code") == code:
+                return cd
+        return None

@@ -1,0 +1,66 @@
+"""Typed settings; every option can come from an environment variable ``FHIR_EXCHANGE_<NAME>``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FHIR_EXCHANGE_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./data")
+    # sqlite:///path/to/file.db, or mongodb://host/db; empty: a SQLite file in data_dir.
+    store_url: str = ""
+    base_path: str = "/fhir"
+    # Public base URL used in fullUrl/Location; empty: taken from each request.
+    public_base_url: str = ""
+    max_body_bytes: int = 32 * 1024 * 1024
+    default_count: int = 50
+    max_count: int = 1000
+    # Extra FHIR NPM packages (.tgz or folders) loaded after the core package and profiles/.
+    packages: tuple[str, ...] = field(default_factory=tuple)
+    # Where unpacked FHIR packages and derived caches live; empty: ~/.cache/fhir-exchange.
+    cache_dir: str = ""
+    log_level: str = "info"
+
+    @property
+    def resolved_store_url(self) -> str:
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{(Path(self.data_dir) / 'fhir.db').resolve()}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fhir-exchange"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _coerce(type_name: object, raw: str) -> Any:
+    t = str(type_name)
+    if t == "int":
+        return int(raw)
+    if t == "Path":
+        return Path(raw)
+    if t.startswith("tuple"):
+        return tuple(p for p in raw.split(",") if p)
+    return raw

@@ -1,0 +1,351 @@
+"""Embedded store: one SQLite file in WAL mode.
+
+Writes run on one dedicated writer thread and connection; a unit of work is one ``BEGIN IMMEDIATE``
+transaction, and an asyncio lock keeps units of work from interleaving. Because writers are
+serialised, a conditional create (search, then insert) inside one unit of work is race-free. Reads
+run on a small pool of reader threads, each with its own connection; WAL gives each statement a
+consistent snapshot while a write is in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.search import sqlite as search_sql
+from fhir_exchange.search.query import SearchQuery
+from fhir_exchange.store.port import (
+    ANY,
+    NEW,
+    HistoryPage,
+    HistoryQuery,
+    Indexer,
+    ResourceVersion,
+    SearchResult,
+    VersionConflict,
+)
+
+T = TypeVar("T")
+
+SCHEMA: list[str] = [
+    """CREATE TABLE IF NOT EXISTS resource (
+        rid INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        body BLOB NOT NULL,
+        UNIQUE (type, id))""",
+    "CREATE INDEX IF NOT EXISTS resource_type_lu ON resource(type, last_updated)",
+    """CREATE TABLE IF NOT EXISTS history (
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (type, id, version)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS history_lu ON history(last_updated)",
+    "CREATE INDEX IF NOT EXISTS history_type_lu ON history(type, last_updated)",
+]
+
+_COLS = "type, id, version, last_updated, deleted, body"
+
+
+def _row(r: tuple[Any, ...], method: str = "PUT") -> ResourceVersion:
+    return ResourceVersion(r[0], r[1], r[2], r[3], bool(r[4]), bytes(r[5]), method)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return conn
+
+
+def _translate(exc: sqlite3.Error) -> FhirError:
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return FhirError(Category.TRANSIENT, f"The database is busy: {exc}", headers={"Retry-After": "1"})
+    return FhirError(Category.FAULT, f"Storage error: {exc}")
+
+
+class SqliteUnitOfWork:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._conn = store._writer_conn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await self._store._on_writer(fn)
+
+    async def read(self, type: str, id: str) -> ResourceVersion | None:
+        def go() -> ResourceVersion | None:
+            r = self._conn.execute(f"SELECT {_COLS} FROM resource WHERE type=? AND id=?", (type, id)).fetchone()
+            return None if r is None else _row(r)
+
+        return await self._run(go)
+
+    def _check(self, type: str, id: str, expected_version: int) -> tuple[int | None, int]:
+        r = self._conn.execute("SELECT rid, version, deleted FROM resource WHERE type=? AND id=?",
+                               (type, id)).fetchone()
+        current = 0 if r is None else r[1]
+        if expected_version == NEW and r is not None and not r[2]:
+            raise VersionConflict(f"{type}/{id} already exists")
+        if expected_version not in (NEW, ANY) and expected_version != current:
+            raise VersionConflict(
+                f"Version conflict on {type}/{id}: expected version {expected_version}, current is {current}"
+            )
+        return (None if r is None else r[0]), current
+
+    async def put(self, version: ResourceVersion, resource: dict[str, Any], *, expected_version: int) -> None:
+        entries = self._store._indexer(version.type, resource) if self._store._indexer else ()
+
+        def go() -> None:
+            rid, current = self._check(version.type, version.id, expected_version)
+            if version.version_id <= current:
+                raise VersionConflict(f"{version.type}/{version.id} moved on to version {current}")
+            if rid is None:
+                cur = self._conn.execute(
+                    "INSERT INTO resource(type, id, version, last_updated, deleted, body) VALUES (?,?,?,?,0,?)",
+                    (version.type, version.id, version.version_id, version.last_updated, version.body),
+                )
+                rid = cur.lastrowid
+            else:
+                self._conn.execute(
+                    "UPDATE resource SET version=?, last_updated=?, deleted=0, body=? WHERE rid=?",
+                    (version.version_id, version.last_updated, version.body, rid),
+                )
+                search_sql.delete_index(self._conn, rid)
+            assert rid is not None
+            search_sql.write_index(self._conn, rid, version.type, entries)
+            self._conn.execute(
+                "INSERT INTO history(type, id, version, last_updated, deleted, method, body) VALUES (?,?,?,?,0,?,?)",
+                (version.type, version.id, version.version_id, version.last_updated, version.method,
+                 version.body),
+            )
+
+        await self._run(go)
+
+    async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
+        def go() -> None:
+            rid, current = self._check(version.type, version.id, expected_version)
+            if rid is None:
+                return
+            self._conn.execute(
+                "UPDATE resource SET version=?, last_updated=?, deleted=1, body=? WHERE rid=?",
+                (version.version_id, version.last_updated, b"", rid),
+            )
+            search_sql.delete_index(self._conn, rid)
+            self._conn.execute(
+                "INSERT INTO history(type, id, version, last_updated, deleted, method, body) "
+                "VALUES (?,?,?,?,1,'DELETE',?)",
+                (version.type, version.id, version.version_id, version.last_updated, b""),
+            )
+
+        await self._run(go)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        return await self._run(lambda: self._store._search_on(self._conn, query))
+
+    async def lock_key(self, key: str) -> None:
+        # Writers are already serialised by the unit-of-work lock.
+        return None
+
+
+class SqliteStore:
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, indexer: Indexer | None = None, readers: int = 4) -> None:
+        self.path = str(path)
+        self._indexer = indexer
+        self._readers = readers
+        self._write_lock = asyncio.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._writer_conn: sqlite3.Connection
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._opened = False
+
+    @classmethod
+    def from_url(cls, url: str, indexer: Indexer | None = None) -> SqliteStore:
+        path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+        return cls(path or ":memory:", indexer)
+
+    def set_indexer(self, indexer: Indexer) -> None:
+        self._indexer = indexer
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+        def go() -> sqlite3.Connection:
+            conn = _connect(self.path)
+            for ddl in (*SCHEMA, *search_sql.SCHEMA):
+                conn.execute(ddl)
+            return conn
+
+        self._writer_conn = await asyncio.get_running_loop().run_in_executor(self._writer, go)
+        self._opened = True
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._writer_conn.close)
+        for c in self._reader_conns:
+            c.close()
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    async def _on_writer(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            self._reader_conns.append(conn)
+        return conn
+
+    async def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def go() -> T:
+            conn = self._reader_conn()
+            # One read transaction: every statement of fn sees the same snapshot.
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, go)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteUnitOfWork]:
+        async with self._write_lock:
+            await self._on_writer(lambda: self._writer_conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield SqliteUnitOfWork(self)
+            except BaseException:
+                await self._on_writer(lambda: self._writer_conn.execute("ROLLBACK"))
+                raise
+            else:
+                await self._on_writer(lambda: self._writer_conn.execute("COMMIT"))
+
+    async def read(self, type: str, id: str) -> ResourceVersion | None:
+        def go(conn: sqlite3.Connection) -> ResourceVersion | None:
+            r = conn.execute(f"SELECT {_COLS} FROM resource WHERE type=? AND id=?", (type, id)).fetchone()
+            return None if r is None else _row(r)
+
+        return await self._on_reader(go)
+
+    async def vread(self, type: str, id: str, version_id: int) -> ResourceVersion | None:
+        def go(conn: sqlite3.Connection) -> ResourceVersion | None:
+            r = conn.execute(
+                f"SELECT {_COLS}, method FROM history WHERE type=? AND id=? AND version=?", (type, id, version_id)
+            ).fetchone()
+            return None if r is None else _row(r, r[6])
+
+        return await self._on_reader(go)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        where: list[str] = []
+        args: list[Any] = []
+        if query.type:
+            where.append("h.type = ?")
+            args.append(query.type)
+        if query.id:
+            where.append("h.id = ?")
+            args.append(query.id)
+        if query.since:
+            where.append("h.last_updated >= ?")
+            args.append(query.since)
+        if query.at:
+            # Versions current at that instant: the newest version not after it, per resource.
+            where.append("h.last_updated <= ?")
+            args.append(query.at)
+            where.append(
+                "h.version = (SELECT max(h2.version) FROM history h2 WHERE h2.type = h.type "
+                "AND h2.id = h.id AND h2.last_updated <= ?)"
+            )
+            args.append(query.at)
+        sql_where = ("WHERE " + " AND ".join(where)) if where else ""
+
+        def go(conn: sqlite3.Connection) -> HistoryPage:
+            total = conn.execute(f"SELECT count(*) FROM history h {sql_where}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT h.type, h.id, h.version, h.last_updated, h.deleted, h.body, h.method FROM history h "
+                f"{sql_where} ORDER BY h.last_updated DESC, h.type, h.id, h.version DESC LIMIT ? OFFSET ?",
+                [*args, query.count, query.offset],
+            ).fetchall()
+            return HistoryPage([_row(r, r[6]) for r in rows], total)
+
+        return await self._on_reader(go)
+
+    def _search_on(self, conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
+        rids, total = search_sql.execute(conn, query)
+        return SearchResult(self._load_rids(conn, rids), total)
+
+    @staticmethod
+    def _load_rids(conn: sqlite3.Connection, rids: list[int]) -> list[ResourceVersion]:
+        if not rids:
+            return []
+        found: dict[int, ResourceVersion] = {}
+        for start in range(0, len(rids), 500):
+            chunk = rids[start : start + 500]
+            for r in conn.execute(
+                f"SELECT rid, {_COLS} FROM resource WHERE rid IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                found[r[0]] = _row(r[1:])
+        return [found[rid] for rid in rids if rid in found]
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        return await self._on_reader(lambda conn: self._search_on(conn, query))
+
+    async def count(self, type: str | None = None) -> int:
+        def go(conn: sqlite3.Connection) -> int:
+            if type:
+                return conn.execute("SELECT count(*) FROM resource WHERE type=? AND deleted=0", (type,)).fetchone()[0]
+            return conn.execute("SELECT count(*) FROM resource WHERE deleted=0").fetchone()[0]
+
+        return await self._on_reader(go)
+
+    async def reindex(self, type: str | None = None) -> int:
+        import orjson
+
+        indexer = self._indexer
+        if indexer is None:
+            return 0
+        async with self.transaction():
+
+            def go() -> int:
+                conn = self._writer_conn
+                sql = "SELECT rid, type, body FROM resource WHERE deleted=0"
+                rows = conn.execute(sql + (" AND type=?" if type else ""), (type,) if type else ()).fetchall()
+                for rid, t, body in rows:
+                    search_sql.delete_index(conn, rid)
+                    search_sql.write_index(conn, rid, t, indexer(t, orjson.loads(body)))
+                return len(rows)
+
+            return await self._on_writer(go)
