@@ -7,6 +7,7 @@ with ``~/.fhir/packages``, so that start-up reads only the ``.index.json`` and r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -129,10 +130,8 @@ def _open_folder(folder: Path) -> Package:
     manifest = orjson.loads(manifest_file.read_bytes()) if manifest_file.exists() else {"name": folder.name}
     index_file = folder / INDEX_NAME
     if not index_file.exists():
-        try:
+        with contextlib.suppress(OSError):  # read-only folder: index in memory only
             _write_index(folder)
-        except OSError:  # read-only folder: index in memory only
-            pass
     if index_file.exists():
         rows = orjson.loads(index_file.read_bytes())["files"]
     else:

@@ -79,6 +79,7 @@ class HistoryQuery:
     id: str | None = None  # set: instance level
     since: str | None = None  # instant, inclusive (_since)
     at: str | None = None  # instant: versions current at that time (_at)
+    till: str | None = None  # instant, inclusive: pins paging to the first page's snapshot
     count: int = 50
     offset: int = 0
 

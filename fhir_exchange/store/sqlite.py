@@ -139,7 +139,7 @@ class SqliteUnitOfWork:
 
     async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
         def go() -> None:
-            rid, current = self._check(version.type, version.id, expected_version)
+            rid, _current = self._check(version.type, version.id, expected_version)
             if rid is None:
                 return
             self._conn.execute(
@@ -281,6 +281,9 @@ class SqliteStore:
         if query.since:
             where.append("h.last_updated >= ?")
             args.append(query.since)
+        if query.till:
+            where.append("h.last_updated <= ?")
+            args.append(query.till)
         if query.at:
             # Versions current at that instant: the newest version not after it, per resource.
             where.append("h.last_updated <= ?")

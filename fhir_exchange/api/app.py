@@ -1,0 +1,200 @@
+"""The composition root and the HTTP edge.
+
+``create_app(settings)`` loads definitions, opens the store and wires the router; nothing happens at
+import time. Starlette lives only in this package: it turns HTTP into :class:`FhirRequest`, calls the
+router, and turns :class:`FhirResponse` or :class:`FhirError` into HTTP. Every error body is an
+OperationOutcome, including Starlette's own 404/405 and anything unexpected (500, no stack trace).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhir_exchange.api.negotiation import request_kind, response_type
+from fhir_exchange.clock import Clock
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.errors import Category, FhirError, operation_outcome
+from fhir_exchange.interactions.request import FhirRequest, FhirResponse
+from fhir_exchange.interactions.router import Router
+from fhir_exchange.interactions.services import Services
+from fhir_exchange.settings import Settings
+from fhir_exchange.store import open_store
+
+log = logging.getLogger("fhir_exchange")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def profile_folders() -> list[Path]:
+    """profiles/ inside an installed wheel, or at the top of a source checkout."""
+    for candidate in (_PACKAGE_DIR / "profiles", _PACKAGE_DIR.parent / "profiles"):
+        if candidate.is_dir() and any(candidate.glob("*.json")):
+            return [candidate]
+    return []
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    from fhir_exchange.search.extract import make_indexer
+    from fhir_exchange.validation import Validator
+
+    definitions = Definitions.load([*profile_folders(), *settings.packages], cache_dir=settings.resolved_cache_dir)
+    store = open_store(settings.resolved_store_url, make_indexer(definitions))
+    svc = Services(settings=settings, definitions=definitions, store=store, validator=Validator(definitions),
+                   clock=clock or Clock())
+
+    def track_definitions(resource: dict[str, Any], deleted: bool) -> None:
+        (definitions.remove if deleted else definitions.add)(resource)
+
+    svc.on_conformance_change.append(track_definitions)
+    return svc
+
+
+def build_router(svc: Services) -> Router:
+    router = Router(svc)
+    try:
+        from fhir_exchange.bundles import install as install_bundles  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+    else:
+        install_bundles(router)
+    try:
+        from fhir_exchange.interactions.validate import install as install_validate  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+    else:
+        install_validate(router)
+    return router
+
+
+class FhirEndpoint:
+    """The catch-all FHIR route: HTTP in, :class:`FhirRequest` to the router, HTTP out."""
+
+    def __init__(self, router: Router, settings: Settings) -> None:
+        self.router = router
+        self.settings = settings
+
+    def base_url(self, request: Request) -> str:
+        if self.settings.public_base_url:
+            return self.settings.public_base_url.rstrip("/")
+        return str(request.base_url).rstrip("/") + self.settings.base_path
+
+    async def handle(self, request: Request) -> Response:
+        pretty = request.query_params.get("_pretty") == "true"
+        media = "application/fhir+json"
+        try:
+            media = response_type(request.query_params.get("_format"), request.headers.get("accept"))
+            freq = await self.to_fhir_request(request)
+            resp = await self.router.dispatch(freq)
+            return self.to_http(resp, media, pretty, head=request.method == "HEAD")
+        except FhirError as err:
+            return error_response(err, media, pretty)
+        except Exception:  # never a stack trace to the client
+            log.exception("Unhandled error on %s %s", request.method, request.url.path)
+            return error_response(FhirError(Category.FAULT, "Internal server error"), media, pretty)
+
+    async def to_fhir_request(self, request: Request) -> FhirRequest:
+        path = request.path_params.get("path", "")
+        query = [(k, v) for k, v in request.query_params.multi_items()]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        body: Any = None
+        if request.method in ("POST", "PUT", "PATCH"):
+            raw = await self.read_body(request)
+            if raw.strip():
+                kind = request_kind(request.headers.get("content-type"), request.method)
+                if kind == "form":
+                    # POST [type]/_search: the form's parameters join the query (http.html#search).
+                    query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+                else:
+                    try:
+                        body = orjson.loads(raw)
+                    except orjson.JSONDecodeError as exc:
+                        raise FhirError(Category.INVALID, f"The body is not valid JSON: {exc}",
+                                        code="structure") from None
+            elif request.method in ("PUT", "PATCH") or (request.method == "POST" and not path.endswith("_search")
+                                                       and "$" not in path):
+                raise FhirError(Category.INVALID, "The request has no body", code="required")
+        return FhirRequest(request.method, path, query, headers, body, self.base_url(request))
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise FhirError(Category.TOO_LARGE, f"The body exceeds the limit of {limit} bytes", code="too-costly")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise FhirError(Category.TOO_LARGE, f"The body exceeds the limit of {limit} bytes",
+                                code="too-costly")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def to_http(resp: FhirResponse, media: str, pretty: bool, *, head: bool = False) -> Response:
+        headers = dict(resp.headers)
+        if resp.body is not None and not pretty:
+            content: bytes = resp.body
+        elif resp.resource is not None or resp.body is not None:
+            doc = resp.resource if resp.resource is not None else orjson.loads(resp.body or b"{}")
+            content = orjson.dumps(doc, option=orjson.OPT_INDENT_2 if pretty else 0)
+        else:
+            content = b""
+        if head:
+            content = b""
+        if resp.status == 304 or not content:
+            return Response(status_code=resp.status, headers=headers)
+        return Response(content, status_code=resp.status, headers=headers, media_type=f"{media}; charset=utf-8")
+
+
+def error_response(err: FhirError, media: str = "application/fhir+json", pretty: bool = False) -> Response:
+    body = orjson.dumps(operation_outcome(err.issues), option=orjson.OPT_INDENT_2 if pretty else 0)
+    return Response(body, status_code=err.status, headers=err.headers, media_type=f"{media}; charset=utf-8")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(FhirError(Category.NOT_FOUND, f"No resource at {request.url.path}"))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error_response(FhirError(Category.FAULT, "Internal server error"))
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    svc = build_services(settings, clock)
+    router = build_router(svc)
+    endpoint = FhirEndpoint(router, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.store.open()
+        try:
+            yield
+        finally:
+            await svc.store.close()
+
+    base = settings.base_path.rstrip("/")
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    app = Starlette(
+        routes=[
+            Route(base or "/", endpoint.handle, methods=methods),
+            Route(f"{base}/{{path:path}}", endpoint.handle, methods=methods),
+        ],
+        exception_handlers={404: _not_found, 405: _not_found, 500: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    app.state.router = router
+    return app

@@ -1,0 +1,154 @@
+"""Command line: ``fhir-exchange serve | load | reindex | validate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_exchange.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+        store_url=getattr(args, "store", None),
+    )
+
+
+def _add_store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder of the embedded SQLite store (env FHIR_EXCHANGE_DATA_DIR)")
+    p.add_argument("--store", help="store URL: sqlite:///file.db or mongodb://... (env FHIR_EXCHANGE_STORE_URL)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from fhir_exchange.api.app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(settings)
+    # uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests, runs lifespan shutdown.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def _files(paths: Sequence[str]) -> Iterator[Path]:
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(x for x in p.rglob("*.json") if x.is_file())
+        else:
+            yield p
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    return asyncio.run(_load(args))
+
+
+async def _load(args: argparse.Namespace) -> int:
+    from fhir_exchange.api.app import build_router, build_services
+    from fhir_exchange.errors import FhirError
+
+    settings = _settings(args)
+    svc = build_services(settings)
+    router = build_router(svc)
+    await svc.store.open()
+    files = list(_files(args.paths))
+    ok = failed = 0
+    started = time.perf_counter()
+    try:
+        for n, f in enumerate(files, 1):
+            try:
+                doc: Any = orjson.loads(f.read_bytes())
+                req = _load_request(doc)
+                await router.dispatch(req)
+                ok += 1
+            except FhirError as err:
+                failed += 1
+                print(f"\n{f}: {err.status} {err.diagnostics}", file=sys.stderr)
+            except (orjson.JSONDecodeError, OSError) as exc:
+                failed += 1
+                print(f"\n{f}: {exc}", file=sys.stderr)
+            _progress(n, len(files), started)
+    finally:
+        await svc.store.close()
+    elapsed = time.perf_counter() - started
+    print(f"\nLoaded {ok} of {len(files)} files in {elapsed:.1f} s ({failed} failed)")
+    return 1 if failed else 0
+
+
+def _load_request(doc: Any) -> Any:
+    from fhir_exchange.interactions.request import FhirRequest
+
+    if not isinstance(doc, dict) or "resourceType" not in doc:
+        from fhir_exchange.errors import invalid
+
+        raise invalid("not a FHIR resource")
+    rt = doc["resourceType"]
+    if rt == "Bundle" and doc.get("type") in ("transaction", "batch"):
+        return FhirRequest("POST", "", body=doc, base_url="")
+    if doc.get("id"):
+        return FhirRequest("PUT", f"{rt}/{doc['id']}", body=doc, base_url="")
+    return FhirRequest("POST", rt, body=doc, base_url="")
+
+
+def _progress(n: int, total: int, started: float) -> None:
+    if not sys.stderr.isatty() and n != total and n % 100:
+        return
+    width = 30
+    done = int(width * n / max(total, 1))
+    rate = n / max(time.perf_counter() - started, 1e-9)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{total} files, {rate:.0f}/s")
+    sys.stderr.flush()
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        from fhir_exchange.api.app import build_services
+
+        svc = build_services(_settings(args))
+        await svc.store.open()
+        try:
+            n = await svc.store.reindex(args.type)
+        finally:
+            await svc.store.close()
+        print(f"Reindexed {n} resources")
+        return 0
+
+    return asyncio.run(go())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fhir-exchange", description="FHIR R4 server for remote consultation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the FHIR API at http://HOST:PORT/fhir")
+    serve.add_argument("--host", help="interface (env FHIR_EXCHANGE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (env FHIR_EXCHANGE_PORT, default 8080)")
+    _add_store_options(serve)
+    serve.set_defaults(func=cmd_serve)
+    load = sub.add_parser("load", help="load resources and Bundles (files or folders) into the store")
+    load.add_argument("paths", nargs="+")
+    _add_store_options(load)
+    load.set_defaults(func=cmd_load)
+    reindex = sub.add_parser("reindex", help="re-extract search index values (after SearchParameter changes)")
+    reindex.add_argument("--type", help="only this resource type")
+    _add_store_options(reindex)
+    reindex.set_defaults(func=cmd_reindex)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""delete: https://hl7.org/fhir/R4/http.html#delete
+
+Logical delete: a new version marks the resource deleted; read then answers 410 and vread of earlier
+versions still works. Deleting an unknown resource is a 404; deleting a deleted one changes nothing
+(200). Conditional delete ``DELETE [base]/[type]?criteria`` deletes the single match; several
+matches answer 412 (single-delete behaviour, http.html#3.1.0.7.1).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from fhir_exchange.clock import instant
+from fhir_exchange.errors import Issue, not_found, operation_outcome, precondition_failed
+from fhir_exchange.interactions.common import check_id, check_type, etag, parse_if_match
+from fhir_exchange.interactions.conditional import matches
+from fhir_exchange.interactions.create import svc_notify
+from fhir_exchange.interactions.request import FhirRequest, FhirResponse
+from fhir_exchange.interactions.services import Services
+from fhir_exchange.store.port import ResourceVersion, UnitOfWork
+
+
+async def delete_in(svc: Services, uow: UnitOfWork, req: FhirRequest, type: str, id: str) -> FhirResponse:
+    current = await uow.read(type, id)
+    if current is None:
+        raise not_found(f"Resource {type}/{id} is not known")
+    if current.deleted:
+        return _ok(f"{type}/{id} was already deleted", current.version_id)
+    if_match = parse_if_match(req)
+    if if_match is not None and if_match != current.version_id:
+        raise precondition_failed(
+            f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
+        )
+    now = max(instant(svc.clock.now()), current.last_updated)
+    v = ResourceVersion(type, id, current.version_id + 1, now, True, b"", "DELETE")
+    await uow.delete(v, expected_version=current.version_id)
+    if type in _CONFORMANCE:
+        svc_notify(svc, orjson.loads(current.body), deleted=True)
+    return _ok(f"Deleted {type}/{id}", v.version_id)
+
+
+_CONFORMANCE = frozenset({"StructureDefinition", "SearchParameter", "ValueSet", "CodeSystem",
+                          "CompartmentDefinition", "OperationDefinition", "ConceptMap", "NamingSystem"})
+
+
+def _ok(message: str, version_id: int) -> FhirResponse:
+    resp = FhirResponse(200, resource=operation_outcome([Issue("information", "informational", message)]))
+    resp.etag = etag(version_id)
+    resp.headers["ETag"] = resp.etag
+    return resp
+
+
+async def delete(svc: Services, req: FhirRequest, type: str, id: str) -> FhirResponse:
+    check_type(svc, type)
+    check_id(id)
+    async with svc.store.transaction() as uow:
+        return await delete_in(svc, uow, req, type, id)
+
+
+async def conditional_delete(svc: Services, req: FhirRequest, type: str) -> FhirResponse:
+    check_type(svc, type)
+    async with svc.store.transaction() as uow:
+        found = await matches(svc, uow, type, req.query)
+        if len(found) > 1:
+            raise precondition_failed(f"The criteria match more than one {type}: the delete is refused")
+        if not found:
+            return FhirResponse(200, resource=operation_outcome(
+                [Issue("information", "not-found", f"No {type} matches the criteria: nothing deleted")]))
+        return await delete_in(svc, uow, req, type, found[0].id)

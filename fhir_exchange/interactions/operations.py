@@ -1,0 +1,36 @@
+"""Extended operations (https://hl7.org/fhir/R4/operations.html): a registry the router and the
+CapabilityStatement both read, so the two cannot drift."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fhir_exchange.interactions.request import FhirRequest, FhirResponse
+from fhir_exchange.interactions.services import Services
+
+OperationHandler = Callable[[Services, FhirRequest, str | None, str | None], Awaitable[FhirResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str  # without the leading $
+    handler: OperationHandler
+    definition: str  # canonical URL of the OperationDefinition
+    system: bool = False
+    type: bool = False
+    instance: bool = False
+    resource_types: tuple[str, ...] = ()  # empty: every type
+    affects_state: bool = False
+    methods: tuple[str, ...] = ("POST",)
+
+
+@dataclass(slots=True)
+class OperationRegistry:
+    operations: dict[str, Operation] = field(default_factory=dict)
+
+    def register(self, op: Operation) -> None:
+        self.operations[op.name] = op
+
+    def get(self, name: str) -> Operation | None:
+        return self.operations.get(name)

@@ -1,0 +1,24 @@
+"""vread: https://hl7.org/fhir/R4/http.html#vread
+
+``GET [base]/[type]/[id]/_history/[vid]``. The version that records a deletion answers 410.
+"""
+
+from __future__ import annotations
+
+from fhir_exchange.errors import gone, not_found
+from fhir_exchange.interactions.common import check_id, check_type, parse_version_id, version_response
+from fhir_exchange.interactions.request import FhirRequest, FhirResponse
+from fhir_exchange.interactions.services import Services
+
+
+async def vread(svc: Services, req: FhirRequest, type: str, id: str, vid: str) -> FhirResponse:
+    check_type(svc, type)
+    check_id(id)
+    v = await svc.store.vread(type, id, parse_version_id(vid))
+    if v is None:
+        if await svc.store.read(type, id) is None:
+            raise not_found(f"Resource {type}/{id} is not known")
+        raise not_found(f"Resource {type}/{id} has no version {vid}")
+    if v.deleted:
+        raise gone(f"Version {vid} of {type}/{id} records its deletion")
+    return version_response(req, v)
