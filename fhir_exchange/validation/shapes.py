@@ -1,0 +1,190 @@
+"""JSON shapes of FHIR types: https://hl7.org/fhir/R4/json.html.
+
+A *shape* is what the structural walker needs about one kind of JSON object: the properties it may
+carry (choice elements expanded to ``valueString``, ``valueQuantity``...; primitives with their
+``_name`` companions), which are arrays, which are required, and for each property its primitive
+checker or the shape of its content. Shapes are derived once from the element trees of the core
+StructureDefinitions and then shared: every ``HumanName`` anywhere uses one shape.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.validation.primitives import PrimitiveType, build_primitive
+from fhir_exchange.validation.schema import Binding, ElementDef, StructureSchema, compile_structure
+
+PRIM = 0
+COMPLEX = 1
+RESOURCE = 2
+
+# Types that carry codes a binding can apply to (terminologies.html#binding).
+BINDABLE = frozenset({"code", "Coding", "CodeableConcept", "Quantity", "string", "uri"})
+
+
+@dataclass(slots=True, eq=False)
+class Prop:
+    key: str  # JSON property name
+    segment: str  # FHIRPath step, e.g. "given" or "value.ofType(Quantity)"
+    elem: ElementDef
+    type_code: str
+    kind: int
+    is_array: bool
+    prim: PrimitiveType | None
+    binding: Binding | None
+    owner: StructureSchema
+    shape: Shape | None = None  # resolved on first use: types refer to each other cyclically
+    # String values already found clean here (format and binding): most values repeat across resources.
+    good: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class Shape:
+    name: str
+    props: dict[str, Prop]
+    # (FHIRPath step for the message, JSON keys any of which satisfies it, min)
+    required: list[tuple[str, tuple[str, ...], int]] = field(default_factory=list)
+    resource_type: str | None = None
+    is_extension: bool = False
+
+
+def json_key(name: str, code: str, choice: bool) -> str:
+    return name + code[0].upper() + code[1:] if choice else name
+
+
+class ShapeBuilder:
+    """Builds and caches shapes and compiled schemas of the core types."""
+
+    def __init__(self, definitions: Definitions) -> None:
+        self.defs = definitions
+        self._lock = threading.RLock()
+        self._generation = -1
+        self._schemas: dict[str, StructureSchema | None] = {}
+        self._shapes: dict[tuple[str, str], Shape] = {}
+        self._prims: dict[str, PrimitiveType] = {}
+        self._type_kind: dict[str, str | None] = {}
+        self._id_prim: PrimitiveType | None = None
+
+    def _check_generation(self) -> None:
+        if self._generation != self.defs.generation:
+            self._schemas.clear()
+            self._shapes.clear()
+            self._prims.clear()
+            self._type_kind.clear()
+            self._generation = self.defs.generation
+
+    def schema(self, type_code: str) -> StructureSchema | None:
+        """The compiled base StructureDefinition of a type (``Patient``, ``HumanName``, ``string``)."""
+        s = self._schemas.get(type_code)
+        if s is not None or type_code in self._schemas:
+            return s
+        with self._lock:
+            self._check_generation()
+            sd = self.defs.structure_definition(type_code)
+            s = compile_structure(sd) if sd and sd.get("snapshot") else None
+            self._schemas[type_code] = s
+            return s
+
+    def kind(self, type_code: str) -> str | None:
+        if type_code not in self._type_kind:
+            s = self.schema(type_code)
+            self._type_kind[type_code] = s.kind if s else None
+        return self._type_kind[type_code]
+
+    def primitive(self, code: str) -> PrimitiveType:
+        p = self._prims.get(code)
+        if p is None:
+            p = build_primitive(code, self.defs.structure_definition(code))
+            self._prims[code] = p
+        return p
+
+    def resource_shape(self, resource_type: str) -> Shape | None:
+        s = self.schema(resource_type)
+        if s is None or s.kind != "resource":
+            return None
+        return self.element_shape(s, s.root)
+
+    def type_shape(self, type_code: str) -> Shape | None:
+        s = self.schema(type_code)
+        if s is None:
+            return None
+        return self.element_shape(s, s.root)
+
+    def element_shape(self, schema: StructureSchema, elem: ElementDef) -> Shape:
+        key = (schema.url, elem.id)
+        shape = self._shapes.get(key)
+        if shape is not None:
+            return shape
+        with self._lock:
+            self._check_generation()
+            shape = self._shapes.get(key)
+            if shape is None:
+                shape = self._build(schema, elem)
+                self._shapes[key] = shape
+            return shape
+
+    def resolve(self, prop: Prop) -> Shape:
+        """The shape of a complex property's content (cached on the prop)."""
+        shape = prop.shape
+        if shape is not None:
+            return shape
+        elem = prop.elem
+        if elem.children:
+            shape = self.element_shape(prop.owner, elem)
+        elif elem.content_ref:
+            target = prop.owner.by_id.get(elem.content_ref)
+            shape = self.element_shape(prop.owner, target) if target else Shape(elem.content_ref, {})
+        else:
+            shape = self.type_shape(prop.type_code) or Shape(prop.type_code, {})
+        prop.shape = shape
+        return shape
+
+    def _build(self, schema: StructureSchema, elem: ElementDef) -> Shape:
+        is_resource_root = elem is schema.root and schema.kind == "resource"
+        shape = Shape(
+            name=elem.path,
+            props={},
+            resource_type=schema.type if is_resource_root else None,
+            is_extension=elem is schema.root and schema.type == "Extension",
+        )
+        for child in elem.children:
+            if child.max == 0:
+                continue
+            keys: list[str] = []
+            for t in child.types or ():
+                code = t.code
+                kind = self.kind(code) if code not in ("Resource", "DomainResource") else "resource"
+                if kind == "primitive-type" or (kind is None and code[:1].islower()):
+                    prim = self.primitive(code)
+                    if is_resource_root and child.name == "id":
+                        # Resource.id is declared as System.String but is the id type (resource.html#id).
+                        prim = self._resource_id()
+                    pkind = PRIM
+                elif kind == "resource":
+                    prim, pkind = None, RESOURCE
+                else:
+                    prim, pkind = None, COMPLEX
+                k = json_key(child.name, code, child.choice)
+                segment = f"{child.name}.ofType({code})" if child.choice else child.name
+                binding = child.binding if (child.binding and child.binding.value_set and code in BINDABLE
+                                            and child.binding.strength in ("required", "extensible")) else None
+                shape.props[k] = Prop(k, segment, child, code, pkind, child.is_array, prim, binding, schema)
+                keys.append(k)
+                if pkind == PRIM:
+                    keys.append("_" + k)
+            if not child.types and (child.children or child.content_ref):
+                # contentReference elements carry no type; their content is another element's.
+                k = child.name
+                shape.props[k] = Prop(k, k, child, "BackboneElement", COMPLEX, child.is_array, None, None, schema)
+                keys.append(k)
+            if child.min > 0 and keys and not (shape.is_extension and child.name == "url"):
+                shape.required.append((child.name, tuple(keys), child.min))
+        return shape
+
+    def _resource_id(self) -> PrimitiveType:
+        if self._id_prim is None:
+            base = self.primitive("id")
+            self._id_prim = PrimitiveType("id", base.regex, base.check)
+        return self._id_prim

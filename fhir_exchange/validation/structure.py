@@ -1,0 +1,236 @@
+"""Structural validation of JSON resources: https://hl7.org/fhir/R4/json.html and https://hl7.org/fhir/R4/validation.html#structure.
+
+One pass over the parsed JSON against the shapes of the core definitions checks what the JSON
+representation itself requires: known properties only, arrays exactly where the base cardinality
+is more than one (and never empty), no empty objects, ``null`` only as a placeholder aligned with a
+``_name`` companion array, primitive JSON types and lexical forms, one choice variant at a time,
+minimum cardinalities, ``resourceType`` on every resource (contained ones, Bundle entries,
+Parameters values — each checked as a resource of its own type), extension shape (url, and a value
+or nested extensions, never both), and bindings through the local terminology.
+
+Expressions name the exact element (``Patient.name[0].given[1]``, ``Observation.value.ofType(Quantity)``).
+The walker is written for speed: no intermediate objects, paths built only as the walk descends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fhir_exchange.validation.bindings import check_binding
+from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.primitives import json_type_name
+from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape, ShapeBuilder
+from fhir_exchange.validation.terminology import Terminology
+
+# Called for every resource met during the walk (top level, contained, entries), so later passes
+# (profiles, invariants, references) can visit them without walking again.
+GOOD_CACHE_SIZE = 2048
+
+ResourceHook = Callable[[dict[str, Any], str, str], None]
+
+
+class StructureWalker:
+    def __init__(self, shapes: ShapeBuilder, terminology: Terminology, *, check_bindings: bool = True) -> None:
+        self.shapes = shapes
+        self.tx = terminology
+        self.check_bindings = check_bindings
+        self._element_shape: Shape | None = None
+
+    def _companion_shape(self) -> Shape:
+        # ``_name`` objects carry what Element carries: id and extension.
+        if self._element_shape is None:
+            self._element_shape = self.shapes.type_shape("Element") or Shape("Element", {})
+        return self._element_shape
+
+    def validate_resource(self, res: Any, path: str, sink: IssueSink, *, expected_type: str | None = None,
+                          on_resource: ResourceHook | None = None) -> str | None:
+        """Validate a resource; returns its type when it could be determined."""
+        if type(res) is not dict:
+            sink.error("structure", MsgId.NOT_OBJECT,
+                       f"A resource must be a JSON object, not {json_type_name(res)}", path or None)
+            return None
+        rt = res.get("resourceType")
+        if rt is None:
+            sink.error("structure", MsgId.RESOURCE_TYPE_MISSING, "The resource has no resourceType property",
+                       path or None)
+            return None
+        if type(rt) is not str:
+            sink.error("structure", MsgId.RESOURCE_TYPE_UNKNOWN, "resourceType must be a string", path or None)
+            return None
+        shape = self.shapes.resource_shape(rt)
+        if shape is None or (schema := self.shapes.schema(rt)) is None or schema.abstract:
+            sink.error("structure", MsgId.RESOURCE_TYPE_UNKNOWN, f"Unknown resource type '{rt}'", path or None)
+            return None
+        if expected_type is not None and rt != expected_type:
+            sink.error("invalid", MsgId.RESOURCE_TYPE_MISMATCH,
+                       f"Expected a {expected_type} resource, got {rt}", path or rt)
+        here = path or rt
+        if not res.keys() - {"resourceType"}:
+            sink.error("structure", MsgId.EMPTY_OBJECT, "A resource must have content besides resourceType", here)
+        self._walk_object(res, shape, here, sink, on_resource)
+        if on_resource is not None:
+            on_resource(res, rt, here)
+        return rt
+
+    def _walk_object(self, obj: dict[str, Any], shape: Shape, path: str, sink: IssueSink,
+                     on_resource: ResourceHook | None) -> None:
+        props = shape.props
+        choices: set[int] | None = None
+        for key, value in obj.items():
+            p = props.get(key)
+            if p is None:
+                if key[:1] == "_":
+                    base = props.get(key[1:])
+                    if base is not None and base.kind == PRIM:
+                        self._companion(obj, key, value, base, path, sink, on_resource)
+                        continue
+                elif key == "resourceType" and shape.resource_type is not None:
+                    continue
+                sink.error("structure", MsgId.UNKNOWN_ELEMENT,
+                           f"Unrecognised property '{key}' in {shape.name}", f"{path}.{key}")
+                continue
+            if p.elem.choice:
+                if choices is None:
+                    choices = set()
+                eid = id(p.elem)
+                if eid in choices:
+                    sink.error("structure", MsgId.CHOICE_MULTIPLE,
+                               f"Only one of the {p.elem.name}[x] variants may be present", f"{path}.{key}")
+                choices.add(eid)
+            here = path + "." + p.segment
+            if p.is_array:
+                if type(value) is not list:
+                    sink.error("structure", MsgId.ARRAY_EXPECTED,
+                               f"'{key}' must be a JSON array (its cardinality is more than one)", here)
+                    continue
+                if not value:
+                    sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array", here)
+                    continue
+                if p.kind == PRIM:
+                    companion = obj.get("_" + key)
+                    for i, item in enumerate(value):
+                        if item is None:
+                            if not (type(companion) is list and i < len(companion) and companion[i] is not None):
+                                sink.error("structure", MsgId.NULL_VALUE,
+                                           "null is only allowed in an array of primitives where the "
+                                           f"_{key} array holds the element's id or extensions",
+                                           f"{here}[{i}]")
+                            continue
+                        if item.__class__ is not str or item not in p.good:
+                            self._primitive(item, p, f"{here}[{i}]", sink)
+                else:
+                    for i, item in enumerate(value):
+                        self._complex(item, p, f"{here}[{i}]", sink, on_resource)
+            elif type(value) is list:
+                sink.error("structure", MsgId.ARRAY_UNEXPECTED,
+                           f"'{key}' must not be an array (its cardinality is at most one)", here)
+            elif p.kind == PRIM:
+                if value is None:
+                    sink.error("structure", MsgId.NULL_VALUE, f"'{key}' must not be null", here)
+                elif value.__class__ is not str or value not in p.good:
+                    self._primitive(value, p, here, sink)
+            else:
+                self._complex(value, p, here, sink, on_resource)
+        for name, keys, minimum in shape.required:
+            for k in keys:
+                if k in obj:
+                    break
+            else:
+                sink.error("required", MsgId.CARDINALITY_MIN,
+                           f"{shape.name}.{name}: minimum required = {minimum}, but only found 0", path)
+
+    def _primitive(self, value: Any, p: Prop, path: str, sink: IssueSink) -> None:
+        prim = p.prim
+        assert prim is not None
+        failure = prim.check(value)
+        if failure is not None:
+            msg_id, code, diag = failure
+            if msg_id == MsgId.PRIMITIVE_WHITESPACE:
+                sink.warning(code, msg_id, diag, path)
+                return
+            if msg_id == MsgId.PRIMITIVE_FORMAT and p.key == "id" and prim.code == "id":
+                msg_id = MsgId.ID_FORMAT
+            sink.error(code, msg_id, diag, path)
+            return
+        if p.binding is not None and self.check_bindings:
+            mark = sink.mark()
+            check_binding(self.tx, p.binding, p.type_code, value, path, sink)
+            if sink.mark() != mark:
+                return
+        if value.__class__ is str and len(p.good) < GOOD_CACHE_SIZE:
+            p.good.add(value)
+
+    def _complex(self, value: Any, p: Prop, path: str, sink: IssueSink, on_resource: ResourceHook | None) -> None:
+        if p.kind == RESOURCE:
+            self.validate_resource(value, path, sink, on_resource=on_resource)
+            return
+        if type(value) is not dict:
+            sink.error("structure", MsgId.OBJECT_EXPECTED,
+                       f"'{p.key}' must be a JSON object ({p.type_code}), not {json_type_name(value)}", path)
+            return
+        if not value:
+            sink.error("structure", MsgId.EMPTY_OBJECT, f"'{p.key}' must not be an empty object", path)
+            return
+        shape = p.shape or self.shapes.resolve(p)
+        self._walk_object(value, shape, path, sink, on_resource)
+        if shape.is_extension:
+            self._extension_shape(value, path, sink)
+        if p.binding is not None and self.check_bindings:
+            check_binding(self.tx, p.binding, p.type_code, value, path, sink)
+
+    def _companion(self, obj: dict[str, Any], key: str, value: Any, p: Prop, path: str, sink: IssueSink,
+                   on_resource: ResourceHook | None) -> None:
+        """``_name``: the id and extensions of a primitive (json.html#primitive)."""
+        here = path + "." + p.segment
+        shape = self._companion_shape()
+        name = key[1:]
+        if p.is_array:
+            if type(value) is not list:
+                sink.error("structure", MsgId.ARRAY_EXPECTED, f"'{key}' must be a JSON array", here)
+                return
+            values = obj.get(name)
+            if values is not None and (type(values) is not list or len(values) != len(value)):
+                sink.error("structure", MsgId.COMPANION_MISALIGNED,
+                           f"'{key}' must have as many entries as '{name}'", here)
+            if not value:
+                sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array", here)
+            for i, item in enumerate(value):
+                if item is None:
+                    has_value = type(values) is list and i < len(values) and values[i] is not None
+                    if not has_value:
+                        sink.error("structure", MsgId.NULL_VALUE,
+                                   f"'{key}[{i}]' and '{name}[{i}]' must not both be null", f"{here}[{i}]")
+                    continue
+                self._element(item, key, shape, f"{here}[{i}]", sink, on_resource)
+        else:
+            if type(value) is list:
+                sink.error("structure", MsgId.ARRAY_UNEXPECTED, f"'{key}' must not be an array", here)
+                return
+            self._element(value, key, shape, here, sink, on_resource)
+
+    def _element(self, value: Any, key: str, shape: Shape, path: str, sink: IssueSink,
+                 on_resource: ResourceHook | None) -> None:
+        if type(value) is not dict:
+            sink.error("structure", MsgId.OBJECT_EXPECTED, f"'{key}' entries must be JSON objects", path)
+        elif not value:
+            sink.error("structure", MsgId.EMPTY_OBJECT, f"'{key}' must not be an empty object", path)
+        else:
+            self._walk_object(value, shape, path, sink, on_resource)
+
+    def _extension_shape(self, ext: dict[str, Any], path: str, sink: IssueSink) -> None:
+        url = ext.get("url")
+        if url is None:
+            sink.error("required", MsgId.EXTENSION_URL_MISSING, "An extension must have a url", path)
+        has_value = False
+        for k in ext:
+            if k.startswith("value") or k.startswith("_value"):
+                has_value = True
+                break
+        has_children = "extension" in ext
+        if has_value and has_children:
+            sink.error("invariant", MsgId.EXTENSION_VALUE_AND_CHILDREN,
+                       "ext-1: an extension must have either extensions or value[x], not both", path)
+        elif not has_value and not has_children:
+            sink.error("invariant", MsgId.EXTENSION_EMPTY,
+                       "ext-1: an extension must have either extensions or value[x]", path)
