@@ -78,6 +78,8 @@ def validate(svc: Services, resource: dict[str, Any]) -> list[Issue]:
     """Validate a resource for writing: raise on errors, return warnings and information."""
     profiles = [p for p in (resource.get("meta") or {}).get("profile", []) if isinstance(p, str)]
     issues = svc.validator.validate(resource, profiles=profiles, resource_type=resource.get("resourceType"))
+    for rule in svc.write_rules.get(str(resource.get("resourceType")), ()):
+        issues = [*issues, *rule(resource)]
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if errors:
         structural = all(i.code in STRUCTURAL_CODES for i in errors)

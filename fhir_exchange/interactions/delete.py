@@ -14,13 +14,14 @@ from fhir_exchange.clock import instant
 from fhir_exchange.errors import Issue, not_found, operation_outcome, precondition_failed
 from fhir_exchange.interactions.common import check_id, check_type, etag, parse_if_match
 from fhir_exchange.interactions.conditional import matches
-from fhir_exchange.interactions.create import svc_notify
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.unit import UnitContext, notify, unit
 from fhir_exchange.store.port import ResourceVersion, UnitOfWork
 
 
-async def delete_in(svc: Services, uow: UnitOfWork, req: FhirRequest, type: str, id: str) -> FhirResponse:
+async def delete_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, id: str) -> FhirResponse:
+    uow = u.uow
     current = await uow.read(type, id)
     if current is None:
         raise not_found(f"Resource {type}/{id} is not known")
@@ -35,7 +36,7 @@ async def delete_in(svc: Services, uow: UnitOfWork, req: FhirRequest, type: str,
     v = ResourceVersion(type, id, current.version_id + 1, now, True, b"", "DELETE")
     await uow.delete(v, expected_version=current.version_id)
     if type in _CONFORMANCE:
-        svc_notify(svc, orjson.loads(current.body), deleted=True)
+        notify(svc, u, orjson.loads(current.body), deleted=True)
     return _ok(f"Deleted {type}/{id}", v.version_id)
 
 
@@ -50,20 +51,31 @@ def _ok(message: str, version_id: int) -> FhirResponse:
     return resp
 
 
-async def delete(svc: Services, req: FhirRequest, type: str, id: str) -> FhirResponse:
+async def delete(svc: Services, req: FhirRequest, type: str, id: str, ctx: UnitContext | None = None) -> FhirResponse:
     check_type(svc, type)
     check_id(id)
-    async with svc.store.transaction() as uow:
-        return await delete_in(svc, uow, req, type, id)
+    async with unit(svc, ctx) as u:
+        return await delete_in(svc, u, req, type, id)
 
 
-async def conditional_delete(svc: Services, req: FhirRequest, type: str) -> FhirResponse:
+async def conditional_target(svc: Services, uow: UnitOfWork, type: str, query: list[tuple[str, str]]) -> str | None:
+    """The id a conditional delete removes (None: no match); several matches answer 412."""
+    found = await matches(svc, uow, type, query)
+    if len(found) > 1:
+        raise precondition_failed(f"The criteria match more than one {type}: the delete is refused")
+    return found[0].id if found else None
+
+
+def nothing_matched(type: str) -> FhirResponse:
+    return FhirResponse(200, resource=operation_outcome(
+        [Issue("information", "not-found", f"No {type} matches the criteria: nothing deleted")]))
+
+
+async def conditional_delete(svc: Services, req: FhirRequest, type: str,
+                             ctx: UnitContext | None = None) -> FhirResponse:
     check_type(svc, type)
-    async with svc.store.transaction() as uow:
-        found = await matches(svc, uow, type, req.query)
-        if len(found) > 1:
-            raise precondition_failed(f"The criteria match more than one {type}: the delete is refused")
-        if not found:
-            return FhirResponse(200, resource=operation_outcome(
-                [Issue("information", "not-found", f"No {type} matches the criteria: nothing deleted")]))
-        return await delete_in(svc, uow, req, type, found[0].id)
+    async with unit(svc, ctx) as u:
+        target = await conditional_target(svc, u.uow, type, req.query)
+        if target is None:
+            return nothing_matched(type)
+        return await delete_in(svc, u, req, type, target)

@@ -23,9 +23,10 @@ from fhir_exchange.interactions.common import (
     write_version,
 )
 from fhir_exchange.interactions.conditional import matches
-from fhir_exchange.interactions.create import svc_notify
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.unit import UnitContext, notify, unit
+from fhir_exchange.store.port import UnitOfWork
 
 
 def _apply(doc: dict[str, Any], ops: Any, type: str, id: str) -> dict[str, Any]:
@@ -45,29 +46,41 @@ def _apply(doc: dict[str, Any], ops: Any, type: str, id: str) -> dict[str, Any]:
     return patched
 
 
-async def patch(svc: Services, req: FhirRequest, type: str, id: str | None) -> FhirResponse:
+async def patch(svc: Services, req: FhirRequest, type: str, id: str | None,
+                ctx: UnitContext | None = None) -> FhirResponse:
     check_type(svc, type)
     if id is not None:
         check_id(id)
-    if_match = parse_if_match(req)
-    async with svc.store.transaction() as uow:
+    async with unit(svc, ctx) as u:
         if id is None:
-            found = await matches(svc, uow, type, req.query)
-            if len(found) > 1:
-                raise precondition_failed(f"The criteria match more than one {type}: the patch is refused")
-            if not found:
-                raise not_found(f"No {type} matches the criteria")
-            id = found[0].id
-        current = await uow.read(type, id)
-        if current is None or current.deleted:
-            raise not_found(f"Resource {type}/{id} is not known")
-        if if_match is not None and if_match != current.version_id:
-            raise precondition_failed(
-                f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
-            )
-        patched = _apply(orjson.loads(current.body), req.body, type, id)
-        issues = validate(svc, patched)
-        v = await write_version(svc, uow, type, id, patched, expected_version=current.version_id,
-                                current=current, method="PATCH")
-    svc_notify(svc, patched, deleted=False)
+            id = await conditional_target(svc, u.uow, type, req.query)
+        return await patch_in(svc, u, req, type, id)
+
+
+async def conditional_target(svc: Services, uow: UnitOfWork, type: str, query: list[tuple[str, str]]) -> str:
+    """The single resource a conditional patch changes (none: 404, several: 412)."""
+    found = await matches(svc, uow, type, query)
+    if len(found) > 1:
+        raise precondition_failed(f"The criteria match more than one {type}: the patch is refused")
+    if not found:
+        raise not_found(f"No {type} matches the criteria")
+    return found[0].id
+
+
+async def patch_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, id: str) -> FhirResponse:
+    """Apply the JSON Patch of ``req`` to ``type/id`` inside ``u``."""
+    if_match = parse_if_match(req)
+    uow = u.uow
+    current = await uow.read(type, id)
+    if current is None or current.deleted:
+        raise not_found(f"Resource {type}/{id} is not known")
+    if if_match is not None and if_match != current.version_id:
+        raise precondition_failed(
+            f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
+        )
+    patched = _apply(orjson.loads(current.body), req.body, type, id)
+    issues = validate(svc, patched)
+    v = await write_version(svc, uow, type, id, patched, expected_version=current.version_id,
+                            current=current, method="PATCH")
+    notify(svc, u, patched, deleted=False)
     return prefer_return(req, version_response(req, v), issues)

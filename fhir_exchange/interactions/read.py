@@ -12,13 +12,15 @@ from fhir_exchange.errors import gone, not_found
 from fhir_exchange.interactions.common import check_id, check_type, version_response
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.unit import UnitContext
 from fhir_exchange.store.port import ResourceVersion
 
 
-async def current_version(svc: Services, type: str, id: str) -> ResourceVersion:
+async def current_version(svc: Services, type: str, id: str, ctx: UnitContext | None = None) -> ResourceVersion:
     check_type(svc, type)
     check_id(id)
-    v = await svc.store.read(type, id)
+    # Inside a transaction Bundle, read what its earlier entries wrote.
+    v = await (ctx.uow if ctx is not None else svc.store).read(type, id)
     if v is None:
         raise not_found(f"Resource {type}/{id} is not known")
     if v.deleted:
@@ -26,8 +28,8 @@ async def current_version(svc: Services, type: str, id: str) -> ResourceVersion:
     return v
 
 
-async def read(svc: Services, req: FhirRequest, type: str, id: str) -> FhirResponse:
-    v = await current_version(svc, type, id)
+async def read(svc: Services, req: FhirRequest, type: str, id: str, ctx: UnitContext | None = None) -> FhirResponse:
+    v = await current_version(svc, type, id, ctx)
     inm = req.header("if-none-match")
     if inm:
         tags = {m for m in re.findall(r'"([^"]*)"', inm)}

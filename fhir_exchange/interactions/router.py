@@ -26,6 +26,7 @@ from fhir_exchange.interactions import (
 from fhir_exchange.interactions.operations import OperationRegistry
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.unit import UnitContext
 
 Handler = Callable[..., Awaitable[FhirResponse]]
 
@@ -71,11 +72,16 @@ class Router:
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    async def dispatch(self, req: FhirRequest) -> FhirResponse:
+    async def dispatch(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
+        """Route ``req`` to its interaction. With ``ctx`` the interaction joins that unit of work (the
+        entries of a transaction Bundle); without, it runs in a store transaction of its own."""
         method = "GET" if req.method == "HEAD" else req.method
         segments = tuple(p for p in req.path.strip("/").split("/") if p) if req.path.strip("/") else ()
         op = self._operation(method, segments)
         if op is not None:
+            if ctx is not None:
+                raise FhirError(Category.NOT_IMPLEMENTED, "Operations are not supported inside a transaction Bundle",
+                                code="not-supported")
             return await op(req)
         allowed: set[str] = set()
         candidates = [(r, p) for r in self.routes if (p := _match(r.pattern, segments)) is not None]
@@ -85,7 +91,7 @@ class Router:
             if route.method != method:
                 allowed.add(route.method)
                 continue
-            resp = await route.handler(req, **params)
+            resp = await route.handler(req, ctx, **params)
             return self._subset(req, resp) if route.interaction in ("read", "vread") else resp
         if allowed:
             raise FhirError(Category.NOT_ALLOWED, f"Method {req.method} is not allowed on /{req.path}",
@@ -136,55 +142,55 @@ class Router:
 
     # -- route handlers ------------------------------------------------------------------------
 
-    async def _capabilities(self, req: FhirRequest) -> FhirResponse:
+    async def _capabilities(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
         return FhirResponse(200, resource=capabilities.capability_statement(self, req))
 
-    async def _history_system(self, req: FhirRequest) -> FhirResponse:
+    async def _history_system(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
         return await history.history(self.services, req)
 
-    async def _history_type(self, req: FhirRequest, type: str) -> FhirResponse:
+    async def _history_type(self, req: FhirRequest, ctx: UnitContext | None, type: str) -> FhirResponse:
         return await history.history(self.services, req, type)
 
-    async def _history_instance(self, req: FhirRequest, type: str, id: str) -> FhirResponse:
+    async def _history_instance(self, req: FhirRequest, ctx: UnitContext | None, type: str, id: str) -> FhirResponse:
         return await history.history(self.services, req, type, id)
 
-    async def _search_system(self, req: FhirRequest) -> FhirResponse:
-        return await search.search(self.services, req, None, self.summaries)
+    async def _search_system(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
+        return await search.search(self.services, req, None, self.summaries, ctx)
 
-    async def _search_type(self, req: FhirRequest, type: str) -> FhirResponse:
-        return await search.search(self.services, req, type, self.summaries)
+    async def _search_type(self, req: FhirRequest, ctx: UnitContext | None, type: str) -> FhirResponse:
+        return await search.search(self.services, req, type, self.summaries, ctx)
 
-    async def _bundle(self, req: FhirRequest) -> FhirResponse:
+    async def _bundle(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
         if self.bundle_processor is None:
             raise FhirError(Category.NOT_IMPLEMENTED, "Batch and transaction Bundles are not supported yet",
                             code="not-supported")
-        return await self.bundle_processor(req)
+        return await self.bundle_processor(req, ctx)
 
-    async def _create(self, req: FhirRequest, type: str) -> FhirResponse:
-        return await create.create(self.services, req, type)
+    async def _create(self, req: FhirRequest, ctx: UnitContext | None, type: str) -> FhirResponse:
+        return await create.create(self.services, req, type, ctx)
 
-    async def _conditional_update(self, req: FhirRequest, type: str) -> FhirResponse:
-        return await update.conditional_update(self.services, req, type)
+    async def _conditional_update(self, req: FhirRequest, ctx: UnitContext | None, type: str) -> FhirResponse:
+        return await update.conditional_update(self.services, req, type, ctx)
 
-    async def _conditional_patch(self, req: FhirRequest, type: str) -> FhirResponse:
-        return await patch.patch(self.services, req, type, None)
+    async def _conditional_patch(self, req: FhirRequest, ctx: UnitContext | None, type: str) -> FhirResponse:
+        return await patch.patch(self.services, req, type, None, ctx)
 
-    async def _conditional_delete(self, req: FhirRequest, type: str) -> FhirResponse:
-        return await delete.conditional_delete(self.services, req, type)
+    async def _conditional_delete(self, req: FhirRequest, ctx: UnitContext | None, type: str) -> FhirResponse:
+        return await delete.conditional_delete(self.services, req, type, ctx)
 
-    async def _read(self, req: FhirRequest, type: str, id: str) -> FhirResponse:
-        return await read.read(self.services, req, type, id)
+    async def _read(self, req: FhirRequest, ctx: UnitContext | None, type: str, id: str) -> FhirResponse:
+        return await read.read(self.services, req, type, id, ctx)
 
-    async def _update(self, req: FhirRequest, type: str, id: str) -> FhirResponse:
-        return await update.update(self.services, req, type, id)
+    async def _update(self, req: FhirRequest, ctx: UnitContext | None, type: str, id: str) -> FhirResponse:
+        return await update.update(self.services, req, type, id, ctx)
 
-    async def _patch(self, req: FhirRequest, type: str, id: str) -> FhirResponse:
-        return await patch.patch(self.services, req, type, id)
+    async def _patch(self, req: FhirRequest, ctx: UnitContext | None, type: str, id: str) -> FhirResponse:
+        return await patch.patch(self.services, req, type, id, ctx)
 
-    async def _delete(self, req: FhirRequest, type: str, id: str) -> FhirResponse:
-        return await delete.delete(self.services, req, type, id)
+    async def _delete(self, req: FhirRequest, ctx: UnitContext | None, type: str, id: str) -> FhirResponse:
+        return await delete.delete(self.services, req, type, id, ctx)
 
-    async def _vread(self, req: FhirRequest, type: str, id: str, vid: str) -> FhirResponse:
+    async def _vread(self, req: FhirRequest, ctx: UnitContext | None, type: str, id: str, vid: str) -> FhirResponse:
         return await vread.vread(self.services, req, type, id, vid)
 
 

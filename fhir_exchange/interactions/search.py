@@ -14,13 +14,16 @@ from fhir_exchange.interactions.common import check_type
 from fhir_exchange.interactions.paging import page_links
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.unit import UnitContext
 from fhir_exchange.search.parse import parse
 
 _PAGING = frozenset({"_count", "_offset", "_format", "_pretty"})
 
 
 async def search(svc: Services, req: FhirRequest, type: str | None = None,
-                 summaries: SummaryElements | None = None) -> FhirResponse:
+                 summaries: SummaryElements | None = None, ctx: UnitContext | None = None) -> FhirResponse:
+    # Inside a transaction Bundle, search sees what its earlier entries wrote.
+    store = ctx.uow if ctx is not None else svc.store
     if type is not None:
         check_type(svc, type)
     strict = req.prefer.get("handling") == "strict"
@@ -30,10 +33,10 @@ async def search(svc: Services, req: FhirRequest, type: str | None = None,
     if summary == "count":
         from dataclasses import replace
 
-        result = await svc.store.search(replace(query, count=0))
+        result = await store.search(replace(query, count=0))
         head = {"resourceType": "Bundle", "type": "searchset", "total": result.total}
         return FhirResponse(200, resource=head)
-    result = await svc.store.search(query)
+    result = await store.search(query)
     elements = req.query_value("_elements")
     entries = []
     for v in result.matches:

@@ -18,6 +18,10 @@ class ResourceValidator(Protocol):
                  resource_type: str | None = None) -> list[Issue]: ...
 
 
+WriteRule = Callable[[dict[str, Any]], list[Issue]]
+"""A rule a resource of one type must pass before it is stored (e.g. document Bundles: bdl-9/10/11)."""
+
+
 @dataclass(slots=True)
 class Services:
     settings: Settings
@@ -27,3 +31,5 @@ class Services:
     clock: Clock = field(default_factory=Clock)
     # Hooks run after a conformance resource is written or deleted (definitions, search params).
     on_conformance_change: list[Callable[[dict[str, Any], bool], None]] = field(default_factory=list)
+    # Extra write rules per resource type, run by every write path after validation.
+    write_rules: dict[str, list[WriteRule]] = field(default_factory=dict)

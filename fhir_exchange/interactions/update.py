@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_exchange.errors import invalid, precondition_failed
+from fhir_exchange.errors import Issue, invalid, precondition_failed
 from fhir_exchange.interactions.common import (
     check_id,
     check_type,
@@ -25,9 +25,9 @@ from fhir_exchange.interactions.common import (
     write_version,
 )
 from fhir_exchange.interactions.conditional import matches
-from fhir_exchange.interactions.create import svc_notify
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.unit import UnitContext, notify, unit
 from fhir_exchange.store.port import NEW, ResourceVersion, UnitOfWork
 
 
@@ -53,23 +53,50 @@ async def put_resource(
     return v, not live
 
 
-async def update(svc: Services, req: FhirRequest, type: str, id: str) -> FhirResponse:
-    check_type(svc, type)
-    check_id(id)
-    resource = require_resource_body(req, type)
+def check_body_id(resource: dict[str, Any], id: str) -> None:
+    """An update's body must carry the URL's id (http.html#update)."""
     body_id = resource.get("id")
     if body_id is None:
         raise invalid("The resource has no id; an update needs the id of the URL in the body", "id")
     if body_id != id:
         raise invalid(f"The resource id '{body_id}' does not match the URL id '{id}'", "id")
+
+
+async def update_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, id: str,
+                    resource: dict[str, Any], issues: list[Issue], *, location: bool = False) -> FhirResponse:
+    """Write a validated ``resource`` as ``type/id`` inside ``u`` and build the answer."""
+    v, created = await put_resource(svc, u.uow, req, type, id, resource)
+    notify(svc, u, resource, deleted=False)
+    return prefer_return(req, version_response(req, v, 201 if created else 200, with_location=created or location),
+                         issues)
+
+
+async def update(svc: Services, req: FhirRequest, type: str, id: str, ctx: UnitContext | None = None) -> FhirResponse:
+    check_type(svc, type)
+    check_id(id)
+    resource = require_resource_body(req, type)
+    check_body_id(resource, id)
     issues = validate(svc, resource)
-    async with svc.store.transaction() as uow:
-        v, created = await put_resource(svc, uow, req, type, id, resource)
-    svc_notify(svc, resource, deleted=False)
-    return prefer_return(req, version_response(req, v, 201 if created else 200, with_location=created), issues)
+    async with unit(svc, ctx) as u:
+        return await update_in(svc, u, req, type, id, resource, issues)
 
 
-async def conditional_update(svc: Services, req: FhirRequest, type: str) -> FhirResponse:
+async def conditional_target(svc: Services, uow: UnitOfWork, type: str, query: list[tuple[str, str]],
+                             body_id: str | None) -> str:
+    """The id a conditional update writes: the single match, else the body's id or a new one."""
+    found = await matches(svc, uow, type, query)
+    if len(found) > 1:
+        raise precondition_failed(f"The criteria match more than one {type}: the update is refused")
+    if found:
+        target = found[0].id
+        if body_id is not None and body_id != target:
+            raise invalid(f"The resource id '{body_id}' differs from the matched resource {type}/{target}", "id")
+        return target
+    return body_id or svc.clock.new_id()
+
+
+async def conditional_update(svc: Services, req: FhirRequest, type: str,
+                             ctx: UnitContext | None = None) -> FhirResponse:
     check_type(svc, type)
     if not req.query:
         raise invalid("A conditional update needs search criteria")
@@ -78,17 +105,6 @@ async def conditional_update(svc: Services, req: FhirRequest, type: str) -> Fhir
     if body_id is not None:
         check_id(body_id)
     issues = validate(svc, resource)
-    async with svc.store.transaction() as uow:
-        found = await matches(svc, uow, type, req.query)
-        if len(found) > 1:
-            raise precondition_failed(f"The criteria match more than one {type}: the update is refused")
-        if found:
-            target = found[0].id
-            if body_id is not None and body_id != target:
-                raise invalid(f"The resource id '{body_id}' differs from the matched resource {type}/{target}",
-                              "id")
-        else:
-            target = body_id or svc.clock.new_id()
-        v, created = await put_resource(svc, uow, req, type, target, resource | {"id": target})
-    svc_notify(svc, resource | {"id": target}, deleted=False)
-    return prefer_return(req, version_response(req, v, 201 if created else 200, with_location=True), issues)
+    async with unit(svc, ctx) as u:
+        target = await conditional_target(svc, u.uow, type, req.query, body_id)
+        return await update_in(svc, u, req, type, target, resource | {"id": target}, issues, location=True)
