@@ -1,0 +1,687 @@
+"""Scale-out store: MongoDB through pymongo's native async API (``pymongo.AsyncMongoClient``).
+
+Motor is deprecated and past its end of life; this adapter does not use it. It is the only module
+that imports pymongo, and it translates every driver error into :mod:`fhir_exchange.errors` here:
+connection loss and server selection timeouts become TRANSIENT (503 with ``Retry-After``), duplicate
+keys and write conflicts on a version become :class:`VersionConflict`, anything else a FAULT.
+
+Layout (docs/scaling.md explains the sharded form):
+
+- one collection per resource type, ``_id`` = the logical id, with ``v`` (versionId), ``lu``
+  (lastUpdated, a FHIR instant: sortable as text), ``del``, ``m`` (method), ``body`` and ``_s`` (the
+  search values, see :mod:`fhir_exchange.store.mongo_search`);
+- ``history``: insert-only, ``_id`` = ``Type/id/_history/n``, every version including delete markers;
+- ``locks``: one small document per conditional-create key (``_id`` = SHA-256 of the key), written
+  inside the transaction so that concurrent identical conditional creates conflict and serialise.
+
+The body is stored as BSON binary: the exact JSON bytes the server serialised once with orjson.
+Reading returns them as ``bytes`` with no decoding at all; a BSON sub-document would cost a BSON
+decode plus an orjson re-encode on every read (and would not give back the same bytes: BSON has no
+arbitrary-precision decimals, so ``1.50`` would come back as ``1.5``). The server never queries inside
+the body; everything searchable is in ``_s``.
+
+Units of work. On a replica set (a single node is enough) a unit of work is one multi-document
+transaction with snapshot reads and majority write concern: one resource write (current document +
+history) and a whole transaction Bundle commit or roll back as one. MongoDB does not make a
+transaction *wait* for a conflicting one: the later writer gets a ``WriteConflict`` labelled
+``TransientTransactionError``. The caller's code runs inside ``async with store.transaction()``, which
+cannot be re-run as a ``with_transaction`` callback, so the retry happens where it is safe: when the
+*first* operation of a unit of work conflicts (nothing has been read or decided yet), the transaction
+is aborted and restarted with jittered backoff, as ``with_transaction`` would. Reads inside a unit of
+work take a write lock on the document (a no-op ``$inc``) so that read-modify-write units of work
+serialise like SQLite's instead of failing at commit. A conflict later in a unit of work that has
+already read or written (a transaction Bundle racing another) answers 503 with ``Retry-After``: the
+client retries the whole request; nothing was written. Commits are retried on
+``UnknownTransactionCommitResult`` (commit is idempotent).
+
+On a standalone server (no transactions) start-up logs a warning; a unit of work is buffered and
+applied at its end if it holds one resource write, and refused with an OperationOutcome (501) as
+soon as it asks for a second one, before anything is written: never a partial transaction Bundle.
+
+Reachability: ``open()`` does not fail when MongoDB is down (the server must start and answer 503);
+every operation first makes sure indexes exist, and retries that on the next request until MongoDB
+answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+    WaitQueueTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import ReadPreference
+from pymongo.write_concern import WriteConcern
+
+from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.store import mongo_search
+from fhir_exchange.store.port import (
+    ANY,
+    NEW,
+    HistoryPage,
+    HistoryQuery,
+    Indexer,
+    ResourceVersion,
+    SearchResult,
+    VersionConflict,
+)
+
+log = logging.getLogger("fhir_exchange.store.mongo")
+
+T = TypeVar("T")
+
+HISTORY = "history"
+LOCKS = "locks"
+INTERNAL = frozenset({HISTORY, LOCKS})
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")
+_CURRENT = {"v": 1, "lu": 1, "del": 1, "body": 1, "m": 1}
+_HISTORY_FIELDS = {"t": 1, "i": 1, "v": 1, "lu": 1, "del": 1, "body": 1, "m": 1}
+_RETRY_AFTER_UNREACHABLE = 5
+_RETRY_AFTER_CONFLICT = 1
+_RESTART_BUDGET_S = 10.0  # how long a first-operation conflict is retried before answering 503
+_COMMIT_BUDGET_S = 10.0  # how long an unknown commit result is retried
+_LOCK_TTL_S = 3600  # lock documents are garbage after this (a conditional create takes milliseconds)
+_WRITE_CONFLICT = 112
+_NO_SUCH_TRANSACTION = 251
+_ILLEGAL_OPERATION = 20
+
+MONGO_DEFAULT_DB = "fhir_exchange"
+
+
+def _transient(diagnostics: str, retry_after: int = _RETRY_AFTER_UNREACHABLE) -> FhirError:
+    return FhirError(Category.TRANSIENT, diagnostics, headers={"Retry-After": str(retry_after)})
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.code in (_WRITE_CONFLICT, _NO_SUCH_TRANSACTION) or exc.has_error_label("TransientTransactionError")
+    return False
+
+
+def translate(exc: PyMongoError) -> FhirError:
+    """The port's error for a driver error (the one translation table of this adapter)."""
+    if isinstance(exc, ConnectionFailure | WaitQueueTimeoutError):  # includes ServerSelectionTimeoutError
+        return _transient(f"The database is unreachable: {type(exc).__name__}. Retry later.")
+    if isinstance(exc, ExecutionTimeout):
+        return _transient("The database did not answer in time. Retry later.")
+    if isinstance(exc, DuplicateKeyError):
+        return VersionConflict(f"A concurrent write created the same key: {exc.details or exc}")
+    if isinstance(exc, DocumentTooLarge):
+        return FhirError(Category.TOO_LARGE, f"The resource is too large for the database: {exc}", code="too-costly")
+    if _is_conflict(exc):
+        return _transient("A concurrent transaction wrote the same resources; nothing was written. Retry.",
+                          _RETRY_AFTER_CONFLICT)
+    if isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError"):
+        return _transient(f"The database is failing over: {exc}")
+    return FhirError(Category.FAULT, f"Storage error: {type(exc).__name__}")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except PyMongoError as exc:
+        raise translate(exc) from exc
+
+
+def _version(doc: dict[str, Any], type: str, id: str) -> ResourceVersion:
+    return ResourceVersion(type, id, doc["v"], doc["lu"], bool(doc["del"]), bytes(doc["body"]), doc.get("m", "PUT"))
+
+
+def _hversion(doc: dict[str, Any]) -> ResourceVersion:
+    return ResourceVersion(doc["t"], doc["i"], doc["v"], doc["lu"], bool(doc["del"]), bytes(doc["body"]),
+                           doc.get("m", "PUT"))
+
+
+def history_id(type: str, id: str, version_id: int) -> str:
+    return f"{type}/{id}/_history/{version_id}"
+
+
+def lock_id(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _refuse_multi_write() -> FhirError:
+    return FhirError(
+        Category.NOT_IMPLEMENTED,
+        "This server's MongoDB is a standalone server, which has no multi-document transactions: a unit "
+        "of work with more than one write (a transaction Bundle, a message) would not be atomic, so it is "
+        "refused and nothing was written. Run MongoDB as a replica set (a single-node replica set is enough).",
+        code="not-supported",
+    )
+
+
+def check_expected(type: str, id: str, cur: dict[str, Any] | None, expected_version: int) -> int:
+    """Check ``expected_version`` against the current document; returns the current version id (0: none)."""
+    current = 0 if cur is None else int(cur["v"])
+    if expected_version == NEW and cur is not None and not cur["del"]:
+        raise VersionConflict(f"{type}/{id} already exists")
+    if expected_version not in (NEW, ANY) and expected_version != current:
+        raise VersionConflict(
+            f"Version conflict on {type}/{id}: expected version {expected_version}, current is {current}")
+    return current
+
+
+class _Sequence:
+    """A process-local creation sequence (nanoseconds, strictly increasing): the tie-break of lists."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(time.time_ns(), self._last + 1)
+        return self._last
+
+
+class MongoUnitOfWork:
+    """One multi-document transaction (replica set or sharded cluster)."""
+
+    def __init__(self, store: MongoStore, session: AsyncClientSession) -> None:
+        self._store = store
+        self._session = session
+        self._ops = 0
+        self.writes = 0
+
+    async def begin(self) -> None:
+        await self._session.start_transaction(
+            read_concern=ReadConcern("snapshot"),
+            write_concern=WriteConcern("majority"),
+            read_preference=ReadPreference.PRIMARY,
+        )
+
+    async def abort(self) -> None:
+        if self._session.in_transaction:
+            with suppress(PyMongoError, InvalidOperation):  # the server aborts it anyway
+                await self._session.abort_transaction()
+
+    async def commit(self) -> None:
+        if self.writes == 0:  # read-only (or only locks): nothing to make durable
+            await self.abort()
+            return
+        deadline = time.monotonic() + _COMMIT_BUDGET_S
+        while True:
+            try:
+                await self._session.commit_transaction()
+                return
+            except PyMongoError as exc:
+                unknown = isinstance(exc, OperationFailure | ConnectionFailure) and exc.has_error_label(
+                    "UnknownTransactionCommitResult")
+                if unknown and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    continue
+                await self.abort()
+                raise translate(exc) from exc
+
+    async def _op(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one operation; if it is the first and conflicts, restart the transaction and retry."""
+        first = self._ops == 0
+        self._ops += 1
+        deadline = time.monotonic() + _RESTART_BUDGET_S
+        delay = 0.002
+        while True:
+            try:
+                return await fn()
+            except PyMongoError as exc:
+                if not (first and _is_conflict(exc)) or time.monotonic() > deadline:
+                    raise translate(exc) from exc
+            await self.abort()
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 0.1)
+            with _translated():
+                await self.begin()
+
+    async def read(self, type: str, id: str) -> ResourceVersion | None:
+        coll = await self._store._type_coll(type)
+        s = self._session
+
+        async def go() -> ResourceVersion | None:
+            # The $inc takes the document's write lock for this transaction: a concurrent unit of work
+            # that read the same resource to write it conflicts now (and restarts) instead of later.
+            doc = await coll.find_one_and_update({"_id": id}, {"$inc": {"_lk": 1}}, projection=_CURRENT, session=s,
+                                                 return_document=ReturnDocument.AFTER)
+            if doc is None:
+                await self._store._locks.update_one(
+                    {"_id": lock_id(f"resource {type}/{id}")}, {"$set": {"at": datetime.now(UTC)}},
+                    upsert=True, session=s)
+                return None
+            return _version(doc, type, id)
+
+        return await self._op(go)
+
+    async def put(self, version: ResourceVersion, resource: dict[str, Any], *, expected_version: int) -> None:
+        store = self._store
+        entries = store._indexer(version.type, resource) if store._indexer else ()
+        coll = await store._type_coll(version.type)
+        s = self._session
+        fields = {"v": version.version_id, "lu": version.last_updated, "del": False, "m": version.method,
+                  "body": version.body, "_s": mongo_search.index_fields(version.id, entries)}
+
+        async def go() -> None:
+            cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1}, session=s)
+            current = check_expected(version.type, version.id, cur, expected_version)
+            if version.version_id <= current:
+                raise VersionConflict(f"{version.type}/{version.id} moved on to version {current}")
+            if cur is None:
+                await coll.insert_one({"_id": version.id, **fields, "_c": store._seq.next()}, session=s)
+            elif await coll.find_one_and_update({"_id": version.id, "v": current}, {"$set": fields},
+                                                projection={"_id": 1}, session=s) is None:
+                raise VersionConflict(f"{version.type}/{version.id} changed concurrently")
+            await store._history.insert_one(
+                {"_id": history_id(version.type, version.id, version.version_id), "t": version.type,
+                 "i": version.id, "v": version.version_id, "lu": version.last_updated, "del": False,
+                 "m": version.method, "body": version.body}, session=s)
+
+        await self._op(go)
+        self.writes += 1
+
+    async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
+        store = self._store
+        coll = await store._type_coll(version.type)
+        s = self._session
+
+        async def go() -> bool:
+            cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1}, session=s)
+            current = check_expected(version.type, version.id, cur, expected_version)
+            if cur is None:
+                return False
+            done = await coll.find_one_and_update(
+                {"_id": version.id, "v": current},
+                {"$set": {"v": version.version_id, "lu": version.last_updated, "del": True, "m": "DELETE",
+                          "body": b""}, "$unset": {"_s": ""}},
+                projection={"_id": 1}, session=s)
+            if done is None:
+                raise VersionConflict(f"{version.type}/{version.id} changed concurrently")
+            await store._history.insert_one(
+                {"_id": history_id(version.type, version.id, version.version_id), "t": version.type,
+                 "i": version.id, "v": version.version_id, "lu": version.last_updated, "del": True,
+                 "m": "DELETE", "body": b""}, session=s)
+            return True
+
+        if await self._op(go):
+            self.writes += 1
+
+    async def search(self, query: Any) -> SearchResult:
+        return await self._op(lambda: self._store._search(query, self._session))
+
+    async def lock_key(self, key: str) -> None:
+        await self._op(lambda: self._store._locks.update_one(
+            {"_id": lock_id(key)}, {"$set": {"at": datetime.now(UTC)}}, upsert=True, session=self._session))
+
+
+class StandaloneUnitOfWork:
+    """A unit of work on a standalone server: at most one resource write, applied at the end.
+
+    Nothing is written before the unit of work ends, so a refused second write leaves no trace.
+    Conditional creates serialise on a lock document held (insert, then delete) for the unit of work.
+    """
+
+    def __init__(self, store: MongoStore) -> None:
+        self._store = store
+        self._pending: tuple[str, ResourceVersion, dict[str, Any] | None, int] | None = None
+        self._locks: list[str] = []
+
+    async def read(self, type: str, id: str) -> ResourceVersion | None:
+        if self._pending is not None and (self._pending[1].type, self._pending[1].id) == (type, id):
+            return self._pending[1]
+        return await self._store.read(type, id)
+
+    async def _queue(self, op: str, version: ResourceVersion, resource: dict[str, Any] | None,
+                     expected_version: int) -> None:
+        if self._pending is not None:
+            raise _refuse_multi_write()
+        coll = await self._store._type_coll(version.type)
+        with _translated():
+            cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1})
+        check_expected(version.type, version.id, cur, expected_version)
+        self._pending = (op, version, resource, expected_version)
+
+    async def put(self, version: ResourceVersion, resource: dict[str, Any], *, expected_version: int) -> None:
+        await self._queue("put", version, resource, expected_version)
+
+    async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
+        await self._queue("delete", version, None, expected_version)
+
+    async def search(self, query: Any) -> SearchResult:
+        return await self._store.search(query)
+
+    async def lock_key(self, key: str) -> None:
+        lid = lock_id(key)
+        deadline = time.monotonic() + _RESTART_BUDGET_S
+        while True:
+            try:
+                with _translated():
+                    await self._store._locks.insert_one({"_id": lid, "at": datetime.now(UTC), "held": True})
+                self._locks.append(lid)
+                return
+            except VersionConflict:
+                # Held by another unit of work; take it over if its holder died (older than a minute).
+                stale = datetime.fromtimestamp(time.time() - 60, UTC)
+                with _translated():
+                    await self._store._locks.delete_one({"_id": lid, "at": {"$lt": stale}})
+                if time.monotonic() > deadline:
+                    raise _transient("A concurrent conditional write holds the same criteria. Retry.",
+                                     _RETRY_AFTER_CONFLICT) from None
+                await asyncio.sleep(random.uniform(0.001, 0.02))
+
+    async def finish(self, commit: bool) -> None:
+        try:
+            if commit and self._pending is not None:
+                await self._apply(*self._pending)
+        finally:
+            for lid in self._locks:
+                with _translated():
+                    await self._store._locks.delete_one({"_id": lid})
+
+    async def _apply(self, op: str, version: ResourceVersion, resource: dict[str, Any] | None,
+                     expected_version: int) -> None:
+        # The current document is the arbiter (one atomic find_one_and_update on the version); the
+        # history document follows. A crash in between loses that history entry, which is why
+        # production deployments run a replica set.
+        store = self._store
+        coll = await store._type_coll(version.type)
+        cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1})
+        current = check_expected(version.type, version.id, cur, expected_version)
+        if op == "delete" and cur is None:
+            return
+        if version.version_id <= current:
+            raise VersionConflict(f"{version.type}/{version.id} moved on to version {current}")
+        if op == "put":
+            assert resource is not None
+            entries = store._indexer(version.type, resource) if store._indexer else ()
+            update: dict[str, Any] = {"$set": {"v": version.version_id, "lu": version.last_updated, "del": False,
+                                               "m": version.method, "body": version.body,
+                                               "_s": mongo_search.index_fields(version.id, entries)}}
+        else:
+            update = {"$set": {"v": version.version_id, "lu": version.last_updated, "del": True, "m": "DELETE",
+                               "body": b""}, "$unset": {"_s": ""}}
+        if cur is None:
+            doc = {"_id": version.id, **update["$set"], "_c": store._seq.next()}
+            await coll.insert_one(doc)
+        elif await coll.find_one_and_update({"_id": version.id, "v": current}, update,
+                                            projection={"_id": 1}) is None:
+            raise VersionConflict(f"{version.type}/{version.id} changed concurrently")
+        deleted = op == "delete"
+        await store._history.insert_one(
+            {"_id": history_id(version.type, version.id, version.version_id), "t": version.type, "i": version.id,
+             "v": version.version_id, "lu": version.last_updated, "del": deleted,
+             "m": "DELETE" if deleted else version.method, "body": b"" if deleted else version.body})
+
+
+class MongoStore:
+    name = "mongodb"
+
+    def __init__(self, url: str, indexer: Indexer | None = None, *, database: str | None = None,
+                 server_selection_timeout_ms: int = 3000) -> None:
+        self.url = url
+        self._indexer = indexer
+        self._database_name = database
+        self._timeout_ms = server_selection_timeout_ms
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._db: AsyncDatabase[dict[str, Any]]
+        self._history: AsyncCollection[dict[str, Any]]
+        self._locks: AsyncCollection[dict[str, Any]]
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._indexed: set[str] = set()
+        self._seq = _Sequence()
+        self.supports_transactions: bool | None = None  # known once the server has answered
+
+    @classmethod
+    def from_url(cls, url: str, indexer: Indexer | None = None) -> MongoStore:
+        return cls(url, indexer)
+
+    def set_indexer(self, indexer: Indexer) -> None:
+        self._indexer = indexer
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect lazily; never fails because MongoDB is down (requests answer 503 until it is up)."""
+        if self._client is not None:
+            return
+        options: dict[str, Any] = {"tz_aware": False}
+        if "serverselectiontimeoutms" not in self.url.lower():
+            options["serverSelectionTimeoutMS"] = self._timeout_ms
+        try:
+            self._client = AsyncMongoClient(self.url, **options)
+            db = self._client.get_default_database(default=self._database_name or MONGO_DEFAULT_DB)
+        except (ConfigurationError, ValueError) as exc:
+            raise ValueError(f"Invalid MongoDB URL: {exc}") from exc
+        self._db = db
+        self._history = db[HISTORY]
+        self._locks = db[LOCKS]
+        try:
+            await self._ensure_ready()
+        except FhirError as err:
+            log.warning("MongoDB is unreachable at start-up (%s); requests answer 503 until it is reachable",
+                        err.diagnostics)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+        self._ready = False
+        self._indexed.clear()
+
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        if self._client is None:
+            raise FhirError(Category.FAULT, "The MongoDB store is not open")
+        async with self._ready_lock:
+            if self._ready:
+                return
+            with _translated():
+                hello = await self._client.admin.command("hello")
+                self.supports_transactions = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+                await self._history.create_index([("lu", DESCENDING)], name="by_lastUpdated")
+                await self._history.create_index([("t", ASCENDING), ("lu", DESCENDING)], name="type_by_lastUpdated")
+                await self._history.create_index([("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)],
+                                                 name="instance_by_version")
+                await self._locks.create_index("at", name="expire", expireAfterSeconds=_LOCK_TTL_S)
+                for name in await self._db.list_collection_names():
+                    if name not in INTERNAL and _TYPE_RE.match(name):
+                        await self._create_type_indexes(name)
+            if self.supports_transactions:
+                log.info("MongoDB store %s: replica set, transactions enabled", self._db.name)
+            else:
+                log.warning("MongoDB store %s: STANDALONE server without transactions; units of work with more "
+                            "than one write (transaction Bundles, messages) will be refused. Run a replica set.",
+                            self._db.name)
+            self._ready = True
+
+    async def _create_type_indexes(self, type: str) -> None:
+        coll = self._db[type]
+        for keys, name in mongo_search.TYPE_INDEXES:
+            await coll.create_index(keys, name=name)
+        self._indexed.add(type)
+
+    async def _type_coll(self, type: str) -> AsyncCollection[dict[str, Any]]:
+        """The collection of a resource type, its indexes created (outside any transaction) on first use."""
+        if not _TYPE_RE.match(type):
+            raise FhirError(Category.INVALID, f"'{type}' is not a resource type name")
+        await self._ensure_ready()
+        if type not in self._indexed:
+            with _translated():
+                await self._create_type_indexes(type)
+        return self._db[type]
+
+    async def _type_names(self) -> list[str]:
+        await self._ensure_ready()
+        with _translated():
+            names = await self._db.list_collection_names()
+        return sorted(n for n in names if n not in INTERNAL and _TYPE_RE.match(n))
+
+    @property
+    def client(self) -> AsyncMongoClient[dict[str, Any]]:
+        if self._client is None:
+            raise FhirError(Category.FAULT, "The MongoDB store is not open")
+        return self._client
+
+    # -- units of work ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MongoUnitOfWork | StandaloneUnitOfWork]:
+        await self._ensure_ready()
+        if not self.supports_transactions:
+            suow = StandaloneUnitOfWork(self)
+            try:
+                yield suow
+            except BaseException:
+                await suow.finish(commit=False)
+                raise
+            with _translated():
+                await suow.finish(commit=True)
+            return
+        with _translated():
+            session = self.client.start_session(causal_consistency=False)
+        try:
+            uow = MongoUnitOfWork(self, session)
+            with _translated():
+                await uow.begin()
+            try:
+                yield uow
+            except BaseException:
+                await uow.abort()
+                raise
+            await uow.commit()
+        finally:
+            with suppress(PyMongoError):
+                await session.end_session()
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def read(self, type: str, id: str) -> ResourceVersion | None:
+        coll = await self._type_coll(type)
+        with _translated():
+            doc = await coll.find_one({"_id": id}, _CURRENT)
+        return None if doc is None else _version(doc, type, id)
+
+    async def vread(self, type: str, id: str, version_id: int) -> ResourceVersion | None:
+        await self._ensure_ready()
+        with _translated():
+            doc = await self._history.find_one({"_id": history_id(type, id, version_id)}, _HISTORY_FIELDS)
+        return None if doc is None else _hversion(doc)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        await self._ensure_ready()
+        match: dict[str, Any] = {}
+        if query.type:
+            match["t"] = query.type
+        if query.id:
+            match["i"] = query.id
+        lu: dict[str, str] = {}
+        if query.since:
+            lu["$gte"] = query.since
+        if query.till:
+            lu["$lte"] = query.till
+        if query.at:
+            lu["$lte"] = min(query.at, lu.get("$lte", query.at))
+        if lu:
+            match["lu"] = lu
+        sort = {"lu": -1, "t": 1, "i": 1, "v": -1}
+        with _translated():
+            if query.at:
+                # Versions current at that instant: per resource, the newest version not after it.
+                head: list[dict[str, Any]] = [
+                    {"$match": match}, {"$sort": {"t": 1, "i": 1, "v": -1}},
+                    {"$group": {"_id": {"t": "$t", "i": "$i"}, "doc": {"$first": "$$ROOT"}}},
+                    {"$replaceRoot": {"newRoot": "$doc"}},
+                ]
+                if query.since:
+                    head.append({"$match": {"lu": {"$gte": query.since}}})
+                counted = await (await self._history.aggregate([*head, {"$count": "n"}])).to_list()
+                total = counted[0]["n"] if counted else 0
+                docs = [] if query.count <= 0 else await (await self._history.aggregate(
+                    [*head, {"$sort": sort}, {"$skip": query.offset}, {"$limit": query.count}])).to_list()
+            else:
+                total = await self._history.count_documents(match)
+                docs = [] if query.count <= 0 else await self._history.find(match, _HISTORY_FIELDS).sort(
+                    list(sort.items())).skip(query.offset).limit(query.count).to_list()
+        return HistoryPage([_hversion(d) for d in docs], total)
+
+    async def _search(self, query: Any, session: AsyncClientSession | None) -> SearchResult:
+        filt = mongo_search.compile_filter(getattr(query, "params", ()))
+        types: list[str]
+        if query.type:
+            types = [query.type]
+        else:
+            wanted = tuple(getattr(query, "types", ()) or ())
+            types = [t for t in await self._type_names() if not wanted or t in wanted]
+        want = query.offset + query.count
+        count_total = getattr(query, "total", "accurate") != "none"
+        total = 0
+        rows: list[tuple[str, dict[str, Any]]] = []
+        with _translated():
+            for t in types:
+                coll = await self._type_coll(t)
+                if count_total:
+                    total += await coll.count_documents(filt, session=session)
+                if want > 0:
+                    docs = await coll.find(filt, {**_CURRENT, "_c": 1}, session=session).sort(
+                        mongo_search.SORT).limit(want).to_list()
+                    rows.extend((t, d) for d in docs)
+        if len(types) > 1:  # merge per-type pages: newest first, then creation order
+            rows.sort(key=lambda r: r[1].get("_c", 0))
+            rows.sort(key=lambda r: r[1]["lu"], reverse=True)
+        page = rows[query.offset: want]
+        return SearchResult([_version(d, t, d["_id"]) for t, d in page], total if count_total else None)
+
+    async def search(self, query: Any) -> SearchResult:
+        return await self._search(query, None)
+
+    async def count(self, type: str | None = None) -> int:
+        types = [type] if type else await self._type_names()
+        n = 0
+        with _translated():
+            for t in types:
+                n += await (await self._type_coll(t)).count_documents({"del": False})
+        return n
+
+    async def reindex(self, type: str | None = None) -> int:
+        indexer = self._indexer
+        if indexer is None:
+            return 0
+        n = 0
+        for t in [type] if type else await self._type_names():
+            coll = await self._type_coll(t)
+            with _translated():
+                async for doc in coll.find({"del": False}, {"body": 1, "v": 1}):
+                    entries = indexer(t, orjson.loads(doc["body"]))
+                    # Guarded by the version: a concurrent update re-indexes itself.
+                    await coll.update_one({"_id": doc["_id"], "v": doc["v"]},
+                                          {"$set": {"_s": mongo_search.index_fields(doc["_id"], entries)}})
+                    n += 1
+        return n
+
+    async def all_versions(self) -> AsyncIterator[ResourceVersion]:
+        """Every stored version of every resource, oldest first per resource (for migration checks)."""
+        await self._ensure_ready()
+        with _translated():
+            async for d in self._history.find({}, _HISTORY_FIELDS).sort([("t", 1), ("i", 1), ("v", 1)]):
+                yield _hversion(d)
