@@ -1,8 +1,11 @@
 """delete: https://hl7.org/fhir/R4/http.html#delete
 
 Logical delete: a new version marks the resource deleted; read then answers 410 and vread of earlier
-versions still works. Deleting an unknown resource is a 404; deleting a deleted one changes nothing
-(200). Conditional delete ``DELETE [base]/[type]?criteria`` deletes the single match; several
+versions still works. Deleting a deleted one changes nothing (200). Deleting an unknown resource is
+also a 200 with an informational OperationOutcome and writes nothing: http.html#delete says "Upon
+successful deletion, or if the resource does not exist at all, the server should return either a 200
+OK ...", and HAPI FHIR does the same (hapi-fhir#3283).
+Conditional delete ``DELETE [base]/[type]?criteria`` deletes the single match; several
 matches answer 412 (single-delete behaviour, http.html#3.1.0.7.1).
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import orjson
 
 from fhir_exchange.clock import instant
-from fhir_exchange.errors import Issue, not_found, operation_outcome, precondition_failed
+from fhir_exchange.errors import Issue, operation_outcome, precondition_failed
 from fhir_exchange.interactions.common import check_id, check_type, etag, parse_if_match
 from fhir_exchange.interactions.conditional import matches
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
@@ -24,7 +27,8 @@ async def delete_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, 
     uow = u.uow
     current = await uow.read(type, id)
     if current is None:
-        raise not_found(f"Resource {type}/{id} is not known")
+        return FhirResponse(200, resource=operation_outcome(
+            [Issue("information", "not-found", f"Resource {type}/{id} does not exist: nothing deleted")]))
     if current.deleted:
         return _ok(f"{type}/{id} was already deleted", current.version_id)
     if_match = parse_if_match(req)

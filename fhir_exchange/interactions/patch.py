@@ -12,7 +12,7 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from fhir_exchange.errors import Category, FhirError, invalid, not_found, precondition_failed
+from fhir_exchange.errors import Category, FhirError, gone, invalid, not_found, precondition_failed
 from fhir_exchange.interactions.common import (
     check_id,
     check_type,
@@ -72,8 +72,10 @@ async def patch_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, i
     if_match = parse_if_match(req)
     uow = u.uow
     current = await uow.read(type, id)
-    if current is None or current.deleted:
+    if current is None:
         raise not_found(f"Resource {type}/{id} is not known")
+    if current.deleted:  # as read answers (HAPI FHIR answers a patch of a deleted resource the same)
+        raise gone(f"Resource {type}/{id} was deleted (version {current.version_id})")
     if if_match is not None and if_match != current.version_id:
         raise precondition_failed(
             f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
