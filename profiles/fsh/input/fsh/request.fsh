@@ -1,0 +1,152 @@
+// The consult request (rules 3-8), its coordination Task (rules 10-14), questions and answers
+// (rule 15) and the consult note.
+
+Invariant: cx-sr-1
+Description: "Rule 3 (BSeR; COW): a consult ServiceRequest's status is draft, active, revoked, completed or entered-in-error."
+Expression: "status = 'draft' or status = 'active' or status = 'revoked' or status = 'completed' or status = 'entered-in-error'"
+Severity: #error
+
+Invariant: cx-sr-2
+Description: "Rule 5 (BSeR): the ServiceRequest has a placer identifier (v2-0203 PLAC) assigned by the requester, with system and value."
+Expression: "identifier.where(type.coding.where(system = 'http://terminology.hl7.org/CodeSystem/v2-0203' and code = 'PLAC').exists() and system.exists() and value.exists()).exists()"
+Severity: #error
+
+Invariant: cx-sr-3
+Description: "Rule 7 (KR Core; BSeR): a KCD-8 coding in reasonCode has a well-formed KCD-8 code (letter, two digits, optional . and up to 3 characters)."
+Expression: "reasonCode.coding.where(system = 'http://www.hl7korea.or.kr/CodeSystem/kostat-kcd-8').code.all(matches('^[A-Z][0-9]{2}([.][0-9A-Z]{1,3})?$'))"
+Severity: #error
+
+Invariant: cx-sr-4
+Description: "Rule 8 (BSeR): supportingInfo references a Consent (a typed reference: type = 'Consent' or a Consent/[id] URL)."
+Expression: "supportingInfo.where(type = 'Consent' or reference.matches('(^|/)Consent/[A-Za-z0-9.-]{1,64}(/_history/[A-Za-z0-9.-]{1,64})?$')).exists()"
+Severity: #error
+
+Profile: ConsultServiceRequest
+Parent: ServiceRequest
+Id: consult-service-request
+Title: "Consult ServiceRequest"
+Description: "A remote-consultation request authored by the requesting institution (rules 3-8; BSeR; CA:eReC)."
+* ^status = #active
+* obeys cx-sr-1 and cx-sr-2 and cx-sr-3 and cx-sr-4
+* identifier 1..*
+* intent = #order
+* category 1..1
+* category = ConsultCategory#remote-consultation
+* code 1..1
+* code from $krcore-departments (extensible)
+* subject 1..1
+* subject only Reference(ConsultPatient)
+* authoredOn 1..1
+* requester 1..1
+* requester only Reference(ConsultPractitionerRole)
+* performer 1..1
+* performer only Reference(ConsultOrganization or HealthcareService or ConsultPractitionerRole)
+* reasonCode 1..*
+* reasonCode from $krcore-kcd8 (preferred)
+* reasonCode.text 1..1
+* supportingInfo 1..*
+
+Invariant: cx-task-1
+Description: "Rule 10 (BSeR; COW): Task.basedOn, when present, is the single ServiceRequest that Task.focus names."
+Expression: "basedOn.exists() implies (basedOn.count() = 1 and basedOn.reference = focus.reference)"
+Severity: #error
+
+Invariant: cx-task-2
+Description: "Rule 11 (R4 referral example; BSeR): statusReason is required when the Task is rejected, cancelled, failed or on-hold."
+Expression: "(status = 'rejected' or status = 'cancelled' or status = 'failed' or status = 'on-hold') implies statusReason.exists()"
+Severity: #error
+
+Invariant: cx-task-3
+Description: "Rule 12 (R4 example; COW; CA:eReC): a completed Task has an output of type LOINC 11488-4 referencing the consult note DocumentReference."
+Expression: "status = 'completed' implies output.where(type.coding.where(system = 'http://loinc.org' and code = '11488-4').exists() and value.ofType(Reference).reference.exists()).exists()"
+Severity: #error
+
+Invariant: cx-task-4
+Description: "Rule 13 (UMZH; COW): Task.businessStatus is never a copy of a Task.status code."
+Expression: "businessStatus.coding.code.intersect('draft' | 'requested' | 'received' | 'accepted' | 'rejected' | 'ready' | 'cancelled' | 'in-progress' | 'on-hold' | 'failed' | 'completed' | 'entered-in-error').empty()"
+Severity: #error
+
+Invariant: cx-task-5
+Description: "Rule 13 (UMZH; COW): businessStatus awaiting-information only with Task.status received or in-progress."
+Expression: "businessStatus.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-business-status' and code = 'awaiting-information').exists() implies (status = 'received' or status = 'in-progress')"
+Severity: #error
+
+Profile: ConsultTask
+Parent: Task
+Id: consult-task
+Title: "Consult Task"
+Description: "Coordination of a consult request, owned by the consultant (rules 10-14; R4 workflow option H; BSeR; COW). Rule 14 (lastModified >= authoredOn) is the core invariant inv-1."
+* ^status = #active
+* obeys cx-task-1 and cx-task-2 and cx-task-3 and cx-task-4 and cx-task-5
+* intent = #order
+* code 1..1
+* code from ConsultTaskCodes (required)
+* focus 1..1
+* focus only Reference(ConsultServiceRequest)
+* basedOn 0..1
+* basedOn only Reference(ConsultServiceRequest)
+* for 1..1
+* for only Reference(ConsultPatient)
+* authoredOn 1..1
+* requester 1..1
+* requester only Reference(ConsultPractitionerRole)
+* owner 1..1
+* owner only Reference(ConsultOrganization or ConsultPractitionerRole)
+* businessStatus from ConsultBusinessStatuses (required)
+
+Invariant: cx-comm-1
+Description: "Rule 15 (CA:eReC; Ontario eConsult): a consult Communication's status is completed or entered-in-error."
+Expression: "status = 'completed' or status = 'entered-in-error'"
+Severity: #error
+
+Invariant: cx-comm-2
+Description: "Rule 15 (CA:eReC; Ontario eConsult): an answer refers to the question it answers (inResponseTo)."
+Expression: "category.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-category' and code = 'consult-answer').exists() implies inResponseTo.exists()"
+Severity: #error
+
+Profile: ConsultCommunication
+Parent: Communication
+Id: consult-communication
+Title: "Consult Communication"
+Description: "A question or answer about a consult between requester and consultant (rule 15)."
+* ^status = #active
+* obeys cx-comm-1 and cx-comm-2
+* basedOn 1..*
+* basedOn only Reference(ConsultServiceRequest)
+* category 1..1
+* category from ConsultCommunicationCategory (required)
+* subject 1..1
+* subject only Reference(ConsultPatient)
+* sent 1..1
+* sender 1..1
+* sender only Reference(ConsultPractitionerRole or ConsultOrganization)
+* recipient 1..*
+* recipient only Reference(ConsultPractitionerRole or ConsultOrganization)
+* payload 1..*
+* inResponseTo only Reference(ConsultCommunication)
+
+Invariant: cx-doc-1
+Description: "Consult note (R4 example; COW): every attachment carries its content inline (data) or by URL (a Binary)."
+Expression: "content.attachment.all(data.exists() or url.exists())"
+Severity: #error
+
+Profile: ConsultNote
+Parent: DocumentReference
+Id: consult-note
+Title: "Consult Note"
+Description: "The consultant's answer to a consult request: a DocumentReference of type LOINC 11488-4 (Consult note) linked to the ServiceRequest (rule 12)."
+* ^status = #active
+* obeys cx-doc-1
+* status = #current
+* type 1..1
+* type = $loinc#11488-4
+* subject 1..1
+* subject only Reference(ConsultPatient)
+* date 1..1
+* author 1..*
+* author only Reference(ConsultPractitionerRole or ConsultOrganization)
+* custodian 1..1
+* custodian only Reference(ConsultOrganization)
+* content.attachment.contentType 1..1
+* context 1..1
+* context.related 1..*
