@@ -34,18 +34,15 @@ def check_binding(tx: Terminology, binding: Binding, type_code: str, value: Any,
         return
     if type(value) is not dict:
         return
-    if type_code == "Coding":
-        code = value.get("code")
-        if type(code) is str:
-            _one(tx, binding, value.get("system"), code, path, sink)
-        return
-    if type_code == "Quantity":
-        code = value.get("code")
-        if type(code) is str:
-            _one(tx, binding, value.get("system"), code, path, sink)
+    if type_code in ("Coding", "Quantity"):
+        if _well_formed(value):
+            _one(tx, binding, value.get("system"), value["code"], path, sink)
         return
     if type_code == "CodeableConcept":
-        codings = [c for c in value.get("coding", ()) if type(c) is dict and type(c.get("code")) is str]
+        coding = value.get("coding")
+        if coding is not None and type(coding) is not list:
+            return  # a shape error, reported by the structural walk
+        codings = [c for c in coding or () if _well_formed(c)]
         if not codings:
             if strength == "required" and value.get("coding") is None:
                 sink.add("error", "code-invalid", MsgId.CODE_MISSING,
@@ -60,6 +57,12 @@ def check_binding(tx: Terminology, binding: Binding, type_code: str, value: Any,
             return
         labels = ", ".join(f"{c.get('system')}#{c['code']}" for c in codings)
         _fail(strength, f"None of the codings provided ({labels}) are in the value set {vs}", path, sink)
+
+
+def _well_formed(c: Any) -> bool:
+    # Malformed codings are the structural walk's to report; terminology looks at well-formed ones only.
+    return (type(c) is dict and type(c.get("code")) is str
+            and (c.get("system") is None or type(c.get("system")) is str))
 
 
 def _one(tx: Terminology, binding: Binding, system: str | None, code: str, path: str, sink: IssueSink) -> None:

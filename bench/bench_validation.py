@@ -1,0 +1,203 @@
+"""Validation speed: our Validator against fhir.resources R4B ``model_validate`` on the same resources.
+
+https://hl7.org/fhir/R4/validation.html — the figure of merit is resources validated per second.
+Run: ``.venv/bin/python bench/bench_validation.py [--seconds 1.0] [--generated 400]``
+
+Sets:
+- ``examples``: every JSON resource in ../shared/test-suites (FHIRPath inputs, validator cases); the core
+  package tgz carries no examples.
+- ``generated``: resources of common clinical types generated from the compiled core shapes with random
+  values, so that no value repeats (our per-element caches of clean values cannot help).
+- ``bundle``: the generated resources as entries of collection Bundles of 50.
+The ratio is ours/theirs in resources per second, measured in the same process, each side timed for
+at least ``--seconds`` after a warm-up pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import string
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
+
+from fhir_exchange.definitions import Definitions  # noqa: E402
+from fhir_exchange.validation import Validator  # noqa: E402
+from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape  # noqa: E402
+
+SUITES = ROOT.parent / "shared" / "test-suites"
+TYPES = ["Patient", "Observation", "Organization", "Practitioner", "Encounter", "Condition", "ServiceRequest",
+         "Task", "Communication", "Consent", "DiagnosticReport", "Endpoint", "Location", "DocumentReference"]
+
+
+def example_resources(validator: Validator) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted(SUITES.glob("**/*.json")):
+        if f.name == "manifest.json":
+            continue
+        try:
+            res = json.loads(f.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        rt = res.get("resourceType") if isinstance(res, dict) else None
+        if rt and validator.definitions.is_resource_type(rt):
+            try:
+                get_fhir_model_class(rt)
+            except Exception:  # R4-only types without an R4B model
+                continue
+            out.append(res)
+    return out
+
+
+class Generator:
+    """Random resources from the compiled core shapes; every string value is fresh."""
+
+    def __init__(self, validator: Validator, seed: int) -> None:
+        self.v = validator
+        self.rng = random.Random(seed)
+        self.counter = 0
+
+    def word(self) -> str:
+        self.counter += 1
+        return "".join(self.rng.choices(string.ascii_letters, k=5)) + str(self.counter)
+
+    def codes(self, p: Prop) -> list[tuple[str, str]]:
+        b = p.binding
+        if b is None or b.strength != "required" or not b.value_set:
+            return []
+        exp = self.v.terminology.expand(b.value_set)
+        if exp is None or exp.open_systems or exp.all_open:
+            return []
+        return sorted((s, c) for s, cs in exp.codes.items() for c in cs)
+
+    def primitive(self, code: str, p: Prop) -> Any:
+        if codes := self.codes(p):
+            return self.rng.choice(codes)[1]
+        r = self.rng
+        y, m, d = r.randint(1900, 2099), r.randint(1, 12), r.randint(1, 28)
+        return {
+            "boolean": lambda: r.random() < 0.5,
+            "integer": lambda: r.randint(-1000, 100000),
+            "unsignedInt": lambda: r.randint(0, 100000),
+            "positiveInt": lambda: r.randint(1, 100000),
+            "decimal": lambda: round(r.uniform(-100, 100), 3),
+            "date": lambda: f"{y:04d}-{m:02d}-{d:02d}",
+            "dateTime": lambda: f"{y:04d}-{m:02d}-{d:02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:00+09:00",
+            "instant": lambda: f"{y:04d}-{m:02d}-{d:02d}T10:20:{r.randint(0, 59):02d}.123Z",
+            "time": lambda: f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:00",
+            "uri": lambda: "http://example.org/" + self.word(),
+            "url": lambda: "http://example.org/" + self.word(),
+            "canonical": lambda: "http://example.org/fhir/StructureDefinition/" + self.word(),
+            "oid": lambda: f"urn:oid:1.2.{r.randint(0, 9999)}",
+            "uuid": lambda: "urn:uuid:6e0e5e4c-4b0e-4c7a-9a1d-0f1e2d3c4b5a",
+            "base64Binary": lambda: "aGVsbG8gd29ybGQ=",
+            "xhtml": lambda: '<div xmlns="http://www.w3.org/1999/xhtml">' + self.word() + "</div>",
+        }.get(code, self.word)()
+
+    def fill(self, shape: Shape, depth: int) -> dict[str, Any]:
+        groups: dict[int, list[Prop]] = {}
+        for p in shape.props.values():
+            if p.kind == RESOURCE or p.elem.name in ("extension", "modifierExtension", "contained"):
+                continue
+            if shape.resource_type and p.elem.name in ("implicitRules", "language"):
+                continue
+            groups.setdefault(id(p.elem), []).append(p)
+        gs = list(groups.values())
+        chosen = [g for g in gs if g[0].elem.min > 0]
+        optional = [g for g in gs if g[0].elem.min == 0]
+        if depth > 0:
+            chosen += self.rng.sample(optional, min(len(optional), self.rng.randint(2, 6)))
+        if not chosen:
+            chosen = [next((g for g in optional if g[0].kind == PRIM), optional[0])]
+        out: dict[str, Any] = {}
+        for g in chosen:
+            p = self.rng.choice(g)
+            n = self.rng.randint(1, 2) if p.is_array else 1
+            vals = [self.value(p, depth) for _ in range(n)]
+            out[p.key] = vals if p.is_array else vals[0]
+        return out
+
+    def value(self, p: Prop, depth: int) -> Any:
+        if p.kind == PRIM:
+            assert p.prim is not None
+            return self.primitive(p.prim.code, p)
+        codes = self.codes(p)
+        if codes and p.type_code == "CodeableConcept":
+            s, c = self.rng.choice(codes)
+            return {"coding": [{"system": s, "code": c}]}
+        if codes and p.type_code in ("Coding", "Quantity"):
+            s, c = self.rng.choice(codes)
+            return {"system": s, "code": c}
+        return self.fill(self.v.shapes.resolve(p), depth - 1)
+
+    def resource(self) -> dict[str, Any]:
+        rt = self.rng.choice(TYPES)
+        shape = self.v.shapes.resource_shape(rt)
+        assert shape is not None
+        return {"resourceType": rt, "id": self.word(), **self.fill(shape, 3)}
+
+
+def rate(fn: Callable[[dict[str, Any]], Any], items: list[dict[str, Any]], seconds: float) -> float:
+    for r in items:
+        fn(r)
+    n = 0
+    start = time.perf_counter()
+    while True:
+        for r in items:
+            fn(r)
+        n += len(items)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return n / elapsed
+
+
+def theirs(res: dict[str, Any]) -> None:
+    # try/except, not contextlib.suppress: the context manager would add its own cost to their side.
+    try:  # noqa: SIM105
+        get_fhir_model_class(res["resourceType"]).model_validate(res)
+    except Exception:  # an invalid resource is a verdict, not a failure of the bench
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--generated", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    v = Validator(Definitions.load())
+    examples = example_resources(v)
+    gen = Generator(v, args.seed)
+    generated = [gen.resource() for _ in range(args.generated)]
+    bundles = [{"resourceType": "Bundle", "type": "collection",
+                "entry": [{"fullUrl": f"urn:uuid:00000000-0000-4000-8000-{i * 50 + j:012d}", "resource": r}
+                          for j, r in enumerate(generated[i * 50:(i + 1) * 50])]}
+               for i in range(max(1, len(generated) // 50))]
+
+    def ours(res: dict[str, Any]) -> None:
+        v.validate(res)
+
+    rows = []
+    for name, items, per in (("examples", examples, 1), ("generated", generated, 1), ("bundle of 50", bundles, 50)):
+        # A fresh copy per side: neither may profit from the other's caches of parsed objects.
+        a = rate(ours, copy.deepcopy(items), args.seconds) * per
+        b = rate(theirs, copy.deepcopy(items), args.seconds) * per
+        rows.append((name, len(items), a, b))
+    print(f"{'set':<14}{'n':>6}{'ours res/s':>14}{'fhir.resources R4B res/s':>27}{'ratio':>9}")
+    for name, n, a, b in rows:
+        print(f"{name:<14}{n:>6}{a:>14,.0f}{b:>27,.0f}{a / b:>8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
