@@ -50,6 +50,8 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
 
     definitions = Definitions.load([*profile_folders(), *settings.packages], cache_dir=settings.resolved_cache_dir)
     store = open_store(settings.resolved_store_url, make_indexer(definitions))
+    if hasattr(store, "set_resource_types"):  # MongoDB: every type's collection is created at start-up
+        store.set_resource_types(definitions.resource_types())
     svc = Services(settings=settings, definitions=definitions, store=store, validator=Validator(definitions),
                    clock=clock or Clock())
 
