@@ -51,6 +51,13 @@ def capability_statement(router: Router, req: FhirRequest) -> dict[str, Any]:
         params = search_params_for(router, type)
         if params:
             entry["searchParam"] = params
+        includes = getattr(router, "declared_includes", None)
+        if includes is not None:
+            inc, rev = includes(type)
+            if inc:
+                entry["searchInclude"] = inc
+            if rev:
+                entry["searchRevInclude"] = rev
         type_ops = [o for o in ops if (o.type or o.instance) and (not o.resource_types or type in o.resource_types)]
         if type_ops:
             entry["operation"] = [{"name": o.name, "definition": o.definition} for o in type_ops]

@@ -44,6 +44,7 @@ class Router:
     def __init__(self, services: Services, operations: OperationRegistry | None = None) -> None:
         self.services = services
         self.operations = operations or OperationRegistry()
+        search.register_operations(self.operations)
         self.summaries = SummaryElements(services.definitions)
         # POST [base] with a Bundle: set by the bundles module (batch / transaction).
         self.bundle_processor: Handler | None = None
@@ -67,6 +68,8 @@ class Router:
             Route("PATCH", ("{type}", "{id}"), "patch", "instance", s._patch),
             Route("DELETE", ("{type}", "{id}"), "delete", "instance", s._delete),
             Route("GET", ("{type}", "{id}", "_history"), "history-instance", "instance", s._history_instance),
+            # Compartment search (search.html#compartments): GET Patient/[id]/[type].
+            Route("GET", ("{type}", "{id}", "{ctype}"), "search-type", "instance", s._search_compartment),
             Route("GET", ("{type}", "{id}", "_history", "{vid}"), "vread", "instance", s._vread),
         ]
 
@@ -159,6 +162,16 @@ class Router:
 
     async def _search_type(self, req: FhirRequest, ctx: UnitContext | None, type: str) -> FhirResponse:
         return await search.search(self.services, req, type, self.summaries, ctx)
+
+    async def _search_compartment(self, req: FhirRequest, ctx: UnitContext | None, type: str, id: str,
+                                  ctype: str) -> FhirResponse:
+        return await search.search(self.services, req, ctype, self.summaries, ctx, compartment=(type, id))
+
+    def declared_search_params(self, type: str) -> list[dict[str, Any]]:
+        return search.declared_search_params(self.services, type)
+
+    def declared_includes(self, type: str) -> tuple[list[str], list[str]]:
+        return search.declared_includes(self.services, type)
 
     async def _bundle(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
         if self.bundle_processor is None:

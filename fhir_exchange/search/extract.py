@@ -1,20 +1,100 @@
-"""Index extraction: the search values of a resource, per SearchParameter."""
+"""Index extraction (https://hl7.org/fhir/R4/search.html#table): the search values of a resource, one
+:class:`IndexEntry` per value and parameter, at write time.
+
+Each parameter's expression is compiled once per resource type (plans are rebuilt when the
+definitions change, e.g. after a SearchParameter is written; existing resources pick the new
+parameter up on ``$reindex``). Composite parameters (search.html#composite) index each component
+under ``code$i`` with a ``group`` number per element, so that stores can require the components to
+come from the same element.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fhir_exchange.definitions import Definitions
+from fhir_exchange.search import registry
+from fhir_exchange.search.params import KINDS
+from fhir_exchange.search.paths import Evaluator, Item, compile_expression, compile_relative, expand_root
 from fhir_exchange.store.port import IndexEntry, Indexer
+
+Extractor = Callable[[dict[str, Any]], list[IndexEntry]]
+
+
+def _plain(code: str, kind: str, ev: Evaluator) -> Extractor:
+    extract = KINDS[kind].extract
+
+    def run(resource: dict[str, Any]) -> list[IndexEntry]:
+        out: list[IndexEntry] = []
+        for item in ev(resource):
+            out.extend(extract(code, item))
+        return out
+
+    return run
+
+
+def _composite(sp: registry.SearchParam, ev: Evaluator) -> Extractor:
+    comps: list[tuple[str, Callable[[Item], list[Item]], Callable[[str, Item], list[IndexEntry]]]] = [
+        (f"{sp.code}${i}", compile_relative(c.expression), KINDS[c.kind].extract)
+        for i, c in enumerate(sp.components)
+    ]
+
+    def run(resource: dict[str, Any]) -> list[IndexEntry]:
+        out: list[IndexEntry] = []
+        for group, element in enumerate(ev(resource)):
+            rows: list[IndexEntry] = []
+            for key, rel, extract in comps:
+                part = [e for item in rel(element) for e in extract(key, item)]
+                if not part:
+                    break  # every component must be present for the element to be searchable
+                rows.extend(IndexEntry(e.param, e.kind, e.system, e.code, e.text, e.low, e.high, e.ref_type,
+                                           e.ref_id, e.ref_version, e.uri, group) for e in part)
+            else:
+                out.extend(rows)
+        return out
+
+    return run
+
+
+def compile_plan(defs: Definitions, type: str) -> list[Extractor]:
+    plan: list[Extractor] = []
+    for sp in registry.params_for(defs, type).values():
+        ev = compile_expression(sp.expression, type, registry.BASE_TYPES)
+        if ev is None:
+            continue
+        plan.append(_composite(sp, ev) if sp.type == "composite" else _plain(sp.code, sp.type, ev))
+    return plan
+
+
+class TypeIndexer:
+    """The indexer: per resource type a list of compiled extractors, rebuilt on definition changes."""
+
+    def __init__(self, defs: Definitions) -> None:
+        self.defs = defs
+        self._plans: dict[str, list[Extractor]] = {}
+        self._generation = defs.generation
+        self._lock = threading.Lock()
+
+    def plan(self, type: str) -> list[Extractor]:
+        if self._generation != self.defs.generation:
+            with self._lock:
+                self._plans = {}
+                self._generation = self.defs.generation
+        plan = self._plans.get(type)
+        if plan is None:
+            with self._lock:
+                plan = self._plans[type] = compile_plan(self.defs, type)
+        return plan
+
+    def __call__(self, type: str, resource: dict[str, Any]) -> Sequence[IndexEntry]:
+        out: list[IndexEntry] = []
+        root = expand_root(resource)
+        for extractor in self.plan(type):
+            out.extend(extractor(root))
+        return out
 
 
 def make_indexer(defs: Definitions) -> Indexer:
-    def index(type: str, resource: dict[str, Any]) -> Sequence[IndexEntry]:
-        out: list[IndexEntry] = []
-        for ident in resource.get("identifier") or []:
-            if isinstance(ident, dict) and ident.get("value"):
-                out.append(IndexEntry("identifier", "token", system=ident.get("system"), code=ident["value"]))
-        return out
-
-    return index
+    return TypeIndexer(defs)

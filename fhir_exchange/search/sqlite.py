@@ -1,63 +1,304 @@
-"""SQLite compilation of search queries and the index tables they run against."""
+"""SQLite compilation of search queries (https://hl7.org/fhir/R4/search.html) and the index tables
+they run against.
+
+One table per parameter type (columns from :mod:`fhir_exchange.search.params`), each row keyed by
+``rid`` (the resource row) and ``param`` = ``Type.code`` (so one index lookup is selective across
+types). Index rows exist only for current, non-deleted versions: a write replaces them in the same
+transaction, a delete removes them.
+
+Every criterion compiles to a predicate over a resource row (``alias.rid IN (SELECT rid FROM
+search_x WHERE ...)``), so criteria nest freely: chains join the reference table to the target
+resource by (type, id), ``_has`` goes the other way. Without ``_sort`` results come in ``rid`` order
+(insertion order: stable, and the same after a restart, so offset paging links stay valid); with
+``_sort`` each key is the MIN (ascending) or MAX (descending) of the parameter's values, missing
+values last, ``rid`` breaking ties.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from itertools import count
+from typing import Any
 
-from fhir_exchange.search.query import SearchQuery
+from fhir_exchange.search.params import KINDS
+from fhir_exchange.search.query import AnyOf, Chain, Criterion, Has, IdIn, Include, MissingValue, Param, SearchQuery
 from fhir_exchange.store.port import IndexEntry
 
-SCHEMA: list[str] = [
-    """CREATE TABLE IF NOT EXISTS search_token (
-        rid INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT)""",
-    "CREATE INDEX IF NOT EXISTS search_token_code ON search_token(param, code, system)",
-    "CREATE INDEX IF NOT EXISTS search_token_rid ON search_token(rid)",
-]
+_TABLE_DDL = {
+    "token": "system TEXT, code TEXT, text TEXT",
+    "string": "text TEXT, code TEXT",
+    "date": "low INTEGER, high INTEGER",
+    "number": "low REAL, high REAL",
+    "quantity": "low REAL, high REAL, system TEXT, code TEXT, text TEXT",
+    "reference": "ref_type TEXT, ref_id TEXT, ref_version TEXT, uri TEXT, system TEXT, code TEXT",
+    "uri": "uri TEXT",
+}
+_INDEXES = {
+    "token": ["param, code, system", "param, text"],
+    "string": ["param, text"],
+    "date": ["param, low", "param, high"],
+    "number": ["param, low"],
+    "quantity": ["param, low"],
+    "reference": ["param, ref_id, ref_type", "param, uri"],
+    "uri": ["param, uri"],
+}
+
+SCHEMA: list[str] = []
+for _kind, _cols in _TABLE_DDL.items():
+    _t = KINDS[_kind].TABLE
+    SCHEMA.append(f"CREATE TABLE IF NOT EXISTS {_t} (rid INTEGER NOT NULL, param TEXT NOT NULL, {_cols}, grp INTEGER)")
+    SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {_t}_rid ON {_t}(rid)")
+    for _i, _ix in enumerate(_INDEXES[_kind]):
+        SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {_t}_{_i} ON {_t}({_ix})")
+
+_INSERT = {
+    kind: (f"INSERT INTO {KINDS[kind].TABLE}(rid, param, {', '.join(KINDS[kind].COLUMNS)}, grp) "
+           f"VALUES ({', '.join('?' * (len(KINDS[kind].COLUMNS) + 3))})", KINDS[kind].COLUMNS)
+    for kind in KINDS
+}
+
+
+def key(type: str, code: str) -> str:
+    return f"{type}.{code}"
 
 
 def write_index(conn: sqlite3.Connection, rid: int, type: str, entries: Sequence[IndexEntry]) -> None:
-    conn.executemany(
-        "INSERT INTO search_token(rid, param, system, code) VALUES (?, ?, ?, ?)",
-        [(rid, e.param, e.system, e.code) for e in entries if e.kind == "token"],
-    )
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    for e in entries:
+        cols = _INSERT[e.kind][1]
+        rows.setdefault(e.kind, []).append(
+            (rid, f"{type}.{e.param}", *[getattr(e, c) for c in cols], e.group))
+    for kind, batch in rows.items():
+        conn.executemany(_INSERT[kind][0], batch)
 
 
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:
-    conn.execute("DELETE FROM search_token WHERE rid = ?", (rid,))
+    for kind in KINDS.values():
+        conn.execute(f"DELETE FROM {kind.TABLE} WHERE rid = ?", (rid,))
+
+
+# -- compilation ----------------------------------------------------------------------------------
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self._n = count()
+
+    def alias(self, prefix: str) -> str:
+        return f"{prefix}{next(self._n)}"
+
+    @staticmethod
+    def _keys(types: Sequence[str], code: str, col: str) -> tuple[str, list[Any]]:
+        if len(types) == 1:
+            return f"{col} = ?", [key(types[0], code)]
+        return f"{col} IN ({','.join('?' * len(types))})", [key(t, code) for t in types]
+
+    def criterion(self, c: Criterion, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
+        if isinstance(c, Param):
+            return self.param(c, types, row)
+        if isinstance(c, IdIn):
+            op = "NOT IN" if c.negate else "IN"
+            return f"{row}.id {op} ({','.join('?' * len(c.ids))})", list(c.ids)
+        if isinstance(c, AnyOf):
+            if not c.criteria:
+                return "0", []
+            parts = [self.criterion(x, types, row) for x in c.criteria]
+            return "(" + " OR ".join(f"({p})" for p, _ in parts) + ")", [a for _, args in parts for a in args]
+        if isinstance(c, Chain):
+            return self.chain(c, types, row)
+        if isinstance(c, Has):
+            return self.has(c, types, row)
+        raise TypeError(f"Unknown criterion {c!r}")
+
+    def param(self, p: Param, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
+        if p.type == "composite":
+            return self.composite(p, types, row)
+        kind = KINDS[p.type]
+        t = self.alias("t")
+        kcond, kargs = self._keys(types, p.code, f"{t}.param")
+        if p.modifier == "missing":
+            v = p.values[0]
+            assert isinstance(v, MissingValue)
+            op = "NOT IN" if v.missing else "IN"
+            return f"{row}.rid {op} (SELECT {t}.rid FROM {kind.TABLE} {t} WHERE {kcond})", kargs
+        if not p.values:
+            return ("1", []) if p.modifier == "not" else ("0", [])
+        ors: list[str] = []
+        args: list[Any] = list(kargs)
+        for v in p.values:
+            cond, vargs = kind.sql(v, p.modifier, t)
+            ors.append(f"({cond})" if cond else "1")
+            args.extend(vargs)
+        op = "NOT IN" if p.modifier == "not" else "IN"
+        sub = f"SELECT {t}.rid FROM {kind.TABLE} {t} WHERE {kcond} AND ({' OR '.join(ors)})"
+        return f"{row}.rid {op} ({sub})", args
+
+    def composite(self, p: Param, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
+        subs: list[str] = []
+        args: list[Any] = []
+        for v in p.values:
+            assert hasattr(v, "parts")
+            aliases = [self.alias("c") for _ in p.components]
+            joins: list[str] = []
+            conds: list[str] = []
+            jargs: list[Any] = []
+            wargs: list[Any] = []
+            for i, (kind_name, part) in enumerate(zip(p.components, v.parts, strict=True)):
+                kind = KINDS[kind_name]
+                a = aliases[i]
+                kcond, kargs = self._keys(types, f"{p.code}${i}", f"{a}.param")
+                cond, cargs = kind.sql(part, None, a)
+                if i == 0:
+                    joins.append(f"{kind.TABLE} {a}")
+                    conds.append(kcond)
+                    wargs.extend(kargs)
+                else:
+                    joins.append(f"JOIN {kind.TABLE} {a} ON {a}.rid = {aliases[0]}.rid AND {a}.grp = {aliases[0]}.grp "
+                                 f"AND {kcond}")
+                    jargs.extend(kargs)
+                conds.append(f"({cond})")
+                wargs.extend(cargs)
+            subs.append(f"SELECT {aliases[0]}.rid FROM {' '.join(joins)} WHERE {' AND '.join(conds)}")
+            args.extend(jargs + wargs)
+        if not subs:
+            return "0", []
+        return f"{row}.rid IN ({' UNION '.join(subs)})", args
+
+    def chain(self, c: Chain, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
+        subs: list[str] = []
+        args: list[Any] = []
+        for target in c.target_types:
+            ref, tg = self.alias("ref"), self.alias("tg")
+            kcond, kargs = self._keys(types, c.code, f"{ref}.param")
+            inner, iargs = self.criterion(c.criterion, [target], tg)
+            subs.append(f"SELECT {ref}.rid FROM {KINDS['reference'].TABLE} {ref} JOIN resource {tg} "
+                        f"ON {tg}.type = {ref}.ref_type AND {tg}.id = {ref}.ref_id "
+                        f"WHERE {kcond} AND {tg}.type = ? AND {tg}.deleted = 0 AND {inner}")
+            args.extend([*kargs, target, *iargs])
+        if not subs:
+            return "0", []
+        return f"{row}.rid IN ({' UNION '.join(subs)})", args
+
+    def has(self, c: Has, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
+        ref, src, tg = self.alias("ref"), self.alias("src"), self.alias("tg")
+        inner, iargs = self.criterion(c.criterion, [c.type], src)
+        sub = (f"SELECT {tg}.rid FROM {KINDS['reference'].TABLE} {ref} JOIN resource {src} ON {src}.rid = {ref}.rid "
+               f"JOIN resource {tg} ON {tg}.type = {ref}.ref_type AND {tg}.id = {ref}.ref_id "
+               f"WHERE {ref}.param = ? AND {src}.deleted = 0 AND {inner}")
+        return f"{row}.rid IN ({sub})", [key(c.type, c.code), *iargs]
+
+
+def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
+    where = ["r.deleted = 0"]
+    args: list[Any] = []
+    types: list[str]
+    if query.type:
+        types = [query.type]
+        where.append("r.type = ?")
+        args.append(query.type)
+    else:
+        types = list(query.types)
+        if types:
+            where.append(f"r.type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+    comp = _Compiler()
+    for c in query.params:
+        cond, cargs = comp.criterion(c, types, "r")
+        where.append(cond)
+        args.extend(cargs)
+    return " AND ".join(where), args
+
+
+def _order(query: SearchQuery) -> tuple[str, list[Any]]:
+    if not query.sort:
+        return "r.rid", []
+    types = [query.type] if query.type else list(query.types)
+    parts: list[str] = []
+    args: list[Any] = []
+    for s in query.sort:
+        direction = "DESC" if s.descending else "ASC"
+        if s.code == "_lastUpdated":
+            parts.append(f"r.last_updated {direction}")
+            continue
+        if s.code == "_id":
+            parts.append(f"r.id {direction}")
+            continue
+        kind = KINDS[s.type]
+        agg = "MAX" if s.descending else "MIN"
+        kcond, kargs = _Compiler._keys(types, s.code, "s.param")
+        expr = f"(SELECT {agg}(s.{kind.SORT_COLUMN}) FROM {kind.TABLE} s WHERE s.rid = r.rid AND {kcond})"
+        parts.append(f"{expr} IS NULL, {expr} {direction}")
+        args.extend(kargs + kargs)
+    parts.append("r.rid")
+    return ", ".join(parts), args
 
 
 def execute(conn: sqlite3.Connection, query: SearchQuery) -> tuple[list[int], int | None]:
     """The rids of the matching current resources (one page, in order) and the total."""
-    where = ["r.deleted = 0"]
-    args: list[object] = []
-    if query.type:
-        where.append("r.type = ?")
-        args.append(query.type)
-    for p in query.params:
-        if p.code == "_id":
-            where.append(f"r.id IN ({','.join('?' * len(p.values))})")
-            args.extend(p.values)
-        else:
-            ors: list[str] = []
-            pargs: list[object] = [p.code]
-            for v in p.values:
-                system, bar, code = v.rpartition("|")
-                if bar and system:
-                    ors.append("(t.system = ? AND t.code = ?)")
-                    pargs.extend([system, code])
-                else:
-                    ors.append("t.code = ?")
-                    pargs.append(code if bar else v)
-            where.append(
-                "EXISTS (SELECT 1 FROM search_token t WHERE t.rid = r.rid AND t.param = ? "
-                f"AND ({' OR '.join(ors)}))"
-            )
-            args.extend(pargs)
-    sql_where = " AND ".join(where)
-    total = conn.execute(f"SELECT count(*) FROM resource r WHERE {sql_where}", args).fetchone()[0]
+    where, args = where_clause(query)
+    total: int | None = None
+    if query.total != "none":
+        total = conn.execute(f"SELECT count(*) FROM resource r WHERE {where}", args).fetchone()[0]
+        if total == 0 or query.count == 0:
+            return [], total
+    order, oargs = _order(query)
     rows = conn.execute(
-        f"SELECT r.rid FROM resource r WHERE {sql_where} ORDER BY r.last_updated DESC, r.rid LIMIT ? OFFSET ?",
-        [*args, query.count, query.offset],
+        f"SELECT r.rid FROM resource r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*args, *oargs, query.count, query.offset],
     ).fetchall()
     return [r[0] for r in rows], total
+
+
+# -- _include / _revinclude ---------------------------------------------------------------------
+
+
+def _in_list(rids: Sequence[int]) -> str:
+    # rids are integers from our own rows: inlined, as SQLite limits bound parameters
+    return ",".join(str(int(r)) for r in rids)
+
+
+def _apply(conn: sqlite3.Connection, inc: Include, rev: bool, rids: Sequence[int]) -> list[int]:
+    ref_table = KINDS["reference"].TABLE
+    args: list[Any] = [key(inc.source_type, inc.code)]
+    if not rev:
+        sql = (f"SELECT DISTINCT tg.rid FROM {ref_table} ref JOIN resource tg ON tg.type = ref.ref_type "
+               f"AND tg.id = ref.ref_id WHERE ref.rid IN ({_in_list(rids)}) AND ref.param = ? AND tg.deleted = 0")
+        if inc.target_type:
+            sql += " AND tg.type = ?"
+            args.append(inc.target_type)
+    else:
+        sql = (f"SELECT DISTINCT ref.rid FROM resource m JOIN {ref_table} ref ON ref.param = ? "
+               f"AND ref.ref_id = m.id AND ref.ref_type = m.type WHERE m.rid IN ({_in_list(rids)})")
+        if inc.target_type:
+            sql += " AND m.type = ?"
+            args.append(inc.target_type)
+    return [r[0] for r in conn.execute(sql, args)]
+
+
+MAX_ITERATIONS = 10
+
+
+def includes(conn: sqlite3.Connection, query: SearchQuery, rids: Sequence[int]) -> list[int]:
+    """The rids included by ``_include``/``_revinclude`` for the page ``rids`` (in rid order, without
+    the matches); ``:iterate`` ones are applied again to what they include, up to a fixed depth."""
+    if not rids or not (query.include or query.revinclude):
+        return []
+    seen = set(rids)
+    found: list[int] = []
+    frontier: Sequence[int] = rids
+    specs = [(i, False) for i in query.include] + [(i, True) for i in query.revinclude]
+    for depth in range(MAX_ITERATIONS):
+        new: list[int] = []
+        for inc, rev in specs:
+            if depth > 0 and not inc.iterate:
+                continue
+            for rid in _apply(conn, inc, rev, frontier):
+                if rid not in seen:
+                    seen.add(rid)
+                    new.append(rid)
+        if not new:
+            break
+        found.extend(new)
+        frontier = new
+    return sorted(found)

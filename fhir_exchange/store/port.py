@@ -67,6 +67,7 @@ class IndexEntry:
     ref_id: str | None = None
     ref_version: str | None = None
     uri: str | None = None
+    group: int | None = None  # composite parameters: components extracted from one element share it
 
 
 Indexer = Callable[[str, dict[str, Any]], Sequence[IndexEntry]]

@@ -307,8 +307,10 @@ class SqliteStore:
         return await self._on_reader(go)
 
     def _search_on(self, conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
+        # Matches and includes are read on one connection inside one transaction: one snapshot.
         rids, total = search_sql.execute(conn, query)
-        return SearchResult(self._load_rids(conn, rids), total)
+        included = search_sql.includes(conn, query, rids)
+        return SearchResult(self._load_rids(conn, rids), total, self._load_rids(conn, included))
 
     @staticmethod
     def _load_rids(conn: sqlite3.Connection, rids: list[int]) -> list[ResourceVersion]:

@@ -1,0 +1,110 @@
+"""reference parameters (https://hl7.org/fhir/R4/search.html#reference): ``[type]/[id]``, ``[id]``,
+``[type]/[id]/_history/[version]``, an absolute URL, a canonical ``url|version``; ``:[type]`` restricts
+the target type; ``:identifier`` matches Reference.identifier as a token.
+
+Index rows: a relative reference gives (ref_type, ref_id[, ref_version]); an absolute URL or
+urn:uuid, and a canonical, give ``uri`` (with ``ref_version`` for ``|version``); Reference.identifier
+gives (system, code). Absolute URLs are not resolved against the server base (the base is known per
+request, the index is built per write), so ``subject=http://server/Patient/1`` matches the
+reference exactly as written; relative references, which clients send nearly always, are the rule.
+A plain id with no type matches references to any type with that id (search.html#reference).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fhir_exchange.errors import invalid
+from fhir_exchange.search.query import ReferenceValue, TokenValue
+from fhir_exchange.store.port import IndexEntry
+
+TABLE = "search_reference"
+COLUMNS = ("ref_type", "ref_id", "ref_version", "uri", "system", "code")
+SORT_COLUMN = "ref_id"
+MODIFIERS = frozenset({"missing", "identifier"})  # plus :[type]
+
+_REL = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<v>[A-Za-z0-9\-.]+))?$")
+
+
+def split_reference(ref: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """(type, id, version, uri) of a reference string."""
+    m = _REL.match(ref)
+    if m:
+        return m["type"], m["id"], m["v"], None
+    if ref.startswith("#"):
+        return None, None, None, None
+    url, bar, version = ref.partition("|")
+    return None, None, (version if bar else None), url
+
+
+def extract(code: str, item: tuple[Any, str | None]) -> list[IndexEntry]:
+    node, _typ = item
+    out: list[IndexEntry] = []
+    if isinstance(node, str):  # canonical or uri
+        t, i, v, u = split_reference(node)
+        if t or u:
+            out.append(IndexEntry(code, "reference", ref_type=t, ref_id=i, ref_version=v, uri=u))
+    elif isinstance(node, dict):
+        ref = node.get("reference")
+        ident = node.get("identifier") if isinstance(node.get("identifier"), dict) else None
+        t = i = v = u = None
+        if isinstance(ref, str):
+            t, i, v, u = split_reference(ref)
+        if t or u or ident:
+            out.append(IndexEntry(code, "reference", ref_type=t, ref_id=i, ref_version=v, uri=u,
+                                  system=ident.get("system") if ident else None,
+                                  code=str(ident["value"]) if ident and ident.get("value") is not None else None))
+    return out
+
+
+def parse_value(raw: str, modifier: str | None, name: str, target_type: str | None = None,
+                ) -> ReferenceValue | TokenValue:
+    if modifier == "identifier":
+        from fhir_exchange.search.params import token
+
+        return token.parse_value(raw, None, name)
+    if not raw:
+        raise invalid(f"Empty value for search parameter '{name}'", name)
+    m = _REL.match(raw)
+    if m:
+        if target_type and m["type"] != target_type:
+            raise invalid(f"Reference '{raw}' contradicts the modifier :{target_type} of '{name}'", name)
+        return ReferenceValue(m["type"], m["id"], m["v"])
+    if re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", raw):
+        return ReferenceValue(target_type, raw)
+    if ":" in raw:
+        url, bar, version = raw.partition("|")
+        return ReferenceValue(url=url, version=version if bar else None)
+    raise invalid(f"Invalid reference '{raw}' for search parameter '{name}'", name)
+
+
+def sql(v: ReferenceValue | TokenValue, modifier: str | None, alias: str) -> tuple[str, list[Any]]:
+    if isinstance(v, TokenValue):
+        from fhir_exchange.search.params import token
+
+        return token.sql(v, None, alias)
+    conds: list[str] = []
+    args: list[Any] = []
+    if v.url is not None:
+        conds.append(f"{alias}.uri = ?")
+        args.append(v.url)
+    if v.id is not None:
+        conds.append(f"{alias}.ref_id = ?")
+        args.append(v.id)
+    if v.type is not None:
+        conds.append(f"{alias}.ref_type = ?")
+        args.append(v.type)
+    if v.version is not None:
+        conds.append(f"{alias}.ref_version = ?")
+        args.append(v.version)
+    return " AND ".join(conds), args
+
+
+def match(e: IndexEntry, v: ReferenceValue | TokenValue, modifier: str | None) -> bool:
+    if isinstance(v, TokenValue):
+        from fhir_exchange.search.params import token
+
+        return token.match(e, v, None)
+    return ((v.url is None or e.uri == v.url) and (v.id is None or e.ref_id == v.id)
+            and (v.type is None or e.ref_type == v.type) and (v.version is None or e.ref_version == v.version))

@@ -1,0 +1,112 @@
+"""string parameters (https://hl7.org/fhir/R4/search.html#string): case- and accent-insensitive
+prefix match by default, ``:exact`` (exact, case-sensitive) and ``:contains`` (anywhere).
+
+Normalisation: casefold, then, for characters that are not Hangul or CJK, Unicode NFKD with the
+combining marks (category Mn) dropped, so "muller" finds "Müller" and "Sø" folds to "so". Hangul
+syllables are kept whole: NFKD would split them into jamo, so that "김" would prefix-match "기"
+(HAPI FHIR and Blaze also keep non-Latin scripts intact).
+HumanName indexes family/given/prefix/suffix/text, Address its text parts, as the spec's table says.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from fhir_exchange.errors import invalid
+from fhir_exchange.search.query import StringValue
+from fhir_exchange.store.port import IndexEntry
+
+TABLE = "search_string"
+COLUMNS = ("text", "code")
+SORT_COLUMN = "text"
+MODIFIERS = frozenset({"exact", "contains", "missing"})
+
+_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
+_ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
+_SKIP_KEYS = frozenset({"extension", "modifierExtension", "id", "use", "system", "url", "period"})
+
+
+def _keep_whole(ch: str) -> bool:
+    o = ord(ch)
+    return (0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F  # Hangul
+            or 0x3040 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF)  # kana, CJK ideographs
+
+
+def normalize(s: str) -> str:
+    if s.isascii():
+        return " ".join(s.lower().split())
+    out: list[str] = []
+    for ch in s.casefold():
+        if _keep_whole(ch):
+            out.append(ch)
+            continue
+        for d in unicodedata.normalize("NFKD", ch):
+            if unicodedata.category(d) != "Mn":
+                out.append(d)
+    return " ".join(unicodedata.normalize("NFC", "".join(out)).split())
+
+
+def _strings(node: Any, out: list[str]) -> None:
+    if isinstance(node, str):
+        out.append(node)
+    elif isinstance(node, list):
+        for x in node:
+            _strings(x, out)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            if k not in _SKIP_KEYS and not k.startswith("_"):
+                _strings(v, out)
+
+
+def extract(code: str, item: tuple[Any, str | None]) -> list[IndexEntry]:
+    node, typ = item
+    found: list[str] = []
+    if isinstance(node, str):
+        found.append(node)
+    elif isinstance(node, dict):
+        if typ == "HumanName" or "family" in node or "given" in node:
+            parts: tuple[str, ...] = _NAME_PARTS
+        elif typ == "Address" or any(k in node for k in ("line", "city", "postalCode", "country")):
+            parts = _ADDRESS_PARTS
+        else:
+            parts = ()
+        if parts:
+            for p in parts:
+                _strings(node.get(p), found)
+        else:
+            _strings(node, found)
+    out: list[IndexEntry] = []
+    seen: set[str] = set()
+    for s in found:
+        if s and s not in seen:
+            seen.add(s)
+            out.append(IndexEntry(code, "string", text=normalize(s), code=s))
+    return out
+
+
+def parse_value(raw: str, modifier: str | None, name: str) -> StringValue:
+    if raw == "":
+        raise invalid(f"Empty value for search parameter '{name}'", name)
+    return StringValue(normalize(raw), raw)
+
+
+_HIGH = "\U0010ffff"
+
+
+def sql(value: StringValue, modifier: str | None, alias: str) -> tuple[str, list[Any]]:
+    if modifier == "exact":
+        return f"{alias}.code = ?", [value.raw]
+    if modifier == "contains":
+        return f"instr({alias}.text, ?) > 0", [value.text]
+    # Prefix as a range, so the (param, text) index serves it.
+    return f"{alias}.text >= ? AND {alias}.text < ?", [value.text, value.text + _HIGH]
+
+
+def match(e: IndexEntry, value: StringValue, modifier: str | None) -> bool:
+    if modifier == "exact":
+        return e.code == value.raw
+    text = e.text or ""
+    if modifier == "contains":
+        return value.text in text
+    return text.startswith(value.text)
