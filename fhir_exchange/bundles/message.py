@@ -1,0 +1,344 @@
+"""messages: https://hl7.org/fhir/R4/messaging.html and
+https://hl7.org/fhir/R4/messageheader-operation-process-message.html
+
+``POST [base]/$process-message`` takes a ``message`` Bundle (or a Parameters with it as ``content``):
+``entry[0]`` is a MessageHeader (bdl-12) whose ``focus`` resolves inside the Bundle (consult rule 1),
+and its event (``eventCoding``, or ``eventUri``) selects a handler from :class:`MessageHandlers`. The
+consult events (DESIGN.md: consult-request, consult-status-update, consult-communication,
+consult-report, consult-cancel; system :data:`CONSULT_EVENT_SYSTEM`) check the focus structurally
+(the consult profiles plug in through ``meta.profile`` and the validator) and apply the other entries
+to the store in ONE unit of work, with the transaction engine: an entry with ``request`` is processed
+as written, a resource with an id is an update-as-create of that id (exchange systems keep their
+ids), one without is a create whose ``urn:uuid`` fullUrl is replaced in every reference.
+
+The answer is a response message (``MessageHeader.response.identifier`` = the request header's id,
+``code`` ok / transient-error / fatal-error, ``details`` an OperationOutcome) with HTTP 200, as the
+operation's definition returns the response Bundle. A request that is not a message at all (not a
+Bundle of type message, no MessageHeader first, a header without id) cannot be answered by a message
+and gets a 400 OperationOutcome.
+
+Reliable messaging (messaging.html#reliable): the response is stored as a ``Bundle`` resource whose id
+is derived from the source endpoint and the message identity (``Bundle.identifier``, else the
+MessageHeader id), written with the "must not exist" precondition inside the unit of work that
+applied the message, under a lock on that id. A repeated message returns the stored response byte
+for byte and changes nothing; this works on every store adapter. ok and fatal-error answers are
+final and stored; transient-error answers are not, so a retry can succeed.
+
+``async=true`` is declined with a 400 OperationOutcome (only synchronous processing is offered, which
+the operation allows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_exchange.bundles.entries import Entry, entry_request
+from fhir_exchange.bundles.transaction import run_entries
+from fhir_exchange.clock import instant
+from fhir_exchange.errors import Category, FhirError, Issue, invalid, operation_outcome
+from fhir_exchange.interactions.common import write_version
+from fhir_exchange.interactions.operations import Operation
+from fhir_exchange.interactions.request import FhirRequest, FhirResponse
+from fhir_exchange.interactions.router import Router
+from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.unit import UnitContext, unit
+from fhir_exchange.store.port import NEW, VersionConflict
+
+log = logging.getLogger(__name__)
+
+CONSULT_EVENT_SYSTEM = "urn:fhir-exchange:consult-event"
+"""Code system of the consult message events (to become a CodeSystem of the consult IG in profiles/)."""
+
+PROCESS_MESSAGE = "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    bundle: dict[str, Any]
+    header: dict[str, Any]
+    header_id: str
+    source: str  # MessageHeader.source.endpoint ("" when missing)
+    event: str  # "system|code" of eventCoding, or the eventUri
+
+    def resources(self) -> Iterable[dict[str, Any]]:
+        for e in self.bundle.get("entry", [])[1:]:
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict):
+                yield e["resource"]
+
+
+MessageHandler = Callable[[Router, UnitContext, Message], Awaitable[list[Issue]]]
+"""Applies a message inside the unit of work; returns informational issues, raises on failure."""
+
+
+@dataclass(slots=True)
+class MessageHandlers:
+    handlers: dict[str, MessageHandler] = field(default_factory=dict)
+
+    def register(self, event: str, handler: MessageHandler) -> None:
+        """``event``: ``system|code`` of an eventCoding, or an eventUri."""
+        self.handlers[event] = handler
+
+    def get(self, event: str) -> MessageHandler | None:
+        return self.handlers.get(event)
+
+
+class _Rejected(Exception):
+    """The message is malformed or unknown: answer fatal-error with these issues."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__(issues[0].diagnostics)
+        self.issues = issues
+
+
+# -- consult events ---------------------------------------------------------------------------------
+
+def consult_handler(focus_types: frozenset[str], check: Callable[[dict[str, Any]], str | None] | None = None,
+                    ) -> MessageHandler:
+    """A consult event: the focus must include one of ``focus_types`` (and pass ``check``); then the
+    message's resources are applied as one transaction."""
+
+    async def handle(router: Router, u: UnitContext, message: Message) -> list[Issue]:
+        focus = [r for r in _focus_resources(message) if r.get("resourceType") in focus_types]
+        if not focus:
+            raise _Rejected([Issue("error", "business-rule",
+                                   f"Event {message.event} needs a focus of type {' or '.join(sorted(focus_types))}",
+                                   ("Bundle.entry[0].resource.focus",), "msg-focus-type")])
+        if check is not None:
+            for r in focus:
+                problem = check(r)
+                if problem:
+                    raise _Rejected([Issue("error", "business-rule", problem, ("Bundle.entry[0].resource.focus",),
+                                           "msg-focus-state")])
+        return await apply_entries(router, u, message)
+
+    return handle
+
+
+def _cancel_check(resource: dict[str, Any]) -> str | None:
+    rt, status = resource.get("resourceType"), resource.get("status")
+    if rt == "ServiceRequest" and status not in ("revoked", "entered-in-error"):
+        return f"consult-cancel needs the ServiceRequest revoked, not '{status}'"
+    if rt == "Task" and status not in ("cancelled", "rejected", "entered-in-error"):
+        return f"consult-cancel needs the Task cancelled, not '{status}'"
+    return None
+
+
+CONSULT_EVENTS: dict[str, MessageHandler] = {
+    "consult-request": consult_handler(frozenset({"ServiceRequest"})),
+    "consult-status-update": consult_handler(frozenset({"Task", "ServiceRequest"})),
+    "consult-communication": consult_handler(frozenset({"Communication"})),
+    "consult-report": consult_handler(frozenset({"Task", "DocumentReference", "DiagnosticReport"})),
+    "consult-cancel": consult_handler(frozenset({"ServiceRequest", "Task"}), _cancel_check),
+}
+
+
+async def apply_entries(router: Router, u: UnitContext, message: Message) -> list[Issue]:
+    """Store the message's resources (every entry after the header) as one transaction inside ``u``."""
+    outer = FhirRequest("POST", "", base_url="")
+    entries: list[Entry] = []
+    for index, raw in enumerate(message.bundle.get("entry", [])):
+        if index == 0:
+            continue
+        if isinstance(raw, dict) and "request" not in raw and isinstance(raw.get("resource"), dict):
+            res = raw["resource"]
+            rt, rid = res.get("resourceType"), res.get("id")
+            request = {"method": "PUT", "url": f"{rt}/{rid}"} if rid else {"method": "POST", "url": str(rt)}
+            raw = {**raw, "request": request}
+        entries.append(entry_request(raw, index, outer))
+    responses = await run_entries(router, u, entries)
+    return [Issue("information", "informational", f"{r.status} {(r.location or '').split('/_history/')[0]}".strip(),
+                  (f"Bundle.entry[{e.index}]",))
+            for e, r in zip(entries, responses, strict=True)]
+
+
+# -- the operation --------------------------------------------------------------------------------
+
+def install(router: Router, handlers: MessageHandlers | None = None) -> MessageHandlers:
+    registry = handlers or MessageHandlers()
+    for code, handler in CONSULT_EVENTS.items():
+        registry.handlers.setdefault(f"{CONSULT_EVENT_SYSTEM}|{code}", handler)
+
+    async def run(svc: Services, req: FhirRequest, type: str | None, id: str | None) -> FhirResponse:
+        return await process_message(router, registry, req)
+
+    router.operations.register(Operation("process-message", run, PROCESS_MESSAGE, system=True, affects_state=True))
+    return registry
+
+
+async def process_message(router: Router, handlers: MessageHandlers, req: FhirRequest) -> FhirResponse:
+    svc = router.services
+    if (req.query_value("async") or "").lower() == "true":
+        raise invalid("Asynchronous message processing (async=true) is not supported: send the message "
+                      "without async, it is processed synchronously", "async", code="not-supported")
+    message = parse_message(req.body)
+    rid = response_id(message)
+    try:
+        async with unit(svc) as u:
+            prior = await _prior(u, rid)
+            if prior is not None:
+                return prior
+            try:
+                handler = _check(handlers, message)
+                info = await handler(router, u, message)
+            except _Rejected:
+                raise
+            except FhirError as err:
+                if err.category is Category.TRANSIENT:
+                    raise
+                raise _Rejected(err.issues) from None
+            return await _store(svc, u, rid, _response(svc, req, message, rid, "ok", info))
+    except _Rejected as rejected:  # the message changed nothing; store and send the fatal-error answer
+        issues = rejected.issues
+    except FhirError as err:
+        if err.category is not Category.TRANSIENT:
+            raise
+        body = _response(svc, req, message, rid, "transient-error", err.issues)
+        body.pop("id")  # not stored: a retry may succeed
+        return FhirResponse(200, resource=body)
+    async with unit(svc) as u:
+        prior = await _prior(u, rid)
+        if prior is not None:
+            return prior
+        return await _store(svc, u, rid, _response(svc, req, message, rid, "fatal-error", issues))
+
+
+def parse_message(body: Any) -> Message:
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        content = [p.get("resource") for p in body.get("parameter") or []
+                   if isinstance(p, dict) and p.get("name") == "content"]
+        body = content[0] if len(content) == 1 else None
+        if body is None:
+            raise invalid("$process-message needs exactly one 'content' parameter holding the message Bundle",
+                          "Parameters.parameter")
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise invalid("$process-message takes a message Bundle", "Bundle", code="structure")
+    if body.get("type") != "message":
+        raise invalid(f"$process-message takes a Bundle of type message, not '{body.get('type')}'", "Bundle.type")
+    entries = body.get("entry")
+    first = entries[0] if isinstance(entries, list) and entries else None
+    header = first.get("resource") if isinstance(first, dict) else None
+    if not isinstance(header, dict) or header.get("resourceType") != "MessageHeader":
+        raise invalid("A message Bundle must have a MessageHeader as its first resource (bdl-12)",
+                      "Bundle.entry[0].resource")
+    header_id = header.get("id")
+    if not isinstance(header_id, str) or not header_id:
+        raise invalid("The MessageHeader has no id: a response could not name the message it answers",
+                      "Bundle.entry[0].resource.id")
+    source = header.get("source")
+    endpoint = source.get("endpoint") if isinstance(source, dict) else None
+    coding = header.get("eventCoding")
+    if isinstance(coding, dict):
+        event = f"{coding.get('system') or ''}|{coding.get('code') or ''}"
+    else:
+        event = str(header.get("eventUri") or "")
+    return Message(body, header, header_id, endpoint if isinstance(endpoint, str) else "", event)
+
+
+def response_id(message: Message) -> str:
+    """The id of the stored response: the same for a repeated message from the same source."""
+    ident = message.bundle.get("identifier")
+    if isinstance(ident, dict) and ident.get("value"):
+        key = f"identifier:{ident.get('system') or ''}|{ident['value']}"
+    else:
+        key = f"header:{message.header_id}"
+    return "msg-" + hashlib.sha256(f"{message.source}\n{key}".encode()).hexdigest()[:56]
+
+
+def _check(handlers: MessageHandlers, message: Message) -> MessageHandler:
+    issues: list[Issue] = []
+    if not message.source:
+        issues.append(Issue("error", "required", "MessageHeader.source.endpoint is required",
+                            ("Bundle.entry[0].resource.source.endpoint",)))
+    if not message.event.strip("|"):
+        issues.append(Issue("error", "required", "The MessageHeader has no event (eventCoding or eventUri)",
+                            ("Bundle.entry[0].resource.event",)))
+    issues.extend(_unresolved_focus(message))
+    handler = handlers.get(message.event)
+    if handler is None and message.event.strip("|"):
+        issues.append(Issue("error", "not-supported", f"Unknown message event '{message.event}'",
+                            ("Bundle.entry[0].resource.event",), "msg-unknown-event"))
+    if issues:
+        raise _Rejected(issues)
+    assert handler is not None
+    return handler
+
+
+def _entry_keys(message: Message) -> dict[str, dict[str, Any]]:
+    keys: dict[str, dict[str, Any]] = {}
+    for e in message.bundle.get("entry", []):
+        if not isinstance(e, dict) or not isinstance(e.get("resource"), dict):
+            continue
+        r = e["resource"]
+        if isinstance(e.get("fullUrl"), str):
+            keys[e["fullUrl"]] = r
+        if r.get("id"):
+            keys[f"{r.get('resourceType')}/{r['id']}"] = r
+    return keys
+
+
+def _focus_refs(message: Message) -> list[str]:
+    focus = message.header.get("focus") or []
+    return [f.get("reference", "") for f in focus if isinstance(f, dict)] if isinstance(focus, list) else []
+
+
+def _unresolved_focus(message: Message) -> list[Issue]:
+    keys = _entry_keys(message)
+    out = []
+    for i, ref in enumerate(_focus_refs(message)):
+        if ref not in keys and not any(ref.endswith("/" + k) for k in keys if "/" in k and "://" not in k):
+            out.append(Issue("error", "invalid", f"MessageHeader.focus '{ref}' does not resolve inside the Bundle",
+                             (f"Bundle.entry[0].resource.focus[{i}]",), "msg-focus-resolves"))
+    return out
+
+
+def _focus_resources(message: Message) -> list[dict[str, Any]]:
+    keys = _entry_keys(message)
+    return [keys[r] for r in _focus_refs(message) if r in keys]
+
+
+async def _prior(u: UnitContext, rid: str) -> FhirResponse | None:
+    await u.uow.lock_key(f"message:{rid}")
+    v = await u.uow.read("Bundle", rid)
+    if v is None or v.deleted:
+        return None
+    return FhirResponse(200, body=v.body)
+
+
+async def _store(svc: Services, u: UnitContext, rid: str, response: dict[str, Any]) -> FhirResponse:
+    try:
+        v = await write_version(svc, u.uow, "Bundle", rid, response, expected_version=NEW, current=None,
+                                method="POST")
+    except VersionConflict:  # another node answered the same message first
+        prior = await _prior(u, rid)
+        if prior is None:
+            raise
+        return prior
+    return FhirResponse(200, body=v.body)
+
+
+def _response(svc: Services, req: FhirRequest, message: Message, rid: str, code: str,
+              issues: list[Issue]) -> dict[str, Any]:
+    header_id, outcome_id = svc.clock.new_id(), svc.clock.new_id()
+    header: dict[str, Any] = {"resourceType": "MessageHeader", "id": header_id}
+    for key in ("eventCoding", "eventUri"):
+        if key in message.header:
+            header[key] = message.header[key]
+    if message.source:
+        header["destination"] = [{"endpoint": message.source}]
+    header["source"] = {"name": "fhir-exchange", "endpoint": f"{req.base_url or 'urn:fhir-exchange'}"}
+    header["response"] = {"identifier": message.header_id, "code": code,
+                          "details": {"reference": f"urn:uuid:{outcome_id}"}}
+    if not issues:
+        issues = [Issue("information", "informational", "Message processed")]
+    return {
+        "resourceType": "Bundle", "id": rid, "type": "message", "timestamp": instant(svc.clock.now()),
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{svc.clock.new_id()}"},
+        "entry": [
+            {"fullUrl": f"urn:uuid:{header_id}", "resource": header},
+            {"fullUrl": f"urn:uuid:{outcome_id}", "resource": {"id": outcome_id, **operation_outcome(issues)}},
+        ],
+    }

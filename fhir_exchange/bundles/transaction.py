@@ -1,0 +1,260 @@
+"""transaction: https://hl7.org/fhir/R4/http.html#transaction
+
+``POST [base]`` with a ``transaction`` Bundle: all entries succeed or none does. Everything runs in
+ONE store unit of work, in the order the spec prescribes (http.html#trules): DELETE, then POST, then
+PUT/PATCH, then GET/HEAD; the response entries keep the request's order.
+
+- Ids: a POST gets a server id before anything is written, so that ``urn:uuid:`` / ``urn:oid:``
+  fullUrls (and a POST's own absolute fullUrl) can be replaced in every resource of the Bundle first
+  (:mod:`fhir_exchange.bundles.references`); each resource is then validated once, as it is written.
+- Conditional create/update/patch/delete (``ifNoneExist``, ``PUT Type?criteria``...) are resolved
+  inside the unit of work (serialised per criteria by the store), so concurrent transactions with
+  the same conditional creates yield one resource. Two POSTs with the same ``ifNoneExist`` are one
+  resource named twice and are refused like any other overlap.
+- Conditional references (``Patient?identifier=...``) resolve to the single match: none is a 400,
+  several a 412. A criteria equal to the ``ifNoneExist`` of a POST in the same Bundle resolves to that
+  entry's resource, as HAPI FHIR does.
+- Two entries on the same resource (including identities found by conditional operations) are a 400.
+- Any failure rolls everything back and answers one OperationOutcome naming the entry (index and
+  fullUrl) with the status the entry itself would have had (e.g. 412, 422).
+- No entry cap: the work is a few passes over the entries with dicts keyed by fullUrl and identity,
+  so memory is proportional to the Bundle.
+- GET/HEAD entries go through the router with the shared unit of work, so they read what the
+  transaction wrote (read and search; vread and history read committed state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_exchange.bundles.entries import Entry, entry_request, located, response_bundle, response_entry
+from fhir_exchange.bundles.references import conditional, is_urn, references, rewrite
+from fhir_exchange.errors import FhirError, invalid, precondition_failed
+from fhir_exchange.interactions import create, delete, patch, update
+from fhir_exchange.interactions.common import check_id, check_type, require_resource_body, validate
+from fhir_exchange.interactions.conditional import criteria_pairs, matches
+from fhir_exchange.interactions.request import FhirRequest, FhirResponse
+from fhir_exchange.interactions.router import Router
+from fhir_exchange.interactions.unit import UnitContext, unit
+from fhir_exchange.store.port import ResourceVersion
+
+
+@dataclass(slots=True)
+class _Step:
+    entry: Entry
+    type: str = ""
+    id: str | None = None  # the resolved target
+    resource: dict[str, Any] | None = None  # the body to write (POST/PUT), rewritten in place
+    matched: ResourceVersion | None = None  # a conditional create that found its resource
+
+
+async def process_transaction(router: Router, req: FhirRequest, bundle: dict[str, Any]) -> FhirResponse:
+    entries = parse_entries(bundle, req)
+    async with unit(router.services) as u:
+        responses = await run_entries(router, u, entries)
+    out = []
+    for entry, resp in zip(entries, responses, strict=True):
+        if entry.method == "HEAD":
+            resp.body = resp.resource = None
+        out.append(response_entry(resp))
+    return response_bundle("transaction-response", router.services.clock.new_id(), out)
+
+
+def parse_entries(bundle: dict[str, Any], req: FhirRequest) -> list[Entry]:
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise invalid("Bundle.entry must be an array", "Bundle.entry", code="structure")
+    entries: list[Entry] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_entries):
+        entry = entry_request(raw, index, req)
+        if entry.full_url:
+            if entry.full_url in seen:  # bdl-7
+                raise invalid(f"Entries {seen[entry.full_url]} and {index} have the same fullUrl "
+                              f"'{entry.full_url}' (bdl-7)", f"Bundle.entry[{index}].fullUrl")
+            seen[entry.full_url] = index
+        entries.append(entry)
+    return entries
+
+
+async def run_entries(router: Router, u: UnitContext, entries: list[Entry]) -> list[FhirResponse]:
+    """Process ``entries`` as one transaction inside ``u``; the answers in entry order."""
+    svc = router.services
+    uow = u.uow
+    responses: list[FhirResponse | None] = [None] * len(entries)
+    claimed: dict[str, int] = {}
+    mapping: dict[str, str] = {}
+    pending_creates: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+    deletes: list[_Step] = []
+    posts: list[_Step] = []
+    puts: list[_Step] = []  # PUT and PATCH, in Bundle order
+    reads: list[Entry] = []
+
+    def claim(key: str, step: _Step) -> None:
+        other = claimed.setdefault(key, step.entry.index)
+        if other != step.entry.index:
+            raise invalid(f"Entries {other} and {step.entry.index} both act on {key}: a transaction may "
+                          f"touch a resource once", step.entry.where())
+
+    for entry in entries:
+        try:
+            seg = entry.segments
+            if entry.method in ("GET", "HEAD") or (entry.method == "POST" and seg[-1:] == ("_search",)):
+                reads.append(entry)
+                continue
+            if not seg or len(seg) > 2 or seg[-1].startswith(("$", "_")):
+                raise invalid(f"{entry.method} {entry.req.path} is not a create, update, patch or delete",
+                              f"{entry.where()}.request.url")
+            step = _Step(entry, seg[0], seg[1] if len(seg) == 2 else None)
+            check_type(svc, step.type)
+            if step.id is not None:
+                check_id(step.id)
+            elif entry.method != "POST" and not entry.req.query:
+                raise invalid(f"{entry.method} {step.type} needs an id or search criteria",
+                              f"{entry.where()}.request.url")
+            if entry.method == "POST" and step.id is not None:
+                raise invalid("A POST entry creates: its url is the resource type only", f"{entry.where()}.request.url")
+            {"DELETE": deletes, "POST": posts, "PUT": puts, "PATCH": puts}[entry.method].append(step)
+        except FhirError as err:
+            raise located(err, entry) from None
+
+    # 1. DELETE
+    for step in deletes:
+        try:
+            if step.id is None:
+                step.id = await delete.conditional_target(svc, uow, step.type, step.entry.req.query)
+            if step.id is None:
+                responses[step.entry.index] = delete.nothing_matched(step.type)
+                continue
+            claim(f"{step.type}/{step.id}", step)
+            responses[step.entry.index] = await delete.delete_in(svc, u, step.entry.req, step.type, step.id)
+        except FhirError as err:
+            raise located(err, step.entry) from None
+
+    # 2. Identities of everything POST / PUT / PATCH will write, so references can be replaced first.
+    for step in posts:
+        entry = step.entry
+        try:
+            step.resource = dict(require_resource_body(entry.req, step.type))
+            step.resource.pop("id", None)
+            condition = entry.req.header("if-none-exist")
+            if condition:
+                pairs = criteria_pairs(condition)
+                key = (step.type, tuple(sorted(pairs)))
+                claim(f"{step.type}?{'&'.join(f'{k}={v}' for k, v in key[1])}", step)
+                found = await matches(svc, uow, step.type, pairs)
+                if len(found) > 1:
+                    raise precondition_failed(f"If-None-Exist '{condition}' matches more than one {step.type}")
+                if found:
+                    step.matched = found[0]
+                    step.id = found[0].id
+                    claim(f"{step.type}/{step.id}", step)
+                else:
+                    step.id = svc.clock.new_id()
+                    pending_creates[key] = step.id
+            else:
+                step.id = svc.clock.new_id()
+            _map_full_url(mapping, entry, step.type, step.id)
+        except FhirError as err:
+            raise located(err, entry) from None
+    for step in puts:
+        entry = step.entry
+        try:
+            if entry.method == "PUT":
+                step.resource = require_resource_body(entry.req, step.type)
+                if step.id is None:
+                    body_id = step.resource.get("id")
+                    if body_id is not None:
+                        check_id(body_id)
+                    step.id = await update.conditional_target(svc, uow, step.type, entry.req.query, body_id)
+                    step.resource = step.resource | {"id": step.id}
+                else:
+                    update.check_body_id(step.resource, step.id)
+                _map_full_url(mapping, entry, step.type, step.id)
+            elif step.id is None:
+                step.id = await patch.conditional_target(svc, uow, step.type, entry.req.query)
+            claim(f"{step.type}/{step.id}", step)
+        except FhirError as err:
+            raise located(err, entry) from None
+
+    # 3. Conditional references, resolved once per criteria string; then every link replaced.
+    for step in (*posts, *puts):
+        if step.resource is None or step.matched is not None:
+            continue
+        try:
+            for ref in references(step.resource):
+                if ref not in mapping and (cond := conditional(ref)) is not None:
+                    mapping[ref] = await _resolve_conditional(svc, uow, cond, pending_creates)
+        except FhirError as err:
+            raise located(err, step.entry) from None
+    if mapping:
+        for step in (*posts, *puts):
+            if step.resource is not None and step.matched is None:
+                rewrite(step.resource, mapping)
+
+    # 4. POST, then PUT / PATCH: each resource validated once, as it is written.
+    for step in (*posts, *puts):
+        entry = step.entry
+        assert step.id is not None
+        try:
+            if entry.method == "POST":
+                if step.matched is not None:
+                    resp = create.existing(entry.req, step.matched)
+                else:
+                    assert step.resource is not None
+                    issues = validate(svc, step.resource)
+                    resp = await create.create_in(svc, u, entry.req, step.type, step.id, step.resource, issues)
+            elif entry.method == "PUT":
+                assert step.resource is not None
+                issues = validate(svc, step.resource)
+                resp = await update.update_in(svc, u, entry.req, step.type, step.id, step.resource, issues,
+                                              location=True)
+            else:
+                resp = await patch.patch_in(svc, u, entry.req, step.type, step.id)
+        except FhirError as err:
+            raise located(err, entry) from None
+        responses[entry.index] = resp
+
+    # 5. GET / HEAD, through the router, reading inside the unit of work.
+    for entry in reads:
+        try:
+            responses[entry.index] = await router.dispatch(entry.req, u)
+        except FhirError as err:
+            raise located(err, entry) from None
+
+    assert all(r is not None for r in responses)
+    return responses  # type: ignore[return-value]
+
+
+def _map_full_url(mapping: dict[str, str], entry: Entry, type: str, id: str) -> None:
+    """Links to this entry's fullUrl become ``type/id`` (urn:uuid, urn:oid, or a POST's own URL)."""
+    full_url = entry.full_url
+    if not full_url:
+        return
+    target = f"{type}/{id}"
+    base = entry.req.base_url
+    if is_urn(full_url):
+        mapping[full_url] = target
+    elif entry.method == "POST":
+        mapping[full_url] = target
+        if base and full_url.startswith(base + "/"):
+            mapping[full_url[len(base) + 1:]] = target
+    elif base and full_url.startswith(base + "/") and full_url[len(base) + 1:] != target:
+        mapping[full_url] = target
+
+
+async def _resolve_conditional(svc: Any, uow: Any, cond: tuple[str, str],
+                               pending: dict[tuple[str, tuple[tuple[str, str], ...]], str]) -> str:
+    type, criteria = cond
+    check_type(svc, type)
+    pairs = criteria_pairs(criteria)
+    created = pending.get((type, tuple(sorted(pairs))))
+    if created is not None:
+        return f"{type}/{created}"
+    found = await matches(svc, uow, type, pairs)
+    if len(found) > 1:
+        raise precondition_failed(f"The conditional reference '{type}?{criteria}' matches more than one {type}")
+    if not found:
+        raise invalid(f"The conditional reference '{type}?{criteria}' matches no {type}")
+    return f"{type}/{found[0].id}"
