@@ -82,7 +82,7 @@ async def run_entries(router: Router, u: UnitContext, entries: list[Entry]) -> l
     """Process ``entries`` as one transaction inside ``u``; the answers in entry order."""
     svc = router.services
     uow = u.uow
-    responses: list[FhirResponse | None] = [None] * len(entries)
+    responses: dict[int, FhirResponse] = {}  # by entry index
     claimed: dict[str, int] = {}
     mapping: dict[str, str] = {}
     pending_creates: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
@@ -223,8 +223,7 @@ async def run_entries(router: Router, u: UnitContext, entries: list[Entry]) -> l
         except FhirError as err:
             raise located(err, entry) from None
 
-    assert all(r is not None for r in responses)
-    return responses  # type: ignore[return-value]
+    return [responses[e.index] for e in entries]
 
 
 def _map_full_url(mapping: dict[str, str], entry: Entry, type: str, id: str) -> None:
