@@ -21,7 +21,7 @@ Description: "The header of a consult message: a consult event, the sending inst
 
 Invariant: cx-bdl-1
 Description: "Rule 2 (R4 bundle.html; UMZH): every reference is local to the Bundle (a fullUrl, or Type/id of an entry, or #contained) or an absolute http(s) URL (whose institution the server checks)."
-Expression: "descendants().reference.where(startsWith('#').not()).all(($this in %resource.entry.fullUrl) or matches('^https?://') or (%resource.entry.resource.select(resourceType + '/' + id) contains $this))"
+Expression: "descendants().ofType(Reference).reference.where(startsWith('#').not()).all(($this in %resource.entry.fullUrl) or matches('^https?://') or (%resource.entry.resource.select(resourceType + '/' + id) contains $this))"
 Severity: #error
 
 Invariant: cx-bdl-2
@@ -52,7 +52,7 @@ RuleSet: ConsultBundleRules
 
 Invariant: cx-msg-1
 Description: "Rule 1 (R4 bdl-12; CA:eReC; BSeR): the MessageHeader's focus resolves inside the Bundle (to an entry's fullUrl)."
-Expression: "entry.first().resource.focus.exists() and entry.first().resource.focus.reference.all($this in %resource.entry.fullUrl)"
+Expression: "entry.first().resource.is(MessageHeader) implies (entry.first().resource.focus.exists() and entry.first().resource.focus.reference.all($this in %resource.entry.fullUrl))"
 Severity: #error
 
 Profile: ConsultMessageBundle
@@ -73,11 +73,10 @@ Profile: ConsultTransactionBundle
 Parent: Bundle
 Id: consult-transaction-bundle
 Title: "Consult transaction Bundle"
-Description: "A consult exchange over REST (portal and VPN-linked EMRs): a transaction Bundle under the Bundle rule (rule 2) and the cross-resource consult rules."
+Description: "A consult exchange over REST (portal and VPN-linked EMRs): a transaction Bundle under the Bundle rule (rule 2) and the cross-resource consult rules; every entry has a request (core bdl-3)."
 * ^status = #active
 * insert ConsultBundleRules
 * type = #transaction
-* entry.request 1..1
 
 Invariant: cx-mreq-1
 Description: "Rule 1 (CA:eReC): a consult-request message has event consult-request and focus the one ServiceRequest it carries."
@@ -91,7 +90,7 @@ Severity: #error
 
 Invariant: cx-mreq-3
 Description: "Rule 9 (IHE PCF): the Consent's recipient (actor with role IRCP) is the ServiceRequest's performer, or the performer's organization."
-Expression: "entry.resource.ofType(ServiceRequest).all(supportingInfo.resolve().ofType(Consent).provision.actor.where(role.coding.code = 'IRCP').reference.reference.intersect(performer.reference | performer.resolve().organization.reference).exists())"
+Expression: "entry.resource.ofType(ServiceRequest).all((supportingInfo.resolve().ofType(Consent).provision.actor.where(role.coding.where(code = 'IRCP').exists()).reference.reference | (performer.reference | performer.resolve().organization.reference)).count() < supportingInfo.resolve().ofType(Consent).provision.actor.where(role.coding.where(code = 'IRCP').exists()).reference.reference.distinct().count() + (performer.reference | performer.resolve().organization.reference).count())"
 Severity: #error
 
 Invariant: cx-mreq-4

@@ -74,12 +74,12 @@ Context: Endpoint
 
 Invariant: cx-ep-1
 Description: "Connection style (DESIGN.md): an exchange-system Endpoint receives FHIR messages (connectionType hl7-fhir-msg)."
-Expression: "extension('http://fhir-exchange.org/fhir/StructureDefinition/consult-connection-style').value = 'exchange-system' implies connectionType.code = 'hl7-fhir-msg'"
+Expression: "extension('http://fhir-exchange.org/fhir/StructureDefinition/consult-connection-style').where(value = 'exchange-system').exists() implies connectionType.code = 'hl7-fhir-msg'"
 Severity: #error
 
 Invariant: cx-ep-2
 Description: "Connection style (DESIGN.md): a VPN-linked EMR Endpoint speaks FHIR REST (connectionType hl7-fhir-rest) over TLS (an https address)."
-Expression: "extension('http://fhir-exchange.org/fhir/StructureDefinition/consult-connection-style').value = 'vpn-emr' implies (connectionType.code = 'hl7-fhir-rest' and address.startsWith('https://'))"
+Expression: "extension('http://fhir-exchange.org/fhir/StructureDefinition/consult-connection-style').where(value = 'vpn-emr').exists() implies (connectionType.code = 'hl7-fhir-rest' and address.startsWith('https://'))"
 Severity: #error
 
 Profile: ConsultEndpoint
