@@ -1,0 +1,202 @@
+"""The in-memory matcher: FHIR search semantics (https://hl7.org/fhir/R4/search.html) evaluated
+directly over a collection of resources, with no store.
+
+It is the executable reference the stores are tested against (property tests check that a store
+returns exactly what :meth:`Matcher.search` returns). It shares with the stores only the value
+extraction (:mod:`fhir_exchange.search.extract`) and each type's row predicate (``match`` beside
+``sql`` in :mod:`fhir_exchange.search.params`); criteria combination, ``:not``/``:missing``, chains,
+``_has``, composites, includes, sorting and paging are implemented here independently of any SQL.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.search.extract import make_indexer
+from fhir_exchange.search.params import KINDS
+from fhir_exchange.search.query import (
+    AnyOf,
+    Chain,
+    CompositeValue,
+    Criterion,
+    Has,
+    IdIn,
+    Include,
+    MissingValue,
+    Param,
+    SearchQuery,
+    SortKey,
+)
+from fhir_exchange.store.port import IndexEntry
+
+Key = tuple[str, str]  # (type, id)
+
+
+@dataclass(slots=True)
+class MatchResult:
+    matches: list[Key]
+    total: int | None
+    includes: list[Key] = field(default_factory=list)
+
+
+class Matcher:
+    """Search over current resources given in insertion order (the order a store assigns rids)."""
+
+    def __init__(self, defs: Definitions, resources: Iterable[dict[str, Any]]) -> None:
+        self._index = make_indexer(defs)
+        self.resources: dict[Key, dict[str, Any]] = {}
+        self.order: dict[Key, int] = {}
+        self.entries: dict[Key, dict[str, list[IndexEntry]]] = {}
+        for r in resources:
+            self.put(r)
+
+    def put(self, resource: dict[str, Any]) -> None:
+        k = (resource["resourceType"], resource["id"])
+        self.resources[k] = resource
+        self.order.setdefault(k, len(self.order))
+        by_param: dict[str, list[IndexEntry]] = defaultdict(list)
+        for e in self._index(k[0], resource):
+            by_param[e.param].append(e)
+        self.entries[k] = by_param
+
+    def delete(self, type: str, id: str) -> None:
+        self.resources.pop((type, id), None)
+        self.entries.pop((type, id), None)
+
+    # -- criteria -----------------------------------------------------------------------------
+
+    def _param(self, k: Key, p: Param) -> bool:
+        kind = KINDS.get(p.type)
+        if p.type == "composite":
+            return self._composite(k, p)
+        assert kind is not None
+        rows = self.entries[k].get(p.code, [])
+        if p.modifier == "missing":
+            v = p.values[0]
+            assert isinstance(v, MissingValue)
+            return (not rows) == v.missing
+        hit = any(kind.match(e, v, p.modifier) for e in rows for v in p.values)
+        return not hit if p.modifier == "not" else hit
+
+    def _composite(self, k: Key, p: Param) -> bool:
+        entries = self.entries[k]
+        for v in p.values:
+            assert isinstance(v, CompositeValue)
+            groups: set[int | None] | None = None
+            for i, (kind_name, part) in enumerate(zip(p.components, v.parts, strict=True)):
+                kind = KINDS[kind_name]
+                g = {e.group for e in entries.get(f"{p.code}${i}", []) if kind.match(e, part, None)}
+                groups = g if groups is None else groups & g
+            if groups:
+                return True
+        return False
+
+    def _targets(self, k: Key, code: str, types: tuple[str, ...]) -> list[Key]:
+        out: list[Key] = []
+        for e in self.entries[k].get(code, []):
+            if e.kind == "reference" and e.ref_type in types and e.ref_id is not None:
+                t = (e.ref_type, e.ref_id)
+                if t in self.resources:
+                    out.append(t)
+        return out
+
+    def matches(self, k: Key, c: Criterion) -> bool:
+        if isinstance(c, Param):
+            return self._param(k, c)
+        if isinstance(c, IdIn):
+            return (k[1] in c.ids) != c.negate
+        if isinstance(c, AnyOf):
+            return any(self.matches(k, x) for x in c.criteria)
+        if isinstance(c, Chain):
+            return any(self.matches(t, c.criterion) for t in self._targets(k, c.code, c.target_types))
+        if isinstance(c, Has):
+            for src in self.resources:
+                if src[0] != c.type:
+                    continue
+                if k in self._targets(src, c.code, (k[0],)) and self.matches(src, c.criterion):
+                    return True
+            return False
+        raise TypeError(f"Unknown criterion {c!r}")
+
+    # -- sorting ------------------------------------------------------------------------------
+
+    def _sort_value(self, k: Key, s: SortKey) -> Any:
+        if s.code == "_lastUpdated":
+            return (self.resources[k].get("meta") or {}).get("lastUpdated")
+        if s.code == "_id":
+            return k[1]
+        col = KINDS[s.type].SORT_COLUMN
+        values = [getattr(e, col) for e in self.entries[k].get(s.code, []) if getattr(e, col) is not None]
+        if not values:
+            return None
+        return max(values) if s.descending else min(values)
+
+    def _sorted(self, keys: list[Key], sort: tuple[SortKey, ...]) -> list[Key]:
+        out = sorted(keys, key=lambda k: self.order[k])
+        for s in reversed(sort):  # stable sorts from the last key to the first
+            present = [k for k in out if self._sort_value(k, s) is not None]
+            missing = [k for k in out if self._sort_value(k, s) is None]
+            present.sort(key=lambda k, s=s: self._sort_value(k, s), reverse=s.descending)
+            out = present + missing
+        return out
+
+    # -- includes -----------------------------------------------------------------------------
+
+    def _include(self, inc: Include, rev: bool, frontier: list[Key]) -> list[Key]:
+        out: list[Key] = []
+        if not rev:
+            for k in frontier:
+                if k[0] != inc.source_type:
+                    continue
+                for e in self.entries[k].get(inc.code, []):
+                    if e.kind != "reference" or e.ref_type is None or e.ref_id is None:
+                        continue
+                    t = (e.ref_type, e.ref_id)
+                    if t in self.resources and (inc.target_type is None or t[0] == inc.target_type):
+                        out.append(t)
+        else:
+            wanted = {k for k in frontier if inc.target_type is None or k[0] == inc.target_type}
+            for src in self.resources:
+                if src[0] != inc.source_type:
+                    continue
+                for e in self.entries[src].get(inc.code, []):
+                    if e.kind == "reference" and (e.ref_type, e.ref_id) in wanted:
+                        out.append(src)
+        return out
+
+    def _includes(self, query: SearchQuery, page: list[Key]) -> list[Key]:
+        if not page:
+            return []
+        seen = set(page)
+        found: list[Key] = []
+        frontier = page
+        specs = [(i, False) for i in query.include] + [(i, True) for i in query.revinclude]
+        for depth in range(10):
+            new: list[Key] = []
+            for inc, rev in specs:
+                if depth > 0 and not inc.iterate:
+                    continue
+                for k in self._include(inc, rev, frontier):
+                    if k not in seen:
+                        seen.add(k)
+                        new.append(k)
+            if not new:
+                break
+            found.extend(new)
+            frontier = new
+        return sorted(found, key=lambda k: self.order[k])
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(self, query: SearchQuery) -> MatchResult:
+        types = {query.type} if query.type else set(query.types)
+        hits = [k for k in self.resources
+                if (not types or k[0] in types) and all(self.matches(k, c) for c in query.params)]
+        ordered = self._sorted(hits, query.sort)
+        page = ordered[query.offset : query.offset + query.count]
+        total = None if query.total == "none" else len(hits)
+        return MatchResult(page, total, self._includes(query, page))

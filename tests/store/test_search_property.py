@@ -1,0 +1,231 @@
+"""Property test: the SQLite store returns exactly what the in-memory matcher returns
+(https://hl7.org/fhir/R4/search.html), for generated resources and generated queries: strings with
+accents and Hangul, dates with precisions and time zones, tokens, quantities, references, chains,
+``_has``, composites, ``:missing``/``:not``, sorting, paging and includes."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.errors import FhirError
+from fhir_exchange.search.extract import make_indexer
+from fhir_exchange.search.match import Matcher
+from fhir_exchange.search.parse import parse
+from fhir_exchange.store.port import ANY, ResourceVersion
+from fhir_exchange.store.sqlite import SqliteStore
+
+NAMES = ["Müller", "Muller", "müll", "Søren", "김민준", "김", "Élodie", "elo", "O'Brien", "Zoë"]
+SYSTEMS = ["http://loinc.org", "urn:other", None]
+CODES = ["8480-6", "8462-4", "29463-7"]
+UNITS = [("mm[Hg]", "mmHg"), ("kg", "kg")]
+ZONES = ["Z", "+09:00", "-05:00", ""]
+
+
+@st.composite
+def fhir_date(draw: st.DrawFn, with_time: bool = True) -> str:
+    y = draw(st.integers(1999, 2001))
+    precision = draw(st.integers(0, 4 if with_time else 2))
+    s = f"{y}"
+    if precision >= 1:
+        s += f"-{draw(st.integers(1, 12)):02d}"
+    if precision >= 2:
+        s += f"-{draw(st.integers(1, 28)):02d}"
+    if precision >= 3:
+        s += f"T{draw(st.integers(0, 23)):02d}:{draw(st.sampled_from([0, 30, 59])):02d}"
+        if precision >= 4:
+            s += f":{draw(st.integers(0, 59)):02d}"
+            if draw(st.booleans()):
+                s += f".{draw(st.integers(0, 999)):03d}"
+        else:
+            s += ":00"
+        s += draw(st.sampled_from(ZONES[:3]))  # a time needs a zone in resources
+    return s
+
+
+@st.composite
+def patient(draw: st.DrawFn, i: int) -> dict[str, Any]:
+    p: dict[str, Any] = {"resourceType": "Patient", "id": f"p{i}"}
+    if draw(st.booleans()):
+        p["name"] = [{"family": draw(st.sampled_from(NAMES)),
+                      "given": draw(st.lists(st.sampled_from(NAMES), max_size=2))}]
+    if draw(st.booleans()):
+        p["gender"] = draw(st.sampled_from(["male", "female", "other"]))
+    if draw(st.booleans()):
+        p["birthDate"] = draw(fhir_date(with_time=False))
+    if draw(st.booleans()):
+        p["active"] = draw(st.booleans())
+    if draw(st.booleans()):
+        p["identifier"] = [{"system": draw(st.sampled_from(["urn:mrn", "urn:x"])),
+                            "value": draw(st.sampled_from(["1", "2", "3"]))}]
+    return p
+
+
+@st.composite
+def observation(draw: st.DrawFn, i: int, n_patients: int) -> dict[str, Any]:
+    o: dict[str, Any] = {"resourceType": "Observation", "id": f"o{i}",
+                         "status": draw(st.sampled_from(["final", "preliminary"]))}
+    if draw(st.booleans()):
+        coding = {"code": draw(st.sampled_from(CODES))}
+        system = draw(st.sampled_from(SYSTEMS))
+        if system:
+            coding["system"] = system
+        o["code"] = {"coding": [coding]}
+    if n_patients and draw(st.booleans()):
+        o["subject"] = {"reference": f"Patient/p{draw(st.integers(0, n_patients - 1))}"}
+    choice = draw(st.integers(0, 2))
+    if choice == 1:
+        o["effectiveDateTime"] = draw(fhir_date())
+    elif choice == 2:
+        period: dict[str, str] = {}
+        if draw(st.booleans()):
+            period["start"] = draw(fhir_date())
+        if draw(st.booleans()):
+            period["end"] = draw(fhir_date())
+        o["effectivePeriod"] = period
+    if draw(st.booleans()):
+        code, unit = draw(st.sampled_from(UNITS))
+        o["valueQuantity"] = {"value": draw(st.sampled_from([60, 80, 80.5, 120, 150.25])), "unit": unit,
+                              "system": "http://unitsofmeasure.org", "code": code}
+    return o
+
+
+@st.composite
+def dataset(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n_p = draw(st.integers(0, 6))
+    n_o = draw(st.integers(0, 8))
+    out = [draw(patient(i)) for i in range(n_p)] + [draw(observation(i, n_p)) for i in range(n_o)]
+    # Insertion order interleaves types; each resource gets a lastUpdated.
+    order = draw(st.permutations(out))
+    for j, r in enumerate(order):
+        r["meta"] = {"versionId": "1", "lastUpdated": f"2024-01-01T00:00:{j:02d}.000Z"}
+    return list(order)
+
+
+def date_param(draw: st.DrawFn) -> str:
+    prefix = draw(st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]))
+    return prefix + draw(fhir_date()).replace("+", "%2B")
+
+
+@st.composite
+def patient_query(draw: st.DrawFn) -> list[tuple[str, str]]:
+    options = [
+        lambda: (draw(st.sampled_from(["name", "family", "given", "name:exact", "name:contains"])),
+                 draw(st.sampled_from([*NAMES, "mu", "MÜL", "ø", "민", "e"]))),
+        lambda: (draw(st.sampled_from(["gender", "gender:not"])), draw(st.sampled_from(["male", "female,other"]))),
+        lambda: ("birthdate", date_param(draw)),
+        lambda: (draw(st.sampled_from(["active:missing", "birthdate:missing", "name:missing"])),
+                 draw(st.sampled_from(["true", "false"]))),
+        lambda: ("identifier", draw(st.sampled_from(["urn:mrn|1", "1", "|1", "urn:x|", "2,3"]))),
+        lambda: ("active", draw(st.sampled_from(["true", "false"]))),
+        lambda: ("_has:Observation:subject:code", draw(st.sampled_from(CODES))),
+        lambda: ("_has:Observation:patient:value-quantity", draw(st.sampled_from(["gt80", "le80.5"]))),
+        lambda: ("_id", draw(st.sampled_from(["p0", "p1,p2"]))),
+    ]
+    params = [draw(st.sampled_from(options))() for _ in range(draw(st.integers(0, 3)))]
+    if draw(st.booleans()):
+        keys = draw(st.lists(st.sampled_from(["name", "-name", "birthdate", "-birthdate", "gender", "_id",
+                                               "-_lastUpdated"]), min_size=1, max_size=2, unique=True))
+        params.append(("_sort", ",".join(keys)))
+    if draw(st.booleans()):
+        params.append(("_revinclude", "Observation:subject"))
+    return params
+
+
+@st.composite
+def observation_query(draw: st.DrawFn) -> list[tuple[str, str]]:
+    options = [
+        lambda: (draw(st.sampled_from(["code", "code:not"])),
+                 draw(st.sampled_from([*CODES, "http://loinc.org|8480-6", "|8462-4", "urn:other|",
+                                       "8480-6,29463-7"]))),
+        lambda: ("date", date_param(draw)),
+        lambda: ("value-quantity", draw(st.sampled_from(["80", "gt80", "lt120", "ap80", "ne80.5", "80.5",
+                                                         "le150.25|http://unitsofmeasure.org|mm[Hg]",
+                                                         "ge60||kg", "eb100", "sa100"]))),
+        lambda: ("subject", draw(st.sampled_from(["Patient/p0", "p1", "Patient/p2,Patient/p3"]))),
+        lambda: (draw(st.sampled_from(["subject:Patient.name", "patient.family", "subject:Patient.gender"])),
+                 draw(st.sampled_from(["mul", "김", "male", "elo"]))),
+        lambda: ("code-value-quantity", draw(st.sampled_from(["8480-6$gt70", "http://loinc.org|8462-4$lt100",
+                                                              "29463-7$80"]))),
+        lambda: (draw(st.sampled_from(["subject:missing", "code:missing", "date:missing",
+                                       "value-quantity:missing"])), draw(st.sampled_from(["true", "false"]))),
+        lambda: ("status", draw(st.sampled_from(["final", "preliminary"]))),
+    ]
+    params = [draw(st.sampled_from(options))() for _ in range(draw(st.integers(0, 3)))]
+    if draw(st.booleans()):
+        keys = draw(st.lists(st.sampled_from(["date", "-date", "code", "value-quantity", "-value-quantity",
+                                               "subject", "_id"]), min_size=1, max_size=2, unique=True))
+        params.append(("_sort", ",".join(keys)))
+    if draw(st.booleans()):
+        params.append(("_include", "Observation:subject"))
+    if draw(st.booleans()):
+        params.append(("_count", str(draw(st.integers(1, 4)))))
+        params.append(("_offset", str(draw(st.integers(0, 4)))))
+    return params
+
+
+@pytest.fixture
+def defs(definitions: Definitions) -> Definitions:
+    return definitions
+
+
+def _unquote(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v.replace("%2B", "+")) for k, v in params]
+
+
+async def _check(defs: Definitions, resources: list[dict[str, Any]], queries: list[tuple[str, list[tuple[str, str]]]],
+                 ) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "s.db", make_indexer(defs), readers=1)
+        await store.open()
+        try:
+            async with store.transaction() as uow:
+                for r in resources:
+                    v = ResourceVersion(r["resourceType"], r["id"], 1, r["meta"]["lastUpdated"], False,
+                                        orjson.dumps(r))
+                    await uow.put(v, r, expected_version=ANY)
+            matcher = Matcher(defs, resources)
+            for type, raw in queries:
+                try:
+                    query = parse(defs, type, _unquote(raw), default_count=50, max_count=100,
+                                  strict=True)
+                except FhirError:
+                    continue
+                got = await store.search(query)
+                want = matcher.search(query)
+                assert [(m.type, m.id) for m in got.matches] == want.matches, (type, raw)
+                assert got.total == want.total, (type, raw)
+                assert [(m.type, m.id) for m in got.includes] == want.includes, (type, raw)
+        finally:
+            await store.close()
+
+
+def run_property(defs: Definitions, data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
+                 oq: list[list[tuple[str, str]]]) -> None:
+    queries = [("Patient", q) for q in pq] + [("Observation", q) for q in oq]
+    asyncio.run(_check(defs, data, queries))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=dataset(), pq=st.lists(patient_query(), max_size=4), oq=st.lists(observation_query(), max_size=4))
+def test_store_equals_matcher(defs: Definitions, data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
+                              oq: list[list[tuple[str, str]]]) -> None:
+    run_property(defs, data, pq, oq)
+
+
+@pytest.mark.slow
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(data=dataset(), pq=st.lists(patient_query(), max_size=6), oq=st.lists(observation_query(), max_size=6))
+def test_store_equals_matcher_long(defs: Definitions, data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
+                                   oq: list[list[tuple[str, str]]]) -> None:
+    run_property(defs, data, pq, oq)
