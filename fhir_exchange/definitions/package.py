@@ -7,7 +7,6 @@ with ``~/.fhir/packages``, so that start-up reads only the ``.index.json`` and r
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -99,11 +98,11 @@ def _unpack(tgz: Path, cache: Path) -> Path:
 INDEX_NAME = ".fhir-exchange-index.json"
 
 
-def _write_index(folder: Path) -> None:
+def _index_rows(folder: Path) -> list[dict[str, Any]]:
     """Our own index: the NPM ``.index.json`` lacks StructureDefinition.type and derivation."""
     rows = []
     for f in sorted(folder.glob("*.json")):
-        if f.name in ("package.json",) or f.name.startswith("."):
+        if f.name == "package.json" or f.name.startswith("."):
             continue
         try:
             res = orjson.loads(f.read_bytes())
@@ -122,25 +121,23 @@ def _write_index(folder: Path) -> None:
                 "kind": res.get("kind"),
             }
         )
-    (folder / INDEX_NAME).write_bytes(orjson.dumps({"files": rows}))
+    return rows
+
+
+def _write_index(folder: Path) -> None:
+    (folder / INDEX_NAME).write_bytes(orjson.dumps({"files": _index_rows(folder)}))
 
 
 def _open_folder(folder: Path) -> Package:
     manifest_file = folder / "package.json"
     manifest = orjson.loads(manifest_file.read_bytes()) if manifest_file.exists() else {"name": folder.name}
     index_file = folder / INDEX_NAME
-    if not index_file.exists():
-        with contextlib.suppress(OSError):  # read-only folder: index in memory only
-            _write_index(folder)
-    if index_file.exists():
+    # Only unpacked .tgz packages in the cache carry a persisted index (they never change); a source
+    # folder such as profiles/ is indexed afresh at each start so that edits are never missed.
+    if index_file.exists() and (folder / ".fhir-exchange-complete").exists():
         rows = orjson.loads(index_file.read_bytes())["files"]
     else:
-        rows = []
-        for f in sorted(folder.glob("*.json")):
-            res = orjson.loads(f.read_bytes())
-            if isinstance(res, dict) and "resourceType" in res and f.name != "package.json":
-                rows.append({"filename": f.name, **{k: res.get(k) for k in ("resourceType", "id", "url",
-                                                                           "version", "type", "kind")}})
+        rows = _index_rows(folder)
     entries = [
         IndexEntry(r["filename"], r["resourceType"], r.get("id"), r.get("url"), r.get("version"),
                    r.get("type"), r.get("kind"))
