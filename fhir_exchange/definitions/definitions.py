@@ -15,7 +15,10 @@ from typing import Any
 
 from fhir_exchange.definitions.package import Package, load_package
 
-CORE_PACKAGE = Path(__file__).resolve().parent.parent / "packages" / "hl7.fhir.r4.core-4.0.1.tgz"
+PACKAGES_DIR = Path(__file__).resolve().parent.parent / "packages"
+CORE_PACKAGE = PACKAGES_DIR / "hl7.fhir.r4.core-4.0.1.tgz"
+# KR Core (HL7 Korea, CC0): the consult profiles derive from its Patient, Organization, Practitioner.
+BUNDLED_PACKAGES = (CORE_PACKAGE, PACKAGES_DIR / "hl7.fhir.kr.core-2.0.0.tgz")
 CONFORMANCE_TYPES = frozenset(
     {
         "StructureDefinition",
@@ -58,7 +61,7 @@ class Definitions:
              include_core: bool = True) -> Definitions:
         pkgs = []
         if include_core:
-            pkgs.append(load_package(CORE_PACKAGE, cache_dir))
+            pkgs.extend(load_package(p, cache_dir) for p in BUNDLED_PACKAGES)
         for p in paths:
             pkgs.append(load_package(p, cache_dir))
         return cls(pkgs)
