@@ -25,7 +25,18 @@ def criteria_pairs(criteria: str) -> list[tuple[str, str]]:
     return pairs
 
 
+# Result parameters select or shape a page; they never narrow what a condition matches, so they are
+# dropped from the criteria (``_offset`` would otherwise hide matches, ``_count`` shrink them).
+_NOT_CRITERIA = frozenset({"_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format", "_pretty",
+                           "_include", "_revinclude", "_contained", "_containedType"})
+
+
 async def matches(svc: Services, uow: UnitOfWork, type: str, pairs: list[tuple[str, str]]) -> list[ResourceVersion]:
+    # A condition without criteria would match every resource of the type: a conditional delete, update
+    # or patch of "DELETE [base]/Patient" must not touch whatever Patient happens to be alone.
+    pairs = [(k, v) for k, v in pairs if k.split(":", 1)[0] not in _NOT_CRITERIA]
+    if not pairs:
+        raise invalid(f"A conditional interaction on {type} needs search criteria (none were given)")
     query = parse(svc.definitions, type, [*pairs, ("_count", "2")], strict=True,
                   default_count=2, max_count=2)
     await uow.lock_key(f"{type}?{sorted(pairs)}")

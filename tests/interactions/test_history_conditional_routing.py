@@ -215,3 +215,23 @@ async def test_capability_statement_is_generated_from_the_route_table(call: Call
     router.routes = [r for r in router.routes if r.interaction != "patch"]
     cs2 = doc(await call("GET", "metadata"))
     assert "patch" not in {i["code"] for i in cs2["rest"][0]["resource"][0]["interaction"]}
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PATCH", "PUT"])
+@pytest.mark.parametrize("query", [[], [("_format", "json")], [("_pretty", "true"), ("_count", "5")]])
+async def test_conditional_writes_without_criteria_touch_nothing(call: Call, method: str,
+                                                                 query: list[tuple[str, str]]) -> None:
+    # Before the fix, "DELETE [base]/Patient" deleted the only Patient (and PATCH patched it).
+    await call("PUT", "Patient/only", patient("only"))
+    body: Any = [] if method == "PATCH" else patient()
+    err = await call.error(method, "Patient", body, query=query)
+    assert err.status == 400
+    assert doc(await call("GET", "Patient/only"))["meta"]["versionId"] == "1"
+
+
+async def test_result_parameters_do_not_narrow_a_condition(call: Call) -> None:
+    await call("PUT", "Patient/a", patient("a", mrn="1"))
+    # _offset=1 would skip the only match and delete nothing (or, with two matches, pick one).
+    resp = await call("DELETE", "Patient", query=[("identifier", f"{SYS}|1"), ("_offset", "1")])
+    assert resp.status == 200
+    assert (await call.error("GET", "Patient/a")).status == 410
