@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -39,9 +41,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings)
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests, runs lifespan shutdown.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=10)
+    # After that graceful shutdown uvicorn (>= 0.29) re-raises the captured signal to the handler that was
+    # installed before it started; with Python's defaults the process would then die of SIGTERM (status
+    # -15/143) or raise KeyboardInterrupt. Stopping is the normal end of a service, so these handlers make
+    # the re-raise a no-op and ``serve`` exits 0.
+    previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                    timeout_graceful_shutdown=10)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    return None
 
 
 def _files(paths: Sequence[str]) -> Iterator[Path]:

@@ -1,0 +1,91 @@
+"""End to end: a real ``python -m fhir_exchange serve`` process, spoken to over TCP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.e2e.conftest import Server, cli_env, start_server
+
+SYS = "urn:oid:1.2.410.300"
+
+
+def test_create_read_search_over_tcp(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=10) as c:
+        created = c.post("/Patient", json={"resourceType": "Patient", "gender": "male",
+                                           "identifier": [{"system": SYS, "value": "e2e-1"}]})
+        assert created.status_code == 201
+        loc = created.headers["location"]
+        assert loc.startswith(server.base + "/Patient/")
+        read = c.get(loc.rsplit("/_history", 1)[0])
+        assert read.status_code == 200 and read.json() == created.json()
+        found = c.get("/Patient", params={"identifier": f"{SYS}|e2e-1"}).json()
+        assert found["total"] == 1 and found["entry"][0]["resource"]["id"] == created.json()["id"]
+        assert found["entry"][0]["fullUrl"].startswith(server.base)
+        meta = c.get("/metadata")
+        assert meta.json()["fhirVersion"] == "4.0.1"
+        bad = c.post("/Patient", content=b"{oops", headers={"content-type": "application/fhir+json"})
+        assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
+
+
+def test_sigterm_exits_cleanly_and_data_survives_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = start_server(data)
+    try:
+        with httpx.Client(base_url=first.base, timeout=10) as c:
+            put = c.put("/Organization/hosp-1", json={"resourceType": "Organization", "id": "hosp-1",
+                                                     "name": "Regional Medical Centre"})
+            assert put.status_code == 201
+            c.put("/Organization/hosp-1", json={"resourceType": "Organization", "id": "hosp-1", "name": "RMC"})
+        started = time.monotonic()
+        assert first.stop() == 0
+        assert time.monotonic() - started < 15
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+    second = start_server(data)
+    try:
+        with httpx.Client(base_url=second.base, timeout=10) as c:
+            read = c.get("/Organization/hosp-1")
+            assert read.status_code == 200
+            assert read.json()["name"] == "RMC" and read.json()["meta"]["versionId"] == "2"
+            assert c.get("/Organization/hosp-1/_history/1").json()["name"] == "Regional Medical Centre"
+    finally:
+        assert second.stop() == 0
+
+
+def test_load_a_folder_prints_a_summary(tmp_path: Path) -> None:
+    folder = tmp_path / "examples"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "patient.json").write_bytes(orjson.dumps(
+        {"resourceType": "Patient", "id": "loaded-1", "gender": "female"}))
+    (folder / "org.json").write_bytes(orjson.dumps({"resourceType": "Organization", "name": "No id"}))
+    (folder / "nested" / "obs.json").write_bytes(orjson.dumps(
+        {"resourceType": "Observation", "id": "obs-1", "status": "final", "code": {"text": "BP"}}))
+    (folder / "broken.json").write_bytes(b"{not json")
+    (folder / "invalid.json").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p2", "gender": "robot"}))
+    (folder / "notes.txt").write_text("ignored: not a .json file")
+    data = tmp_path / "data"
+    run = subprocess.run([sys.executable, "-m", "fhir_exchange", "load", str(folder), "--data-dir", str(data)],
+                         env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert "Loaded 3 of 5 files" in run.stdout, (run.stdout, run.stderr)
+    assert "(2 failed)" in run.stdout
+    assert run.returncode == 1  # some files failed
+    assert "broken.json" in run.stderr and "invalid.json" in run.stderr
+    srv = start_server(data)
+    try:
+        with httpx.Client(base_url=srv.base, timeout=10) as c:
+            assert c.get("/Patient/loaded-1").json()["gender"] == "female"
+            assert c.get("/Observation/obs-1").status_code == 200
+            assert c.get("/Organization").json()["total"] == 1
+            assert c.get("/Patient/p2").status_code == 404
+    finally:
+        assert srv.stop() == 0
+    again = subprocess.run([sys.executable, "-m", "fhir_exchange", "load", str(folder / "patient.json"),
+                            "--data-dir", str(data)], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "Loaded 1 of 1 files" in again.stdout
