@@ -122,3 +122,28 @@ def fresh_db_url(mongo_url: str) -> Iterator[str]:
     yield with_db(mongo_url, name)
     with MongoClient(mongo_url, serverSelectionTimeoutMS=3000) as c:
         c.drop_database(name)
+
+
+def wipe(url: str) -> None:
+    """Empty every collection of the URL's database but keep collections and indexes (cheap reuse)."""
+    with MongoClient(url, serverSelectionTimeoutMS=3000) as c:
+        db = c.get_default_database()
+        for name in db.list_collection_names():
+            if name != "schema" and db[name].find_one({}, {"_id": 1}) is not None:
+                db[name].delete_many({})
+
+
+@pytest.fixture(scope="module")
+def module_db_url(mongo_url: str) -> Iterator[str]:
+    """A database shared by one test module (dropped afterwards); pair with :func:`wiped_db_url`."""
+    name = f"m_{uuid.uuid4().hex[:16]}"
+    yield with_db(mongo_url, name)
+    with MongoClient(mongo_url, serverSelectionTimeoutMS=3000) as c:
+        c.drop_database(name)
+
+
+@pytest.fixture
+def wiped_db_url(module_db_url: str) -> str:
+    """The module's database, emptied for this test: collections and indexes survive, documents do not."""
+    wipe(module_db_url)
+    return module_db_url

@@ -95,7 +95,13 @@ T = TypeVar("T")
 
 HISTORY = "history"
 LOCKS = "locks"
-INTERNAL = frozenset({HISTORY, LOCKS})
+SCHEMA = "schema"  # one marker document: which index definitions were created for which collections
+INTERNAL = frozenset({HISTORY, LOCKS, SCHEMA})
+HISTORY_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
+    ([("lu", DESCENDING)], "by_lastUpdated"),
+    ([("t", ASCENDING), ("lu", DESCENDING)], "type_by_lastUpdated"),
+    ([("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)], "instance_by_version"),
+]
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")
 _CURRENT = {"v": 1, "lu": 1, "del": 1, "body": 1, "m": 1}
 _HISTORY_FIELDS = {"t": 1, "i": 1, "v": 1, "lu": 1, "del": 1, "body": 1, "m": 1}
@@ -104,6 +110,9 @@ _RETRY_AFTER_CONFLICT = 1
 _RESTART_BUDGET_S = 10.0  # how long a first-operation conflict is retried before answering 503
 _COMMIT_BUDGET_S = 10.0  # how long an unknown commit result is retried
 _LOCK_TTL_S = 3600  # lock documents are garbage after this (a conditional create takes milliseconds)
+# Changes whenever an index definition changes, so that a start-up after an upgrade re-creates them.
+INDEX_VERSION = hashlib.sha256(repr((HISTORY_INDEXES, mongo_search.TYPE_INDEXES, _LOCK_TTL_S)).encode()
+                               ).hexdigest()[:16]
 _WRITE_CONFLICT = 112
 _NO_SUCH_TRANSACTION = 251
 _ILLEGAL_OPERATION = 20
@@ -509,15 +518,19 @@ class MongoStore:
             with _translated():
                 hello = await self._client.admin.command("hello")
                 self.supports_transactions = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
-                await self._history.create_index([("lu", DESCENDING)], name="by_lastUpdated")
-                await self._history.create_index([("t", ASCENDING), ("lu", DESCENDING)], name="type_by_lastUpdated")
-                await self._history.create_index([("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)],
-                                                 name="instance_by_version")
-                await self._locks.create_index("at", name="expire", expireAfterSeconds=_LOCK_TTL_S)
-                existing = await self._db.list_collection_names()
-                for name in sorted({*existing, *self._resource_types}):
-                    if name not in INTERNAL and _TYPE_RE.match(name):
-                        await self._create_type_indexes(name)
+                existing = set(await self._db.list_collection_names())
+                names = {n for n in {*existing, *self._resource_types} if n not in INTERNAL and _TYPE_RE.match(n)}
+                marker = await self._db[SCHEMA].find_one({"_id": "indexes"})
+                if (marker is not None and marker.get("version") == INDEX_VERSION and names <= existing
+                        and names <= set(marker.get("types", ()))):
+                    self._indexed |= names  # created by an earlier start with the same index definitions
+                else:
+                    await self._create_shared_indexes()
+                    ordered = sorted(names)
+                    for start in range(0, len(ordered), 16):  # pipelined: start-up costs round trips
+                        await asyncio.gather(*(self._create_type_indexes(n) for n in ordered[start:start + 16]))
+                    await self._db[SCHEMA].replace_one(
+                        {"_id": "indexes"}, {"version": INDEX_VERSION, "types": ordered}, upsert=True)
             if self.supports_transactions:
                 log.info("MongoDB store %s: replica set, transactions enabled", self._db.name)
             else:
@@ -525,6 +538,11 @@ class MongoStore:
                             "than one write (transaction Bundles, messages) will be refused. Run a replica set.",
                             self._db.name)
             self._ready = True
+
+    async def _create_shared_indexes(self) -> None:
+        for keys, name in HISTORY_INDEXES:
+            await self._history.create_index(keys, name=name)
+        await self._locks.create_index("at", name="expire", expireAfterSeconds=_LOCK_TTL_S)
 
     async def _create_type_indexes(self, type: str) -> None:
         await self._db[type].create_indexes([IndexModel(keys, name=name) for keys, name in mongo_search.TYPE_INDEXES])
