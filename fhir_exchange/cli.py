@@ -1,4 +1,4 @@
-"""Command line: ``fhir-exchange serve | load | reindex | validate``."""
+"""Command line: ``fhir-exchange serve | load | reindex | migrate | validate``."""
 
 from __future__ import annotations
 
@@ -144,6 +144,34 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Copy every resource and every version from one store to another, then verify the copy."""
+
+    async def go() -> int:
+        from fhir_exchange.api.app import build_services
+        from fhir_exchange.store import open_store
+        from fhir_exchange.store.migrate import migrate
+
+        target = build_services(Settings.from_env(store_url=args.to_url)).store  # with the search indexer
+        source = open_store(args.from_url)
+        await source.open()
+        await target.open()
+        started = time.perf_counter()
+        try:
+            report = await migrate(source, target, progress=lambda n, total: _progress(n, total, started))
+        finally:
+            await target.close()
+            await source.close()
+        print(f"\nMigrated {report.resources} resources, {report.versions} versions ({report.copied} new) "
+              f"in {time.perf_counter() - started:.1f} s; verification: "
+              f"{'every version identical' if report.ok else f'{len(report.mismatches)} mismatches'}")
+        for m in report.mismatches[:20]:
+            print(f"  differs: {m}", file=sys.stderr)
+        return 0 if report.ok else 1
+
+    return asyncio.run(go())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fhir-exchange", description="FHIR R4 server for remote consultation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     reindex.add_argument("--type", help="only this resource type")
     _add_store_options(reindex)
     reindex.set_defaults(func=cmd_reindex)
+    migrate = sub.add_parser("migrate", help="copy every resource and version to another store, then verify")
+    migrate.add_argument("--from", dest="from_url", required=True, help="source store URL, e.g. sqlite:///data/fhir.db")
+    migrate.add_argument("--to", dest="to_url", required=True, help="target store URL, e.g. mongodb://host/fhir")
+    migrate.set_defaults(func=cmd_migrate)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

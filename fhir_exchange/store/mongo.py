@@ -51,7 +51,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -62,6 +62,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
     DocumentTooLarge,
@@ -705,6 +706,52 @@ class MongoStore:
                                           {"$set": {"_s": mongo_search.index_fields(doc["_id"], entries)}})
                     n += 1
         return n
+
+    async def import_versions(self, versions: Sequence[ResourceVersion]) -> int:
+        """Bulk-load versions exactly as they are (``fhir-exchange migrate``); returns how many were new.
+
+        History documents already present are skipped and a current document only ever moves forward to
+        a newer version, so an interrupted migration can simply be run again. Meant for an offline
+        copy: it does not take the per-resource locks that units of work take.
+        """
+        if not versions:
+            return 0
+        await self._ensure_ready()
+        newest: dict[tuple[str, str], ResourceVersion] = {}
+        for v in versions:
+            key = (v.type, v.id)
+            if key not in newest or v.version_id > newest[key].version_id:
+                newest[key] = v
+        docs = [{"_id": history_id(v.type, v.id, v.version_id), "t": v.type, "i": v.id, "v": v.version_id,
+                 "lu": v.last_updated, "del": v.deleted, "m": "DELETE" if v.deleted else v.method,
+                 "body": b"" if v.deleted else v.body} for v in versions]
+        inserted = len(docs)
+        try:
+            await self._history.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise translate(exc) from exc
+            inserted -= len(errors)
+        except PyMongoError as exc:
+            raise translate(exc) from exc
+        for (type, id), v in newest.items():
+            coll = await self._type_coll(type)
+            fields: dict[str, Any] = {"v": v.version_id, "lu": v.last_updated, "del": v.deleted,
+                                      "m": "DELETE" if v.deleted else v.method, "body": b"" if v.deleted else v.body}
+            update: dict[str, Any] = {"$set": fields}
+            if v.deleted:
+                update["$unset"] = {"_s": ""}
+            else:
+                entries = self._indexer(type, orjson.loads(v.body)) if self._indexer else ()
+                fields["_s"] = mongo_search.index_fields(id, entries)
+            with _translated():
+                cur = await coll.find_one({"_id": id}, {"v": 1})
+                if cur is None:
+                    await coll.insert_one({"_id": id, **fields, "_c": self._seq.next()})
+                elif cur["v"] < v.version_id:
+                    await coll.update_one({"_id": id, "v": cur["v"]}, update)
+        return inserted
 
     async def all_versions(self) -> AsyncIterator[ResourceVersion]:
         """Every stored version of every resource, oldest first per resource (for migration checks)."""
