@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.primitives import PrimitiveType, build_primitive
-from fhir_exchange.validation.schema import Binding, ElementDef, StructureSchema, compile_structure
+from fhir_exchange.validation.schema import Binding, Constraint, ElementDef, StructureSchema, compile_structure
 
 PRIM = 0
 COMPLEX = 1
 RESOURCE = 2
+
+# Invariants checked natively by the walkers (faster, and with better messages than FHIRPath):
+# ele-1 is "no empty elements", ext-1 the extension shape, dom-2..dom-6 the contained-resource rules.
+NATIVE_CONSTRAINTS = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6"})
 
 # Types that carry codes a binding can apply to (terminologies.html#binding).
 BINDABLE = frozenset({"code", "Coding", "CodeableConcept", "Quantity", "string", "uri"})
@@ -35,6 +39,8 @@ class Prop:
     prim: PrimitiveType | None
     binding: Binding | None
     owner: StructureSchema
+    host: str  # path of the element whose object carries this property, e.g. "Patient.contact"
+    host_type: str  # its type: "Patient", "HumanName", or "BackboneElement"
     shape: Shape | None = None  # resolved on first use: types refer to each other cyclically
     # String values already found clean here (format and binding): most values repeat across resources.
     good: set[str] = field(default_factory=set)
@@ -48,6 +54,8 @@ class Shape:
     required: list[tuple[str, tuple[str, ...], int]] = field(default_factory=list)
     resource_type: str | None = None
     is_extension: bool = False
+    # Invariants evaluated by FHIRPath on every object of this shape (native ones excluded).
+    constraints: tuple[Constraint, ...] = ()
 
 
 def json_key(name: str, code: str, choice: bool) -> str:
@@ -148,7 +156,9 @@ class ShapeBuilder:
             props={},
             resource_type=schema.type if is_resource_root else None,
             is_extension=elem is schema.root and schema.type == "Extension",
+            constraints=tuple(c for c in elem.constraints if c.key not in NATIVE_CONSTRAINTS and c.expression),
         )
+        host_type = schema.type if elem is schema.root else "BackboneElement"
         for child in elem.children:
             if child.max == 0:
                 continue
@@ -170,14 +180,16 @@ class ShapeBuilder:
                 segment = f"{child.name}.ofType({code})" if child.choice else child.name
                 binding = child.binding if (child.binding and child.binding.value_set and code in BINDABLE
                                             and child.binding.strength in ("required", "extensible")) else None
-                shape.props[k] = Prop(k, segment, child, code, pkind, child.is_array, prim, binding, schema)
+                shape.props[k] = Prop(k, segment, child, code, pkind, child.is_array, prim, binding, schema,
+                                      elem.path, host_type)
                 keys.append(k)
                 if pkind == PRIM:
                     keys.append("_" + k)
             if not child.types and (child.children or child.content_ref):
                 # contentReference elements carry no type; their content is another element's.
                 k = child.name
-                shape.props[k] = Prop(k, k, child, "BackboneElement", COMPLEX, child.is_array, None, None, schema)
+                shape.props[k] = Prop(k, k, child, "BackboneElement", COMPLEX, child.is_array, None, None, schema,
+                                      elem.path, host_type)
                 keys.append(k)
             if child.min > 0 and keys and not (shape.is_extension and child.name == "url"):
                 shape.required.append((child.name, tuple(keys), child.min))

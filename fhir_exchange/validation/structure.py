@@ -14,7 +14,7 @@ The walker is written for speed: no intermediate objects, paths built only as th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_exchange.validation.bindings import check_binding
@@ -23,11 +23,34 @@ from fhir_exchange.validation.primitives import json_type_name
 from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape, ShapeBuilder
 from fhir_exchange.validation.terminology import Terminology
 
-# Called for every resource met during the walk (top level, contained, entries), so later passes
-# (profiles, invariants, references) can visit them without walking again.
 GOOD_CACHE_SIZE = 2048
 
-ResourceHook = Callable[[dict[str, Any], str, str], None]
+
+@dataclass(slots=True)
+class Visited:
+    """A node met during the walk that a later pass needs: no pass walks the JSON again."""
+
+    node: Any
+    path: str
+    resource: dict[str, Any]  # the resource the node belongs to (contained ones are their own)
+    resource_path: str
+    type_code: str  # FHIR type (or element path for backbone elements)
+    elem_path: str  # the defining element's path, e.g. "Patient.birthDate" for an extension's host
+    extra: Any = None
+
+
+@dataclass(slots=True)
+class WalkContext:
+    sink: IssueSink
+    resources: list[Visited] = field(default_factory=list)  # every resource, container after contained
+    extensions: list[Visited] = field(default_factory=list)  # extra: True for modifierExtension
+    references: list[Visited] = field(default_factory=list)  # extra: the Prop
+    invariants: list[Visited] = field(default_factory=list)  # extra: tuple of Constraints
+    # extensions: extra is (is_modifier, host type); elem_path is the host element's path
+    resource: dict[str, Any] | None = None
+    resource_path: str = ""
+    # (element path, type) hosting the extensions being walked, when not the shape's own element
+    host: tuple[str, str] | None = None
 
 
 class StructureWalker:
@@ -43,9 +66,10 @@ class StructureWalker:
             self._element_shape = self.shapes.type_shape("Element") or Shape("Element", {})
         return self._element_shape
 
-    def validate_resource(self, res: Any, path: str, sink: IssueSink, *, expected_type: str | None = None,
-                          on_resource: ResourceHook | None = None) -> str | None:
+    def validate_resource(self, res: Any, path: str, ctx: WalkContext, *,
+                          expected_type: str | None = None) -> str | None:
         """Validate a resource; returns its type when it could be determined."""
+        sink = ctx.sink
         if type(res) is not dict:
             sink.error("structure", MsgId.NOT_OBJECT,
                        f"A resource must be a JSON object, not {json_type_name(res)}", path or None)
@@ -66,15 +90,19 @@ class StructureWalker:
             sink.error("invalid", MsgId.RESOURCE_TYPE_MISMATCH,
                        f"Expected a {expected_type} resource, got {rt}", path or rt)
         here = path or rt
-        if not res.keys() - {"resourceType"}:
-            sink.error("structure", MsgId.EMPTY_OBJECT, "A resource must have content besides resourceType", here)
-        self._walk_object(res, shape, here, sink, on_resource)
-        if on_resource is not None:
-            on_resource(res, rt, here)
+        outer, outer_path = ctx.resource, ctx.resource_path
+        ctx.resource, ctx.resource_path = res, here
+        try:
+            self._walk_object(res, shape, here, ctx)
+            if shape.constraints:
+                ctx.invariants.append(Visited(res, here, res, here, rt, rt, shape.constraints))
+        finally:
+            ctx.resource, ctx.resource_path = outer, outer_path
+        ctx.resources.append(Visited(res, here, res, here, rt, rt, outer))
         return rt
 
-    def _walk_object(self, obj: dict[str, Any], shape: Shape, path: str, sink: IssueSink,
-                     on_resource: ResourceHook | None) -> None:
+    def _walk_object(self, obj: dict[str, Any], shape: Shape, path: str, ctx: WalkContext) -> None:
+        sink = ctx.sink
         props = shape.props
         choices: set[int] | None = None
         for key, value in obj.items():
@@ -83,7 +111,7 @@ class StructureWalker:
                 if key[:1] == "_":
                     base = props.get(key[1:])
                     if base is not None and base.kind == PRIM:
-                        self._companion(obj, key, value, base, path, sink, on_resource)
+                        self._companion(obj, key, value, base, path, ctx)
                         continue
                 elif key == "resourceType" and shape.resource_type is not None:
                     continue
@@ -121,7 +149,7 @@ class StructureWalker:
                             self._primitive(item, p, f"{here}[{i}]", sink)
                 else:
                     for i, item in enumerate(value):
-                        self._complex(item, p, f"{here}[{i}]", sink, on_resource)
+                        self._complex(item, p, f"{here}[{i}]", ctx)
             elif type(value) is list:
                 sink.error("structure", MsgId.ARRAY_UNEXPECTED,
                            f"'{key}' must not be an array (its cardinality is at most one)", here)
@@ -131,7 +159,7 @@ class StructureWalker:
                 elif value.__class__ is not str or value not in p.good:
                     self._primitive(value, p, here, sink)
             else:
-                self._complex(value, p, here, sink, on_resource)
+                self._complex(value, p, here, ctx)
         for name, keys, minimum in shape.required:
             for k in keys:
                 if k in obj:
@@ -161,10 +189,11 @@ class StructureWalker:
         if value.__class__ is str and len(p.good) < GOOD_CACHE_SIZE:
             p.good.add(value)
 
-    def _complex(self, value: Any, p: Prop, path: str, sink: IssueSink, on_resource: ResourceHook | None) -> None:
+    def _complex(self, value: Any, p: Prop, path: str, ctx: WalkContext) -> None:
         if p.kind == RESOURCE:
-            self.validate_resource(value, path, sink, on_resource=on_resource)
+            self.validate_resource(value, path, ctx)
             return
+        sink = ctx.sink
         if type(value) is not dict:
             sink.error("structure", MsgId.OBJECT_EXPECTED,
                        f"'{p.key}' must be a JSON object ({p.type_code}), not {json_type_name(value)}", path)
@@ -173,15 +202,32 @@ class StructureWalker:
             sink.error("structure", MsgId.EMPTY_OBJECT, f"'{p.key}' must not be an empty object", path)
             return
         shape = p.shape or self.shapes.resolve(p)
-        self._walk_object(value, shape, path, sink, on_resource)
+        res = ctx.resource
+        assert res is not None
         if shape.is_extension:
+            outer_host = ctx.host
+            host = outer_host or (p.host, p.host_type)
+            ctx.host = None
+            try:
+                self._walk_object(value, shape, path, ctx)
+            finally:
+                ctx.host = outer_host
             self._extension_shape(value, path, sink)
+            ctx.extensions.append(Visited(value, path, res, ctx.resource_path, "Extension", host[0],
+                                          (p.key == "modifierExtension", host[1])))
+        else:
+            self._walk_object(value, shape, path, ctx)
+        if p.type_code == "Reference":
+            ctx.references.append(Visited(value, path, res, ctx.resource_path, "Reference", p.elem.path, p))
+        if shape.constraints:
+            ctx.invariants.append(Visited(value, path, res, ctx.resource_path, p.type_code, p.elem.path,
+                                          shape.constraints))
         if p.binding is not None and self.check_bindings:
             check_binding(self.tx, p.binding, p.type_code, value, path, sink)
 
-    def _companion(self, obj: dict[str, Any], key: str, value: Any, p: Prop, path: str, sink: IssueSink,
-                   on_resource: ResourceHook | None) -> None:
+    def _companion(self, obj: dict[str, Any], key: str, value: Any, p: Prop, path: str, ctx: WalkContext) -> None:
         """``_name``: the id and extensions of a primitive (json.html#primitive)."""
+        sink = ctx.sink
         here = path + "." + p.segment
         shape = self._companion_shape()
         name = key[1:]
@@ -202,21 +248,26 @@ class StructureWalker:
                         sink.error("structure", MsgId.NULL_VALUE,
                                    f"'{key}[{i}]' and '{name}[{i}]' must not both be null", f"{here}[{i}]")
                     continue
-                self._element(item, key, shape, f"{here}[{i}]", sink, on_resource)
+                self._element(item, key, shape, f"{here}[{i}]", p, ctx)
         else:
             if type(value) is list:
                 sink.error("structure", MsgId.ARRAY_UNEXPECTED, f"'{key}' must not be an array", here)
                 return
-            self._element(value, key, shape, here, sink, on_resource)
+            self._element(value, key, shape, here, p, ctx)
 
-    def _element(self, value: Any, key: str, shape: Shape, path: str, sink: IssueSink,
-                 on_resource: ResourceHook | None) -> None:
+    def _element(self, value: Any, key: str, shape: Shape, path: str, p: Prop, ctx: WalkContext) -> None:
+        sink = ctx.sink
         if type(value) is not dict:
             sink.error("structure", MsgId.OBJECT_EXPECTED, f"'{key}' entries must be JSON objects", path)
         elif not value:
             sink.error("structure", MsgId.EMPTY_OBJECT, f"'{key}' must not be an empty object", path)
         else:
-            self._walk_object(value, shape, path, sink, on_resource)
+            # Extensions of a primitive have the primitive's element as their host (extension contexts).
+            ctx.host = (p.elem.path, p.type_code)
+            try:
+                self._walk_object(value, shape, path, ctx)
+            finally:
+                ctx.host = None
 
     def _extension_shape(self, ext: dict[str, Any], path: str, sink: IssueSink) -> None:
         url = ext.get("url")

@@ -1,10 +1,20 @@
 """The validator: https://hl7.org/fhir/R4/validation.html.
 
-``Validator(definitions).validate(resource, profiles=..., resource_type=...)`` checks a parsed JSON
-resource against its resource type's core StructureDefinition (structure, cardinality, primitive
-formats, bindings) and returns OperationOutcome issues, sorted, without duplicates. Profiles given
-by the caller are reported when the server does not know them (a warning, as HAPI FHIR and Firely
-Server do for unknown ``meta.profile`` entries: the resource may still be valid).
+``Validator(definitions).validate(resource, profiles=..., resource_type=...)`` returns the
+OperationOutcome issues of one resource, sorted, without duplicates. The passes, in order:
+
+1. structure (:mod:`structure`): the JSON against the core definition of its type — shape,
+   cardinality, primitive formats, required and extensible bindings — collecting on the way the
+   resources, extensions, references and invariant sites later passes need (no second JSON walk);
+2. references and contained resources (:mod:`references`), narrative (:mod:`xhtml`);
+3. extensions by URL (:mod:`extensions`);
+4. invariants of the core definitions (:mod:`invariants`);
+5. profiles: those the caller names and each resource's ``meta.profile`` (:mod:`profile`); a
+   profile the server does not know is a warning, as in HAPI FHIR and Firely Server;
+6. resource-specific rules the definitions cannot express (:mod:`bundle`, :mod:`questionnaire`).
+
+Definitions added at run time (``Definitions.add``) are used at once: every cache is keyed on
+``definitions.generation``.
 """
 
 from __future__ import annotations
@@ -14,27 +24,68 @@ from typing import Any
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Issue
-from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.bundle import check_bundle
+from fhir_exchange.validation.extensions import check_extensions
+from fhir_exchange.validation.invariants import InvariantChecker
+from fhir_exchange.validation.issues import IssueSink
+from fhir_exchange.validation.profile import ProfileContext, ProfileValidator
+from fhir_exchange.validation.questionnaire import QuestionnaireChecker
+from fhir_exchange.validation.references import Resolver, check_contained, check_narrative, check_references
 from fhir_exchange.validation.shapes import ShapeBuilder
-from fhir_exchange.validation.structure import StructureWalker
+from fhir_exchange.validation.structure import StructureWalker, WalkContext
 from fhir_exchange.validation.terminology import Terminology
+from fhir_exchange.validation.xhtml import check_narratives
 
 
 class Validator:
     """Validates resources against the definitions it was built with; safe to share between threads."""
 
-    def __init__(self, definitions: Definitions) -> None:
+    def __init__(self, definitions: Definitions, *, invariants: bool = True) -> None:
         self.definitions = definitions
         self.terminology = Terminology(definitions)
         self.shapes = ShapeBuilder(definitions)
         self.structure = StructureWalker(self.shapes, self.terminology)
+        self.invariants = InvariantChecker()
+        self.profiles = ProfileValidator(definitions, self.shapes, self.terminology, self.invariants)
+        self.questionnaires = QuestionnaireChecker(definitions, self.terminology)
+        self.check_invariants = invariants
 
     def validate(self, resource: dict[str, Any], *, profiles: Sequence[str] = (),
                  resource_type: str | None = None) -> list[Issue]:
         sink = IssueSink()
-        self.structure.validate_resource(resource, "", sink, expected_type=resource_type)
+        ctx = WalkContext(sink)
+        rt = self.structure.validate_resource(resource, "", ctx, expected_type=resource_type)
+        if rt is None:
+            return sink.result()
+        resolver = Resolver(resource, ctx.resources)
+        check_references(ctx.references, resolver, sink)
+        check_contained(ctx.resources, ctx.references, sink)
+        check_narrative(ctx.resources, sink, self._is_domain_resource)
+        check_narratives(ctx.resources, sink)
+        pctx = ProfileContext(sink, resource, resolver.resolve, resolver.container_of)
+        check_extensions(ctx.extensions, self.profiles, self.shapes, pctx)
+        if self.check_invariants:
+            for v in ctx.invariants:
+                type_path = v.elem_path if v.type_code in ("BackboneElement", "Element") else v.type_code
+                # %rootResource is the container of a contained resource, else the resource itself
+                # (fhirpath.html#variables): a Bundle entry is not contained in the Bundle.
+                root = resolver.container_of(v.resource)
+                self.invariants.check(v.extra, v.node, v.path, type_path, v.resource, root, sink)
         for url in profiles:
-            if self.definitions.resolve(url) is None:
-                sink.warning("not-found", MsgId.PROFILE_UNKNOWN,
-                             f"Profile {url} is not known to this server; not checked", None)
+            self.profiles.validate_resource(resource, url, rt, pctx)
+        for v in ctx.resources:
+            meta = v.node.get("meta")
+            declared = meta.get("profile") if isinstance(meta, dict) else None
+            if isinstance(declared, list):
+                for url in declared:
+                    if isinstance(url, str) and url not in profiles:
+                        pctx.resource = v.node
+                        self.profiles.validate_resource(v.node, url, v.path, pctx)
+                pctx.resource = resource
+        check_bundle(ctx.resources, resolver, sink)
+        self.questionnaires.check(ctx.resources, sink)
         return sink.result()
+
+    def _is_domain_resource(self, rt: str) -> bool:
+        schema = self.shapes.schema(rt)
+        return schema is not None and (schema.base_definition or "").endswith("/DomainResource")

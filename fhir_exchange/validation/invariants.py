@@ -1,0 +1,131 @@
+"""Invariants (ElementDefinition.constraint): https://hl7.org/fhir/R4/conformance-rules.html#constraints.
+
+Each constraint's FHIRPath ``expression`` is evaluated with the element as focus, ``%resource`` the
+resource that holds it and ``%rootResource`` the outermost one; a result of ``false`` breaks it and
+is reported with the constraint's severity (error or warning) and its key in the diagnostics.
+
+Evaluation is layered for speed: the compiled subset of :mod:`fhirpath_fast` first; the project's
+full engine (``fhir_exchange.fhir.fhirpath``, when present) or fhirpathpy for the rest. An
+expression that neither can evaluate is reported once as information ("not evaluated"), never as a
+failure of the resource.
+
+An empty result counts as satisfied, as in fhirpathpy and the project's ``constraint_holds``:
+invariants are written as implications, and an empty one has nothing to hold against.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fhir_exchange.validation.fhirpath_fast import Unsupported, compile_fast
+from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.schema import Constraint
+
+Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
+
+
+class FullEngine(Protocol):
+    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> list[Any]: ...
+
+
+class _ProjectEngine:
+    """``fhir_exchange.fhir.fhirpath``: compile(expr).evaluate(resource, context, variables=...)."""
+
+    def __init__(self, module: Any) -> None:
+        self.m = module
+        self._compiled: dict[str, Any] = {}
+
+    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> list[Any]:
+        c = self._compiled.get(expression)
+        if c is None:
+            c = self._compiled[expression] = self.m.compile(expression)
+        return list(c.evaluate(variables.get("resource"), node, variables=variables))
+
+    def holds(self, result: list[Any]) -> bool:
+        return bool(self.m.constraint_holds(result))
+
+
+class _FhirpathpyEngine:
+    def __init__(self) -> None:
+        import fhirpathpy
+        from fhirpathpy.models import models
+
+        self.fp = fhirpathpy
+        self.model = models["r4"]
+
+    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> list[Any]:
+        ctx = {k: v for k, v in variables.items() if k != "context"}
+        return list(self.fp.evaluate(node, {"base": type_path, "expression": expression}, ctx, self.model))
+
+    def holds(self, result: list[Any]) -> bool:
+        return not (len(result) == 1 and result[0] is False)
+
+
+def _load_full_engine() -> _ProjectEngine | _FhirpathpyEngine:
+    try:
+        module = importlib.import_module("fhir_exchange.fhir.fhirpath")
+        if hasattr(module, "compile") and hasattr(module, "constraint_holds"):
+            return _ProjectEngine(module)
+    except ImportError:
+        pass
+    return _FhirpathpyEngine()
+
+
+_FAST_FAILED = object()
+
+
+class InvariantChecker:
+    """Evaluates constraints; compiled expressions are cached for the life of the checker."""
+
+    def __init__(self) -> None:
+        self._fast: dict[str, Any] = {}
+        self._full: _ProjectEngine | _FhirpathpyEngine | None = None
+        self._lock = threading.Lock()
+
+    def full_engine(self) -> _ProjectEngine | _FhirpathpyEngine:
+        if self._full is None:
+            with self._lock:
+                if self._full is None:
+                    self._full = _load_full_engine()
+        return self._full
+
+    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> bool | None:
+        """True/False for holds/broken; None when no engine could evaluate it."""
+        fast = self._fast.get(expression)
+        if fast is None:
+            try:
+                fast = compile_fast(expression)
+            except Unsupported:
+                fast = _FAST_FAILED
+            except Exception:  # a syntax the subset parser chokes on: the full engine decides
+                fast = _FAST_FAILED
+            self._fast[expression] = fast
+        if fast is not _FAST_FAILED:
+            try:
+                result = fast([node], variables)
+                return not (len(result) == 1 and result[0] is False)
+            except Unsupported:
+                pass
+        engine = self.full_engine()
+        try:
+            result = engine.evaluate(expression, node, type_path, variables)
+        except Exception:  # the engine's own failure is not the resource's
+            return None
+        return engine.holds(result)
+
+    def check(self, constraints: tuple[Constraint, ...], node: Any, path: str, type_path: str,
+              resource: dict[str, Any], root: dict[str, Any], sink: IssueSink) -> None:
+        variables = {"resource": [resource], "rootResource": [root], "context": [node]}
+        for c in constraints:
+            if not c.expression:
+                continue
+            verdict = self.evaluate(c.expression, node, type_path, variables)
+            if verdict is None:
+                sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
+                          f"Constraint {c.key} could not be evaluated: {c.expression}", path)
+            elif not verdict:
+                severity = "error" if c.severity == "error" else "warning"
+                sink.add(severity, "invariant", MsgId.INVARIANT, f"Constraint failed: {c.key}: {c.human}", path)

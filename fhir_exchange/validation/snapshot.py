@@ -1,0 +1,288 @@
+"""Snapshot generation from differentials: https://hl7.org/fhir/R4/profiling.html#snapshot.
+
+A constraint StructureDefinition may carry only its differential (KR Core, most validator test
+profiles, anything SUSHI builds without the snapshot step). The snapshot is its base's snapshot
+(generated first when the base is itself differential-only) with every differential element merged
+in, in order:
+
+- an element present in the base is overlaid: scalar properties replace, ``constraint`` and
+  ``mapping`` accumulate (as in the HL7 generator), ``type`` narrows;
+- an element below a datatype (``Patient.name.family``) makes the generator *expand* its parent:
+  the children of the type's definition — or of the type profile, when the parent names one, or of
+  the referenced element for a ``contentReference`` — are copied under the parent's id;
+- a slice (``sliceName``, id ``Observation.component:systolic``) starts as a copy of the sliced
+  element and its children, gets min 0 unless the differential says otherwise, and is placed after
+  the sliced element's existing slices; re-slices (``a/b``) nest the same way;
+- a type-specific choice name (``Observation.valueQuantity``) constrains ``value[x]`` to that type.
+
+Cycles through ``baseDefinition`` are reported, never followed forever.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.validation.schema import element_ids
+
+ACCUMULATE = ("constraint", "mapping", "condition")
+NOT_INHERITED_BY_SLICES = ("slicing",)
+
+
+class SnapshotError(Exception):
+    pass
+
+
+def _upper_first(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+class SnapshotGenerator:
+    """Generates (and caches per url|version and definitions generation) snapshots of profiles."""
+
+    def __init__(self, definitions: Definitions) -> None:
+        self.defs = definitions
+        self._lock = threading.RLock()
+        self._generation = -1
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._building: set[str] = set()
+
+    def with_snapshot(self, sd: dict[str, Any]) -> dict[str, Any]:
+        """``sd`` itself when it has a snapshot, else a copy with a generated one."""
+        if (sd.get("snapshot") or {}).get("element"):
+            return sd
+        key = f"{sd.get('url')}|{sd.get('version')}|{id(sd)}"
+        with self._lock:
+            if self._generation != self.defs.generation:
+                self._cache.clear()
+                self._generation = self.defs.generation
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+            if key in self._building:
+                raise SnapshotError(f"circular baseDefinition chain through {sd.get('url')}")
+            self._building.add(key)
+            try:
+                out = dict(sd)
+                out["snapshot"] = {"element": self.generate(sd)}
+            finally:
+                self._building.discard(key)
+            self._cache[key] = out
+            return out
+
+    def resolve_sd(self, url: str) -> dict[str, Any] | None:
+        sd = self.defs.resolve(url)
+        if sd is None or sd.get("resourceType") != "StructureDefinition":
+            return None
+        return self.with_snapshot(sd)
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, sd: dict[str, Any]) -> list[dict[str, Any]]:
+        base_url = sd.get("baseDefinition")
+        if not base_url:
+            raise SnapshotError(f"{sd.get('url')} has neither snapshot nor baseDefinition")
+        base = self.resolve_sd(base_url)
+        if base is None:
+            raise SnapshotError(f"base {base_url} of {sd.get('url')} is not known")
+        snap = [copy.deepcopy(e) for e in base["snapshot"]["element"]]
+        for e, eid in zip(snap, element_ids(snap), strict=True):
+            e["id"] = eid
+        diff = (sd.get("differential") or {}).get("element") or []
+        base_type = base.get("type")
+        work = _Snapshot(snap, self)
+        renames: dict[str, str] = {}
+        for d, did in zip(diff, element_ids(diff), strict=True):
+            did = _rebase_id(did, sd.get("type"), base_type)
+            for old, new in renames.items():
+                if did == old or did.startswith(old + ".") or did.startswith(old + ":"):
+                    did = new + did[len(old):]
+                    break
+            target = work.ensure(did, d)
+            if target is None:
+                raise SnapshotError(f"{sd.get('url')}: differential element {did} matches nothing in the base")
+            if target["id"] != did:
+                renames[did] = target["id"]
+            _merge(target, d)
+        return work.elements
+
+
+def _rebase_id(eid: str, own_type: str | None, base_type: str | None) -> str:
+    # Differentials always name the type at the root, but logical-model bases may differ; keep ids aligned.
+    if own_type and base_type and own_type != base_type and eid.split(".", 1)[0] == own_type:
+        return base_type + eid[len(own_type):]
+    return eid
+
+
+def _merge(target: dict[str, Any], d: dict[str, Any]) -> None:
+    for k, v in d.items():
+        if k in ("id", "path"):
+            continue
+        if k in ACCUMULATE:
+            existing = target.setdefault(k, [])
+            keys = {c.get("key") for c in existing if isinstance(c, dict)} if k == "constraint" else set()
+            for item in v:
+                if k == "constraint" and item.get("key") in keys:
+                    existing[:] = [c for c in existing if c.get("key") != item.get("key")]
+                existing.append(copy.deepcopy(item))
+            continue
+        if k.startswith(("fixed", "pattern")):
+            for old in [x for x in target if x.startswith(("fixed", "pattern"))]:
+                del target[old]
+        target[k] = copy.deepcopy(v)
+
+
+class _Snapshot:
+    """The snapshot under construction, addressed by element id."""
+
+    def __init__(self, elements: list[dict[str, Any]], gen: SnapshotGenerator) -> None:
+        self.elements = elements
+        self.gen = gen
+
+    def index(self, eid: str) -> int | None:
+        for i, e in enumerate(self.elements):
+            if e["id"] == eid:
+                return i
+        return None
+
+    def subtree_end(self, i: int) -> int:
+        """Index after the last descendant (children and slices) of element ``i``."""
+        eid = self.elements[i]["id"]
+        j = i + 1
+        while j < len(self.elements):
+            other = self.elements[j]["id"]
+            if other.startswith(eid + ".") or other.startswith(eid + ":") or other.startswith(eid + "/"):
+                j += 1
+            else:
+                break
+        return j
+
+    def ensure(self, eid: str, d: dict[str, Any]) -> dict[str, Any] | None:
+        i = self.index(eid)
+        if i is not None:
+            return self.elements[i]
+        parent_id, _, seg = eid.rpartition(".")
+        name, _, slice_name = seg.partition(":")
+        if not parent_id:
+            return None
+        if slice_name:
+            return self._make_slice(parent_id, name, slice_name, d)
+        parent_i = self.index(parent_id)
+        if parent_i is None:
+            parent = self.ensure(parent_id, {})
+            if parent is None:
+                return None
+            parent_i = self.index(parent["id"])
+            assert parent_i is not None
+            parent_id = parent["id"]
+            i = self.index(f"{parent_id}.{name}")
+            if i is not None:
+                return self.elements[i]
+        if not self._has_children(parent_i):
+            self._expand(parent_i, d)
+            i = self.index(f"{parent_id}.{name}")
+            if i is not None:
+                return self.elements[i]
+        return self._choice_rename(parent_id, name)
+
+    def _has_children(self, i: int) -> bool:
+        eid = self.elements[i]["id"]
+        return i + 1 < len(self.elements) and self.elements[i + 1]["id"].startswith(eid + ".")
+
+    def _choice_rename(self, parent_id: str, name: str) -> dict[str, Any] | None:
+        """``valueQuantity`` → ``value[x]`` narrowed to Quantity (profiling.html#choice)."""
+        prefix = parent_id + "."
+        for e in self.elements:
+            eid = e["id"]
+            if not (eid.startswith(prefix) and eid.endswith("[x]") and "." not in eid[len(prefix):]):
+                continue
+            stem = eid[len(prefix):-3]
+            if not name.startswith(stem):
+                continue
+            suffix = name[len(stem):]
+            for t in e.get("type", []):
+                if _upper_first(t.get("code", "")) == suffix:
+                    e["type"] = [t]
+                    return e
+        return None
+
+    def _make_slice(self, parent_id: str, name: str, slice_name: str, d: dict[str, Any]) -> dict[str, Any] | None:
+        base_slice, _, _ = slice_name.rpartition("/")
+        sliced_id = f"{parent_id}.{name}" + (f":{base_slice}" if base_slice else "")
+        si = self.index(sliced_id)
+        if si is None:
+            sliced = self.ensure(sliced_id, {})
+            if sliced is None:
+                return None
+            si = self.index(sliced["id"])
+            assert si is not None
+            sliced_id = sliced["id"]
+        sliced = self.elements[si]
+        end = self.subtree_end(si)
+        new_id = f"{parent_id}.{name}:{slice_name}"
+        head = copy.deepcopy(sliced)
+        for k in NOT_INHERITED_BY_SLICES:
+            head.pop(k, None)
+        head["id"] = new_id
+        head["sliceName"] = slice_name
+        if "min" not in d:
+            head["min"] = 0
+        out = [head]
+        # Children of the unsliced element come along; other slices of it do not.
+        for e in self.elements[si + 1:end]:
+            if e["id"].startswith(sliced_id + "."):
+                c = copy.deepcopy(e)
+                c["id"] = new_id + e["id"][len(sliced_id):]
+                out.append(c)
+        self.elements[end:end] = out
+        return head
+
+    def _expand(self, i: int, d: dict[str, Any]) -> None:
+        """Copy the children of element ``i``'s type (or type profile, or content reference) under it."""
+        e = self.elements[i]
+        source: list[dict[str, Any]] | None = None
+        root_id = ""
+        cref = e.get("contentReference")
+        if cref:
+            ref_id = cref[cref.index("#") + 1:]
+            ri = self.index(ref_id)
+            if ri is not None:
+                source = self.elements[ri:self.subtree_end(ri)]
+                root_id = ref_id
+        else:
+            types = e.get("type") or []
+            if len(types) != 1:
+                types = [t for t in types if t.get("code", "")[:1].isupper()][:1]
+            if types:
+                t = types[0]
+                sd = None
+                for prof in t.get("profile", []):
+                    sd = self.gen.resolve_sd(prof)
+                    if sd is not None:
+                        break
+                if sd is None:
+                    sd = self.gen.defs.structure_definition(t.get("code", ""))
+                    if sd is not None and not (sd.get("snapshot") or {}).get("element"):
+                        sd = self.gen.with_snapshot(sd)
+                if sd is not None:
+                    source = sd["snapshot"]["element"]
+                    ids = element_ids(source)
+                    source = [dict(x, id=xid) for x, xid in zip(source, ids, strict=True)]
+                    root_id = source[0]["id"]
+        if not source:
+            return
+        eid, epath = e["id"], e["path"]
+        out = []
+        for x in source[1:]:
+            xid = x["id"]
+            if not xid.startswith(root_id + ".") and not xid.startswith(root_id + ":"):
+                continue
+            c = copy.deepcopy(x)
+            c["id"] = eid + xid[len(root_id):]
+            xpath = x.get("path", "")
+            root_path = source[0].get("path", root_id)
+            c["path"] = epath + xpath[len(root_path):] if xpath.startswith(root_path) else xpath
+            out.append(c)
+        self.elements[i + 1:i + 1] = out
