@@ -1,0 +1,211 @@
+"""REST throughput of the real server over loopback, next to the bare-Starlette limit of the same machine.
+
+Starts ``python -m fhir_exchange serve`` (uvicorn, SQLite store in a temporary folder) and a trivial
+Starlette app returning a fixed JSON body, served the same way (``uvicorn.run``, one worker, same log
+level), one after the other. Concurrent httpx clients then drive: GET of the bare app, create
+(``POST /fhir/Patient``) and read (``GET /fhir/Patient/{id}``) of the real server. Each phase is bounded
+by a request count and a time limit. Prints requests/s, p50/p95 latency and the ratio to the bare limit.
+
+    .venv/bin/python bench/bench_rest.py                       # defaults: 3000 requests or 15 s per phase
+    .venv/bin/python bench/bench_rest.py --count 500 --seconds 5 --concurrency 8   # quick
+
+The client runs on the same machine and shares its cores with the server: the bare-Starlette row is
+the ceiling of this client/server pair, so the ratio is what the FHIR layers cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BARE_APP = textwrap.dedent(
+    """
+    import sys
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    BODY = b'{"resourceType":"Patient","id":"bare","meta":{"versionId":"1","lastUpdated":"2024-01-01T00:00:00.000Z"},"gender":"female","name":[{"family":"Kim","given":["Minji"]}]}'
+
+    async def fixed(request):
+        return Response(BODY, media_type="application/fhir+json; charset=utf-8")
+
+    app = Starlette(routes=[Route("/fhir/{path:path}", fixed, methods=["GET", "POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", timeout_graceful_shutdown=10)
+    """
+)
+
+PATIENT = {"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01",
+           "name": [{"family": "Kim", "given": ["Minji"]}],
+           "identifier": [{"system": "urn:oid:1.2.410.100", "value": "12345"}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Result:
+    name: str
+    ok: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def drive(name: str, base: str, concurrency: int, count: int, seconds: float,
+                make: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+                expect: int) -> Result:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        # Warm up connections (and lazy caches) outside the measurement.
+        await asyncio.gather(*(make(client, -1 - n) for n in range(concurrency)))
+
+        async def worker() -> None:
+            nonlocal issued, errors
+            while issued < count and time.perf_counter() < deadline:
+                n = issued
+                issued += 1
+                t0 = time.perf_counter()
+                try:
+                    resp = await make(client, n)
+                    ok = resp.status_code == expect
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Result(name, len(latencies), errors, elapsed, latencies)
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    env = dict(os.environ, FHIR_EXCHANGE_LOG_LEVEL="warning")
+    with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
+        bare_script = Path(tmp) / "bare_app.py"
+        bare_script.write_text(BARE_APP)
+        port = free_port()
+        bare = subprocess.Popen([sys.executable, str(bare_script), str(port)], cwd=ROOT)
+        try:
+            base = f"http://127.0.0.1:{port}/fhir"
+            wait_ready(f"{base}/metadata", bare)
+            results.append(await drive("bare Starlette GET", base, args.concurrency, args.count, args.seconds,
+                                       lambda c, n: c.get("/Patient/bare"), 200))
+        finally:
+            stop(bare)
+
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "fhir_exchange", "serve", "--port", str(port),
+                                   "--data-dir", str(Path(tmp) / "data")], cwd=ROOT, env=env)
+        try:
+            base = f"http://127.0.0.1:{port}/fhir"
+            wait_ready(f"{base}/metadata", server)
+            ids: list[str] = []
+
+            async def create(c: httpx.AsyncClient, n: int) -> httpx.Response:
+                resp = await c.post("/Patient", json=PATIENT)
+                if resp.status_code == 201:
+                    ids.append(resp.json()["id"])
+                return resp
+
+            results.append(await drive("create  POST /Patient", base, args.concurrency, args.count,
+                                       args.seconds, create, 201))
+            results.append(await drive("read    GET /Patient/{id}", base, args.concurrency, args.count,
+                                       args.seconds, lambda c, n: c.get(f"/Patient/{ids[n % len(ids)]}"), 200))
+        finally:
+            stop(server)
+    return results
+
+
+def table(results: list[Result], args: argparse.Namespace) -> str:
+    bare = results[0].rate
+    lines = [
+        f"fhir-exchange REST bench: {args.concurrency} concurrent clients, at most {args.count} requests or "
+        f"{args.seconds:g} s per phase, loopback, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
+        "",
+        f"{'phase':<28}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'vs bare':>9}",
+    ]
+    for r in results:
+        ratio = r.rate / bare if bare else float("nan")
+        lines.append(f"{r.name:<28}{r.ok:>9}{r.errors:>8}{r.rate:>10.0f}{r.pct(0.5):>9.2f}{r.pct(0.95):>9.2f}"
+                     f"{ratio:>9.2f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=3000, help="requests per phase at most (default 3000)")
+    parser.add_argument("--seconds", type=float, default=15, help="seconds per phase at most (default 15)")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent client tasks (default 16)")
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    print(table(results, args))
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
