@@ -46,6 +46,19 @@ _TYPE_FUNCTIONS = frozenset({"is", "as", "ofType"})
 _OPAQUE = frozenset({"Resource", "DomainResource"})  # elements typed Resource hold any resource
 
 
+def _element_paths() -> frozenset[str]:
+    # path2Type has no entry for a backbone element itself (it has no type name), only for its
+    # children, so every prefix of a known path is a known element too.
+    paths: set[str] = set(_CHOICES) | set(_ELSEWHERE)
+    for path in _PATH2TYPE:
+        parts = path.split(".")
+        paths.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
+    return frozenset(paths)
+
+
+_ELEMENT_PATHS = _element_paths()
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     """The possible types of a collection (None: unknown) and whether its order is defined."""
@@ -79,11 +92,11 @@ def _child_types(type_path: str, name: str) -> frozenset[str] | None:
     path = _ELSEWHERE.get(f"{type_path}.{name}", f"{type_path}.{name}")
     if path in _CHOICES:
         return frozenset(_choice_type(t) for t in _CHOICES[path])
-    if path in _PATH2TYPE:
+    if path in _ELEMENT_PATHS:
         for base, types in _choice_bases(type_path):
             if name.startswith(base) and name[len(base) :] in types:
                 raise _Invalid  # valueQuantity: FHIRPath names the element "value"
-        resolved = _PATH2TYPE[path]
+        resolved = _PATH2TYPE.get(path)
         return frozenset({resolved if resolved is not None else path})
     parent = "BackboneElement" if "." in type_path else _TYPE2PARENT.get(type_path)
     if parent is None:
@@ -98,17 +111,35 @@ def _choice_bases(type_path: str) -> list[tuple[str, list[str]]]:
     ]
 
 
+def _base_types(base: str) -> tuple[str, frozenset[str] | None]:
+    """The type(s) of a context given as a type name or an element path (``Patient.contact``)."""
+    path = base.replace("[x]", "")
+    if path in _CHOICES:
+        return path, frozenset(_choice_type(t) for t in _CHOICES[path])
+    if "." not in path:
+        return path, frozenset({path}) if path in FHIR_TYPES else None
+    path = _ELSEWHERE.get(path, path)
+    if path not in _ELEMENT_PATHS:
+        return path, None
+    resolved = _PATH2TYPE.get(path)
+    return path, frozenset({resolved if resolved is not None else path})
+
+
 class Checker:
     def __init__(self, expression: str, base_type: str, foreign_roots: bool) -> None:
         self.expression = expression
-        self.base = frozenset({base_type})
-        self.base_type = base_type
         self.foreign_roots = foreign_roots
+        self.base_type, self.base = _base_types(base_type)
+        # %resource is the context only when the context is a resource (not an element path).
+        is_resource = self.base is not None and "." not in base_type and is_subtype(self.base_type, "Resource")
+        self.resource_types = self.base if is_resource else None
 
     def fail(self, message: str) -> FhirPathSemanticError:
         return FhirPathSemanticError(message, self.expression)
 
     def run(self, root: dict[str, Any]) -> None:
+        if self.base is None:
+            return  # a logical model or unknown type: nothing to check against
         start = _State(self.base)
         self.visit(root, start, start, at_root=True)
 
@@ -116,6 +147,10 @@ class Checker:
     def visit(self, node: dict[str, Any], focus: _State, this: _State, at_root: bool = False) -> _State:
         kind = node.get("type")
         children = node.get("children", [])
+        if kind in ("MemberInvocation", "FunctionInvocation", "ThisInvocation", "IndexInvocation", "TotalInvocation"):
+            return self.invocation(node, focus, this, at_root)
+        if kind in ("ExternalConstantTerm", "LiteralTerm"):
+            return self.term(node, focus, this, at_root)
         if kind == "TermExpression":
             return self.term(children[0], focus, this, at_root)
         if kind == "InvocationExpression":
@@ -123,6 +158,9 @@ class Checker:
             for step in children[1:]:
                 state = self.invocation(step, state, this, at_root=False)
             return state
+        if kind == "PolarityExpression":
+            self.visit(children[0], focus, this, at_root)
+            return _UNKNOWN
         if kind == "IndexerExpression":
             state = self.visit(children[0], focus, this, at_root)
             self.visit(children[1], this, this)
@@ -155,7 +193,9 @@ class Checker:
             return self.visit(term["children"][0], focus, this, at_root)
         if kind == "ExternalConstantTerm":
             name = term["children"][0]["children"][0].get("text", "").strip("`")
-            return _State(self.base) if name in ("resource", "context") else _UNKNOWN
+            if name == "context":
+                return _State(self.base)
+            return _State(self.resource_types) if name == "resource" else _UNKNOWN
         return _UNKNOWN
 
     def invocation(self, node: dict[str, Any], focus: _State, this: _State, at_root: bool) -> _State:
@@ -172,7 +212,7 @@ class Checker:
         if name[:1].isupper():
             if name not in FHIR_TYPES:
                 raise self.fail(f"unknown type {name}")
-            if at_root and focus.types == self.base:
+            if at_root and focus.types == self.base and self.base is not None:
                 if self.base_type == name or is_subtype(self.base_type, name):
                     return focus
                 if self.foreign_roots:

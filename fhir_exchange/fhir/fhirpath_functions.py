@@ -96,7 +96,7 @@ class Environment:
 
     resource: Any
     root_resource: Any
-    now: datetime
+    now: datetime | None
     resolver: Resolver | None = None
     conforms_to: ConformsTo | None = None
     member_of: MemberOf | None = None
@@ -106,6 +106,8 @@ class Environment:
     def clock(self, kind: str) -> Temporal:
         # now(), today() and timeOfDay() are constant within one evaluation (spec 5.9).
         if kind not in self._now_cache:
+            if self.now is None:
+                self.now = datetime.now().astimezone()  # local time with its offset (spec 5.9.2)
             self._now_cache[kind] = Temporal.from_datetime(self.now, kind)
         return self._now_cache[kind]
 
@@ -1292,12 +1294,25 @@ def _sort(ctx: dict[str, Any], data: list[Any], *keys: Expr) -> list[Any]:
     return [item for _, item in decorated]
 
 
+def _typed(items: list[Any]) -> list[Any]:
+    # fhirpathpy's children() concatenates the parent's path and crashes on untyped nodes
+    # (a context passed without context_path): give those the "unknown type" path "_".
+    out = []
+    for item in items:
+        if isinstance(item, ResourceNode) and item.path is None and isinstance(item.data, Mapping):
+            item = ResourceNode(item.data, "_", item._data, item.propName, item.index)
+        elif isinstance(item, Mapping) and "resourceType" not in item:
+            item = ResourceNode(item, "_")
+        out.append(item)
+    return out
+
+
 def _children(ctx: Any, data: list[Any]) -> list[Any]:
-    return collapse(navigation.children(ctx, data))
+    return collapse(navigation.children(ctx, _typed(data)))
 
 
 def _descendants(ctx: Any, data: list[Any]) -> list[Any]:
-    return collapse(navigation.descendants(ctx, data))
+    return collapse(navigation.descendants(ctx, _typed(data)))
 
 
 def _collapse(ctx: Any, data: list[Any]) -> list[Any]:

@@ -36,6 +36,27 @@ UCUM = "http://unitsofmeasure.org"
 R4_MODEL: dict[str, Any] = models["r4"]
 _TYPE2PARENT: dict[str, str | None] = R4_MODEL["type2Parent"]
 
+
+class _LenientChoices(dict[str, list[str]]):
+    """fhirpathpy's ``choiceTypePaths``, plus a guess for elements of an untyped parent.
+
+    fhirpathpy resolves ``value`` to ``valueString`` only through this table, keyed by the
+    parent's model path; a context passed without its type (path ``_``) would never find a
+    choice element, so ext-1 (``extension.exists() != value.exists()``) would fail on every
+    Extension. For such parents we offer the plain name first, then every choice suffix.
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = dict.get(self, key)
+        if found is None and key.startswith("_."):
+            return _ALL_CHOICE_SUFFIXES
+        return default if found is None else found
+
+
+_ALL_CHOICE_SUFFIXES = ["", *sorted({t for ts in R4_MODEL["choiceTypePaths"].values() for t in ts})]
+# The model handed to fhirpathpy's evaluator (read-only; shared by all evaluations).
+EVAL_MODEL: dict[str, Any] = {**R4_MODEL, "choiceTypePaths": _LenientChoices(R4_MODEL["choiceTypePaths"])}
+
 FHIR_PRIMITIVES = frozenset(
     {
         "boolean", "integer", "string", "decimal", "uri", "url", "canonical", "base64Binary",
