@@ -237,6 +237,7 @@ class CompiledPath:
             tracer=tracer,
         )
         ctx = {
+            "$this": data_root,  # fhirpathpy leaves it unset outside where()/select(): KeyError
             "dataRoot": data_root,
             "vars": vars_,
             "model": EVAL_MODEL,
