@@ -76,7 +76,11 @@ def require_resource_body(req: FhirRequest, type: str) -> dict[str, Any]:
 
 def validate(svc: Services, resource: dict[str, Any]) -> list[Issue]:
     """Validate a resource for writing: raise on errors, return warnings and information."""
-    profiles = [p for p in (resource.get("meta") or {}).get("profile", []) if isinstance(p, str)]
+    # meta and meta.profile are client input: anything but an object and a list is left to the validator
+    # to refuse (a string profile would otherwise be read character by character).
+    meta = resource.get("meta")
+    declared = meta.get("profile") if isinstance(meta, dict) else None
+    profiles = [p for p in declared if isinstance(p, str)] if isinstance(declared, list) else []
     issues = svc.validator.validate(resource, profiles=profiles, resource_type=resource.get("resourceType"))
     for rule in svc.write_rules.get(str(resource.get("resourceType")), ()):
         issues = [*issues, *rule(resource)]

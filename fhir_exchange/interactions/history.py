@@ -18,6 +18,8 @@ from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.store.port import HistoryQuery
 
+MAX_OFFSET = 2**62
+
 _KNOWN = frozenset({"_count", "_since", "_at", "_offset", "_till", "_format", "_pretty", "_list", "_sort"})
 
 
@@ -57,7 +59,8 @@ async def history(svc: Services, req: FhirRequest, type: str | None = None, id: 
         if await svc.store.read(type, id) is None:
             raise not_found(f"Resource {type}/{id} is not known")
     count = _int_param(req, "_count", svc.settings.default_count, svc.settings.max_count)
-    offset = _int_param(req, "_offset", 0)
+    # Far past the end is an empty page; the cap keeps the value inside the stores' 64-bit integers.
+    offset = _int_param(req, "_offset", 0, MAX_OFFSET)
     since = _instant_param(req, "_since")
     at = _instant_param(req, "_at")
     till = _instant_param(req, "_till") or instant(svc.clock.now())

@@ -96,6 +96,9 @@ class Router:
                 continue
             resp = await route.handler(req, ctx, **params)
             return self._subset(req, resp) if route.interaction in ("read", "vread") else resp
+        if allowed and not literal and not self.services.definitions.is_resource_type(segments[0]):
+            # POST Unicorn/1: an unknown type is a 404 whatever the method (http.html, as HAPI FHIR answers).
+            raise FhirError(Category.NOT_FOUND, f"Unknown resource type '{segments[0]}'", code="not-supported")
         if allowed:
             raise FhirError(Category.NOT_ALLOWED, f"Method {req.method} is not allowed on /{req.path}",
                             headers={"Allow": ", ".join(sorted(allowed))})

@@ -10,6 +10,7 @@ consistent snapshot while a write is in progress.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -57,6 +58,8 @@ SCHEMA: list[str] = [
     "CREATE INDEX IF NOT EXISTS history_lu ON history(last_updated)",
     "CREATE INDEX IF NOT EXISTS history_type_lu ON history(type, last_updated)",
 ]
+
+_MAX_INT = 2**63 - 1  # LIMIT/OFFSET beyond SQLite's 64-bit integers raise OverflowError
 
 _COLS = "type, id, version, last_updated, deleted, body"
 
@@ -300,7 +303,7 @@ class SqliteStore:
             rows = conn.execute(
                 f"SELECT h.type, h.id, h.version, h.last_updated, h.deleted, h.body, h.method FROM history h "
                 f"{sql_where} ORDER BY h.last_updated DESC, h.type, h.id, h.version DESC LIMIT ? OFFSET ?",
-                [*args, query.count, query.offset],
+                [*args, min(query.count, _MAX_INT), min(query.offset, _MAX_INT)],
             ).fetchall()
             return HistoryPage([_row(r, r[6]) for r in rows], total)
 
@@ -308,6 +311,8 @@ class SqliteStore:
 
     def _search_on(self, conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
         # Matches and includes are read on one connection inside one transaction: one snapshot.
+        if query.offset > _MAX_INT or query.count > _MAX_INT:  # SQLite integers are 64-bit
+            query = dataclasses.replace(query, offset=min(query.offset, _MAX_INT), count=min(query.count, _MAX_INT))
         rids, total = search_sql.execute(conn, query)
         included = search_sql.includes(conn, query, rids)
         return SearchResult(self._load_rids(conn, rids), total, self._load_rids(conn, included))

@@ -38,6 +38,28 @@ CODE_OVERRIDES: dict[tuple[str, str], str] = {
 }
 
 
+# Types whose invariants (FHIRPath constraints) the mandatory elements alone cannot satisfy: these
+# top-level elements are set on top of the derived minimum.
+INVARIANT_FIXES: dict[str, dict[str, Any]] = {
+    "AllergyIntolerance": {"clinicalStatus": {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]}},
+    "Appointment": {"participant": [{"status": "accepted", "actor": {"display": "x"}}]},
+    "AppointmentResponse": {"actor": {"display": "x"}},
+    "CapabilityStatement": {"fhirVersion": "4.0.1", "format": ["json"], "implementation": {"description": "x"},
+                            "rest": [{"mode": "server"}]},
+    "Consent": {"policyRule": {"text": "x"}},
+    "EventDefinition": {"trigger": [{"type": "named-event", "name": "x"}]},
+    "ImmunizationRecommendation": {"recommendation": [{"forecastStatus": {"text": "x"},
+                                                       "vaccineCode": [{"text": "x"}]}]},
+    "Linkage": {"item": [{"type": "source", "resource": {"display": "x"}},
+                         {"type": "alternate", "resource": {"display": "y"}}]},
+    "Parameters": {"parameter": [{"name": "x", "valueString": "x"}]},
+    "StructureDefinition": {"kind": "logical", "type": "http://example.org/x",
+                            "differential": {"element": [{"id": "x", "path": "x"}]}},
+    "TerminologyCapabilities": {"implementation": {"description": "x"}},
+}
+
+
 class MinimalFactory:
     def __init__(self, defs: Definitions) -> None:
         self.defs = defs
@@ -48,6 +70,7 @@ class MinimalFactory:
         elements = sd["snapshot"]["element"]
         out: dict[str, Any] = {"resourceType": type}
         out.update(self._children(type, elements, type, top=type, force_one=True))
+        out.update(INVARIANT_FIXES.get(type, {}))
         return out
 
     def _children(self, root: str, elements: list[dict[str, Any]], path: str, *, top: str,

@@ -363,3 +363,35 @@ async def test_capability_statement(client: httpx.AsyncClient, app: Any) -> None
     issues = app.state.services.validator.validate(cs, resource_type="CapabilityStatement")
     assert not [i for i in issues if i.severity in ("error", "fatal")], issues
     assert (await client.head("/metadata")).status_code == 200
+
+
+# -- regressions found by probing ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status"), [
+    ("PUT", "/Patient/m", {"json": {"resourceType": "Patient", "id": "m", "meta": "x"}}, 400),  # was 500
+    ("POST", "/Patient", {"json": {"resourceType": "Patient", "meta": {"profile": "http://x/y"}}}, 400),
+    ("POST", "/Patient", {"json": {"resourceType": "Patient", "meta": 7}}, 400),
+    ("POST", "/Unicorn/1", {"json": {"resourceType": "Unicorn"}}, 404),  # was 405
+    ("DELETE", "/Unicorn/1/_history/1", {}, 404),
+])
+async def test_probed_errors(client: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, Any],
+                             status: int) -> None:
+    resp = await client.request(method, path, **kwargs)
+    assert resp.status_code == status, resp.text
+    oo(resp)
+
+
+async def test_patch_making_meta_invalid_is_refused(client: httpx.AsyncClient) -> None:
+    await client.put("/Patient/m", json={**PATIENT, "id": "m"})
+    resp = await client.patch("/Patient/m", content=b'[{"op": "replace", "path": "/meta", "value": 5}]',
+                              headers={"content-type": "application/json-patch+json"})
+    assert resp.status_code == 400  # was 500
+    assert (await client.get("/Patient/m")).json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize("path", ["/_history", "/Patient/_history", "/Patient/h/_history", "/Patient"])
+async def test_offset_beyond_64_bits_is_an_empty_page(client: httpx.AsyncClient, path: str) -> None:
+    await client.put("/Patient/h", json={**PATIENT, "id": "h"})
+    resp = await client.get(path, params={"_offset": "9" * 30})  # was 500 (OverflowError in SQLite)
+    assert resp.status_code == 200
+    assert resp.json()["total"] == 1 and "entry" not in resp.json()

@@ -27,6 +27,7 @@ What the contract pins down (store/port.py):
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,10 @@ from typing import Any
 import orjson
 import pytest
 
+from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category
-from fhir_exchange.search.query import Param, SearchQuery
+from fhir_exchange.search.parse import parse
+from fhir_exchange.search.query import SearchQuery
 from fhir_exchange.store.port import (
     ANY,
     NEW,
@@ -45,6 +48,7 @@ from fhir_exchange.store.port import (
     ResourceVersion,
     VersionConflict,
 )
+from tests.conftest import CACHE_DIR
 
 SYS = "urn:contract"
 
@@ -69,8 +73,14 @@ def marker(type: str, id: str, version: int, when: str) -> ResourceVersion:
     return ResourceVersion(type, id, version, when, True, b"", "DELETE")
 
 
+@functools.cache
+def _definitions() -> Definitions:
+    return Definitions.load(cache_dir=CACHE_DIR)
+
+
 def by_identifier(type: str | None, value: str) -> SearchQuery:
-    return SearchQuery(type=type, params=(Param("identifier", "token", None, (f"{SYS}|{value}",)),))
+    """``identifier=SYS|value``, built by the search module's own parser (so it follows the query model)."""
+    return parse(_definitions(), type, [("identifier", f"{SYS}|{value}")], strict=True)
 
 
 class StoreContract:
