@@ -52,8 +52,9 @@ def _build(defs: Definitions, type: str) -> dict[str, SearchParam]:
         code, kind, expr = sp.get("code"), sp.get("type"), sp.get("expression")
         if not code or code in out or kind not in INDEXED_TYPES or not expr:
             continue
-        if code in ("_id", "_lastUpdated") and not expr.startswith("Resource."):
-            continue  # the core package's second "_id" (expression "id"): same meaning
+        if code == "_id":
+            # Several definitions exist (core "Resource.id" and "id", KR Core "Patient.id"): one meaning.
+            expr, kind = "Resource.id", "token"
         comps: list[Component] = []
         if kind == "composite":
             ok = True

@@ -48,7 +48,8 @@ SCHEMA: list[str] = []
 for _kind, _cols in _TABLE_DDL.items():
     _t = KINDS[_kind].TABLE
     SCHEMA.append(f"CREATE TABLE IF NOT EXISTS {_t} (rid INTEGER NOT NULL, param TEXT NOT NULL, {_cols}, grp INTEGER)")
-    SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {_t}_rid ON {_t}(rid)")
+    # (rid, param): deletes by rid, and the per-row lookups of _sort and composites.
+    SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {_t}_rid ON {_t}(rid, param)")
     for _i, _ix in enumerate(_INDEXES[_kind]):
         SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {_t}_{_i} ON {_t}({_ix})")
 
@@ -98,8 +99,13 @@ class _Compiler:
         if isinstance(c, Param):
             return self.param(c, types, row)
         if isinstance(c, IdIn):
+            # Through the (type, id) unique index, as a rid set like every other criterion.
             op = "NOT IN" if c.negate else "IN"
-            return f"{row}.id {op} ({','.join('?' * len(c.ids))})", list(c.ids)
+            x = self.alias("x")
+            tcond, targs = (f"{x}.type = ?", [types[0]]) if len(types) == 1 else (
+                f"{x}.type IN ({','.join('?' * len(types))})", list(types))
+            return (f"{row}.rid {op} (SELECT {x}.rid FROM resource {x} WHERE {tcond} "
+                    f"AND {x}.id IN ({','.join('?' * len(c.ids))}))", [*targs, *c.ids])
         if isinstance(c, AnyOf):
             if not c.criteria:
                 return "0", []
@@ -172,10 +178,12 @@ class _Compiler:
             ref, tg = self.alias("ref"), self.alias("tg")
             kcond, kargs = self._keys(types, c.code, f"{ref}.param")
             inner, iargs = self.criterion(c.criterion, [target], tg)
-            subs.append(f"SELECT {ref}.rid FROM {KINDS['reference'].TABLE} {ref} JOIN resource {tg} "
-                        f"ON {tg}.type = {ref}.ref_type AND {tg}.id = {ref}.ref_id "
-                        f"WHERE {kcond} AND {tg}.type = ? AND {tg}.deleted = 0 AND {inner}")
-            args.extend([*kargs, target, *iargs])
+            # From the (usually selective) targets to the references pointing at them; CROSS JOIN
+            # fixes that order, which SQLite's planner otherwise reverses (a scan of all references).
+            subs.append(f"SELECT {ref}.rid FROM resource {tg} CROSS JOIN {KINDS['reference'].TABLE} {ref} "
+                        f"ON {kcond} AND {ref}.ref_id = {tg}.id AND {ref}.ref_type = {tg}.type "
+                        f"WHERE {inner} AND +{tg}.type = ? AND +{tg}.deleted = 0")
+            args.extend([*kargs, *iargs, target])
         if not subs:
             return "0", []
         return f"{row}.rid IN ({' UNION '.join(subs)})", args
@@ -183,24 +191,28 @@ class _Compiler:
     def has(self, c: Has, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
         ref, src, tg = self.alias("ref"), self.alias("src"), self.alias("tg")
         inner, iargs = self.criterion(c.criterion, [c.type], src)
-        sub = (f"SELECT {tg}.rid FROM {KINDS['reference'].TABLE} {ref} JOIN resource {src} ON {src}.rid = {ref}.rid "
-               f"JOIN resource {tg} ON {tg}.type = {ref}.ref_type AND {tg}.id = {ref}.ref_id "
-               f"WHERE {ref}.param = ? AND {src}.deleted = 0 AND {inner}")
+        sub = (f"SELECT {tg}.rid FROM resource {src} CROSS JOIN {KINDS['reference'].TABLE} {ref} "
+               f"ON {ref}.rid = {src}.rid AND {ref}.param = ? "
+               f"CROSS JOIN resource {tg} ON {tg}.type = {ref}.ref_type AND {tg}.id = {ref}.ref_id "
+               f"WHERE {inner} AND +{src}.deleted = 0")
         return f"{row}.rid IN ({sub})", [key(c.type, c.code), *iargs]
 
 
 def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
-    where = ["r.deleted = 0"]
+    # With criteria, the unary "+" keeps SQLite from driving the query by the type index (a scan of
+    # every resource of the type): the criteria's rid sets drive it, the type is only checked.
+    plus = "+" if query.params else ""
+    where = [f"{plus}r.deleted = 0"]
     args: list[Any] = []
     types: list[str]
     if query.type:
         types = [query.type]
-        where.append("r.type = ?")
+        where.append(f"{plus}r.type = ?")
         args.append(query.type)
     else:
         types = list(query.types)
         if types:
-            where.append(f"r.type IN ({','.join('?' * len(types))})")
+            where.append(f"{plus}r.type IN ({','.join('?' * len(types))})")
             args.extend(types)
     comp = _Compiler()
     for c in query.params:
@@ -210,28 +222,31 @@ def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
     return " AND ".join(where), args
 
 
-def _order(query: SearchQuery) -> tuple[str, list[Any]]:
+def _order(query: SearchQuery) -> tuple[list[str], list[Any], str]:
+    """(sort value expressions over ``r``, their args, ORDER BY over the derived columns s0, s1...)."""
     if not query.sort:
-        return "r.rid", []
+        return [], [], "rid"
     types = [query.type] if query.type else list(query.types)
-    parts: list[str] = []
+    exprs: list[str] = []
     args: list[Any] = []
-    for s in query.sort:
+    order: list[str] = []
+    for i, s in enumerate(query.sort):
         direction = "DESC" if s.descending else "ASC"
         if s.code == "_lastUpdated":
-            parts.append(f"r.last_updated {direction}")
-            continue
-        if s.code == "_id":
-            parts.append(f"r.id {direction}")
-            continue
-        kind = KINDS[s.type]
-        agg = "MAX" if s.descending else "MIN"
-        kcond, kargs = _Compiler._keys(types, s.code, "s.param")
-        expr = f"(SELECT {agg}(s.{kind.SORT_COLUMN}) FROM {kind.TABLE} s WHERE s.rid = r.rid AND {kcond})"
-        parts.append(f"{expr} IS NULL, {expr} {direction}")
-        args.extend(kargs + kargs)
-    parts.append("r.rid")
-    return ", ".join(parts), args
+            exprs.append("r.last_updated")
+        elif s.code == "_id":
+            exprs.append("r.id")
+        else:
+            kind = KINDS[s.type]
+            agg = "MAX" if s.descending else "MIN"
+            kcond, kargs = _Compiler._keys(types, s.code, "s.param")
+            # INDEXED BY: without statistics SQLite prefers the (param, value) index here, a scan per row.
+            exprs.append(f"(SELECT {agg}(s.{kind.SORT_COLUMN}) FROM {kind.TABLE} s INDEXED BY {kind.TABLE}_rid "
+                         f"WHERE s.rid = r.rid AND {kcond})")
+            args.extend(kargs)
+        order.append(f"s{i} IS NULL, s{i} {direction}")
+    order.append("rid")
+    return exprs, args, ", ".join(order)
 
 
 def execute(conn: sqlite3.Connection, query: SearchQuery) -> tuple[list[int], int | None]:
@@ -242,12 +257,17 @@ def execute(conn: sqlite3.Connection, query: SearchQuery) -> tuple[list[int], in
         total = conn.execute(f"SELECT count(*) FROM resource r WHERE {where}", args).fetchone()[0]
         if total == 0 or query.count == 0:
             return [], total
-    order, oargs = _order(query)
-    rows = conn.execute(
-        f"SELECT r.rid FROM resource r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-        [*args, *oargs, query.count, query.offset],
-    ).fetchall()
-    return [r[0] for r in rows], total
+    exprs, oargs, order = _order(query)
+    if exprs:
+        # Each sort value is computed once per matching row, in a derived table.
+        cols = ", ".join(f"{e} AS s{i}" for i, e in enumerate(exprs))
+        sql = (f"SELECT rid FROM (SELECT r.rid AS rid, {cols} FROM resource r WHERE {where}) "
+               f"ORDER BY {order} LIMIT ? OFFSET ?")
+        params = [*oargs, *args, query.count, query.offset]
+    else:
+        sql = f"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid LIMIT ? OFFSET ?"
+        params = [*args, query.count, query.offset]
+    return [r[0] for r in conn.execute(sql, params).fetchall()], total
 
 
 # -- _include / _revinclude ---------------------------------------------------------------------

@@ -1,0 +1,199 @@
+"""Search benchmark on the embedded SQLite store (https://hl7.org/fhir/R4/search.html).
+
+Loads N resources (patients, consults = ServiceRequest + Task, observations) through the store with
+index extraction, then times typical searches (parse + SQL + loading the page) and prints a table,
+next to a machine baseline measured in the same run (raw SQLite inserts/s, a trivial indexed SELECT).
+
+    .venv/bin/python bench/bench_search.py --n 100000
+    .venv/bin/python bench/bench_search.py --n 5000 --runs 50     # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.search.extract import make_indexer
+from fhir_exchange.search.parse import parse
+from fhir_exchange.store.port import NEW, ResourceVersion
+from fhir_exchange.store.sqlite import SqliteStore
+
+FAMILIES = ["Kim", "Lee", "Park", "Choi", "Jung", "Müller", "Schmidt", "김", "이", "박", "Dubois", "Martin"]
+GIVEN = ["Minjun", "Seoyeon", "Jörg", "Élodie", "민준", "서연", "Anna", "Tom"]
+LOINC = ["8480-6", "8462-4", "8867-4", "29463-7", "8302-2", "2339-0", "718-7", "4548-4"]
+
+
+def make_resources(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    n_pat = max(1, n // 5)
+    n_sr = n // 10
+    n_task = n // 10
+    n_obs = n - n_pat - n_sr - n_task
+    out: list[dict[str, Any]] = []
+    out.append({"resourceType": "Organization", "id": "org-0", "name": "Regional Medical Centre",
+                "identifier": [{"system": "urn:hira", "value": "12345678"}]})
+    for i in range(n_pat):
+        out.append({
+            "resourceType": "Patient", "id": f"pat-{i}",
+            "identifier": [{"system": "urn:mrn", "value": str(100000 + i)}],
+            "name": [{"family": rnd.choice(FAMILIES), "given": [rnd.choice(GIVEN)]}],
+            "gender": rnd.choice(["male", "female"]),
+            "birthDate": f"{rnd.randint(1930, 2020)}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}",
+            "managingOrganization": {"reference": "Organization/org-0"},
+            "telecom": [{"system": "phone", "value": f"010-{rnd.randint(1000, 9999)}-{rnd.randint(1000, 9999)}"}],
+        })
+    for i in range(n_sr):
+        out.append({
+            "resourceType": "ServiceRequest", "id": f"sr-{i}",
+            "identifier": [{"system": "urn:placer", "value": f"SR{i}"}],
+            "status": rnd.choice(["active", "completed", "draft", "revoked"]), "intent": "order",
+            "category": [{"coding": [{"system": "urn:fhir-exchange:consult", "code": "remote-consult"}]}],
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "11429006", "display": "Consultation"}]},
+            "subject": {"reference": f"Patient/pat-{rnd.randrange(n_pat)}"},
+            "authoredOn": f"2023-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T09:00:00+09:00",
+            "performer": [{"reference": "Organization/org-0"}],
+        })
+    for i in range(n_task):
+        out.append({
+            "resourceType": "Task", "id": f"task-{i}",
+            "status": rnd.choice(["requested", "received", "accepted", "in-progress", "completed"]),
+            "intent": "order", "focus": {"reference": f"ServiceRequest/sr-{rnd.randrange(max(1, n_sr))}"},
+            "for": {"reference": f"Patient/pat-{rnd.randrange(n_pat)}"},
+            "authoredOn": f"2023-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T09:00:00+09:00",
+            "owner": {"reference": "Organization/org-0"},
+        })
+    for i in range(n_obs):
+        code = rnd.choice(LOINC)
+        out.append({
+            "resourceType": "Observation", "id": f"obs-{i}", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}], "text": code},
+            "subject": {"reference": f"Patient/pat-{rnd.randrange(n_pat)}"},
+            "effectiveDateTime": f"2023-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T"
+                                 f"{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:00+09:00",
+            "valueQuantity": {"value": round(rnd.uniform(40, 200), 1), "unit": "mmHg",
+                              "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+        })
+    rnd.shuffle(out)
+    return out
+
+
+def baseline(tmp: Path, n: int) -> tuple[float, float]:
+    """Raw SQLite inserts/s (one indexed table, one transaction) and a trivial indexed SELECT in ms."""
+    conn = sqlite3.connect(tmp / "baseline.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT, v BLOB)")
+    conn.execute("CREATE INDEX t_k ON t(k)")
+    rows = [(f"key-{i}", b"x" * 200) for i in range(n)]
+    t0 = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t(k, v) VALUES (?, ?)", rows)
+    conn.execute("COMMIT")
+    rate = n / (time.perf_counter() - t0)
+    times = []
+    for i in range(200):
+        t0 = time.perf_counter()
+        conn.execute("SELECT id, v FROM t WHERE k = ?", (f"key-{(i * 7919) % n}",)).fetchall()
+        times.append(time.perf_counter() - t0)
+    conn.close()
+    return rate, statistics.median(times) * 1000
+
+
+async def run(n: int, runs: int, batch: int) -> None:
+    defs = Definitions.load()
+    resources = make_resources(n)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        raw_rate, raw_select = baseline(tmp, n)
+        store = SqliteStore(tmp / "bench.db", make_indexer(defs))
+        await store.open()
+        now = "2024-01-01T00:00:00.000Z"
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        for start in range(0, len(resources), batch):
+            async with store.transaction() as uow:
+                for r in resources[start : start + batch]:
+                    r["meta"] = {"versionId": "1", "lastUpdated": now}
+                    v = ResourceVersion(r["resourceType"], r["id"], 1, now, False, orjson.dumps(r), "POST")
+                    await uow.put(v, r, expected_version=NEW)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        rate_wall = len(resources) / wall
+        rate_cpu = len(resources) / cpu
+
+        rnd = random.Random(7)
+        n_pat = max(1, n // 5)
+        queries: list[tuple[str, str, Callable[[], list[tuple[str, str]]]]] = [
+            ("_id", "Patient", lambda: [("_id", f"pat-{rnd.randrange(n_pat)}")]),
+            ("token identifier", "Patient", lambda: [("identifier", f"urn:mrn|{100000 + rnd.randrange(n_pat)}")]),
+            ("token code _count=20", "Observation",
+             lambda: [("code", f"http://loinc.org|{rnd.choice(LOINC)}"), ("_count", "20")]),
+            ("token code _total=none", "Observation",
+             lambda: [("code", f"http://loinc.org|{rnd.choice(LOINC)}"), ("_count", "20"), ("_total", "none")]),
+            ("string prefix name", "Patient", lambda: [("name", rnd.choice(["kim", "mul", "김", "elo"])),
+                                                        ("_count", "20")]),
+            ("date range + sort", "Observation",
+             lambda: [("date", f"ge2023-{rnd.randint(1, 11):02d}-01"), ("date", "lt2023-12-01"),
+                      ("_sort", "-date"), ("_count", "20")]),
+            ("reference subject", "Observation", lambda: [("subject", f"Patient/pat-{rnd.randrange(n_pat)}")]),
+            ("chained subject.identifier", "Observation",
+             lambda: [("subject:Patient.identifier", f"urn:mrn|{100000 + rnd.randrange(n_pat)}")]),
+            ("_include subject", "ServiceRequest",
+             lambda: [("status", "active"), ("_include", "ServiceRequest:subject"), ("_count", "20")]),
+            ("_has reverse chain", "Patient",
+             lambda: [("_has:Task:patient:status", "in-progress"), ("_id", f"pat-{rnd.randrange(n_pat)}")]),
+        ]
+        results: list[tuple[str, float, float, float]] = []
+        for label, type, make in queries:
+            times = []
+            hits = 0
+            for _ in range(runs):
+                params = make()
+                t0 = time.perf_counter()
+                q = parse(defs, type, params, default_count=50, max_count=1000)
+                res = await store.search(q)
+                times.append(time.perf_counter() - t0)
+                hits += len(res.matches)
+            times.sort()
+            results.append((label, times[len(times) // 2] * 1000, times[int(len(times) * 0.95) - 1] * 1000,
+                            hits / runs))
+        await store.close()
+        size_mb = (tmp / "bench.db").stat().st_size / 1e6
+
+    print(f"\nFHIR search bench: {len(resources)} resources, {runs} runs per query")
+    print(f"{'machine baseline':<34}{'':>12}")
+    print(f"  raw SQLite inserts/s            {raw_rate:>12,.0f}")
+    print(f"  trivial indexed SELECT p50 ms   {raw_select:>12.3f}")
+    print("ingest (index extraction + store, one writer)")
+    print(f"  resources/s (wall)              {rate_wall:>12,.0f}")
+    print(f"  resources/s per core (CPU time) {rate_cpu:>12,.0f}")
+    print(f"  database size MB                {size_mb:>12.1f}")
+    print(f"{'query':<34}{'p50 ms':>10}{'p95 ms':>10}{'hits/page':>11}")
+    for label, p50, p95, hits in results:
+        print(f"  {label:<32}{p50:>10.2f}{p95:>10.2f}{hits:>11.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="number of resources (default 100000)")
+    ap.add_argument("--runs", type=int, default=200, help="runs per query (default 200)")
+    ap.add_argument("--batch", type=int, default=500, help="resources per write transaction (default 500)")
+    args = ap.parse_args()
+    asyncio.run(run(args.n, args.runs, args.batch))
+
+
+if __name__ == "__main__":
+    main()
