@@ -244,10 +244,18 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
+    def _begin(self) -> None:
+        """On the writer thread. Units of work are serialised, so a transaction still open here was left by
+        one whose task was cancelled while its BEGIN ran in this thread (the await gave up, the BEGIN did
+        not): roll it back, or every later write would fail with "transaction within a transaction"."""
+        if self._writer_conn.in_transaction:
+            self._writer_conn.execute("ROLLBACK")
+        self._writer_conn.execute("BEGIN IMMEDIATE")
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteUnitOfWork]:
         async with self._write_lock:
-            await self._on_writer(lambda: self._writer_conn.execute("BEGIN IMMEDIATE"))
+            await self._on_writer(self._begin)
             try:
                 yield SqliteUnitOfWork(self)
             except BaseException:

@@ -474,3 +474,23 @@ class StoreContract:
             assert [m.id for m in (await store.search(by_identifier("Observation", "a3"))).matches] == ["o1"]
         finally:
             self.index_field = "identifier"
+
+    async def test_cancelled_units_of_work_roll_back_and_leave_the_store_usable(self, store: ResourceStore) -> None:
+        """A request task cancelled at any await of its unit of work (client gone, server shutting down)."""
+        for n, ticks in enumerate((0, 1, 2, 3, 5, 8, 13, 30)):
+            async def doomed(n: int = n) -> None:
+                async with store.transaction() as uow:
+                    v, doc = make_version("Patient", f"cancel{n}", 1, ts(n))
+                    await uow.put(v, doc, expected_version=NEW)
+                    await asyncio.sleep(10)
+
+            task = asyncio.create_task(doomed())
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await store.read("Patient", f"cancel{n}") is None
+            v = await asyncio.wait_for(self.put(store, "Patient", f"after{n}", 1, ts(n)), 10)
+            got = await store.read("Patient", f"after{n}")
+            assert got is not None and got.body == v.body

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import orjson
+import pytest
 
 from fhir_exchange.store.port import NEW, ResourceStore, VersionConflict
 from fhir_exchange.store.sqlite import SqliteStore
@@ -81,3 +82,36 @@ async def test_from_url_with_an_absolute_path(tmp_path: Path) -> None:
     await store.open()
     await store.close()
     assert (tmp_path / "x.db").exists()
+
+
+async def test_cancelled_while_begin_waits_for_the_file_lock(tmp_path: Path) -> None:
+    """The task is cancelled while BEGIN IMMEDIATE blocks in the writer thread (another process holds the
+    write lock); the BEGIN then succeeds after all. The writer connection must not be left inside that
+    transaction, or every later write would fail."""
+    path = tmp_path / "fhir.db"
+    store = SqliteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        async def doomed() -> None:
+            async with store.transaction() as uow:
+                v, doc = make_version("Patient", "doomed", 1, ts(1))
+                await uow.put(v, doc, expected_version=NEW)
+
+        task = asyncio.create_task(doomed())
+        await asyncio.sleep(0.3)  # the writer thread is now blocked in BEGIN IMMEDIATE
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        other.execute("COMMIT")  # the blocked BEGIN now succeeds in the writer thread
+        await asyncio.sleep(0.2)
+        v, doc = make_version("Patient", "later", 1, ts(2))
+        async with store.transaction() as uow:
+            await uow.put(v, doc, expected_version=NEW)
+        assert await store.read("Patient", "later") is not None
+        assert await store.read("Patient", "doomed") is None
+    finally:
+        other.close()
+        await store.close()
