@@ -276,7 +276,7 @@ def evaluate(resource: Any, expression: str, context: Any | None = None, **kw: A
 def is_true(result: list[Any]) -> bool:
     """FHIRPath boolean evaluation of a result: empty is false, one non-boolean item is true.
 
-    Raises :class:`FhirPathEvaluationError` for more than one item (spec 4.5).
+    Raises :class:`FhirPathEvaluationError` for more than one item (spec: Singleton Evaluation of Collections).
     """
     return boolean_of(list(result)) is True
 

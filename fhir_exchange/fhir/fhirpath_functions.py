@@ -104,10 +104,10 @@ class Environment:
     _now_cache: dict[str, Temporal] = field(default_factory=dict)
 
     def clock(self, kind: str) -> Temporal:
-        # now(), today() and timeOfDay() are constant within one evaluation (spec 5.9).
+        # now(), today() and timeOfDay() are constant within one evaluation (spec: now()).
         if kind not in self._now_cache:
             if self.now is None:
-                self.now = datetime.now().astimezone()  # local time with its offset (spec 5.9.2)
+                self.now = datetime.now().astimezone()  # local time with its offset (spec: now())
             self._now_cache[kind] = Temporal.from_datetime(self.now, kind)
         return self._now_cache[kind]
 
@@ -224,7 +224,7 @@ def _value(coll: list[Any], what: str = "value") -> Any:
 
 
 def boolean_of(coll: list[Any], strict: bool = False) -> bool | None:
-    """Singleton evaluation of collections (spec 4.5): one non-boolean item counts as true."""
+    """FHIRPath "Singleton Evaluation of Collections": one non-boolean item counts as true."""
     if not coll:
         return None
     if len(coll) > 1:
@@ -382,7 +382,7 @@ def _contains(ctx: Any, a: list[Any], b: list[Any]) -> list[bool]:
 
 
 # --------------------------------------------------------------------------------------------
-# Boolean logic (three-valued, spec 6.5)
+# Boolean logic (three-valued, spec: Boolean logic)
 # --------------------------------------------------------------------------------------------
 
 
@@ -424,11 +424,10 @@ def _not(ctx: Any, data: list[Any]) -> list[bool]:
 
 
 # --------------------------------------------------------------------------------------------
-# Arithmetic (spec 6.6) including date/time and quantity arithmetic
+# Arithmetic (spec: Math operators) including date/time and quantity arithmetic
 # --------------------------------------------------------------------------------------------
 
 _UCUM_TIME = {"wk": "week", "d": "day", "h": "hour", "min": "minute", "s": "second", "ms": "millisecond"}
-_FIXED_SECONDS = {"week": 604800, "day": 86400, "hour": 3600, "minute": 60, "second": 1}
 
 
 def _operands(a: list[Any], b: list[Any], op: str) -> tuple[Any, Any] | None:
@@ -570,44 +569,62 @@ def _concatenate(ctx: Any, a: list[Any], b: list[Any]) -> list[str]:
 
 
 def temporal_add(t: Temporal, q: Quantity, sign: int) -> Temporal:
-    """Date/time arithmetic (spec 6.6.5): calendar durations, or definite UCUM time units."""
-    unit = CALENDAR_UNITS.get(q.unit) if (q.calendar or q.unit in CALENDAR_UNITS) else _UCUM_TIME.get(q.unit)
+    """Date/time arithmetic (spec: Date/Time Arithmetic): calendar durations, or definite UCUM time units.
+
+    The decimal part of the quantity is ignored. The result keeps the value's precision and
+    offset; a date (no time) moves by whole days, and a date of year or month precision by whole
+    years or months (days counted as 365 per year, 30 per month: the spec only asks that the
+    quantity be truncated to the value's precision).
+    """
+    calendar_unit = q.calendar or q.unit in CALENDAR_UNITS
+    unit = CALENDAR_UNITS.get(q.unit) if calendar_unit else _UCUM_TIME.get(q.unit)
     if unit is None:
+        # 'a' and 'mo' are not definite durations in UCUM; 'cm' is not a duration at all
         raise FhirPathEvaluationError(f"'{q.unit}' is not a time-valued unit for date arithmetic")
-    # The decimal part of the quantity is ignored (spec: "truncated").
     amount = int(to_decimal(q.value).to_integral_value(rounding=ROUND_DOWN)) * sign
-    if unit == "millisecond" and t.kind != "Time" and len(t.fields) < 6:
-        amount, unit = amount // 1000 if amount >= 0 else -((-amount) // 1000), "second"
-    if t.kind == "Time" and unit in ("year", "month", "week", "day"):
-        raise FhirPathEvaluationError(f"cannot add {unit}s to a Time")
-    if t.kind != "Time" and len(t.fields) <= 3 and unit in _FIXED_SECONDS and unit not in ("week", "day"):
-        seconds = amount * _FIXED_SECONDS[unit]
-        amount, unit = int(seconds / 86400), "day"
-    if unit == "week":
-        amount, unit = amount * 7, "day"
-    if t.kind != "Time" and len(t.fields) < 3 and unit == "day":
-        amount, unit = (
-            int(amount / 365) if len(t.fields) == 1 else int(amount / 30),
-            ("year" if len(t.fields) == 1 else "month"),
-        )
-    if t.kind != "Time" and len(t.fields) == 1 and unit == "month":
-        amount, unit = int(amount / 12), "year"
-    dt = t.to_python()
+    precision = len(t.fields)
+    if unit in ("year", "month"):
+        if t.kind == "Time":
+            raise FhirPathEvaluationError(f"cannot add {unit}s to a Time")
+        months = amount * 12 if unit == "year" else amount
+        return t.with_python(_add_months(t.to_python(), _truncate(months, 12) * 12 if precision == 1 else months))
+    millis = amount * _MILLIS[unit]
+    if t.kind == "Time":
+        if unit in ("week", "day"):
+            raise FhirPathEvaluationError(f"cannot add {unit}s to a Time")
+    elif precision <= 3:
+        days = _truncate(millis, _MILLIS["day"])
+        if precision < 3:
+            months = _truncate(days, 365) * 12 if precision == 1 else _truncate(days, 30)
+            return t.with_python(_add_months(t.to_python(), months))
+        millis = days * _MILLIS["day"]
     try:
-        if unit in ("year", "month"):
-            months = amount * 12 if unit == "year" else amount
-            total = dt.year * 12 + (dt.month - 1) + months
-            year, month = divmod(total, 12)
-            month += 1
-            last_day = _days_in_month(year, month)
-            dt = dt.replace(year=year, month=month, day=min(dt.day, last_day))
-        elif unit == "millisecond":
-            dt = dt + timedelta(milliseconds=amount)
-        else:
-            dt = dt + timedelta(seconds=amount * _FIXED_SECONDS[unit])
-    except (OverflowError, ValueError) as exc:
+        return t.with_python(t.to_python() + timedelta(milliseconds=millis))
+    except OverflowError as exc:
         raise FhirPathEvaluationError(f"date arithmetic out of range: {exc}") from exc
-    return t.with_python(dt)
+
+
+_MILLIS = {
+    "week": 604_800_000,
+    "day": 86_400_000,
+    "hour": 3_600_000,
+    "minute": 60_000,
+    "second": 1000,
+    "millisecond": 1,
+}
+
+
+def _truncate(a: int, b: int) -> int:
+    """Integer division rounding toward zero (Python's // floors)."""
+    quotient = abs(a) // b
+    return quotient if a >= 0 else -quotient
+
+
+def _add_months(dt: datetime, months: int) -> datetime:
+    year, month = divmod(dt.year * 12 + dt.month - 1 + months, 12)
+    if not 1 <= year <= 9999:
+        raise FhirPathEvaluationError("date arithmetic out of range")
+    return dt.replace(year=year, month=month + 1, day=min(dt.day, _days_in_month(year, month + 1)))
 
 
 def _days_in_month(year: int, month: int) -> int:
@@ -615,7 +632,7 @@ def _days_in_month(year: int, month: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Math (spec 5.7)
+# Math functions
 # --------------------------------------------------------------------------------------------
 
 
@@ -706,22 +723,39 @@ def _power(ctx: Any, data: list[Any], exponent: Any) -> list[Any]:
         return []
 
 
-def _aggregate_number(name: str, pick: Callable[[list[Any]], Any]) -> Any:
+def _sum(ctx: Any, data: list[Any]) -> list[Any]:
+    values = [system_value(x) for x in data]
+    if not values:
+        return [0]
+    total = values[0]
+    for value in values[1:]:
+        total = _plus(ctx, [total], [value])[0]
+    return [total]
+
+
+def _extreme(sign: int) -> Any:
     def fn(ctx: Any, data: list[Any]) -> list[Any]:
-        values = [system_value(x) for x in data]
-        if not values:
-            return [0] if name == "sum" else []
-        return [pick(values)]
+        best = None
+        for item in data:
+            value = system_value(item)
+            if best is None or (compare_items(value, best) or 0) * sign > 0:
+                best = value
+        return [] if best is None else [best]
 
     return fn
 
 
-def _avg(values: list[Any]) -> Decimal:
-    return normalize_decimal(sum(to_decimal(v) for v in values) / len(values))
+def _avg(ctx: Any, data: list[Any]) -> list[Any]:
+    values = [system_value(x) for x in data]
+    if not values:
+        return []
+    if not all(_is_number(v) for v in values):
+        raise FhirPathEvaluationError("avg() needs numbers")
+    return [normalize_decimal(sum(to_decimal(v) for v in values) / len(values))]
 
 
 # --------------------------------------------------------------------------------------------
-# Boundaries and precision (FHIRPath 2.0 5.? / FHIR R5, used by period invariants)
+# Boundaries and precision (FHIRPath 2.0 additions, used by the suite's period invariant)
 # --------------------------------------------------------------------------------------------
 
 _MAX_DECIMAL_PRECISION = 31
@@ -832,7 +866,7 @@ def _comparable(ctx: Any, data: list[Any], other: list[Any]) -> list[bool]:
 
 
 # --------------------------------------------------------------------------------------------
-# Types (spec 6.3, 5.2 ofType)
+# Types (spec: Types, ofType())
 # --------------------------------------------------------------------------------------------
 
 
@@ -895,7 +929,7 @@ def _type(ctx: Any, data: list[Any]) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Conversions (spec 5.5)
+# Conversions (spec: Conversion)
 # --------------------------------------------------------------------------------------------
 
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -1037,12 +1071,12 @@ def _converts_to_quantity(ctx: Any, data: list[Any], unit: Any = None) -> list[b
 
 
 # --------------------------------------------------------------------------------------------
-# Strings (spec 5.6)
+# Strings (spec: String Manipulation)
 # --------------------------------------------------------------------------------------------
 
 
-def _string_fn(op: Callable[..., Any], n_params: int) -> Any:
-    """A string function: empty input or any empty parameter gives empty (spec 5.6)."""
+def _string_fn(op: Callable[..., Any]) -> Any:
+    """A string function: empty input or any empty parameter gives empty (spec: String Manipulation)."""
 
     def fn(ctx: Any, data: list[Any], *params: Any) -> list[Any]:
         s = _string(data)
@@ -1092,7 +1126,7 @@ _REGEX_CACHE: dict[str, re.Pattern[str]] = {}
 def _compile_regex(pattern: str) -> re.Pattern[str]:
     compiled = _REGEX_CACHE.get(pattern)
     if compiled is None:
-        # FHIRPath regexes run in single-line mode: '.' matches newlines (spec 5.6.9).
+        # FHIRPath regexes run in single-line mode: '.' matches newlines (spec: matches()).
         compiled = re.compile(pattern, re.DOTALL)
         if len(_REGEX_CACHE) < 4096:
             _REGEX_CACHE[pattern] = compiled
@@ -1183,7 +1217,7 @@ def _to_chars(ctx: Any, data: list[Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Existence, filtering, projection (spec 5.1 - 5.4) where fhirpathpy is too lenient
+# Existence, filtering, projection (spec: Existence, Filtering and projection) where fhirpathpy is too lenient
 # --------------------------------------------------------------------------------------------
 
 Expr = Callable[[Any], list[Any]]
@@ -1244,7 +1278,7 @@ def _iif(
 ) -> list[Any]:
     if len(data) > 1:
         raise FhirPathEvaluationError("iif() on a collection of more than one item")
-    # Criteria must be boolean here (spec 5.5.1), not just "one item".
+    # Criteria must be boolean here (spec: iif()), not just "one item".
     if boolean_of(criterion(data), strict=True) is True:
         return true_result(data)
     return otherwise(data) if otherwise is not None else []
@@ -1331,7 +1365,7 @@ def _trace(ctx: dict[str, Any], data: list[Any], name: Any, projection: Expr | N
 
 
 # --------------------------------------------------------------------------------------------
-# Date and time (spec 5.9)
+# Date and time (spec: Utility functions)
 # --------------------------------------------------------------------------------------------
 
 
@@ -1580,35 +1614,35 @@ TABLE: dict[str, dict[str, Any]] = {
     "toQuantity": {"fn": _to_quantity, "arity": {0: [], 1: ["Any"]}},
     "convertsToQuantity": {"fn": _converts_to_quantity, "arity": {0: [], 1: ["Any"]}},
     # strings
-    "indexOf": {"fn": _string_fn(lambda s, sub: s.find(_need_str(sub)), 1), "arity": {1: ["Any"]}},
+    "indexOf": {"fn": _string_fn(lambda s, sub: s.find(_need_str(sub))), "arity": {1: ["Any"]}},
     "substring": {"fn": _substring_fn, "arity": {1: ["Any"], 2: ["Any", "Any"]}},
-    "startsWith": {"fn": _string_fn(lambda s, p: s.startswith(_need_str(p)), 1), "arity": {1: ["Any"]}},
-    "endsWith": {"fn": _string_fn(lambda s, p: s.endswith(_need_str(p)), 1), "arity": {1: ["Any"]}},
-    "contains": {"fn": _string_fn(lambda s, p: _need_str(p) in s, 1), "arity": {1: ["Any"]}},
-    "upper": {"fn": _string_fn(str.upper, 0)},
-    "lower": {"fn": _string_fn(str.lower, 0)},
+    "startsWith": {"fn": _string_fn(lambda s, p: s.startswith(_need_str(p))), "arity": {1: ["Any"]}},
+    "endsWith": {"fn": _string_fn(lambda s, p: s.endswith(_need_str(p))), "arity": {1: ["Any"]}},
+    "contains": {"fn": _string_fn(lambda s, p: _need_str(p) in s), "arity": {1: ["Any"]}},
+    "upper": {"fn": _string_fn(str.upper)},
+    "lower": {"fn": _string_fn(str.lower)},
     "replace": {
-        "fn": _string_fn(lambda s, p, r: _replace(s, _need_str(p), _need_str(r)), 2),
+        "fn": _string_fn(lambda s, p, r: _replace(s, _need_str(p), _need_str(r))),
         "arity": {2: ["Any", "Any"]},
     },
-    "matches": {"fn": _string_fn(lambda s, p: _regex(_need_str(p)).search(s) is not None, 1), "arity": {1: ["Any"]}},
+    "matches": {"fn": _string_fn(lambda s, p: _regex(_need_str(p)).search(s) is not None), "arity": {1: ["Any"]}},
     "matchesFull": {
-        "fn": _string_fn(lambda s, p: _regex(_need_str(p)).fullmatch(s) is not None, 1),
+        "fn": _string_fn(lambda s, p: _regex(_need_str(p)).fullmatch(s) is not None),
         "arity": {1: ["Any"]},
     },
     "replaceMatches": {
-        "fn": _string_fn(lambda s, p, r: _replace_matches(s, _need_str(p), _need_str(r)), 2),
+        "fn": _string_fn(lambda s, p, r: _replace_matches(s, _need_str(p), _need_str(r))),
         "arity": {2: ["Any", "Any"]},
     },
-    "length": {"fn": _string_fn(len, 0)},
+    "length": {"fn": _string_fn(len)},
     "toChars": {"fn": _to_chars},
-    "trim": {"fn": _string_fn(str.strip, 0)},
-    "split": {"fn": _string_fn(lambda s, sep: _split(s, _need_str(sep)), 1), "arity": {1: ["Any"]}},
+    "trim": {"fn": _string_fn(str.strip)},
+    "split": {"fn": _string_fn(lambda s, sep: _split(s, _need_str(sep))), "arity": {1: ["Any"]}},
     "join": {"fn": _join, "arity": {0: [], 1: ["Any"]}},
-    "encode": {"fn": _string_fn(lambda s, f: _encode(s, _need_str(f)), 1), "arity": {1: ["Any"]}},
-    "decode": {"fn": _string_fn(lambda s, f: _decode(s, _need_str(f)), 1), "arity": {1: ["Any"]}},
-    "escape": {"fn": _string_fn(lambda s, f: _escape(s, _need_str(f)), 1), "arity": {1: ["Any"]}},
-    "unescape": {"fn": _string_fn(lambda s, f: _unescape(s, _need_str(f)), 1), "arity": {1: ["Any"]}},
+    "encode": {"fn": _string_fn(lambda s, f: _encode(s, _need_str(f))), "arity": {1: ["Any"]}},
+    "decode": {"fn": _string_fn(lambda s, f: _decode(s, _need_str(f))), "arity": {1: ["Any"]}},
+    "escape": {"fn": _string_fn(lambda s, f: _escape(s, _need_str(f))), "arity": {1: ["Any"]}},
+    "unescape": {"fn": _string_fn(lambda s, f: _unescape(s, _need_str(f))), "arity": {1: ["Any"]}},
     # math
     "abs": {"fn": _math("abs", lambda d: abs(d), keep_int=True)},
     "ceiling": {"fn": _math("ceiling", lambda d: int(d.to_integral_value(ROUND_CEILING)))},
@@ -1620,10 +1654,10 @@ TABLE: dict[str, dict[str, Any]] = {
     "log": {"fn": _log, "arity": {1: ["Any"]}},
     "power": {"fn": _power, "arity": {1: ["Any"]}},
     "round": {"fn": _round, "arity": {0: [], 1: ["Any"]}},
-    "sum": {"fn": _aggregate_number("sum", lambda vs: sum(vs[1:], start=vs[0]))},
-    "min": {"fn": _aggregate_number("min", min)},
-    "max": {"fn": _aggregate_number("max", max)},
-    "avg": {"fn": _aggregate_number("avg", _avg)},
+    "sum": {"fn": _sum},
+    "min": {"fn": _extreme(-1)},
+    "max": {"fn": _extreme(1)},
+    "avg": {"fn": _avg},
     "lowBoundary": {"fn": _boundary(high=False), "arity": {0: [], 1: ["Any"]}},
     "highBoundary": {"fn": _boundary(high=True), "arity": {0: [], 1: ["Any"]}},
     "precision": {"fn": _precision},

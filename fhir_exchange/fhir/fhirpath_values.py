@@ -298,8 +298,8 @@ CALENDAR_UNITS: dict[str, str] = {
     "second": "second", "seconds": "second", "millisecond": "millisecond",
     "milliseconds": "millisecond",
 }  # fmt: skip
-# Calendar durations of a week or less equal their UCUM counterparts (spec 5.6.?, "Date/Time
-# arithmetic"); year and month do not, so they get a unit of their own.
+# Calendar durations of a week or less equal their UCUM counterparts (spec: "Date/Time
+# Arithmetic"); year and month do not, so they get a unit of their own.
 _CALENDAR_TO_UCUM = {
     "week": "wk", "day": "d", "hour": "h", "minute": "min", "second": "s", "millisecond": "ms",
     "year": "{cal_year}", "month": "{cal_month}",
