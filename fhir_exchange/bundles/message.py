@@ -50,7 +50,8 @@ from fhir_exchange.store.port import NEW, VersionConflict
 
 log = logging.getLogger(__name__)
 
-CONSULT_EVENT_SYSTEM = "urn:fhir-exchange:consult-event"
+# The CodeSystem of the consult IG (profiles/CodeSystem-consult-event.json).
+CONSULT_EVENT_SYSTEM = "http://fhir-exchange.org/fhir/CodeSystem/consult-event"
 """Code system of the consult message events (to become a CodeSystem of the consult IG in profiles/)."""
 
 PROCESS_MESSAGE = "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"
