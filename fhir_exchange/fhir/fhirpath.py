@@ -5,10 +5,12 @@ Specs: http://hl7.org/fhirpath/N1/ (FHIRPath, normative release 1 as used by R4,
 (the FHIR model, environment variables and the FHIR-specific functions).
 
 Engine: fhirpathpy. We use its ANTLR parser, its R4 type model and its tree-walking evaluator
-(``fhirpathpy.engine.do_eval``) unchanged, and hand it our function/operator table through its
-``userInvocationTable`` hook (:mod:`fhirpath_functions`), which replaces fhirpathpy's functions of
-the same name. Nothing in fhirpathpy is patched. What the hook cannot reach is done here, on the
-parsed AST (a plain dict tree) once per expression:
+(``fhirpathpy.engine.do_eval``) unchanged, and plug in through the two inputs that evaluator
+takes: ``userInvocationTable`` (our function/operator table, :mod:`fhirpath_functions`, which
+replaces fhirpathpy's functions of the same name) and the model dict (fhirpathpy's R4 model with
+a choice-type lookup that also works below an untyped context). Nothing in fhirpathpy is
+patched. What those cannot reach is done here, on the parsed AST (a plain dict tree), once per
+expression:
 
 * parse strictly: fhirpathpy's own ``parse()`` silently ignores syntax errors and trailing text;
 * fold literals into per-expression constants read through ``%`` variables, because fhirpathpy
@@ -17,17 +19,25 @@ parsed AST (a plain dict tree) once per expression:
 * restore FHIRPath 2.0 precedence of ``is``/``as`` over ``|`` and comparisons (fhirpathpy's
   grammar is older), as the official tests and HAPI do;
 * merge a primitive's value and its ``_name`` extension object, which fhirpathpy navigates as two
-  nodes, right after each navigation step (an internal ``__collapse()`` call);
+  nodes, at the end of each navigation chain (an internal ``__collapse()`` call);
+* drop pass-through nodes and flatten invocation chains (fhirpathpy pays per node);
 * reject unknown functions, wrong argument counts and unknown type names at compile time.
 
-Conformance: the official R4 suite (``tests/conformance/test_fhirpath_suite.py``) passes except
-for the cases listed, with reasons, in ``tests/conformance/fhirpath_known_failures.txt``.
+``CompiledPath.check(base_type)`` adds the spec's strict mode as a separate static pass
+(:mod:`fhirpath_check`): misspelt elements, ``valueQuantity`` for ``value``, wrong root type.
+
+Conformance: the official R4 suite passes 934 of 935 cases
+(``tests/conformance/test_fhirpath_suite.py``; the exception is listed with its reason in
+``tests/conformance/fhirpath_known_failures.txt``). Speed: compiling is cached; evaluating a
+typical invariant or search expression on a small resource takes 20-150 µs, about what
+fhirpathpy alone takes.
 
 Where the spec leaves a choice we follow HAPI: ``resolve()`` of an unresolvable
 ``Patient/123`` yields a stub ``{"resourceType": "Patient", "id": "123"}`` so that search
 parameters like ``subject.where(resolve() is Patient)`` index without fetching; the ``as()``
 function filters a collection (R4 invariant dom-3 depends on it); ``memberOf()`` without a
-terminology hook is empty (unknown).
+terminology hook is empty (unknown). Without ``context_path`` an element context has no FHIR
+type: navigation and ``value[x]`` still work, ``is``/``as`` on it do not.
 """
 
 from __future__ import annotations
@@ -183,12 +193,24 @@ class CompiledPath:
         """
         Checker(self.expression, base_type, foreign_roots).run(self._root)
 
-    def evaluate_typed(self, resource: Any, context: Any | None = None, **kw: Any) -> list[TypedValue]:
+    def evaluate_typed(
+        self,
+        resource: Any,
+        context: Any | None = None,
+        *,
+        variables: Mapping[str, Any] | None = None,
+        resolver: Resolver | None = None,
+        root_resource: Any | None = None,
+        context_path: str | None = None,
+        conforms_to: ConformsTo | None = None,
+        member_of: MemberOf | None = None,
+        trace: Tracer | None = None,
+        now: datetime | None = None,
+    ) -> list[TypedValue]:
         """Like :meth:`evaluate`, each value paired with its type (``"FHIR.HumanName"``)."""
         items = self._run(
-            resource, context, kw.get("variables"), kw.get("resolver"), kw.get("root_resource"),
-            kw.get("context_path"), kw.get("conforms_to"), kw.get("member_of"), kw.get("trace"),
-            kw.get("now"),
+            resource, context, variables, resolver, root_resource, context_path,
+            conforms_to, member_of, trace, now,
         )  # fmt: skip
         out = []
         for x in items:

@@ -74,10 +74,6 @@ FHIR_TYPES = frozenset(
     | {"Element", "BackboneElement", "Resource", "DomainResource", "Base"}
 )
 _QUANTITY_TYPES = frozenset({"Quantity", "Age", "Distance", "Duration", "Count", "SimpleQuantity", "MoneyQuantity"})
-_STRINGISH = frozenset(
-    {"string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "base64Binary",
-     "xhtml", "System.String"}
-)  # fmt: skip
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt", "integer64", "System.Integer"})
 
 
@@ -87,7 +83,6 @@ _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt", "integer64", "Sy
 
 _DATE_RE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 _TIME_RE = re.compile(r"(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?")
-_TZ_RE = re.compile(r"Z|[+-]\d{2}:\d{2}")
 _DATETIME_RE = re.compile(
     r"(?P<date>\d{4}(?:-\d{2}(?:-\d{2})?)?)"
     r"(?:T(?P<time>\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?"
@@ -190,6 +185,9 @@ class Temporal:
             return date
         time = _time_text(self.fields[3:], self.micro, self.frac_digits)
         return f"{date}T{time}{self.tz_text or ''}"
+
+    def __repr__(self) -> str:
+        return self.literal()
 
     def literal(self) -> str:
         """The FHIRPath literal form (``@2014-01``, ``@T10:30``, ``@2015T``)."""
@@ -422,7 +420,6 @@ _ATOMS: dict[str, tuple[Decimal, _Dim, bool]] = {
     "{cal_year}": (Decimal(12), _dim(cal_year=1), False),
     "{cal_month}": (Decimal(1), _dim(cal_year=1), False),
 }
-_ATOMS_BY_LENGTH = sorted(_ATOMS, key=len, reverse=True)
 
 
 @lru_cache(maxsize=1024)
@@ -613,10 +610,7 @@ def normalize_decimal(d: Decimal) -> Decimal:
 
 
 def format_number(value: Decimal | int) -> str:
-    if isinstance(value, Decimal):
-        text = format(value, "f")
-        return text
-    return str(value)
+    return format(value, "f") if isinstance(value, Decimal) else str(value)  # never 1E+1
 
 
 def decimal_places(d: Decimal) -> int:
