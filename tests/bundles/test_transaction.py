@@ -22,7 +22,9 @@ async def test_urn_uuid_references_rewritten_everywhere(client: httpx.AsyncClien
         "resourceType": "Observation", "status": "final", "code": {"text": "bp"},
         "subject": {"reference": pat},
         "extension": [{"url": "http://example.org/ext", "valueReference": {"reference": pat}},
-                      {"url": "http://example.org/uri", "valueUri": pat}],
+                      {"url": "http://example.org/uri", "valueUri": pat},
+                      # dom-3: a contained resource must be referenced from its container.
+                      {"url": "http://example.org/provenance", "valueReference": {"reference": "#p1"}}],
         "contained": [{"resourceType": "Provenance", "id": "p1", "recorded": "2024-01-01T00:00:00Z",
                        "target": [{"reference": pat}], "agent": [{"who": {"reference": pat}}]}],
         "identifier": [{"system": "urn:ietf:rfc:3986", "value": pat}],  # a string, not a link
