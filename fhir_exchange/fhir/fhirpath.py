@@ -47,13 +47,13 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from antlr4 import CommonTokenStream, InputStream
 from antlr4.error.ErrorListener import ErrorListener
 from antlr4.tree.Tree import ParseTreeWalker
 from fhirpathpy.engine import do_eval
-from fhirpathpy.engine.invocations import invocation_registry as FHIRPATHPY_REGISTRY
+from fhirpathpy.engine.invocations import invocation_registry
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.parser.ASTPathListener import ASTPathListener
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
@@ -118,6 +118,7 @@ ENVIRONMENT: dict[str, str] = {
     "sct": "http://snomed.info/sct",
     "loinc": "http://loinc.org",
 }
+FHIRPATHPY_REGISTRY = cast(dict[str, dict[str, Any]], invocation_registry)
 _VS_PREFIX = "http://hl7.org/fhir/ValueSet/"
 _EXT_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
 

@@ -29,10 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
-from typing import Any
+from typing import Any, cast
 
-from fhirpathpy.engine.invocations import invocation_registry as _fp_registry
-from fhirpathpy.engine.invocations import navigation
+from fhirpathpy.engine.invocations import invocation_registry, navigation
 from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
 
 from fhir_exchange.fhir.fhirpath_errors import FhirPathEvaluationError
@@ -64,6 +63,8 @@ from fhir_exchange.fhir.fhirpath_values import (
 )
 
 log = logging.getLogger("fhir_exchange.fhirpath")
+# fhirpathpy's registry: {name: {"fn": ..., "arity": ...}} (untyped upstream)
+_fp_registry = cast(dict[str, dict[str, Any]], invocation_registry)
 
 Resolver = Callable[[str], Mapping[str, Any] | None]
 ConformsTo = Callable[[Mapping[str, Any], str], bool]
@@ -751,7 +752,8 @@ def _avg(ctx: Any, data: list[Any]) -> list[Any]:
         return []
     if not all(_is_number(v) for v in values):
         raise FhirPathEvaluationError("avg() needs numbers")
-    return [normalize_decimal(sum(to_decimal(v) for v in values) / len(values))]
+    total = sum((to_decimal(v) for v in values), Decimal(0))
+    return [normalize_decimal(total / len(values))]
 
 
 # --------------------------------------------------------------------------------------------

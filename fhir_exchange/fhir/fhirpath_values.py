@@ -579,9 +579,7 @@ def fhir_quantity(data: Mapping[str, Any]) -> Quantity | None:
         return Quantity(to_decimal(value), code)
     if unit and unit in CALENDAR_UNITS:
         return Quantity(to_decimal(value), unit, True)
-    if code or unit:
-        return Quantity(to_decimal(value), code or unit)
-    return Quantity(to_decimal(value), "1")
+    return Quantity(to_decimal(value), str(code or unit or "1"))
 
 
 # --------------------------------------------------------------------------------------------
