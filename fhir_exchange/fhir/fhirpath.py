@@ -432,12 +432,15 @@ def _constant_term(name: str) -> Node:
     }
 
 
-def _call(name: str) -> Node:
+def _call(name: str, params: list[Node] | None = None) -> Node:
+    functn: Node = {"type": "Functn", "terminalNodeText": ["(", ")"], "children": [_identifier(name)]}
+    if params:
+        functn["children"].append({"type": "ParamList", "terminalNodeText": [], "children": params})
     return {
         "type": "FunctionInvocation",
         "collapse": name == "__collapse",
         "terminalNodeText": [],
-        "children": [{"type": "Functn", "terminalNodeText": ["(", ")"], "children": [_identifier(name)]}],
+        "children": [functn],
     }
 
 
@@ -520,8 +523,9 @@ class _Preparer:
         if kind == "InvocationTerm":
             invocation = term["children"][0]
             if invocation.get("type") == "MemberInvocation":
-                if _ident_text(invocation["children"][0])[:1].isupper():
-                    return invocation  # a type name filter: Patient.name
+                name = _ident_text(invocation["children"][0])
+                if name[:1].isupper():
+                    return self.type_filter(name)
                 return _chain([invocation, _call("__collapse")])
             if invocation.get("type") == "FunctionInvocation":
                 return self.function_invocation(invocation)
@@ -529,6 +533,17 @@ class _Preparer:
         if kind == "ExternalConstantTerm":
             return self.external_constant(term)
         return self.transform(term)
+
+    def type_filter(self, name: str) -> Node:
+        """``Patient.name``: the leading type name keeps the focus if it is of that type.
+
+        fhirpathpy compares ``resourceType`` only (so ``Resource.id`` or ``Extension.url`` on
+        an Extension give nothing, and an element without ``resourceType`` raises); ours
+        honours inheritance and element types.
+        """
+        call = _call("__typeFilter", [self.constant(name)])
+        call["typeName"] = name  # for the static check
+        return call
 
     def chain(self, node: Node) -> Node:
         """Flatten ``a.b.c()`` into one InvocationExpression with steps [a, b, c()].

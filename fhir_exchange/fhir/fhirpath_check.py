@@ -203,7 +203,7 @@ class Checker:
         if kind == "MemberInvocation":
             return self.member(node["children"][0].get("text", "").strip("`"), focus, at_root)
         if kind == "FunctionInvocation":
-            return self.function(node["children"][0], focus, this)
+            return self.function(node, focus, this, at_root)
         if kind == "ThisInvocation":
             return this
         return _UNKNOWN
@@ -237,7 +237,10 @@ class Checker:
             raise self.fail(f"{shown} has no element named '{name}'")
         return _State(frozenset(result), focus.ordered)
 
-    def function(self, functn: dict[str, Any], focus: _State, this: _State) -> _State:
+    def function(self, node: dict[str, Any], focus: _State, this: _State, at_root: bool) -> _State:
+        if "typeName" in node:  # a leading type name, Patient.name (see the preparer)
+            return self.member(node["typeName"], focus, at_root)
+        functn = node["children"][0]
         name = functn["children"][0].get("text", "").strip("`")
         params = functn["children"][1]["children"] if len(functn["children"]) > 1 else []
         if name in _TYPE_FUNCTIONS:

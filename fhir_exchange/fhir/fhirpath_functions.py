@@ -921,6 +921,21 @@ def _of_type(ctx: Any, data: list[Any], spec: TypeInfo) -> list[Any]:
     return [x for x in data if type_matches(x, spec, inherit=False)]
 
 
+def _type_filter(ctx: Any, data: list[Any], name: Any) -> list[Any]:
+    """The leading ``Patient`` of ``Patient.name``: keep items of that type (or a subtype).
+
+    Items whose type is unknown (an element passed without ``context_path``) are kept: the
+    expression's author named the type, and we cannot tell otherwise.
+    """
+    type_name = _str_param(name) or ""
+    out = []
+    for item in data:
+        actual = fhir_type_name(item)
+        if actual is None or actual[1] == type_name or (actual[0] == "FHIR" and is_subtype(actual[1], type_name)):
+            out.append(item)
+    return out
+
+
 def _type(ctx: Any, data: list[Any]) -> list[dict[str, str]]:
     out = []
     for item in data:
@@ -1689,6 +1704,7 @@ TABLE: dict[str, dict[str, Any]] = {
     # internal, inserted by the compile step
     "__collapse": {"fn": _collapse},
     "__desc": {"fn": _desc},
+    "__typeFilter": {"fn": _type_filter, "arity": {1: ["Any"]}},
 }
 
 

@@ -125,6 +125,15 @@ def test_untyped_element_context_still_finds_choice_elements() -> None:
     assert evaluate(PATIENT, "children().count() > id.count()", extension) == [True]
 
 
+def test_leading_type_name_filters_by_type_with_inheritance() -> None:
+    extension = {"url": "http://x", "valueString": "v"}
+    assert evaluate(PATIENT, "Patient.name.family") == ["Hong"]
+    assert evaluate(PATIENT, "Resource.id | DomainResource.id") == ["p1"]
+    assert evaluate(PATIENT, "Observation.id") == []
+    assert evaluate(PATIENT, "Extension.url", extension, context_path="Extension") == ["http://x"]
+    assert evaluate(PATIENT, "Extension.url", extension) == ["http://x"]  # untyped: kept
+
+
 def test_is_true_and_constraint_holds() -> None:
     assert is_true([True]) and not is_true([False]) and not is_true([])
     assert is_true(["a"])  # singleton evaluation: one non-boolean item is true
