@@ -171,8 +171,9 @@ class CompiledPath:
         ``context`` defaults to ``resource`` (``%resource``); ``root_resource`` is
         ``%rootResource`` (the container of a contained resource, or the Bundle an entry sits
         in: ``resolve()`` searches it). ``context_path`` names the FHIR type or element path of a
-        non-resource ``context`` (``"Extension"``, ``"Observation.component"``) so choice
-        elements and ``is``/``as`` work below it. ``resolver`` fetches references that are
+        non-resource ``context`` (``"Extension"``, ``"Observation.component"``,
+        ``"Observation.effectiveDateTime"``) so ``is``/``as`` and choice elements work on and
+        below it; without it the focus is untyped (navigation still works). ``resolver`` fetches references that are
         neither contained nor in the Bundle; ``conforms_to(resource, url)`` and
         ``member_of(code_or_coding, valueset_url)`` back ``conformsTo()`` and ``memberOf()``;
         ``trace(name, values)`` receives ``trace()`` output; ``now`` fixes ``now()``/``today()``.
@@ -235,8 +236,7 @@ class CompiledPath:
     ) -> list[Any]:
         focus = resource if context is None else context
         if context_path is not None and focus is not None:
-            path = context_path.replace("[x]", "")
-            focus = ResourceNode.create_node(focus, R4_MODEL["path2Type"].get(path, path))
+            focus = ResourceNode.create_node(focus, _focus_path(context_path))
         data_root = [] if focus is None else list(focus) if isinstance(focus, list) else [focus]
         vars_: dict[str, Any] = {
             **ENVIRONMENT,
@@ -279,6 +279,20 @@ class CompiledPath:
             # fhirpathpy's own functions signal type errors with plain exceptions.
             raise FhirPathEvaluationError(f"{type(exc).__name__}: {exc}", self.expression) from exc
         return collapse(result if isinstance(result, list) else [result])
+
+
+def _focus_path(context_path: str) -> str | None:
+    """The fhirpathpy node path for a context: its FHIR type, or the path of a backbone element.
+
+    ``Observation.effective[x]`` names no single type, so such a focus stays untyped; pass the
+    concrete element (``Observation.effectiveDateTime``) or type (``dateTime``) instead.
+    """
+    path = context_path.replace("[x]", "")
+    if path in R4_MODEL["path2Type"]:
+        return R4_MODEL["path2Type"][path] or path
+    if path in R4_MODEL["choiceTypePaths"]:
+        return None
+    return path
 
 
 @functools.lru_cache(maxsize=4096)

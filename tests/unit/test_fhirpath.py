@@ -116,6 +116,11 @@ def test_context_path_types_the_focus() -> None:
     assert evaluate(PATIENT, "value.value", extension, context_path="Extension") == [3]
     assert evaluate(PATIENT, "$this", "1980", context_path="Patient.birthDate") == ["1980"]
     assert evaluate(PATIENT, "$this < @2000", "1980", context_path="date") == [True]
+    # vs-1 on Observation.effective[x]: the concrete element or type types the focus
+    vs1 = "($this as dateTime).toString().length() >= 8"
+    assert evaluate(PATIENT, vs1, "2020-01-01", context_path="Observation.effectiveDateTime") == [True]
+    assert evaluate(PATIENT, vs1, "2020", context_path="dateTime") == [False]
+    assert evaluate(PATIENT, "$this.is(BackboneElement)", "2020", context_path="Observation.effective[x]") == [False]
 
 
 def test_untyped_element_context_still_finds_choice_elements() -> None:
