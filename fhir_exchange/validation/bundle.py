@@ -5,23 +5,62 @@ Checked natively (they need the whole Bundle, and cost nothing here):
 - ``fullUrl`` is unique, except for entries of different versions (``meta.versionId``) of one
   resource, and in history Bundles (bdl-7);
 - an http(s) ``fullUrl`` ends with the resource's ``Type/id`` (bundle.html#fullUrl);
-- in document and message Bundles, the first entry is a Composition / MessageHeader (bdl-11, bdl-12)
-  and every literal reference inside the Bundle resolves to an entry (bundle.html#document-resolution).
+- ``fullUrl`` is an absolute URI (it has a scheme: ``http:``, ``urn:`` ...);
+- in a document Bundle every literal reference resolves to exactly one entry, versioned references
+  to the entry with that ``meta.versionId`` (bundle.html#document).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fhir_exchange.validation.issues import IssueSink, MsgId
-from fhir_exchange.validation.references import Resolver
+from fhir_exchange.validation.references import LITERAL_REFERENCE, Resolver
 from fhir_exchange.validation.structure import Visited
 
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 
-def check_bundle(resources: list[Visited], resolver: Resolver, sink: IssueSink) -> None:
+
+def check_bundle(resources: list[Visited], refs: list[Visited], resolver: Resolver, sink: IssueSink) -> None:
     for v in resources:
         if v.node.get("resourceType") == "Bundle":
             _one(v.node, v.path, sink)
+            if v.node.get("type") == "document":
+                _document_references(v.node, refs, resolver, sink)
+
+
+def _document_references(bundle: dict[str, Any], refs: list[Visited], resolver: Resolver, sink: IssueSink) -> None:
+    """A document is self-contained: every literal reference resolves to one of its entries."""
+    entries = [e for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    members = {id(e["resource"]) for e in entries}
+    for v in refs:
+        if id(resolver.container_of(v.resource)) not in members:
+            continue
+        ref = v.node.get("reference")
+        if not isinstance(ref, str) or ref.startswith("#"):
+            continue
+        m = LITERAL_REFERENCE.match(ref)
+        version = m.group("version") if m else None
+        if m:
+            tail = f"{m.group('type')}/{m.group('id')}"
+            candidates = [e for e in entries if isinstance(e.get("fullUrl"), str)
+                          and (e["fullUrl"] == tail or e["fullUrl"].endswith("/" + tail)
+                               or (m.group("base") and e["fullUrl"] == f"{m.group('base')}/{tail}"))]
+        else:
+            candidates = [e for e in entries if e.get("fullUrl") == ref]
+        if version is not None:
+            candidates = [e for e in candidates
+                          if isinstance(e["resource"].get("meta"), dict)
+                          and e["resource"]["meta"].get("versionId") == version]
+        if not candidates:
+            sink.error("not-found", MsgId.REFERENCE_UNRESOLVED_CONTAINED,
+                       f"The reference {ref} does not resolve to an entry of this document Bundle "
+                       "(bundle.html#document)", v.path)
+        elif len(candidates) > 1:
+            sink.error("invalid", MsgId.REFERENCE_UNRESOLVED_CONTAINED,
+                       f"The reference {ref} matches {len(candidates)} entries of this document Bundle; "
+                       "a versioned reference is needed", v.path)
 
 
 def _one(bundle: dict[str, Any], path: str, sink: IssueSink) -> None:
@@ -38,6 +77,9 @@ def _one(bundle: dict[str, Any], path: str, sink: IssueSink) -> None:
         here = f"{path}.entry[{i}]"
         if not isinstance(full, str):
             continue
+        if _ABSOLUTE.match(full) is None:
+            sink.error("invalid", MsgId.BUNDLE_DUPLICATE,
+                       f"The fullUrl '{full}' must be an absolute URL (bundle.html#fullUrl)", f"{here}.fullUrl")
         version = None
         if isinstance(res, dict) and isinstance(res.get("meta"), dict):
             version = res["meta"].get("versionId")

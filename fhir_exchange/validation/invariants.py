@@ -28,27 +28,28 @@ Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
 
 
 class FullEngine(Protocol):
-    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> list[Any]: ...
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> list[Any]: ...
+
+    def holds(self, result: list[Any]) -> bool: ...
 
 
 class _ProjectEngine:
-    """``fhir_exchange.fhir.fhirpath``: compile(expr).evaluate(resource, context, variables=...)."""
+    """``fhir_exchange.fhir.fhirpath``: the project's engine (fhirpathpy plus the FHIR functions)."""
 
     def __init__(self, module: Any) -> None:
         self.m = module
-        self._compiled: dict[str, Any] = {}
 
-    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> list[Any]:
-        c = self._compiled.get(expression)
-        if c is None:
-            c = self._compiled[expression] = self.m.compile(expression)
-        return list(c.evaluate(variables.get("resource"), node, variables=variables))
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> list[Any]:
+        compiled = self.m.compile(expression)  # lru-cached by the module
+        return list(compiled.evaluate(resource, node, root_resource=root, context_path=type_path))
 
     def holds(self, result: list[Any]) -> bool:
         return bool(self.m.constraint_holds(result))
 
 
 class _FhirpathpyEngine:
+    """Plain fhirpathpy, for when the project's engine is not available."""
+
     def __init__(self) -> None:
         import fhirpathpy
         from fhirpathpy.models import models
@@ -56,15 +57,15 @@ class _FhirpathpyEngine:
         self.fp = fhirpathpy
         self.model = models["r4"]
 
-    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> list[Any]:
-        ctx = {k: v for k, v in variables.items() if k != "context"}
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> list[Any]:
+        ctx = {"resource": resource, "rootResource": root}
         return list(self.fp.evaluate(node, {"base": type_path, "expression": expression}, ctx, self.model))
 
     def holds(self, result: list[Any]) -> bool:
         return not (len(result) == 1 and result[0] is False)
 
 
-def _load_full_engine() -> _ProjectEngine | _FhirpathpyEngine:
+def _load_full_engine() -> FullEngine:
     try:
         module = importlib.import_module("fhir_exchange.fhir.fhirpath")
         if hasattr(module, "compile") and hasattr(module, "constraint_holds"):
@@ -74,6 +75,12 @@ def _load_full_engine() -> _ProjectEngine | _FhirpathpyEngine:
     return _FhirpathpyEngine()
 
 
+# Errata of the R4 core definitions, corrected as the HL7 reference validator corrects them.
+CORRECTIONS: dict[str, str] = {
+    # "more than one enableWhen" written as count() > 2 in R4 (fixed in R4B/R5)
+    "enableWhen.count() > 2 implies enableBehavior.exists()": "enableWhen.count() > 1 implies enableBehavior.exists()",
+}
+
 _FAST_FAILED = object()
 
 
@@ -82,18 +89,19 @@ class InvariantChecker:
 
     def __init__(self) -> None:
         self._fast: dict[str, Any] = {}
-        self._full: _ProjectEngine | _FhirpathpyEngine | None = None
+        self._full: FullEngine | None = None
         self._lock = threading.Lock()
 
-    def full_engine(self) -> _ProjectEngine | _FhirpathpyEngine:
+    def full_engine(self) -> FullEngine:
         if self._full is None:
             with self._lock:
                 if self._full is None:
                     self._full = _load_full_engine()
         return self._full
 
-    def evaluate(self, expression: str, node: Any, type_path: str, variables: dict[str, Any]) -> bool | None:
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> bool | None:
         """True/False for holds/broken; None when no engine could evaluate it."""
+        expression = CORRECTIONS.get(expression, expression)
         fast = self._fast.get(expression)
         if fast is None:
             try:
@@ -105,24 +113,23 @@ class InvariantChecker:
             self._fast[expression] = fast
         if fast is not _FAST_FAILED:
             try:
-                result = fast([node], variables)
+                result = fast([node], {"resource": [resource], "rootResource": [root], "context": [node]})
                 return not (len(result) == 1 and result[0] is False)
             except Unsupported:
                 pass
         engine = self.full_engine()
         try:
-            result = engine.evaluate(expression, node, type_path, variables)
+            result = engine.evaluate(expression, node, type_path, resource, root)
+            return engine.holds(result)
         except Exception:  # the engine's own failure is not the resource's
             return None
-        return engine.holds(result)
 
     def check(self, constraints: tuple[Constraint, ...], node: Any, path: str, type_path: str,
               resource: dict[str, Any], root: dict[str, Any], sink: IssueSink) -> None:
-        variables = {"resource": [resource], "rootResource": [root], "context": [node]}
         for c in constraints:
             if not c.expression:
                 continue
-            verdict = self.evaluate(c.expression, node, type_path, variables)
+            verdict = self.evaluate(c.expression, node, type_path, resource, root)
             if verdict is None:
                 sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
                           f"Constraint {c.key} could not be evaluated: {c.expression}", path)

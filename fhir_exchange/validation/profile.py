@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fhir_exchange.definitions import Definitions
@@ -27,7 +28,7 @@ from fhir_exchange.validation.schema import ElementDef, StructureSchema, compile
 from fhir_exchange.validation.shapes import BINDABLE, NATIVE_CONSTRAINTS, ShapeBuilder
 from fhir_exchange.validation.snapshot import SnapshotError, SnapshotGenerator
 from fhir_exchange.validation.terminology import Terminology
-from fhir_exchange.validation.values import compare, describe, json_equal, matches_pattern
+from fhir_exchange.validation.values import compare, describe, duration_limit, json_equal, matches_pattern
 
 CORE_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
 MAX_DEPTH = 12  # profiles of references of profiles...: deep enough for real IGs, bounded against cycles
@@ -100,6 +101,12 @@ class ProfileValidator:
             raise hit
         return hit  # type: ignore[return-value]
 
+    def _safe_schema(self, url: str) -> StructureSchema | None:
+        try:
+            return self.schema(url)
+        except ProfileError:
+            return None
+
     def is_core(self, url: str | None) -> bool:
         if not url or not url.startswith(CORE_PREFIX):
             return False
@@ -129,6 +136,8 @@ class ProfileValidator:
             ctx.sink.warning("not-found", MsgId.PROFILE_UNKNOWN,
                              f"Profile {url} is not known to this server; not checked", path)
             return
+        for problem in self.snapshots.problems.get(schema.url, ()):
+            ctx.sink.warning("processing", MsgId.PROFILE_UNUSABLE, f"Profile {url}: {problem} (ignored)", path)
         if schema.kind == "resource" and schema.type != res.get("resourceType") and schema.type not in (
                 "Resource", "DomainResource"):
             ctx.sink.error("invalid", MsgId.PROFILE_UNUSABLE,
@@ -196,9 +205,17 @@ class ProfileValidator:
 
     def _node(self, obj: dict[str, Any], elem: ElementDef, schema: StructureSchema, path: str,
               ctx: ProfileContext) -> None:
-        for child in elem.children:
-            items = self._items(obj, child, path)
-            self._group(items, child, schema, path, ctx)
+        # Below a contained resource or a Bundle entry, %resource is that resource; for the
+        # constraints on the element that holds it, it is still the outer one (as the HL7 validator).
+        outer = ctx.resource
+        if "resourceType" in obj and obj is not outer:
+            ctx.resource = obj
+        try:
+            for child in elem.children:
+                items = self._items(obj, child, path)
+                self._group(items, child, schema, path, ctx)
+        finally:
+            ctx.resource = outer
         self._constraints(elem, obj, path, schema, ctx)
 
     def _items(self, obj: dict[str, Any], elem: ElementDef, path: str) -> list[Item]:
@@ -242,7 +259,7 @@ class ProfileValidator:
 
     @staticmethod
     def _actual_type(value: Any, code: str) -> str:
-        if code in ("Resource", "DomainResource") and isinstance(value, dict):
+        if isinstance(value, dict) and "resourceType" in value:
             rt = value.get("resourceType")
             if isinstance(rt, str):
                 return rt
@@ -323,7 +340,14 @@ class ProfileValidator:
                                         ("maxValue", 1, MsgId.MAX_VALUE, "greater than the maximum")):
             for k, limit in raw.items():
                 if k.startswith(key) and len(k) > len(key):
-                    c = compare(item.type_code, item.value, limit)
+                    if k.endswith("Duration") and item.type_code in ("date", "dateTime", "instant"):
+                        moved = duration_limit(datetime.now(UTC), limit, sign)
+                        if moved is None:
+                            continue
+                        limit = moved[:10] if item.type_code == "date" else moved
+                        c = compare("dateTime" if item.type_code != "date" else "date", item.value, limit)
+                    else:
+                        c = compare(item.type_code, item.value, limit)
                     if c == sign:
                         sink.error("value", msg_id, f"{elem.path}: value {describe(item.value)} is {word} "
                                                     f"{describe(limit)}", item.path)
@@ -341,8 +365,15 @@ class ProfileValidator:
                 continue
             profiles = [p for p in t.profiles if not self.is_core(p)]
             if item.type_code == "Extension" and isinstance(value, dict):
-                # The extension is checked against its own definition (by url) once, by the validator.
-                profiles = [p for p in profiles if p.partition("|")[0] != value.get("url")]
+                # The extension is checked against its own definition (by url) once, by the validator;
+                # but a profile that demands a definition we lack cannot be said to be met.
+                own = [p for p in profiles if p.partition("|")[0] == value.get("url")]
+                for p in own:
+                    if self._safe_schema(p) is None:
+                        ctx.sink.error("not-found", MsgId.PROFILE_UNKNOWN,
+                                       f"{elem.path}: the extension definition {p} this profile requires is not "
+                                       "available, so conformance cannot be established", item.path)
+                profiles = [p for p in profiles if p not in own]
             if profiles:
                 if isinstance(value, dict) and "resourceType" in value:
                     if len(profiles) == 1:
@@ -371,8 +402,12 @@ class ProfileValidator:
         own = tuple(c for c in elem.constraints
                     if c.key not in NATIVE_CONSTRAINTS and c.expression and not self.is_core(c.source))
         if own:
-            type_path = elem.path if elem.children or "." not in elem.path else (
-                elem.types[0].code if elem.types else elem.path)
+            if isinstance(node, dict) and isinstance(node.get("resourceType"), str):
+                type_path = node["resourceType"]
+            elif elem.children or "." not in elem.path:
+                type_path = elem.path
+            else:
+                type_path = elem.types[0].code if elem.types else elem.path
             self.invariants.check(own, node, path, type_path, ctx.resource, ctx.root_of(ctx.resource),
                                   ctx.sink)
 
@@ -456,7 +491,9 @@ class ProfileValidator:
                     return any(self.tx.validate_code(b.value_set, v.get("system") if isinstance(v, dict) else None,
                                                      v.get("code") if isinstance(v, dict) else v).valid
                                for v, _ in values if isinstance(v, (dict, str)))
-                return False
+                # The slice does not constrain this discriminator: it does not tell slices apart here
+                # (validator case type-subtype-slicing: a sub-discriminator not every slice uses).
+                return True
             if is_fixed:
                 return any(json_equal(v, expected) for v, _ in values)
             return any(matches_pattern(v, expected) for v, _ in values)

@@ -24,7 +24,7 @@ from typing import Any
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.structure import Visited
 
-_LITERAL = re.compile(
+LITERAL_REFERENCE = re.compile(
     r"^(?:(?P<base>https?://.+?|urn:[^/]+)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
     r"(?:/_history/(?P<version>[A-Za-z0-9\-.]{1,64}))?$"
 )
@@ -32,7 +32,7 @@ _LITERAL = re.compile(
 
 def reference_type(ref: str) -> str | None:
     """The resource type a literal reference names, or None (``#id``, ``urn:uuid:``, not a literal)."""
-    m = _LITERAL.match(ref)
+    m = LITERAL_REFERENCE.match(ref)
     return m.group("type") if m else None
 
 
@@ -86,7 +86,7 @@ class Resolver:
         hit = self.by_full_url.get(ref)
         if hit is not None:
             return hit
-        m = _LITERAL.match(ref)
+        m = LITERAL_REFERENCE.match(ref)
         if m:
             return self.by_type_id.get(f"{m.group('type')}/{m.group('id')}")
         return None

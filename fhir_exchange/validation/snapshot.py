@@ -15,7 +15,9 @@ in, in order:
   the sliced element's existing slices; re-slices (``a/b``) nest the same way;
 - a type-specific choice name (``Observation.valueQuantity``) constrains ``value[x]`` to that type.
 
-Cycles through ``baseDefinition`` are reported, never followed forever.
+A differential element that matches nothing in the base is dropped and recorded in ``problems``
+(the profile is still usable, as with the HL7 generator); cycles through ``baseDefinition`` are
+reported, never followed forever.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class SnapshotError(Exception):
     pass
 
 
+class UnknownBase(SnapshotError):
+    """The base definition is not loaded: nothing can be said about the profile yet."""
+
+
 def _upper_first(s: str) -> str:
     return s[:1].upper() + s[1:]
 
@@ -48,6 +54,7 @@ class SnapshotGenerator:
         self._generation = -1
         self._cache: dict[str, dict[str, Any]] = {}
         self._building: set[str] = set()
+        self.problems: dict[str, list[str]] = {}  # profile url -> what could not be applied
 
     def with_snapshot(self, sd: dict[str, Any]) -> dict[str, Any]:
         """``sd`` itself when it has a snapshot, else a copy with a generated one."""
@@ -57,6 +64,7 @@ class SnapshotGenerator:
         with self._lock:
             if self._generation != self.defs.generation:
                 self._cache.clear()
+                self.problems.clear()
                 self._generation = self.defs.generation
             hit = self._cache.get(key)
             if hit is not None:
@@ -86,10 +94,14 @@ class SnapshotGenerator:
             raise SnapshotError(f"{sd.get('url')} has neither snapshot nor baseDefinition")
         base = self.resolve_sd(base_url)
         if base is None:
-            raise SnapshotError(f"base {base_url} of {sd.get('url')} is not known")
+            raise UnknownBase(f"base {base_url} of {sd.get('url')} is not known")
         snap = [copy.deepcopy(e) for e in base["snapshot"]["element"]]
+        base_url = base.get("url", "")
         for e, eid in zip(snap, element_ids(snap), strict=True):
             e["id"] = eid
+            # Inherited constraints name their origin, so validators can tell them from the profile's own.
+            for c in e.get("constraint", ()):
+                c.setdefault("source", base_url)
         diff = (sd.get("differential") or {}).get("element") or []
         base_type = base.get("type")
         work = _Snapshot(snap, self)
@@ -102,9 +114,16 @@ class SnapshotGenerator:
                     break
             target = work.ensure(did, d)
             if target is None:
-                raise SnapshotError(f"{sd.get('url')}: differential element {did} matches nothing in the base")
+                # As the HL7 generator does, the element is dropped and the problem recorded; the rest
+                # of the profile still applies (validator case parameters-profiled-resource-multiple).
+                self.problems.setdefault(sd.get("url", ""), []).append(
+                    f"differential element {did} matches nothing in the base")
+                continue
             if target["id"] != did:
                 renames[did] = target["id"]
+            conflict = _fixed_conflict(target, d)
+            if conflict:
+                self.problems.setdefault(sd.get("url", ""), []).append(f"{did}: {conflict}")
             _merge(target, d)
         return work.elements
 
@@ -114,6 +133,14 @@ def _rebase_id(eid: str, own_type: str | None, base_type: str | None) -> str:
     if own_type and base_type and own_type != base_type and eid.split(".", 1)[0] == own_type:
         return base_type + eid[len(own_type):]
     return eid
+
+
+def _fixed_conflict(base: dict[str, Any], d: dict[str, Any]) -> str | None:
+    """A profile may narrow its base, never contradict it: a fixed value cannot be changed."""
+    for k, v in base.items():
+        if k.startswith("fixed") and k in d and d[k] != v:
+            return f"{k} {d[k]!r} contradicts the base's fixed value {v!r}"
+    return None
 
 
 def _merge(target: dict[str, Any], d: dict[str, Any]) -> None:

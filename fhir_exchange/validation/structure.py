@@ -46,6 +46,7 @@ class WalkContext:
     extensions: list[Visited] = field(default_factory=list)  # extra: True for modifierExtension
     references: list[Visited] = field(default_factory=list)  # extra: the Prop
     invariants: list[Visited] = field(default_factory=list)  # extra: tuple of Constraints
+    attachments: list[Visited] = field(default_factory=list)
     # extensions: extra is (is_modifier, host type); elem_path is the host element's path
     resource: dict[str, Any] | None = None
     resource_path: str = ""
@@ -219,6 +220,8 @@ class StructureWalker:
             self._walk_object(value, shape, path, ctx)
         if p.type_code == "Reference":
             ctx.references.append(Visited(value, path, res, ctx.resource_path, "Reference", p.elem.path, p))
+        elif p.type_code == "Attachment":
+            ctx.attachments.append(Visited(value, path, res, ctx.resource_path, "Attachment", p.elem.path))
         if shape.constraints:
             ctx.invariants.append(Visited(value, path, res, ctx.resource_path, p.type_code, p.elem.path,
                                           shape.constraints))

@@ -130,6 +130,12 @@ class Terminology:
             self._expansions[value_set] = exp
             return exp
 
+    def expand_resource(self, vs: dict[str, Any]) -> Expansion:
+        """Expand a ValueSet given inline (e.g. contained in a Questionnaire); not cached."""
+        with self._lock:
+            self._check_generation()
+            return self._expand(vs, "#" + str(vs.get("id", "")))
+
     # -- expansion ---------------------------------------------------------------------------
 
     def _expand(self, vs: dict[str, Any], url: str) -> Expansion:

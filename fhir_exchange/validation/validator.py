@@ -19,19 +19,21 @@ Definitions added at run time (``Definitions.add``) are used at once: every cach
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Issue
 from fhir_exchange.validation.bundle import check_bundle
+from fhir_exchange.validation.datatypes import check_attachments
 from fhir_exchange.validation.extensions import check_extensions
 from fhir_exchange.validation.invariants import InvariantChecker
-from fhir_exchange.validation.issues import IssueSink
+from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.profile import ProfileContext, ProfileValidator
 from fhir_exchange.validation.questionnaire import QuestionnaireChecker
 from fhir_exchange.validation.references import Resolver, check_contained, check_narrative, check_references
 from fhir_exchange.validation.shapes import ShapeBuilder
+from fhir_exchange.validation.snapshot import SnapshotError, UnknownBase
 from fhir_exchange.validation.structure import StructureWalker, WalkContext
 from fhir_exchange.validation.terminology import Terminology
 from fhir_exchange.validation.xhtml import check_narratives
@@ -40,14 +42,17 @@ from fhir_exchange.validation.xhtml import check_narratives
 class Validator:
     """Validates resources against the definitions it was built with; safe to share between threads."""
 
-    def __init__(self, definitions: Definitions, *, invariants: bool = True) -> None:
+    def __init__(self, definitions: Definitions, *, invariants: bool = True,
+                 fetch_canonical: Callable[[str], dict[str, Any] | None] | None = None) -> None:
+        """``fetch_canonical`` finds canonical resources that are not conformance resources (the
+        Questionnaire of a QuestionnaireResponse), e.g. in the store; definitions are asked first."""
         self.definitions = definitions
         self.terminology = Terminology(definitions)
         self.shapes = ShapeBuilder(definitions)
         self.structure = StructureWalker(self.shapes, self.terminology)
         self.invariants = InvariantChecker()
         self.profiles = ProfileValidator(definitions, self.shapes, self.terminology, self.invariants)
-        self.questionnaires = QuestionnaireChecker(definitions, self.terminology)
+        self.questionnaires = QuestionnaireChecker(definitions, self.terminology, fetch_canonical)
         self.check_invariants = invariants
 
     def validate(self, resource: dict[str, Any], *, profiles: Sequence[str] = (),
@@ -62,6 +67,7 @@ class Validator:
         check_contained(ctx.resources, ctx.references, sink)
         check_narrative(ctx.resources, sink, self._is_domain_resource)
         check_narratives(ctx.resources, sink)
+        check_attachments(ctx.attachments, sink)
         pctx = ProfileContext(sink, resource, resolver.resolve, resolver.container_of)
         check_extensions(ctx.extensions, self.profiles, self.shapes, pctx)
         if self.check_invariants:
@@ -82,9 +88,34 @@ class Validator:
                         pctx.resource = v.node
                         self.profiles.validate_resource(v.node, url, v.path, pctx)
                 pctx.resource = resource
-        check_bundle(ctx.resources, resolver, sink)
+        check_bundle(ctx.resources, ctx.references, resolver, sink)
+        for r in ctx.resources:
+            if r.node.get("resourceType") == "StructureDefinition":
+                self._structure_definition(r.node, r.path, sink)
         self.questionnaires.check(ctx.resources, sink)
         return sink.result()
+
+    def _structure_definition(self, sd: dict[str, Any], path: str, sink: IssueSink) -> None:
+        """A profile must apply to its base (profiling.html#snapshot): generate its snapshot to see."""
+        if sd.get("derivation") != "constraint" or not (sd.get("differential") or {}).get("element"):
+            return
+        gen = self.profiles.snapshots
+        url = sd.get("url", "")
+        try:
+            gen.generate(sd)
+        except UnknownBase as e:
+            sink.warning("not-found", MsgId.PROFILE_UNKNOWN, f"The profile was not checked against its base: {e}",
+                         f"{path}.baseDefinition")
+            return
+        except SnapshotError as e:
+            sink.error("invalid", MsgId.PROFILE_UNUSABLE, f"The profile cannot be applied to its base: {e}",
+                       f"{path}.differential")
+            return
+        finally:
+            problems = gen.problems.pop(url, [])
+        for problem in problems:
+            sink.error("invalid", MsgId.PROFILE_UNUSABLE, f"The profile cannot be applied to its base: {problem}",
+                       f"{path}.differential")
 
     def _is_domain_resource(self, rt: str) -> bool:
         schema = self.shapes.schema(rt)

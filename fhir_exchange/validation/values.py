@@ -3,15 +3,21 @@
 ``fixed[x]``: the instance value is exactly the fixed value (for complex types: the same elements,
 nothing more). ``pattern[x]``: every element the pattern has is present with the same value, arrays
 matching when each pattern item is matched by some instance item; other elements may appear.
-``minValue[x]``/``maxValue[x]`` order dates, times, numbers and Quantities of the same unit;
+``minValue[x]``/``maxValue[x]`` order dates, times, numbers and Quantities (UCUM units converted where
+:mod:`ucum` knows them); a Duration limit on a date is relative to now (minValueDuration 100 a on
+a birthDate: not more than 100 years ago), as the HL7 reference validator reads it;
 ``maxLength`` counts characters.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from fhir_exchange.validation.ucum import canonical, compare_quantities
+
+UCUM = "http://unitsofmeasure.org"
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -95,14 +101,36 @@ def compare(type_code: str, a: Any, b: Any) -> int | None:
             return (key_a > key_b) - (key_a < key_b)
         return (pa > pb) - (pa < pb)
     if type_code in ("Quantity", "Age", "Duration", "Count", "Distance", "SimpleQuantity", "Money"):
-        if not isinstance(a, dict) or not isinstance(b, dict):
+        if not isinstance(a, dict) or not isinstance(b, dict) or "value" not in a or "value" not in b:
             return None
         unit_a = (a.get("system"), a.get("code") or a.get("unit") or a.get("currency"))
         unit_b = (b.get("system"), b.get("code") or b.get("unit") or b.get("currency"))
-        if unit_a != unit_b or "value" not in a or "value" not in b:
-            return None
-        return compare("decimal", a["value"], b["value"])
+        if unit_a == unit_b:
+            return compare("decimal", a["value"], b["value"])
+        if unit_a[0] == unit_b[0] == UCUM and isinstance(unit_a[1], str) and isinstance(unit_b[1], str):
+            try:
+                return compare_quantities(Decimal(str(a["value"])), unit_a[1], Decimal(str(b["value"])), unit_b[1])
+            except InvalidOperation:
+                return None
+        return None
     return None
+
+
+def duration_limit(now: datetime, duration: dict[str, Any], sign: int) -> str | None:
+    """``now`` moved back (sign -1) or forward (+1) by a UCUM time Duration, as a dateTime string."""
+    c = canonical(str(duration.get("code"))) if duration.get("system") in (UCUM, None) else None
+    try:
+        value = Decimal(str(duration.get("value")))
+    except InvalidOperation:
+        return None
+    if c is None or c[0] != "time":
+        return None
+    seconds = float(value * c[1])
+    try:
+        point = now + timedelta(seconds=sign * seconds)
+    except OverflowError:
+        return None
+    return point.isoformat()
 
 
 def describe(v: Any) -> str:

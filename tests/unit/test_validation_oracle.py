@@ -96,6 +96,8 @@ def primitive(draw: st.DrawFn, code: str, prop: Prop | None) -> Any:
 
 
 SKIP = {"extension", "modifierExtension", "contained"}
+# Rules beyond structure (the oracle has none of them): Attachment.size/hash must agree with data.
+SKIP_PATHS = {"Attachment.size", "Attachment.hash"}
 SKIP_AT_ROOT = {"implicitRules", "language"}  # language's binding is to all of BCP-47
 
 
@@ -105,6 +107,8 @@ def fill(draw: st.DrawFn, shape: Shape, depth: int) -> dict[str, Any]:
     by_elem: dict[int, list[Prop]] = {}
     for p in shape.props.values():
         if shape.resource_type is not None and p.elem.name in SKIP_AT_ROOT:
+            continue
+        if p.elem.path in SKIP_PATHS:
             continue
         if p.kind != RESOURCE and p.elem.name not in SKIP and p.type_code not in ("Extension", "Resource"):
             by_elem.setdefault(id(p.elem), []).append(p)

@@ -1,0 +1,122 @@
+"""Oracle: HL7 validator test cases (https://hl7.org/fhir/R4/validation.html) through our Validator.
+
+Each case of ../shared/test-suites/validator-r4/manifest.json names a resource, its supporting
+definitions and the number of errors the HL7 Java reference validator reports, for the base check
+and optionally for a check against a profile. A check *agrees* when both validators find errors or
+both find none. Supporting definitions are registered with ``Definitions.add`` (XML ones converted
+first), as a client would PUT them.
+
+Every check that disagrees is listed, with its reason, in ``validator_cases_known.json``; a check
+that agrees must not be listed (so the list cannot rot), and every unlisted check must agree.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.errors import Issue
+from fhir_exchange.validation import Validator
+from fhir_exchange.validation.shapes import ShapeBuilder
+from fhir_exchange.validation.xml import parse_xml_resource
+
+SUITE = Path(__file__).resolve().parents[3] / "shared" / "test-suites" / "validator-r4"
+KNOWN_FILE = Path(__file__).with_name("validator_cases_known.json")
+MIN_AGREEMENT = 0.90
+
+pytestmark = pytest.mark.skipif(not SUITE.exists(), reason="validator-r4 suite not present")
+
+
+@lru_cache(maxsize=1)
+def _core() -> Definitions:
+    return Definitions.load()
+
+
+@lru_cache(maxsize=1)
+def _xml_shapes() -> ShapeBuilder:
+    return ShapeBuilder(_core())
+
+
+def load(rel: str) -> dict[str, Any]:
+    raw = (SUITE / "cases" / rel).read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if rel.endswith(".xml"):
+        return parse_xml_resource(raw, _xml_shapes())
+    return orjson.loads(raw)
+
+
+def checks() -> list[tuple[str, dict[str, Any], str]]:
+    manifest = json.loads((SUITE / "manifest.json").read_text())
+    out = []
+    for case in manifest["cases"]:
+        label = f"{case['name']} [{case['file']}]"
+        if case.get("expected_errors") is not None:
+            out.append((f"{label} base", case, "base"))
+        prof = case.get("profile")
+        if prof and prof.get("expected_errors") is not None:
+            out.append((f"{label} profile", case, "profile"))
+    return out
+
+
+def run(case: dict[str, Any], kind: str) -> tuple[list[Issue], int]:
+    defs = Definitions(_core().packages)
+    # Questionnaires are not conformance resources for Definitions; the server finds them in its
+    # store, which this stand-in plays.
+    store: dict[str, dict[str, Any]] = {}
+    for rel in case.get("supporting", []):
+        res = load(rel)
+        defs.add(res)
+        if isinstance(res.get("url"), str):
+            store[res["url"]] = res
+            store[f"{res['url']}|{res.get('version')}"] = res
+    profiles: list[str] = []
+    expected = case["expected_errors"]
+    if kind == "profile":
+        prof = case["profile"]
+        for rel in prof.get("supporting", []):
+            defs.add(load(rel))
+        sd = load(prof["source"])
+        defs.add(sd)
+        profiles.append(sd["url"])
+        expected = prof["expected_errors"]
+    try:
+        resource = load(case["file"])
+    except orjson.JSONDecodeError as e:
+        # The server answers unparseable JSON with 400 and an OperationOutcome: one error.
+        return [Issue("error", "structure", f"Invalid JSON: {e}")], expected
+    issues = Validator(defs, fetch_canonical=store.get).validate(resource, profiles=profiles)
+    return [i for i in issues if i.severity in ("error", "fatal")], expected
+
+
+CHECKS = checks()
+KNOWN: dict[str, str] = json.loads(KNOWN_FILE.read_text()) if KNOWN_FILE.exists() else {}
+
+
+@pytest.mark.parametrize(("label", "case", "kind"), CHECKS, ids=[c[0] for c in CHECKS])
+def test_case_agrees_or_is_listed(label: str, case: dict[str, Any], kind: str) -> None:
+    errors, expected = run(case, kind)
+    agrees = bool(errors) == (expected > 0)
+    if label in KNOWN:
+        assert not agrees, f"{label} now agrees: remove it from {KNOWN_FILE.name}"
+    else:
+        assert agrees, (f"{label}: reference validator {expected} errors, ours {len(errors)}: "
+                        + "; ".join(f"{e.expression} {e.diagnostics}" for e in errors[:5]))
+
+
+def test_known_list_names_real_checks() -> None:
+    labels = {c[0] for c in CHECKS}
+    assert not set(KNOWN) - labels, set(KNOWN) - labels
+
+
+def test_agreement_rate() -> None:
+    total = len(CHECKS)
+    rate = (total - len(KNOWN)) / total
+    print(f"\nvalidator-r4: {total - len(KNOWN)}/{total} checks agree ({rate:.1%})")
+    assert rate >= MIN_AGREEMENT
