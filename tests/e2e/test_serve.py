@@ -89,3 +89,45 @@ def test_load_a_folder_prints_a_summary(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "fhir_exchange", "load", str(folder / "patient.json"),
                             "--data-dir", str(data)], env=cli_env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "Loaded 1 of 1 files" in again.stdout
+
+
+async def test_sigterm_under_load_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    """Writes in flight at SIGTERM either complete (and are then durable) or fail at the client; none
+    that was acknowledged with 201 may be missing after a restart."""
+    import asyncio
+    import signal
+
+    data = tmp_path / "data"
+    srv = start_server(data)
+    acknowledged: list[str] = []
+    try:
+        async with httpx.AsyncClient(base_url=srv.base, timeout=20) as c:
+
+            async def writer(n: int) -> None:
+                for k in range(1000):
+                    try:
+                        resp = await c.post("/Patient", json={"resourceType": "Patient",
+                                                              "name": [{"family": f"w{n}-{k}"}]})
+                    except httpx.HTTPError:
+                        return
+                    if resp.status_code != 201:
+                        return
+                    acknowledged.append(resp.json()["id"])
+
+            tasks = [asyncio.create_task(writer(n)) for n in range(8)]
+            while len(acknowledged) < 40:
+                await asyncio.sleep(0.02)
+            srv.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert await asyncio.to_thread(srv.proc.wait, 20) == 0
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+    again = start_server(data)
+    try:
+        async with httpx.AsyncClient(base_url=again.base, timeout=20) as c:
+            statuses = [(await c.get(f"/Patient/{rid}")).status_code for rid in acknowledged]
+            assert statuses == [200] * len(acknowledged)
+            assert (await c.get("/Patient", params={"_summary": "count"})).json()["total"] >= len(acknowledged)
+    finally:
+        assert again.stop() == 0
