@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import FhirError
+from fhir_exchange.search import sqlite as search_sql
 from fhir_exchange.search.extract import make_indexer
 from fhir_exchange.search.match import Matcher
 from fhir_exchange.search.parse import parse
@@ -199,11 +200,18 @@ async def _check(defs: Definitions, resources: list[dict[str, Any]], queries: li
                                   strict=True)
                 except FhirError:
                     continue
-                got = await store.search(query)
                 want = matcher.search(query)
-                assert [(m.type, m.id) for m in got.matches] == want.matches, (type, raw)
-                assert got.total == want.total, (type, raw)
-                assert [(m.type, m.id) for m in got.includes] == want.includes, (type, raw)
+                # Both SQL sort strategies: per-row sort values, and the streamed index walk that
+                # large results take (forced here by a threshold of 0).
+                for threshold in (search_sql.STREAM_THRESHOLD, 0):
+                    saved, search_sql.STREAM_THRESHOLD = search_sql.STREAM_THRESHOLD, threshold
+                    try:
+                        got = await store.search(query)
+                    finally:
+                        search_sql.STREAM_THRESHOLD = saved
+                    assert [(m.type, m.id) for m in got.matches] == want.matches, (type, raw, threshold)
+                    assert got.total == want.total, (type, raw)
+                    assert [(m.type, m.id) for m in got.includes] == want.includes, (type, raw)
         finally:
             await store.close()
 
