@@ -298,10 +298,17 @@ def _focus_path(context_path: str) -> str | None:
 @functools.lru_cache(maxsize=4096)
 def compile(expression: str) -> CompiledPath:
     """Parse and prepare ``expression`` once; raises :class:`FhirPathSyntaxError`."""
-    text = _protect_partial_datetimes(expression)
-    ast = _parse(text, expression)
-    prepared = _Preparer(expression)
-    root = prepared.transform(_rotate_type_operators(ast))
+    try:
+        text = _protect_partial_datetimes(expression)
+        ast = _parse(text, expression)
+        prepared = _Preparer(expression)
+        root = prepared.transform(_rotate_type_operators(ast))
+    except FhirPathError:
+        raise
+    except RecursionError:
+        raise FhirPathSyntaxError("expression nests too deeply", expression) from None
+    except Exception as exc:  # an AST shape we did not foresee: still the caller's bad input
+        raise FhirPathSyntaxError(f"cannot compile: {type(exc).__name__}: {exc}", expression) from exc
     return CompiledPath(expression, root, prepared.constants)
 
 
@@ -628,7 +635,13 @@ class _Preparer:
 
     # -- literals and constants ---------------------------------------------------------------
     def external_constant(self, node: Node) -> Node:
-        name = _ident_text(node["children"][0]["children"][0])
+        constant = node["children"][0]
+        if not constant.get("children"):
+            # %'name' (the grammar's string form): fhirpathpy expects an identifier child
+            name = _unescape(constant["terminalNodeText"][-1][1:-1], self.expression)
+            node = _constant_term(name)
+        else:
+            name = _ident_text(constant["children"][0])
         if name.startswith("@"):
             value = Temporal.parse_datetime(name[1:].rstrip("T"))
             if value is None:

@@ -455,6 +455,33 @@ def test_evaluation_errors(expression: str) -> None:
         evaluate(PATIENT, expression)
 
 
+def test_quoted_variable_names_and_deep_nesting() -> None:
+    assert evaluate(PATIENT, "%'ucum'") == ["http://unitsofmeasure.org"]
+    assert evaluate(PATIENT, "%'my var' + 1", variables={"my var": 2}) == [3]
+    with pytest.raises(FhirPathSyntaxError, match="deeply"):
+        compile("(" * 3000 + "1" + ")" * 3000)
+
+
+_TOKENS = st.sampled_from(
+    ["name", "given", ".", "(", ")", "[0]", "{}", "'a'", "1", "2.5", "@2020-01", "@T10:00", "4 'mg'", "3 days",
+     " = ", " != ", " ~ ", " < ", " | ", " and ", " or ", " implies ", " is ", " as ", " + ", " - ", " / ", " & ",
+     "where(", "select(", "exists(", "first()", "count()", "iif(", ",", "$this", "%resource", "%x", "Patient",
+     "string", "ofType(", "resolve()", "extension(", "hasValue()", "sort(", "-", "today()", "`div`"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_TOKENS, min_size=1, max_size=14).map("".join))
+def test_only_fhirpath_errors_escape(expression: str) -> None:
+    # Errors are values (DESIGN.md): whatever a client sends, the caller gets FhirPathError.
+    try:
+        path = compile(expression)
+        path.evaluate(PATIENT, variables={"x": 1})
+        path.check("Patient")
+    except FhirPathError:
+        pass
+
+
 def test_errors_carry_the_expression() -> None:
     with pytest.raises(FhirPathError) as info:
         evaluate(PATIENT, "name.given.single()")
