@@ -36,15 +36,21 @@ def _keep_whole(ch: str) -> bool:
 def normalize(s: str) -> str:
     if s.isascii():
         return " ".join(s.lower().split())
+    # Fold, strip, fold again: compatibility forms (math letters) only become foldable after NFKD,
+    # and folding can bring marks back ("İ" -> "i" + dot above); the second pass makes it idempotent.
+    return " ".join(unicodedata.normalize("NFC", _strip(_strip(s.casefold()).casefold())).split())
+
+
+def _strip(s: str) -> str:
     out: list[str] = []
-    for ch in s.casefold():
+    for ch in s:
         if _keep_whole(ch):
             out.append(ch)
             continue
         for d in unicodedata.normalize("NFKD", ch):
             if unicodedata.category(d) != "Mn":
                 out.append(d)
-    return " ".join(unicodedata.normalize("NFC", "".join(out)).split())
+    return "".join(out)
 
 
 def _strings(node: Any, out: list[str]) -> None:
