@@ -74,6 +74,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 async def _load(args: argparse.Namespace) -> int:
     from fhir_exchange.api.app import build_router, build_services
     from fhir_exchange.errors import FhirError
+    from fhir_exchange.fhir import jsonio
 
     settings = _settings(args)
     svc = build_services(settings)
@@ -85,7 +86,7 @@ async def _load(args: argparse.Namespace) -> int:
     try:
         for n, f in enumerate(files, 1):
             try:
-                doc: Any = orjson.loads(f.read_bytes())
+                doc: Any = jsonio.loads(f.read_bytes())
                 req = _load_request(doc)
                 await router.dispatch(req)
                 ok += 1

@@ -25,6 +25,7 @@ from fhir_exchange.api.negotiation import request_kind, response_type
 from fhir_exchange.clock import Clock
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError, operation_outcome
+from fhir_exchange.fhir import jsonio
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
 from fhir_exchange.interactions.services import Services
@@ -119,7 +120,7 @@ class FhirEndpoint:
                     query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
                 else:
                     try:
-                        body = orjson.loads(raw)
+                        body = jsonio.loads(raw)  # decimals keep their precision
                     except orjson.JSONDecodeError as exc:
                         raise FhirError(Category.INVALID, f"The body is not valid JSON: {exc}",
                                         code="structure") from None
@@ -149,8 +150,8 @@ class FhirEndpoint:
         if resp.body is not None and not pretty:
             content: bytes = resp.body
         elif resp.resource is not None or resp.body is not None:
-            doc = resp.resource if resp.resource is not None else orjson.loads(resp.body or b"{}")
-            content = orjson.dumps(doc, option=orjson.OPT_INDENT_2 if pretty else 0)
+            doc = resp.resource if resp.resource is not None else jsonio.loads(resp.body or b"{}")
+            content = jsonio.dumps(doc, pretty=pretty)
         else:
             content = b""
         if head:

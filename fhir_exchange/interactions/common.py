@@ -7,10 +7,9 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
-import orjson
-
 from fhir_exchange.clock import instant
 from fhir_exchange.errors import Category, FhirError, Issue, invalid, not_found, operation_outcome
+from fhir_exchange.fhir import jsonio
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.store.port import ResourceVersion, UnitOfWork
@@ -109,7 +108,7 @@ async def write_version(
     meta["lastUpdated"] = now
     out = {"resourceType": type, "id": id, "meta": meta}
     out.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
-    v = ResourceVersion(type, id, version_id, now, False, orjson.dumps(out), method)
+    v = ResourceVersion(type, id, version_id, now, False, jsonio.dumps(out), method)
     await uow.put(v, out, expected_version=expected_version)
     return v
 

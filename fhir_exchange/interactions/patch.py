@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
-import orjson
 
 from fhir_exchange.errors import Category, FhirError, gone, invalid, not_found, precondition_failed
+from fhir_exchange.fhir import jsonio
 from fhir_exchange.interactions.common import (
     check_id,
     check_type,
@@ -80,7 +80,7 @@ async def patch_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, i
         raise precondition_failed(
             f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
         )
-    patched = _apply(orjson.loads(current.body), req.body, type, id)
+    patched = _apply(jsonio.loads(current.body), req.body, type, id)
     issues = validate(svc, patched)
     v = await write_version(svc, uow, type, id, patched, expected_version=current.version_id,
                             current=current, method="PATCH")

@@ -59,8 +59,8 @@ class FhirResponse:
         if self.resource is not None:
             return self.resource
         if self.body:
-            import orjson
+            from fhir_exchange.fhir import jsonio
 
-            loaded: dict[str, Any] = orjson.loads(self.body)
+            loaded: dict[str, Any] = jsonio.loads(self.body)
             return loaded
         return None

@@ -133,7 +133,8 @@ def make_checker(code: str, regex: str | None, max_length: int | None = None) ->
 
     if code in JSON_NUMBER:
         def check_decimal(v: Any) -> Failure | None:
-            if type(v) is int or type(v) is float:
+            # isinstance: fhir.jsonio.Decimal (a float that keeps its text, for precision) is a float.
+            if type(v) is int or isinstance(v, float):
                 return None
             return (MsgId.PRIMITIVE_JSON_TYPE, "structure",
                     f"decimal must be a JSON number, not {json_type_name(v)} {v!r}")
