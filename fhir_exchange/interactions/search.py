@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
+from fhir_exchange.fhir import jsonio
 from fhir_exchange.fhir.subsetting import SummaryElements, apply
 from fhir_exchange.interactions.bundle_json import splice_bundle
 from fhir_exchange.interactions.common import check_id, check_type
@@ -33,7 +32,7 @@ def _entry_body(v: ResourceVersion, summaries: SummaryElements | None, summary: 
                 elements: tuple[str, ...]) -> bytes:
     if (summary and summary != "false") or elements:
         assert summaries is not None
-        return orjson.dumps(apply(summaries, orjson.loads(v.body), summary, list(elements) or None))
+        return jsonio.dumps(apply(summaries, jsonio.loads(v.body), summary, list(elements) or None))
     return v.body
 
 

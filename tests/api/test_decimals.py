@@ -29,6 +29,8 @@ async def test_decimals_keep_their_text_everywhere(client: httpx.AsyncClient) ->
                                                                                                     "0.1e-9"]
     assert raw_values((await client.get("/Observation/d", params={"_elements": "valueQuantity"})).content) == [
         "5.10"]
+    found = await client.get("/Observation", params={"_elements": "valueQuantity,referenceRange"})
+    assert raw_values(found.content) == ["5.10", "0.1e-9"]
     patched = await client.patch("/Observation/d", content=b'[{"op":"replace","path":"/status","value":"amended"}]',
                                  headers={"content-type": "application/json-patch+json"})
     assert patched.status_code == 200 and raw_values(patched.content) == ["5.10", "0.1e-9"]
