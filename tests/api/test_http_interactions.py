@@ -395,3 +395,23 @@ async def test_offset_beyond_64_bits_is_an_empty_page(client: httpx.AsyncClient,
     resp = await client.get(path, params={"_offset": "9" * 30})  # was 500 (OverflowError in SQLite)
     assert resp.status_code == 200
     assert resp.json()["total"] == 1 and "entry" not in resp.json()
+
+
+async def test_concurrent_conditional_updates_create_one_resource(client: httpx.AsyncClient) -> None:
+    body = {**PATIENT, "identifier": [{"system": SYS, "value": "cu"}]}
+    responses = await asyncio.gather(*(client.put("/Patient", params={"identifier": f"{SYS}|cu"}, json=body)
+                                       for _ in range(12)))
+    assert sorted(r.status_code for r in responses) == [200] * 11 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sorted(int(r.json()["meta"]["versionId"]) for r in responses) == list(range(1, 13))
+
+
+async def test_concurrent_patches_with_if_match_exactly_one_wins(client: httpx.AsyncClient) -> None:
+    await client.put("/Patient/pp", json={**PATIENT, "id": "pp"})
+    responses = await asyncio.gather(*(
+        client.patch("/Patient/pp", content=f'[{{"op":"add","path":"/birthDate","value":"19{n:02d}-01-01"}}]'.encode(),
+                     headers={"content-type": "application/json-patch+json", "If-Match": 'W/"1"'})
+        for n in range(10)))
+    assert sorted(r.status_code for r in responses) == [200] + [412] * 9
+    winner = next(r for r in responses if r.status_code == 200).json()
+    assert (await client.get("/Patient/pp")).json() == winner
