@@ -154,8 +154,8 @@ class FhirEndpoint:
             content = jsonio.dumps(doc, pretty=pretty)
         else:
             content = b""
-        if head:
-            content = b""
+        # HEAD (``head``) answers exactly what GET would, headers included (Content-Type, Content-Length:
+        # RFC 9110 9.3.2); the HTTP server (uvicorn, hypercorn) leaves the body off the wire.
         if resp.status == 304 or not content:
             return Response(status_code=resp.status, headers=headers)
         return Response(content, status_code=resp.status, headers=headers, media_type=f"{media}; charset=utf-8")

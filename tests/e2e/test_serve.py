@@ -131,3 +131,14 @@ async def test_sigterm_under_load_keeps_every_acknowledged_write(tmp_path: Path)
             assert (await c.get("/Patient", params={"_summary": "count"})).json()["total"] >= len(acknowledged)
     finally:
         assert again.stop() == 0
+
+
+def test_head_has_the_headers_of_get_and_no_body(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=10) as c:
+        c.put("/Patient/h", json={"resourceType": "Patient", "id": "h", "gender": "other"})
+        for path, status in (("/Patient/h", 200), ("/Patient/none", 404)):
+            get, head = c.get(path), c.head(path)
+            assert get.status_code == head.status_code == status
+            assert head.content == b""
+            for name in ("content-type", "content-length", "etag", "last-modified"):
+                assert head.headers.get(name) == get.headers.get(name), name
