@@ -213,6 +213,7 @@ def collapse(items: list[Any]) -> list[Any]:
 
 
 def _single(coll: list[Any], what: str = "value") -> Any:
+    coll = collapse(coll)  # results of parameter expressions arrive as fhirpathpy built them
     if len(coll) > 1:
         raise FhirPathEvaluationError(f"expected a single {what}, got {len(coll)} items")
     return coll[0] if coll else None
@@ -226,6 +227,7 @@ def _value(coll: list[Any], what: str = "value") -> Any:
 
 def boolean_of(coll: list[Any], strict: bool = False) -> bool | None:
     """FHIRPath "Singleton Evaluation of Collections": one non-boolean item counts as true."""
+    coll = collapse(coll)
     if not coll:
         return None
     if len(coll) > 1:
@@ -1714,12 +1716,32 @@ def _need_str(value: Any) -> str:
     return value
 
 
-# Names fhirpathpy implements itself and we keep (checked at compile time with ours).
+# Functions fhirpathpy implements correctly: registered here only to see logical items.
 FHIRPATHPY_KEPT = frozenset(
     {"empty", "count", "first", "last", "tail", "take", "skip", "allTrue", "anyTrue", "allFalse",
      "anyFalse"}
 )  # fmt: skip
-KNOWN_FUNCTIONS = frozenset(set(TABLE) | FHIRPATHPY_KEPT)
+
+
+def _logical(fn: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+    """Collapse the input and the collection parameters before a function sees them.
+
+    Every function and operator goes through this table, so together with the final result
+    this is where fhirpathpy's separate value/``_name`` nodes become one item each; no extra
+    step per navigation is needed (see :func:`collapse`).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(ctx: Any, data: list[Any], *params: Any) -> list[Any]:
+        return fn(ctx, collapse(data), *[collapse(p) if isinstance(p, list) else p for p in params])
+
+    return wrapper
+
+
+TABLE.update({name: dict(_fp_registry[name]) for name in FHIRPATHPY_KEPT})
+for _entry in TABLE.values():
+    _entry["fn"] = _logical(_entry["fn"])
+KNOWN_FUNCTIONS = frozenset(TABLE)
 
 __all__ = [
     "KNOWN_FUNCTIONS",
