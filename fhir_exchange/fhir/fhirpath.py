@@ -1,8 +1,9 @@
-"""FHIRPath for the server: invariants, search parameter extraction, ``_filter``-style queries.
+"""FHIRPath http://hl7.org/fhirpath/N1/ as profiled by FHIR R4 https://hl7.org/fhir/R4/fhirpath.html.
 
-Specs: http://hl7.org/fhirpath/N1/ (FHIRPath, normative release 1 as used by R4, with the
-2.0 additions the official test suite exercises) and https://hl7.org/fhir/R4/fhirpath.html
-(the FHIR model, environment variables and the FHIR-specific functions).
+The one FHIRPath entry point of the server (invariants, search parameter extraction,
+``_filter``-style queries). N1 is the normative release R4 uses; the FHIRPath 2.0 additions the
+official test suite exercises are supported too. The FHIR page adds the model, the environment
+variables and the FHIR-specific functions.
 
 Engine: fhirpathpy. We use its ANTLR parser, its R4 type model and its tree-walking evaluator
 (``fhirpathpy.engine.do_eval``) unchanged, and plug in through the two inputs that evaluator
