@@ -46,6 +46,7 @@ class Router:
         self.operations = operations or OperationRegistry()
         search.register_operations(self.operations)
         self.summaries = SummaryElements(services.definitions)
+        self.capability_cache = capabilities.StatementCache()
         # POST [base] with a Bundle: set by the bundles module (batch / transaction).
         self.bundle_processor: Handler | None = None
         s = self
@@ -149,7 +150,7 @@ class Router:
     # -- route handlers ------------------------------------------------------------------------
 
     async def _capabilities(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
-        return FhirResponse(200, resource=capabilities.capability_statement(self, req))
+        return FhirResponse(200, body=self.capability_cache.get(self, req))
 
     async def _history_system(self, req: FhirRequest, ctx: UnitContext | None = None) -> FhirResponse:
         return await history.history(self.services, req)
