@@ -389,6 +389,17 @@ def test_fhir_quantity_elements_compare_as_quantities() -> None:
     assert evaluate(observation, "value.value") == [72.5]
 
 
+def test_decimals_parsed_by_jsonio_keep_their_precision() -> None:
+    # fhir.jsonio hands decimals over as floats whose repr() is the original text (1.10, not 1.1)
+    from fhir_exchange.fhir import jsonio
+
+    observation = jsonio.loads(b'{"resourceType": "Observation", "valueQuantity": {"value": 1.10, "code": "mg"}}')
+    assert evaluate(observation, "value.value.precision()") == [2]
+    assert evaluate(observation, "value.value.toString()") == ["1.10"]
+    assert evaluate(observation, "value.value = 1.1 and value = 1.1 'mg'") == [True]
+    assert repr(evaluate(observation, "value.value")[0]) == "1.10"  # the caller's value, untouched
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.decimals(min_value=-(10**6), max_value=10**6, allow_nan=False, places=4))
 def test_boundaries_enclose_the_value(value: Decimal) -> None:
