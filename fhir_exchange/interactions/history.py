@@ -7,6 +7,7 @@ write.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from fhir_exchange.clock import instant
@@ -27,6 +28,10 @@ def _instant_param(req: FhirRequest, name: str) -> str | None:
     raw = req.query_value(name)
     if raw is None:
         return None
+    # "2024-01-01T09:00:00+09:00" sent with an unencoded "+" arrives with a space. HAPI FHIR refuses it
+    # (HAPI-1883, hapi-fhir#6043: "escape the +") and so do we, but with a diagnostic that says why.
+    if re.search(r"T[0-9:.]+ [0-9]{2}:[0-9]{2}$", raw):
+        raise invalid(f"Invalid {name} '{raw}': a '+' of the time zone offset must be sent as %2B in a URL", name)
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

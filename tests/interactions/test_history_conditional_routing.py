@@ -235,3 +235,12 @@ async def test_result_parameters_do_not_narrow_a_condition(call: Call) -> None:
     resp = await call("DELETE", "Patient", query=[("identifier", f"{SYS}|1"), ("_offset", "1")])
     assert resp.status == 200
     assert (await call.error("GET", "Patient/a")).status == 410
+
+
+async def test_history_since_with_an_unencoded_plus(call: Call) -> None:
+    await _scenario(call)
+    # "+09:00" sent unencoded in a URL arrives as " 09:00"
+    err = await call.error("GET", "_history", query=[("_since", "2024-01-01T09:00:03 09:00")])
+    assert err.status == 400 and "%2B" in err.diagnostics  # refused as HAPI FHIR does, but with the reason
+    encoded = doc(await call("GET", "_history", query=[("_since", "2024-01-01T09:00:03+09:00")]))
+    assert encoded["total"] == 3
