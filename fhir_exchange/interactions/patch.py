@@ -74,7 +74,7 @@ async def patch_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, i
     current = await uow.read(type, id)
     if current is None:
         raise not_found(f"Resource {type}/{id} is not known")
-    if current.deleted:  # as read answers (HAPI FHIR answers a patch of a deleted resource the same)
+    if current.deleted:  # as read answers; HAPI FHIR too since hapi-fhir#3788 (PATCH had undeleted it)
         raise gone(f"Resource {type}/{id} was deleted (version {current.version_id})")
     if if_match is not None and if_match != current.version_id:
         raise precondition_failed(
