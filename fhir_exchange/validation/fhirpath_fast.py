@@ -19,7 +19,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from fhir_exchange.validation.ucum import compare_quantities
+from fhir_exchange.validation.values import temporal as _temporal
+
+UCUM = "http://unitsofmeasure.org"
 
 Collection = list[Any]
 Env = dict[str, Any]
@@ -72,13 +78,27 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
 
 # -- evaluation helpers ---------------------------------------------------------------------------
 
+def _choice_names() -> frozenset[str]:
+    """Names of the R4 choice elements (value, onset, deceased...), from fhirpathpy's R4 model."""
+    from fhirpathpy.models import models
+
+    return frozenset(k.rsplit(".", 1)[-1] for k in models["r4"]["choiceTypePaths"])
+
+
+# Only these need the search for ``name`` + Type among an object's keys.
+_CHOICE_NAMES = _choice_names()
+
 def _children(item: Any, name: str) -> Collection:
     if type(item) is not dict:
         return []
     v = item.get(name)
     if v is None:
-        if name == "resourceType":
-            return []
+        if name not in _CHOICE_NAMES:
+            comp = item.get("_" + name)
+            if comp is None:
+                return []
+            # A primitive with only extensions exists, though it has no value (json.html#primitive).
+            return [c for c in comp if c is not None] if type(comp) is list else [comp]
         # A choice element is navigated by its plain name: value → valueQuantity.
         n = len(name)
         for k, val in item.items():
@@ -126,15 +146,40 @@ def _looks_temporal(s: str) -> bool:
     return len(s) >= 4 and s[:4].isdigit() and _TEMPORAL.match(s) is not None
 
 
-def _compare(a: Any, b: Any) -> int:
+def _compare(a: Any, b: Any) -> int | None:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and type(a) is not bool and type(b) is not bool:
         return (a > b) - (a < b)
     if type(a) is str and type(b) is str:
-        # Same precision, same shape, no zone: plain text order is time order; anything else is hard.
-        if (_looks_temporal(a) or _looks_temporal(b)) and (len(a) != len(b) or "T" in a):
-            raise Unsupported("date comparison needing precision or zone rules")
+        if _looks_temporal(a) or _looks_temporal(b):
+            ta, tb = _temporal(a), _temporal(b)
+            # Different precisions may be incomparable (empty) in FHIRPath: the full engine decides.
+            if ta is None or tb is None or ta[1] != tb[1]:
+                raise Unsupported("date comparison across precisions")
+            return (ta[0] > tb[0]) - (ta[0] < tb[0])
         return (a > b) - (a < b)
+    if type(a) is dict and type(b) is dict:
+        if "value" not in a or "value" not in b:
+            return None  # a Quantity without a value has nothing to order by: empty
+        return _compare_quantities(a, b)
     raise Unsupported("comparison of non-primitive values")
+
+
+def _compare_quantities(a: dict[str, Any], b: dict[str, Any]) -> int | None:
+    """Quantities (fhirpath.html#comparison): same unit, or UCUM units this module can convert;
+    units that cannot be converted make the comparison empty (None)."""
+    ua = (a.get("system"), a.get("code") or a.get("unit"))
+    ub = (b.get("system"), b.get("code") or b.get("unit"))
+    if ua == ub:
+        return _compare(a["value"], b["value"])
+    if ua[0] != UCUM or ub[0] != UCUM:
+        return None  # a non-UCUM unit is comparable only with itself
+    try:
+        r = compare_quantities(Decimal(str(a["value"])), str(ua[1]), Decimal(str(b["value"])), str(ub[1]))
+    except InvalidOperation:
+        return None
+    if r is None:
+        raise Unsupported("UCUM units beyond the local subset")
+    return r
 
 
 def _unique(c: Collection) -> Collection:
@@ -234,6 +279,8 @@ class _Parser:
             return lambda c, env: c
         if kind == "var":
             name = text[1:]
+            if name == "ucum":
+                return lambda c, env: ["http://unitsofmeasure.org"]
             if name not in ("resource", "rootResource", "context"):
                 raise Unsupported(f"variable {text}")
             return lambda c, env: env[name]
@@ -360,6 +407,8 @@ def _binary(op: str, left: Fn, right: Fn) -> Fn:
             if len(a) > 1 or len(b) > 1:
                 raise Unsupported("comparison of collections")
             r = _compare(a[0], b[0])
+            if r is None:
+                return []
             return [{"<": r < 0, ">": r > 0, "<=": r <= 0, ">=": r >= 0}[op]]
         return compare
     if op in ("in", "contains"):

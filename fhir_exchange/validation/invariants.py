@@ -89,47 +89,74 @@ class InvariantChecker:
 
     def __init__(self) -> None:
         self._fast: dict[str, Any] = {}
-        self._full: FullEngine | None = None
+        # id(constraints tuple) -> (the tuple, its compiled constraints); the tuple is kept so the id
+        # cannot be reused by another object while the entry lives.
+        self._by_tuple: dict[int, tuple[tuple[Constraint, ...], list[tuple[Constraint, str, Any]]]] = {}
+        self._engine: FullEngine | None = None
         self._lock = threading.Lock()
 
     def full_engine(self) -> FullEngine:
-        if self._full is None:
+        if self._engine is None:
             with self._lock:
-                if self._full is None:
-                    self._full = _load_full_engine()
-        return self._full
+                if self._engine is None:
+                    self._engine = _load_full_engine()
+        return self._engine
 
-    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> bool | None:
-        """True/False for holds/broken; None when no engine could evaluate it."""
-        expression = CORRECTIONS.get(expression, expression)
+    def _fast_fn(self, expression: str) -> Any:
         fast = self._fast.get(expression)
         if fast is None:
             try:
                 fast = compile_fast(expression)
-            except Unsupported:
-                fast = _FAST_FAILED
-            except Exception:  # a syntax the subset parser chokes on: the full engine decides
+            except Exception:  # Unsupported, or a syntax the subset parser chokes on: the full engine decides
                 fast = _FAST_FAILED
             self._fast[expression] = fast
+        return fast
+
+    def _full(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> bool | None:
+        engine = self.full_engine()
+        try:
+            return engine.holds(engine.evaluate(expression, node, type_path, resource, root))
+        except Exception:  # the engine's own failure is not the resource's
+            return None
+
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> bool | None:
+        """True/False for holds/broken; None when no engine could evaluate it."""
+        expression = CORRECTIONS.get(expression, expression)
+        fast = self._fast_fn(expression)
         if fast is not _FAST_FAILED:
             try:
                 result = fast([node], {"resource": [resource], "rootResource": [root], "context": [node]})
                 return not (len(result) == 1 and result[0] is False)
             except Unsupported:
                 pass
-        engine = self.full_engine()
-        try:
-            result = engine.evaluate(expression, node, type_path, resource, root)
-            return engine.holds(result)
-        except Exception:  # the engine's own failure is not the resource's
-            return None
+        return self._full(expression, node, type_path, resource, root)
+
+    def _prepared(self, constraints: tuple[Constraint, ...]) -> list[tuple[Constraint, str, Any]]:
+        prepared = self._by_tuple.get(id(constraints))
+        if prepared is None or prepared[0] is not constraints:
+            items = []
+            for c in constraints:
+                if c.expression:
+                    expr = CORRECTIONS.get(c.expression, c.expression)
+                    items.append((c, expr, self._fast_fn(expr)))
+            prepared = (constraints, items)
+            self._by_tuple[id(constraints)] = prepared
+        return prepared[1]
 
     def check(self, constraints: tuple[Constraint, ...], node: Any, path: str, type_path: str,
               resource: dict[str, Any], root: dict[str, Any], sink: IssueSink) -> None:
-        for c in constraints:
-            if not c.expression:
-                continue
-            verdict = self.evaluate(c.expression, node, type_path, resource, root)
+        env = {"resource": [resource], "rootResource": [root], "context": [node]}
+        focus = [node]
+        for c, expr, fast in self._prepared(constraints):
+            verdict: bool | None
+            if fast is not _FAST_FAILED:
+                try:
+                    result = fast(focus, env)
+                    verdict = not (len(result) == 1 and result[0] is False)
+                except Unsupported:
+                    verdict = self._full(expr, node, type_path, resource, root)
+            else:
+                verdict = self._full(expr, node, type_path, resource, root)
             if verdict is None:
                 sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
                           f"Constraint {c.key} could not be evaluated: {c.expression}", path)

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.shapes import UNSET as _UNSET
 from fhir_exchange.validation.structure import Visited
 
 LITERAL_REFERENCE = re.compile(
@@ -95,6 +96,12 @@ class Resolver:
 def _targets(v: Visited) -> set[str] | None:
     """Allowed target types of the reference's element; None when any resource will do."""
     prop = v.extra
+    if prop.targets is _UNSET:
+        prop.targets = _compute_targets(prop)  # once per element: shapes are shared
+    return prop.targets  # type: ignore[no-any-return]
+
+
+def _compute_targets(prop: Any) -> set[str] | None:
     types: set[str] = set()
     for t in prop.elem.types:
         if t.code != "Reference":
@@ -141,6 +148,8 @@ def check_references(refs: list[Visited], resolver: Resolver, sink: IssueSink) -
 
 
 def check_contained(resources: list[Visited], refs: list[Visited], sink: IssueSink) -> None:
+    if len(resources) == 1 and not resources[0].node.get("contained"):
+        return
     by_container: dict[int, list[Visited]] = {}
     for r in refs:
         by_container.setdefault(id(r.resource), []).append(r)

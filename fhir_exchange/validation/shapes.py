@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.primitives import PrimitiveType, build_primitive
 from fhir_exchange.validation.schema import Binding, Constraint, ElementDef, StructureSchema, compile_structure
+
+UNSET: Any = object()
 
 PRIM = 0
 COMPLEX = 1
@@ -44,6 +47,9 @@ class Prop:
     shape: Shape | None = None  # resolved on first use: types refer to each other cyclically
     # String values already found clean here (format and binding): most values repeat across resources.
     good: set[str] = field(default_factory=set)
+    good_codes: set[tuple[Any, ...]] = field(default_factory=set)  # (system, code)s that met the binding
+    targets: Any = UNSET  # allowed reference target types, computed by the references pass
+    choice: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -181,7 +187,7 @@ class ShapeBuilder:
                 binding = child.binding if (child.binding and child.binding.value_set and code in BINDABLE
                                             and child.binding.strength in ("required", "extensible")) else None
                 shape.props[k] = Prop(k, segment, child, code, pkind, child.is_array, prim, binding, schema,
-                                      elem.path, host_type)
+                                      elem.path, host_type, choice=child.choice)
                 keys.append(k)
                 if pkind == PRIM:
                     keys.append("_" + k)

@@ -26,6 +26,18 @@ from fhir_exchange.validation.terminology import Terminology
 GOOD_CACHE_SIZE = 2048
 
 
+def _coding_key(value: dict[str, Any], type_code: str) -> tuple[Any, ...] | None:
+    try:
+        if type_code == "CodeableConcept":
+            codings = value.get("coding")
+            if codings is None:
+                return None
+            return tuple((c.get("system"), c.get("code")) for c in codings)
+        return (value.get("system"), value.get("code"))
+    except (AttributeError, TypeError):  # malformed: the walk has reported it
+        return None
+
+
 @dataclass(slots=True)
 class Visited:
     """A node met during the walk that a later pass needs: no pass walks the JSON again."""
@@ -103,6 +115,7 @@ class StructureWalker:
         return rt
 
     def _walk_object(self, obj: dict[str, Any], shape: Shape, path: str, ctx: WalkContext) -> None:
+        # The hot loop of validation: paths are only built where an issue or a descent needs them.
         sink = ctx.sink
         props = shape.props
         choices: set[int] | None = None
@@ -119,7 +132,7 @@ class StructureWalker:
                 sink.error("structure", MsgId.UNKNOWN_ELEMENT,
                            f"Unrecognised property '{key}' in {shape.name}", f"{path}.{key}")
                 continue
-            if p.elem.choice:
+            if p.choice:
                 if choices is None:
                     choices = set()
                 eid = id(p.elem)
@@ -127,40 +140,50 @@ class StructureWalker:
                     sink.error("structure", MsgId.CHOICE_MULTIPLE,
                                f"Only one of the {p.elem.name}[x] variants may be present", f"{path}.{key}")
                 choices.add(eid)
-            here = path + "." + p.segment
             if p.is_array:
-                if type(value) is not list:
+                if value.__class__ is not list:
                     sink.error("structure", MsgId.ARRAY_EXPECTED,
-                               f"'{key}' must be a JSON array (its cardinality is more than one)", here)
+                               f"'{key}' must be a JSON array (its cardinality is more than one)",
+                               path + "." + p.segment)
                     continue
                 if not value:
-                    sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array", here)
+                    sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array",
+                               path + "." + p.segment)
                     continue
                 if p.kind == PRIM:
-                    companion = obj.get("_" + key)
+                    good = p.good
                     for i, item in enumerate(value):
+                        if item.__class__ is str and item in good:
+                            continue
                         if item is None:
+                            companion = obj.get("_" + key)
                             if not (type(companion) is list and i < len(companion) and companion[i] is not None):
                                 sink.error("structure", MsgId.NULL_VALUE,
                                            "null is only allowed in an array of primitives where the "
                                            f"_{key} array holds the element's id or extensions",
-                                           f"{here}[{i}]")
+                                           f"{path}.{p.segment}[{i}]")
                             continue
-                        if item.__class__ is not str or item not in p.good:
-                            self._primitive(item, p, f"{here}[{i}]", sink)
+                        self._primitive(item, p, path, i, sink)
                 else:
+                    here = path + "." + p.segment
                     for i, item in enumerate(value):
                         self._complex(item, p, f"{here}[{i}]", ctx)
-            elif type(value) is list:
-                sink.error("structure", MsgId.ARRAY_UNEXPECTED,
-                           f"'{key}' must not be an array (its cardinality is at most one)", here)
             elif p.kind == PRIM:
+                if value.__class__ is str and value in p.good:
+                    continue
                 if value is None:
-                    sink.error("structure", MsgId.NULL_VALUE, f"'{key}' must not be null", here)
-                elif value.__class__ is not str or value not in p.good:
-                    self._primitive(value, p, here, sink)
+                    sink.error("structure", MsgId.NULL_VALUE, f"'{key}' must not be null", path + "." + p.segment)
+                elif value.__class__ is list:
+                    sink.error("structure", MsgId.ARRAY_UNEXPECTED,
+                               f"'{key}' must not be an array (its cardinality is at most one)",
+                               path + "." + p.segment)
+                else:
+                    self._primitive(value, p, path, -1, sink)
+            elif value.__class__ is list:
+                sink.error("structure", MsgId.ARRAY_UNEXPECTED,
+                           f"'{key}' must not be an array (its cardinality is at most one)", path + "." + p.segment)
             else:
-                self._complex(value, p, here, ctx)
+                self._complex(value, p, path + "." + p.segment, ctx)
         for name, keys, minimum in shape.required:
             for k in keys:
                 if k in obj:
@@ -169,10 +192,15 @@ class StructureWalker:
                 sink.error("required", MsgId.CARDINALITY_MIN,
                            f"{shape.name}.{name}: minimum required = {minimum}, but only found 0", path)
 
-    def _primitive(self, value: Any, p: Prop, path: str, sink: IssueSink) -> None:
+    def _primitive(self, value: Any, p: Prop, parent: str, index: int, sink: IssueSink) -> None:
         prim = p.prim
         assert prim is not None
         failure = prim.check(value)
+        if failure is None and p.binding is None:
+            if value.__class__ is str and len(p.good) < GOOD_CACHE_SIZE:
+                p.good.add(value)
+            return
+        path = f"{parent}.{p.segment}" if index < 0 else f"{parent}.{p.segment}[{index}]"
         if failure is not None:
             msg_id, code, diag = failure
             if msg_id == MsgId.PRIMITIVE_WHITESPACE:
@@ -226,7 +254,14 @@ class StructureWalker:
             ctx.invariants.append(Visited(value, path, res, ctx.resource_path, p.type_code, p.elem.path,
                                           shape.constraints))
         if p.binding is not None and self.check_bindings:
+            # Codings repeat across resources: a clean (system, code) set is remembered per element.
+            key = _coding_key(value, p.type_code)
+            if key is not None and key in p.good_codes:
+                return
+            mark = sink.mark()
             check_binding(self.tx, p.binding, p.type_code, value, path, sink)
+            if key is not None and sink.mark() == mark and len(p.good_codes) < GOOD_CACHE_SIZE:
+                p.good_codes.add(key)
 
     def _companion(self, obj: dict[str, Any], key: str, value: Any, p: Prop, path: str, ctx: WalkContext) -> None:
         """``_name``: the id and extensions of a primitive (json.html#primitive)."""

@@ -51,7 +51,7 @@ def matches_pattern(value: Any, pattern: Any) -> bool:
     return json_equal(value, pattern)
 
 
-def _temporal(v: str) -> tuple[Any, int] | None:
+def temporal(v: str) -> tuple[Any, int] | None:
     """A comparable point and its precision (4 year … 7 seconds-with-zone)."""
     try:
         if len(v) == 4:
@@ -83,7 +83,7 @@ def compare(type_code: str, a: Any, b: Any) -> int | None:
     if type_code in ("date", "dateTime", "instant", "time"):
         if not isinstance(a, str) or not isinstance(b, str):
             return None
-        ta, tb = _temporal(a), _temporal(b)
+        ta, tb = temporal(a), temporal(b)
         if ta is None or tb is None:
             return None
         (pa, prec_a), (pb, prec_b) = ta, tb
