@@ -415,3 +415,23 @@ async def test_concurrent_patches_with_if_match_exactly_one_wins(client: httpx.A
     assert sorted(r.status_code for r in responses) == [200] + [412] * 9
     winner = next(r for r in responses if r.status_code == 200).json()
     assert (await client.get("/Patient/pp")).json() == winner
+
+
+async def test_reads_during_writes_see_consistent_snapshots(client: httpx.AsyncClient) -> None:
+    await client.put("/Patient/snap", json={**PATIENT, "id": "snap"})
+
+    async def writer() -> None:
+        for n in range(30):
+            await client.put("/Patient/snap", json={**PATIENT, "id": "snap", "name": [{"family": f"v{n}"}]})
+
+    async def reader() -> None:
+        for _ in range(30):
+            hist = (await client.get("/Patient/snap/_history", params={"_count": "1000"})).json()
+            etags = [e["response"]["etag"] for e in hist["entry"]]
+            assert len(etags) == hist["total"]
+            assert etags == [f'W/"{n}"' for n in range(hist["total"], 0, -1)]
+            current = await client.get("/Patient/snap")
+            assert current.headers["etag"] == f'W/"{current.json()["meta"]["versionId"]}"'
+
+    await asyncio.gather(writer(), reader(), reader())
+    assert (await client.get("/Patient/snap")).json()["meta"]["versionId"] == "31"
