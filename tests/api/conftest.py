@@ -21,6 +21,7 @@ async def app(settings: Settings, definitions: Definitions, monkeypatch: pytest.
     """Overrides the root ``app``: same composition root, but the session's Definitions (their lazy caches
     are costly to rebuild per test). Tests here must not write conformance resources."""
     monkeypatch.setattr(Definitions, "load", classmethod(lambda cls, *a, **kw: definitions))
+    generation = definitions.generation
     application = create_app(settings)
     assert application.state.services.definitions is definitions
     await application.state.services.store.open()
@@ -28,6 +29,7 @@ async def app(settings: Settings, definitions: Definitions, monkeypatch: pytest.
         yield application
     finally:
         await application.state.services.store.close()
+    assert definitions.generation == generation, "a test changed the shared Definitions: give it its own app"
 
 
 @pytest.fixture(scope="session")

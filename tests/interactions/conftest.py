@@ -63,11 +63,13 @@ async def services(settings: Settings, fake_clock: FakeClock, shared_definitions
                    ) -> AsyncIterator[Services]:
     svc = build_services(settings, fake_clock.clock())
     assert svc.definitions is shared_definitions
+    generation = shared_definitions.generation
     await svc.store.open()
     try:
         yield svc
     finally:
         await svc.store.close()
+    assert shared_definitions.generation == generation, "a test changed the shared Definitions"
 
 
 @pytest.fixture
