@@ -170,6 +170,13 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return error_response(FhirError(Category.NOT_FOUND, f"No resource at {request.url.path}"))
 
 
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    """A method no FHIR route takes (TRACE, CONNECT, ...): 405 with Starlette's Allow header."""
+    allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
+    return error_response(FhirError(Category.NOT_ALLOWED, f"Method {request.method} is not allowed",
+                                    headers={"Allow": allow} if allow else {}))
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(FhirError(Category.FAULT, "Internal server error"))
 
@@ -195,7 +202,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             Route(base or "/", endpoint.handle, methods=methods),
             Route(f"{base}/{{path:path}}", endpoint.handle, methods=methods),
         ],
-        exception_handlers={404: _not_found, 405: _not_found, 500: _server_error},
+        exception_handlers={404: _not_found, 405: _not_allowed, 500: _server_error},
         lifespan=lifespan,
     )
     app.state.services = svc

@@ -435,3 +435,15 @@ async def test_reads_during_writes_see_consistent_snapshots(client: httpx.AsyncC
 
     await asyncio.gather(writer(), reader(), reader())
     assert (await client.get("/Patient/snap")).json()["meta"]["versionId"] == "31"
+
+
+async def test_methods_and_paths_outside_the_fhir_routes(app: Any) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        trace = await c.request("TRACE", "/fhir/Patient")
+        assert trace.status_code == 405  # was 404
+        assert "GET" in trace.headers["allow"]
+        oo(trace)
+        outside = await c.get("/not-fhir/Patient")
+        assert outside.status_code == 404
+        oo(outside)
