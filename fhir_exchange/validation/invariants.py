@@ -79,6 +79,11 @@ def _load_full_engine() -> FullEngine:
 CORRECTIONS: dict[str, str] = {
     # "more than one enableWhen" written as count() > 2 in R4 (fixed in R4B/R5)
     "enableWhen.count() > 2 implies enableBehavior.exists()": "enableWhen.count() > 1 implies enableBehavior.exists()",
+    # ref-1 forgot the reference "#" from a contained resource to its container (fixed in R5)
+    "reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.id"
+    ".trace('ids'))":
+    "reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.id"
+    ".trace('ids')) or (reference = '#' and %rootResource != %resource)",
 }
 
 _FAST_FAILED = object()

@@ -63,9 +63,9 @@ def _ext(item: dict[str, Any], url: str) -> list[Any]:
     return out
 
 
-def _answer_value(answer: dict[str, Any]) -> tuple[str | None, Any]:
+def _answer_value(answer: dict[str, Any], prefix: str = "value") -> tuple[str | None, Any]:
     for k, v in answer.items():
-        if k.startswith("value"):
+        if k.startswith(prefix) and len(k) > len(prefix) and k[len(prefix)].isupper():
             return k, v
     return None, None
 
@@ -334,18 +334,19 @@ class QuestionnaireChecker:
     def _condition(self, c: dict[str, Any], ctx: _Ctx) -> bool:
         answers = ctx.answers.get(str(c.get("question")), [])
         op = c.get("operator")
-        key, expected = _answer_value(c)
+        key, expected = _answer_value(c, "answer")
         if key is None:
             return False
         if op == "exists":
             return bool(answers) == bool(expected)
+        type_code = key[6].lower() + key[7:]  # answerDecimal -> decimal
         for a in answers:
             if op == "=" and _same_answer(key, a, expected):
                 return True
             if op == "!=" and not _same_answer(key, a, expected):
                 return True
             if op in ("<", ">", "<=", ">="):
-                r = compare(key[6:][:1].lower() + key[7:] if key.startswith("answer") else key, a, expected)
+                r = compare(type_code, a, expected)
                 if r is not None and {"<": r < 0, ">": r > 0, "<=": r <= 0, ">=": r >= 0}[op]:
                     return True
         return False

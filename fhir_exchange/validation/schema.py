@@ -167,13 +167,21 @@ def element_ids(elements: list[dict[str, Any]]) -> list[str]:
     """Ids for every element; derived from path and sliceName where missing (elementdefinition.html#id)."""
     out: list[str] = []
     last_id: dict[str, str] = {}
+
+    def id_of(path: str) -> str:
+        # The latest id given to this path, or to the nearest listed ancestor (a differential may
+        # skip intermediate elements: Observation.component:a then Observation.component.code.text).
+        if path in last_id:
+            return last_id[path]
+        parent, _, seg = path.rpartition(".")
+        return f"{id_of(parent)}.{seg}" if parent else path
+
     for e in elements:
         path = e.get("path", "")
         eid = e.get("id")
         if not eid:
             parent_path, _, seg = path.rpartition(".")
-            parent_id = last_id.get(parent_path, parent_path)
-            eid = f"{parent_id}.{seg}" if parent_path else seg
+            eid = f"{id_of(parent_path)}.{seg}" if parent_path else seg
             if e.get("sliceName"):
                 eid = f"{eid}:{e['sliceName']}"
         last_id[path] = eid

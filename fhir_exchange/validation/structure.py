@@ -251,7 +251,9 @@ class StructureWalker:
         elif p.type_code == "Attachment":
             ctx.attachments.append(Visited(value, path, res, ctx.resource_path, "Attachment", p.elem.path))
         if shape.constraints:
-            ctx.invariants.append(Visited(value, path, res, ctx.resource_path, p.type_code, p.elem.path,
+            # shape.name, not the element's path: a contentReference element (Parameters.parameter.part)
+            # has the type of the element it refers to (Parameters.parameter).
+            ctx.invariants.append(Visited(value, path, res, ctx.resource_path, p.type_code, shape.name,
                                           shape.constraints))
         if p.binding is not None and self.check_bindings:
             # Codings repeat across resources: a clean (system, code) set is remembered per element.
