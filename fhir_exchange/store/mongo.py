@@ -289,7 +289,7 @@ class MongoUnitOfWork:
         coll = await store._type_coll(version.type)
         s = self._session
         fields = {"v": version.version_id, "lu": version.last_updated, "del": False, "m": version.method,
-                  "body": version.body, "_s": mongo_search.index_fields(version.id, entries)}
+                  "body": version.body, **mongo_search.stored_fields(version.id, entries)}
 
         async def go() -> None:
             cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1}, session=s)
@@ -322,7 +322,7 @@ class MongoUnitOfWork:
             done = await coll.find_one_and_update(
                 {"_id": version.id, "v": current},
                 {"$set": {"v": version.version_id, "lu": version.last_updated, "del": True, "m": "DELETE",
-                          "body": b""}, "$unset": {"_s": ""}},
+                          "body": b""}, "$unset": mongo_search.UNSET},
                 projection={"_id": 1}, session=s)
             if done is None:
                 raise VersionConflict(f"{version.type}/{version.id} changed concurrently")
@@ -425,10 +425,10 @@ class StandaloneUnitOfWork:
             entries = store._indexer(version.type, resource) if store._indexer else ()
             update: dict[str, Any] = {"$set": {"v": version.version_id, "lu": version.last_updated, "del": False,
                                                "m": version.method, "body": version.body,
-                                               "_s": mongo_search.index_fields(version.id, entries)}}
+                                               **mongo_search.stored_fields(version.id, entries)}}
         else:
             update = {"$set": {"v": version.version_id, "lu": version.last_updated, "del": True, "m": "DELETE",
-                               "body": b""}, "$unset": {"_s": ""}}
+                               "body": b""}, "$unset": mongo_search.UNSET}
         if cur is None:
             doc = {"_id": version.id, **update["$set"], "_c": store._seq.next()}
             await coll.insert_one(doc)
@@ -653,35 +653,85 @@ class MongoStore:
                     list(sort.items())).skip(query.offset).limit(query.count).to_list()
         return HistoryPage([_hversion(d) for d in docs], total)
 
+    def _finder(self, session: AsyncClientSession | None) -> mongo_search.Find:
+        """The staged-query callback of the search compiler, on this search's session (snapshot)."""
+
+        async def find(type: str, filt: dict[str, Any], projection: dict[str, Any]) -> list[dict[str, Any]]:
+            coll = await self._type_coll(type)
+            with _translated():
+                return await coll.find(filt, projection, session=session).to_list()
+
+        return find
+
+    async def _load(self, keys: Sequence[tuple[str, str]], session: AsyncClientSession | None,
+                    ) -> list[ResourceVersion]:
+        by_type: dict[str, list[str]] = {}
+        for t, i in keys:
+            by_type.setdefault(t, []).append(i)
+        found: dict[tuple[str, str], ResourceVersion] = {}
+        with _translated():
+            for t, ids in by_type.items():
+                async for d in self._db[t].find({"_id": {"$in": ids}}, _CURRENT, session=session):
+                    found[(t, d["_id"])] = _version(d, t, d["_id"])
+        return [found[k] for k in keys if k in found]
+
     async def _search(self, query: Any, session: AsyncClientSession | None) -> SearchResult:
-        filt = mongo_search.compile_filter(getattr(query, "params", ()))
-        types: list[str]
+        await self._ensure_ready()
         if query.type:
+            await self._type_coll(query.type)
             types = [query.type]
         else:
-            wanted = tuple(getattr(query, "types", ()) or ())
+            wanted = set(query.types)
             types = [t for t in await self._type_names() if not wanted or t in wanted]
-        want = query.offset + query.count
-        count_total = getattr(query, "total", "accurate") != "none"
+        find = self._finder(session)
+        compiler = mongo_search.Compiler(find)
+        count = max(query.count, 0)
+        want = query.offset + count
+        count_total = query.total != "none"
         total = 0
-        rows: list[tuple[str, dict[str, Any]]] = []
+        rows: list[dict[str, Any]] = []
+        single = len(types) == 1
         with _translated():
             for t in types:
-                coll = await self._type_coll(t)
+                filt = await compiler.filter(query.params, t)
+                if filt is mongo_search.FALSE:
+                    continue
+                coll = self._db[t]
                 if count_total:
                     total += await coll.count_documents(filt, session=session)
-                if want > 0:
-                    docs = await coll.find(filt, {**_CURRENT, "_c": 1}, session=session).sort(
-                        mongo_search.SORT).limit(want).to_list()
-                    rows.extend((t, d) for d in docs)
-        if len(types) > 1:  # merge per-type pages: newest first, then creation order
-            rows.sort(key=lambda r: r[1].get("_c", 0))
-            rows.sort(key=lambda r: r[1]["lu"], reverse=True)
-        page = rows[query.offset: want]
-        return SearchResult([_version(d, t, d["_id"]) for t, d in page], total if count_total else None)
+                if count == 0:
+                    continue
+                skip, limit = (query.offset, count) if single else (0, want)
+                if query.sort:
+                    got = await (await coll.aggregate(mongo_search.sort_pipeline(filt, query.sort, skip, limit),
+                                                      session=session)).to_list()
+                else:
+                    cursor = coll.find(filt, {"_c": 1}, session=session).sort(mongo_search.ORDER)
+                    got = await (cursor.skip(skip) if skip else cursor).limit(limit).to_list()
+                rows.extend({**d, "t": t} for d in got)
+        if not single:  # merge the per-type pages in the order of the sort (creation order without one)
+            rows.sort(key=mongo_search.merge_key(query.sort))
+            rows = rows[query.offset: want]
+        page = [(d["t"], d["_id"]) for d in rows]
+        matches = await self._load(page, session)
+        included: list[ResourceVersion] = []
+        if query.include or query.revinclude:
+            docs = await mongo_search.includes(find, query.include, query.revinclude, page)
+            included = await self._load([(d["t"], d["_id"]) for d in docs], session)
+        return SearchResult(matches, total if count_total else None, included)
 
     async def search(self, query: Any) -> SearchResult:
-        return await self._search(query, None)
+        """One snapshot for the matches, the total and the includes (on a replica set)."""
+        await self._ensure_ready()
+        if not self.supports_transactions:
+            return await self._search(query, None)
+        with _translated():
+            session = self.client.start_session(snapshot=True)
+        try:
+            return await self._search(query, session)
+        finally:
+            with suppress(PyMongoError):
+                await session.end_session()
 
     async def count(self, type: str | None = None) -> int:
         types = [type] if type else await self._type_names()
@@ -703,7 +753,7 @@ class MongoStore:
                     entries = indexer(t, orjson.loads(doc["body"]))
                     # Guarded by the version: a concurrent update re-indexes itself.
                     await coll.update_one({"_id": doc["_id"], "v": doc["v"]},
-                                          {"$set": {"_s": mongo_search.index_fields(doc["_id"], entries)}})
+                                          {"$set": mongo_search.stored_fields(doc["_id"], entries)})
                     n += 1
         return n
 
@@ -741,10 +791,10 @@ class MongoStore:
                                       "m": "DELETE" if v.deleted else v.method, "body": b"" if v.deleted else v.body}
             update: dict[str, Any] = {"$set": fields}
             if v.deleted:
-                update["$unset"] = {"_s": ""}
+                update["$unset"] = mongo_search.UNSET
             else:
                 entries = self._indexer(type, orjson.loads(v.body)) if self._indexer else ()
-                fields["_s"] = mongo_search.index_fields(id, entries)
+                fields.update(mongo_search.stored_fields(id, entries))
             with _translated():
                 cur = await coll.find_one({"_id": id}, {"v": 1})
                 if cur is None:

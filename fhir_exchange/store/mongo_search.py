@@ -1,168 +1,388 @@
-"""MongoDB compilation of search queries, and the indexed fields they run against.
+"""MongoDB compilation of search queries (https://hl7.org/fhir/R4/search.html), and the indexed fields
+they run against: the same typed query model (:mod:`fhir_exchange.search.query`) the SQLite compiler
+takes, with the same results and the same order (the property tests compare both stores with the
+in-memory matcher).
 
-Why this shape: MongoDB serves a query well when each predicate is an equality on one indexed field.
-So the extracted search values of a resource are stored *beside* it, in its own document, under
-``_s``, as flat arrays of strings that carry the parameter code as a prefix (``"identifier|sys|123"``).
-One multikey index per field family (not per parameter) then serves every parameter of that family
-(a collection may have at most 64 indexes; Patient alone has ~30 search parameters), and a FHIR token
-search is an ``$in`` on one indexed array, never an ``$elemMatch`` over sub-documents. Only range
-kinds (date, number, quantity) need sub-documents and ``$elemMatch``: a range is two values that must
-come from the same entry.
+Why this shape: MongoDB serves a query well when each predicate is an equality (or a range) on one
+indexed field. So the extracted search values of a resource are stored *beside* it, in its own
+document, under ``_s``, as flat arrays of strings that carry the parameter code as a prefix
+(``"identifier|urn:mrn|123"``, see :func:`fhir_exchange.search.params.mkey`). One multikey index per
+field family (not per parameter) serves every parameter of that family (a collection may have at
+most 64 indexes; Patient alone has ~30 search parameters), and a token search is an ``$in`` on one
+indexed array, never an ``$elemMatch`` over sub-documents. Only ranges (date, number, quantity) are
+sub-documents matched with ``$elemMatch``: a range is two values that must come from the same entry.
+Each parameter type's fields and conditions sit beside its SQL in :mod:`fhir_exchange.search.params`.
 
-Field families (``p`` is the search parameter code, which never contains ``|``):
+=============================  ==========================================  ===============================
+field                          entries                                     serves
+=============================  ==========================================  ===============================
+``_s.tok``                     ``p|system|code``                           ``p=system|code``
+``_s.tokc`` / ``_s.tokn``      ``p|code`` (any system / no system)         ``p=code`` / ``p=|code``; _id
+``_s.toks`` / ``_s.tokt``      ``p|system`` / ``p|display or text``        ``p=system|`` / ``:text``
+``_s.str`` / ``_s.strx``       ``p|normalised text`` / ``p|as written``    prefix, ``:contains`` / ``:exact``
+``_s.ref`` / ``_s.refi``       ``p|Type|id`` / ``p|id``                    references, chains, _has
+``_s.refv``, ``_s.refu(v)``    versioned, absolute / canonical URL         ``_history``, URLs
+``_s.uri``                     ``p|uri``                                   equality, ``:below``, ``:above``
+``_s.date/num/qty``            ``{p, lo, hi[, s, c, u]}``                  ranges with every prefix
+``_s.cmp``                     per composite element: a small ``_s``       composites (components of
+                                                                           one element, by ``group``)
+``_s.has``                     parameter codes with a value                ``:missing``
+``_o``                         ``{p, mn, mx}``: min and max sort value     ``_sort`` (not indexed)
+=============================  ==========================================  ===============================
 
-=============  =====================================  ============================================
-field          entries                                serves
-=============  =====================================  ============================================
-``_s.tok``     ``p|system|code`` (system "" if none)  ``p=system|code`` and ``p=|code``
-``_s.tokc``    ``p|code``                             ``p=code`` (any system); also ``_id|<id>``
-``_s.toks``    ``p|system``                           ``p=system|`` (any code)
-``_s.str``     ``p|normalised text``                  string prefix (anchored regex on the index)
-``_s.strx``    ``p|text as written``                  string ``:exact``
-``_s.ref``     ``p|Type/id``, ``p|id``, ``p|url``     reference by type and id, by id, by URL
-``_s.uri``     ``p|uri``                              uri equality
-``_s.date``    ``{p, lo, hi}``                        date ranges (``$elemMatch``)
-``_s.num``     ``{p, lo, hi}``                        number ranges
-``_s.qty``     ``{p, lo, hi, s, c}``                  quantity ranges with system and code
-=============  =====================================  ============================================
+Deleted versions carry no ``_s``, so any positive predicate on ``_s`` selects live resources only;
+a query made only of negations (``:not``, ``:missing=true``, ``_id:not``) adds ``del: false``.
 
-Deleted versions carry no ``_s`` at all, so a match on any ``_s`` field is a live resource without a
-``del`` predicate: one predicate, one index (some planners, SecantusDB's among them, use an index only
-when it covers the whole filter).
-
-The compiler covers what the SQLite compiler covers (``_id`` and token parameters, newest first) and
-accepts both the plain ``"system|code"`` strings and typed token values of the search model; anything
-else is refused with 501 rather than silently widened. This module has no driver import: it builds
-plain dicts that :mod:`fhir_exchange.store.mongo` executes.
+Compilation: criteria are ANDed, a parameter's values ORed (equalities on one field merged into one
+``$in``). ``:not`` is ``$nor`` (no value matches, a resource without the element included).
+Chains and ``_has`` are staged: the inner criterion is run first on the other collection (to any
+depth, recursively) and becomes an ``$in`` on ``_s.ref`` keys (chain) or on ``_id`` keys (``_has``).
+Without ``_sort`` results come in creation order (``_c``, a creation sequence kept across updates:
+SQLite's rid order); with ``_sort`` an aggregation computes each key as the MIN (ascending) or MAX
+(descending) of the parameter's values, missing values last, ``_c`` breaking ties. This module has no
+driver import: it builds plain dicts, and runs staged queries through a callback that
+:mod:`fhir_exchange.store.mongo` provides (in the search's snapshot session).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.search.params import KINDS, mkey
+from fhir_exchange.search.params._keys import all_of
+from fhir_exchange.search.query import (
+    AnyOf,
+    Chain,
+    CompositeValue,
+    Criterion,
+    Has,
+    IdIn,
+    Include,
+    MissingValue,
+    Param,
+    SortKey,
+)
 from fhir_exchange.store.port import IndexEntry
 
 # (keys, name) of the indexes every resource-type collection has. The listing index serves "all live
-# resources of a type, newest first"; ``_c`` (creation sequence) breaks ties like SQLite's rowid.
+# resources of a type in creation order"; ``_c`` (creation sequence) is SQLite's rid order.
+_FAMILIES = ("tok", "tokc", "tokn", "toks", "tokt", "str", "strx", "ref", "refi", "refv", "refu", "refuv",
+             "uri", "has")
 TYPE_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
-    ([("del", 1), ("lu", -1), ("_c", 1)], "live_by_lastUpdated"),
-    ([("_s.tok", 1)], "s_tok"),
-    ([("_s.tokc", 1)], "s_tokc"),
-    ([("_s.toks", 1)], "s_toks"),
-    ([("_s.str", 1)], "s_str"),
-    ([("_s.strx", 1)], "s_strx"),
-    ([("_s.ref", 1)], "s_ref"),
-    ([("_s.uri", 1)], "s_uri"),
+    ([("del", 1), ("_c", 1)], "live_by_creation"),
+    *[([(f"_s.{f}", 1)], f"s_{f}") for f in _FAMILIES],
     ([("_s.date.p", 1), ("_s.date.lo", 1), ("_s.date.hi", 1)], "s_date"),
     ([("_s.num.p", 1), ("_s.num.lo", 1), ("_s.num.hi", 1)], "s_num"),
     ([("_s.qty.p", 1), ("_s.qty.lo", 1), ("_s.qty.hi", 1)], "s_qty"),
+    ([("_s.cmp.p", 1)], "s_cmp"),
 ]
 
-SORT: list[tuple[str, int]] = [("lu", -1), ("_c", 1)]
+ORDER: list[tuple[str, int]] = [("_c", 1)]
+FALSE: dict[str, Any] = {"_id": {"$in": []}}  # matches nothing
+LIVE: dict[str, Any] = {"del": False}
+ID = "_id"  # the pseudo-parameter of the logical id in ``_s.tokc``
+
+Find = Callable[[str, dict[str, Any], dict[str, Any]], Awaitable[list[dict[str, Any]]]]
+"""(resource type, filter, projection) -> documents: a staged query, run by the store."""
 
 
-def index_fields(id: str, entries: Sequence[IndexEntry]) -> dict[str, list[Any]]:
-    """The ``_s`` sub-document of a live resource from its extracted index entries."""
-    s: dict[str, list[Any]] = {"tokc": [f"_id|{id}"]}
+# -- the stored fields ------------------------------------------------------------------------------
 
-    def add(field: str, value: Any) -> None:
-        bucket = s.setdefault(field, [])
-        if value not in bucket:
-            bucket.append(value)
 
+def _fields(entries: Sequence[IndexEntry]) -> dict[str, list[Any]]:
+    s: dict[str, list[Any]] = {}
+    seen: set[tuple[str, Any]] = set()
     for e in entries:
-        p = e.param
-        if e.kind == "token":
-            if e.code is not None:
-                add("tok", f"{p}|{e.system or ''}|{e.code}")
-                add("tokc", f"{p}|{e.code}")
-            if e.system:
-                add("toks", f"{p}|{e.system}")
-        elif e.kind == "string":
-            if e.text is not None:
-                add("str", f"{p}|{e.text}")
-            if e.code is not None:  # the value as written, when the extractor gives it
-                add("strx", f"{p}|{e.code}")
-        elif e.kind == "reference":
-            if e.ref_id:
-                if e.ref_type:
-                    add("ref", f"{p}|{e.ref_type}/{e.ref_id}")
-                add("ref", f"{p}|{e.ref_id}")
-            if e.uri:
-                add("ref", f"{p}|{e.uri}")
-        elif e.kind == "uri":
-            if e.uri is not None:
-                add("uri", f"{p}|{e.uri}")
-        elif e.kind == "date":
-            add("date", {"p": p, "lo": e.low, "hi": e.high})
-        elif e.kind == "number":
-            add("num", {"p": p, "lo": e.low, "hi": e.high})
-        elif e.kind == "quantity":
-            add("qty", {"p": p, "lo": e.low, "hi": e.high, "s": e.system, "c": e.code})
+        kind = KINDS.get(e.kind)
+        if kind is None:
+            continue
+        for field, value in kind.mongo_index(e):
+            k = (field, repr(value) if isinstance(value, dict) else value)
+            if k not in seen:
+                seen.add(k)
+                s.setdefault(field, []).append(value)
+        if ("has", e.param) not in seen:
+            seen.add(("has", e.param))
+            s.setdefault("has", []).append(e.param)
     return s
 
 
-def _unsupported(what: str) -> FhirError:
-    return FhirError(Category.NOT_IMPLEMENTED, f"Search on MongoDB does not support {what} yet",
-                     code="not-supported")
+def index_fields(id: str, entries: Sequence[IndexEntry]) -> dict[str, Any]:
+    """The ``_s`` sub-document of a live resource from its extracted index entries."""
+    plain = [e for e in entries if "$" not in e.param]
+    s: dict[str, Any] = _fields(plain)
+    s.setdefault("tokc", []).insert(0, mkey(ID, id))
+    groups: dict[tuple[str, int | None], list[IndexEntry]] = {}
+    for e in entries:
+        if "$" in e.param:  # a composite component: code$i, grouped by the element it came from
+            groups.setdefault((e.param.rpartition("$")[0], e.group), []).append(e)
+    if groups:
+        s["cmp"] = [{"p": base, **_fields(es)} for (base, _g), es in groups.items()]
+    return s
 
 
-def _token_predicate(code: str, value: Any) -> tuple[str, str]:
-    """(field, key) of one token value: a ``"system|code"`` string or a typed token value."""
-    if isinstance(value, str):
-        system, bar, tcode = value.rpartition("|")
-        if not bar:
-            return "tokc", f"{code}|{value}"
-        if system:
-            return ("tok", f"{code}|{system}|{tcode}") if tcode else ("toks", f"{code}|{system}")
-        return "tok", f"{code}||{tcode}"
-    if getattr(value, "text", None) is not None:
-        raise _unsupported("token :text")
-    vsys, vcode = getattr(value, "system", None), getattr(value, "code", None)
-    if vcode is None:
-        if vsys is None:
-            raise _unsupported("an empty token value")
-        return "toks", f"{code}|{vsys}"
-    if vsys is None:
-        return "tokc", f"{code}|{vcode}"
-    return "tok", f"{code}|{vsys}|{vcode}"
+UNSET: dict[str, str] = {"_s": "", "_o": ""}  # what a delete removes
 
 
-def _criterion(c: Any) -> dict[str, Any]:
-    """One ANDed criterion as a filter clause whose values are ORed."""
-    ids = getattr(c, "ids", None)
-    if ids is not None:  # IdIn
-        if getattr(c, "negate", False):
-            raise _unsupported("_id:not")
-        return {"_s.tokc": {"$in": [f"_id|{i}" for i in ids]}}
-    code = getattr(c, "code", None)
-    values = getattr(c, "values", None)
-    if code is None or values is None:
-        raise _unsupported(f"the criterion {type(c).__name__}")
-    if code == "_id":
-        return {"_s.tokc": {"$in": [f"_id|{v if isinstance(v, str) else getattr(v, 'code', v)}" for v in values]}}
-    if getattr(c, "type", "token") not in ("token", "special") or getattr(c, "modifier", None) not in (None, ""):
-        # Parity with the SQLite compiler: every non-_id parameter is a token parameter; other kinds
-        # and modifiers arrive with the search redesign.
-        kind = getattr(c, "type", "?")
-        modifier = getattr(c, "modifier", None)
-        if kind != "token" or modifier not in (None, "", "exact"):
-            raise _unsupported(f"{kind} parameters{f' with :{modifier}' if modifier else ''} ('{code}')")
-    by_field: dict[str, list[str]] = {}
-    for v in values:
-        field, key = _token_predicate(code, v)
-        by_field.setdefault(field, []).append(key)
-    ors = [{f"_s.{f}": {"$in": keys}} for f, keys in by_field.items()]
-    return ors[0] if len(ors) == 1 else {"$or": ors}
+def stored_fields(id: str, entries: Sequence[IndexEntry]) -> dict[str, Any]:
+    """The search fields stored beside a live resource: ``_s`` (criteria) and ``_o`` (sort values)."""
+    return {"_s": index_fields(id, entries), "_o": sort_values(entries)}
 
 
-def compile_filter(params: Sequence[Any]) -> dict[str, Any]:
-    """The filter of a search on one resource-type collection (criteria ANDed)."""
-    clauses = [_criterion(c) for c in params]
-    if not clauses:
-        return {"del": False}
-    if len(clauses) == 1:
-        return clauses[0]
-    return {"$and": clauses}
+def sort_values(entries: Sequence[IndexEntry]) -> list[dict[str, Any]]:
+    """``_o``: per parameter the MIN and MAX of its sort column (what SQLite's ORDER BY computes)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        kind = KINDS.get(e.kind)
+        if kind is None or "$" in e.param:
+            continue
+        v = getattr(e, kind.SORT_COLUMN)
+        if v is None:
+            continue
+        cur = out.get(e.param)
+        if cur is None:
+            out[e.param] = {"p": e.param, "mn": v, "mx": v}
+        else:
+            cur["mn"] = min(cur["mn"], v)
+            cur["mx"] = max(cur["mx"], v)
+    return list(out.values())
+
+
+def ref_targets(refs: Sequence[str], code: str, type: str | None = None) -> list[tuple[str, str]]:
+    """The (type, id) a resource's ``_s.ref`` keys give for reference parameter ``code``."""
+    head = mkey(code, "")
+    out: list[tuple[str, str]] = []
+    for r in refs:
+        if r.startswith(head):
+            t, bar, i = r[len(head):].partition("|")
+            if bar and (type is None or t == type):
+                out.append((t, i))
+    return out
+
+
+# -- criteria -----------------------------------------------------------------------------------------
+
+
+def _or(clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    """The disjunction of clauses; equalities on one field become one ``$in``."""
+    merged: dict[str, list[Any]] = {}
+    rest: list[dict[str, Any]] = []
+    for c in clauses:
+        if len(c) == 1:
+            (field, value), = c.items()
+            if not field.startswith("$") and not isinstance(value, dict):
+                merged.setdefault(field, [])
+                if value not in merged[field]:
+                    merged[field].append(value)
+                continue
+        rest.append(c)
+    out = [{f: vs[0]} if len(vs) == 1 else {f: {"$in": vs}} for f, vs in merged.items()] + rest
+    if not out:
+        return FALSE
+    return out[0] if len(out) == 1 else {"$or": out}
+
+
+class Compiler:
+    """Compiles criteria into a filter on one resource type's collection (staged queries via ``find``)."""
+
+    def __init__(self, find: Find) -> None:
+        self._find = find
+
+    async def filter(self, criteria: Sequence[Criterion], type: str) -> dict[str, Any]:
+        """The filter of the ANDed ``criteria`` on ``type`` (``{del: false}`` when there are none)."""
+        clauses: list[dict[str, Any]] = []
+        positive = False
+        for c in criteria:
+            clause, pos = await self.criterion(c, type)
+            if clause is FALSE:
+                return FALSE
+            positive = positive or pos
+            clauses.append(clause)
+        if not positive:
+            clauses.insert(0, LIVE)
+        return all_of(*clauses)
+
+    async def criterion(self, c: Criterion, type: str) -> tuple[dict[str, Any], bool]:
+        """(clause, positive): a positive clause selects live resources only by itself."""
+        if isinstance(c, Param):
+            return self.param(c)
+        if isinstance(c, IdIn):
+            clause = _or([{"_s.tokc": mkey(ID, i)} for i in c.ids])
+            return ({"$nor": [clause]}, False) if c.negate else (clause, True)
+        if isinstance(c, AnyOf):
+            parts = [await self.criterion(x, type) for x in c.criteria]
+            branches = [p if pos else all_of(LIVE, p) for p, pos in parts if p is not FALSE]
+            return _or(branches), True
+        if isinstance(c, Chain):
+            return await self.chain(c), True
+        if isinstance(c, Has):
+            return await self.has(c, type), True
+        raise TypeError(f"Unknown criterion {c!r}")
+
+    def param(self, p: Param) -> tuple[dict[str, Any], bool]:
+        if p.type == "composite":
+            return self.composite(p), True
+        if p.modifier == "missing":
+            v = p.values[0]
+            assert isinstance(v, MissingValue)
+            return ({"_s.has": {"$ne": p.code}}, False) if v.missing else ({"_s.has": p.code}, True)
+        if not p.values:
+            return ({}, False) if p.modifier == "not" else (FALSE, True)
+        kind = KINDS[p.type]
+        clause = _or([kind.mongo(v, p.modifier, p.code) for v in p.values])
+        if p.modifier == "not":
+            return {"$nor": [clause]}, False
+        return clause, True
+
+    @staticmethod
+    def composite(p: Param) -> dict[str, Any]:
+        ors: list[dict[str, Any]] = []
+        for v in p.values:
+            assert isinstance(v, CompositeValue)
+            conds = [KINDS[kind].mongo(part, None, f"{p.code}${i}", "")
+                     for i, (kind, part) in enumerate(zip(p.components, v.parts, strict=True))]
+            ors.append({"_s.cmp": {"$elemMatch": all_of({"p": p.code}, *conds)}})
+        return _or(ors)
+
+    async def chain(self, c: Chain) -> dict[str, Any]:
+        keys: list[str] = []
+        for target in c.target_types:
+            inner = await self.filter([c.criterion], target)
+            if inner is FALSE:
+                continue
+            for d in await self._find(target, inner, {"_id": 1}):
+                keys.append(mkey(c.code, target, d["_id"]))
+        return {"_s.ref": {"$in": keys}} if keys else FALSE
+
+    async def has(self, c: Has, type: str) -> dict[str, Any]:
+        inner = await self.filter([c.criterion], c.type)
+        if inner is FALSE:
+            return FALSE
+        ids: set[str] = set()
+        for d in await self._find(c.type, inner, {"_s.ref": 1}):
+            ids.update(i for _t, i in ref_targets(d.get("_s", {}).get("ref", ()), c.code, type))
+        return {"_s.tokc": {"$in": [mkey(ID, i) for i in sorted(ids)]}} if ids else FALSE
+
+
+# -- sorting --------------------------------------------------------------------------------------------
+
+
+def sort_pipeline(filt: dict[str, Any], sort: Sequence[SortKey], skip: int, limit: int) -> list[dict[str, Any]]:
+    """The aggregation of one sorted page: ``k<i>`` the i-th sort value, ``n<i>`` 1 when it is missing."""
+    add: dict[str, Any] = {}
+    proj: dict[str, Any] = {"_c": 1}
+    order: dict[str, int] = {}
+    for i, s in enumerate(sort):
+        if s.code in ("_lastUpdated", "_id"):
+            proj[f"k{i}"] = "$lu" if s.code == "_lastUpdated" else "$_id"
+            proj[f"n{i}"] = {"$literal": 0}
+        else:
+            add[f"e{i}"] = {"$first": {"$filter": {"input": {"$ifNull": ["$_o", []]},
+                                                   "cond": {"$eq": ["$$this.p", s.code]}}}}
+            proj[f"k{i}"] = f"$e{i}.{'mx' if s.descending else 'mn'}"
+            proj[f"n{i}"] = {"$cond": [{"$ifNull": [f"$e{i}", False]}, 0, 1]}
+        order[f"n{i}"] = 1
+        order[f"k{i}"] = -1 if s.descending else 1
+    order["_c"] = 1
+    stages: list[dict[str, Any]] = [{"$match": filt}]
+    if add:
+        stages.append({"$addFields": add})
+    stages += [{"$project": proj}, {"$sort": order}]
+    if skip:
+        stages.append({"$skip": skip})
+    stages.append({"$limit": limit})
+    return stages
+
+
+class _Desc:
+    __slots__ = ("v",)
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.v < self.v)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.v == other.v
+
+
+def merge_key(sort: Sequence[SortKey]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The order of :func:`sort_pipeline` rows in Python (merging the pages of several collections)."""
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for i, s in enumerate(sort):
+            if row.get(f"n{i}", 1) == 1:
+                out += [1, 0]
+            else:
+                v = row.get(f"k{i}")
+                out += [0, _Desc(v) if s.descending else v]
+        out.append(row.get("_c", 0))
+        return tuple(out)
+
+    return key
+
+
+# -- _include / _revinclude -----------------------------------------------------------------------------
+
+MAX_ITERATIONS = 10
+
+Key = tuple[str, str]
+
+
+async def includes(find: Find, specs_inc: Sequence[Include], specs_rev: Sequence[Include], page: Sequence[Key],
+                   ) -> list[dict[str, Any]]:
+    """The documents (``t``, ``_id``, ``_c``) included for ``page``, in creation order, without the page;
+    ``:iterate`` ones are applied again to what they include, up to a fixed depth (as SQLite does)."""
+    if not page or not (specs_inc or specs_rev):
+        return []
+    seen = set(page)
+    found: list[dict[str, Any]] = []
+    refs: dict[Key, list[str]] = {}
+    frontier: list[Key] = list(page)
+    specs = [(i, False) for i in specs_inc] + [(i, True) for i in specs_rev]
+
+    async def load_refs(keys: Sequence[Key]) -> None:
+        by_type: dict[str, list[str]] = {}
+        for t, i in keys:
+            if (t, i) not in refs:
+                by_type.setdefault(t, []).append(i)
+                refs[(t, i)] = []
+        for t, ids in by_type.items():
+            for d in await find(t, {"_id": {"$in": ids}}, {"_s.ref": 1}):
+                refs[(t, d["_id"])] = list(d.get("_s", {}).get("ref", ()))
+
+    for depth in range(MAX_ITERATIONS):
+        new: list[dict[str, Any]] = []
+        for inc, rev in specs:
+            if depth > 0 and not inc.iterate:
+                continue
+            got: list[dict[str, Any]] = []
+            if not rev:
+                sources = [k for k in frontier if k[0] == inc.source_type]
+                await load_refs(sources)
+                by_type: dict[str, set[str]] = {}
+                for k in sources:
+                    for t, i in ref_targets(refs[k], inc.code, inc.target_type):
+                        by_type.setdefault(t, set()).add(i)
+                for t, ids in by_type.items():
+                    filt = {"_s.tokc": {"$in": [mkey(ID, i) for i in sorted(ids)]}}
+                    got += [{**d, "t": t} for d in await find(t, filt, {"_c": 1})]
+            else:
+                keys = [mkey(inc.code, t, i) for t, i in frontier
+                        if inc.target_type is None or t == inc.target_type]
+                if keys:
+                    got = [{**d, "t": inc.source_type}
+                           for d in await find(inc.source_type, {"_s.ref": {"$in": keys}}, {"_c": 1})]
+            for d in got:
+                k = (d["t"], d["_id"])
+                if k not in seen:
+                    seen.add(k)
+                    new.append(d)
+        if not new:
+            break
+        found.extend(new)
+        frontier = [(d["t"], d["_id"]) for d in new]
+    found.sort(key=lambda d: d.get("_c", 0))
+    return found

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fhir_exchange.cli import main
-from fhir_exchange.search.query import Param, SearchQuery
+from fhir_exchange.search.query import Param, SearchQuery, TokenValue
 from fhir_exchange.store.mongo import MongoStore
 from fhir_exchange.store.port import HistoryQuery, ResourceVersion
 from fhir_exchange.store.sqlite import SqliteStore
@@ -68,9 +68,12 @@ async def _compare(path: Path, url: str) -> None:
                                                                          b.body)
         assert await target.count() == await source.count() == 37
         # Search values were extracted on the target (the server's indexer), from current versions only.
-        found = await target.search(SearchQuery("Patient", (Param("identifier", "token", None, (f"{SYS}|v12-3",)),)))
+        def by_value(value: str) -> SearchQuery:
+            return SearchQuery("Patient", (Param("identifier", "token", None, (TokenValue(SYS, value),)),))
+
+        found = await target.search(by_value("v12-3"))
         assert [m.id for m in found.matches] == ["r12"]
-        old = await target.search(SearchQuery("Patient", (Param("identifier", "token", None, (f"{SYS}|v12",)),)))
+        old = await target.search(by_value("v12"))
         assert old.matches == []
     finally:
         await source.close()

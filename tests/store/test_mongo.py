@@ -130,7 +130,7 @@ async def test_indexes_are_created_idempotently_at_start(fresh_db_url: str) -> N
     with MongoClient(fresh_db_url) as c:
         db = c.get_default_database()
         names = set(db["Patient"].index_information())
-        assert {"live_by_lastUpdated", "s_tok", "s_tokc", "s_ref", "s_date"} <= names
+        assert {"live_by_creation", "s_tok", "s_tokc", "s_ref", "s_date", "s_str", "s_has", "s_cmp"} <= names
         history = set(db["history"].index_information())
         assert {"by_lastUpdated", "type_by_lastUpdated", "instance_by_version"} <= history
         assert db["locks"].index_information()["expire"]["expireAfterSeconds"] > 0

@@ -1,12 +1,18 @@
-"""Property test: the SQLite store returns exactly what the in-memory matcher returns
+"""Property test: every store returns exactly what the in-memory matcher returns
 (https://hl7.org/fhir/R4/search.html), for generated resources and generated queries: strings with
 accents and Hangul, dates with precisions and time zones, tokens, quantities, references, chains,
-``_has``, composites, ``:missing``/``:not``, sorting, paging and includes."""
+``_has``, composites, ``:missing``/``:not``, sorting, paging and includes.
+
+The same property runs once per store adapter (``store_adapter`` is parametrized): SQLite on a
+temporary file (with both of its sort strategies), and MongoDB on ``MONGODB_URL`` or the session's
+SecantusDB (tests/mongo_server.py), on a database of this module emptied before each example."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +27,9 @@ from fhir_exchange.search import sqlite as search_sql
 from fhir_exchange.search.extract import make_indexer
 from fhir_exchange.search.match import Matcher
 from fhir_exchange.search.parse import parse
-from fhir_exchange.store.port import ANY, ResourceVersion
+from fhir_exchange.store.port import ANY, Indexer, ResourceStore, ResourceVersion
 from fhir_exchange.store.sqlite import SqliteStore
+from tests.mongo_server import module_db_url, mongo_url, wipe  # noqa: F401 - fixtures
 
 NAMES = ["Müller", "Muller", "müll", "Søren", "김민준", "김", "Élodie", "elo", "O'Brien", "Zoë"]
 SYSTEMS = ["http://loinc.org", "urn:other", None]
@@ -182,58 +189,123 @@ def _unquote(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v.replace("%2B", "+")) for k, v in params]
 
 
-async def _check(defs: Definitions, resources: list[dict[str, Any]], queries: list[tuple[str, list[tuple[str, str]]]],
-                 ) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStore(Path(tmp) / "s.db", make_indexer(defs), readers=1)
-        await store.open()
+# -- store adapters ----------------------------------------------------------------------------------
+
+Variant = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def _plain() -> AsyncIterator[None]:
+    yield
+
+
+def _threshold(value: int) -> Variant:
+    @asynccontextmanager
+    async def run() -> AsyncIterator[None]:
+        saved, search_sql.STREAM_THRESHOLD = search_sql.STREAM_THRESHOLD, value
         try:
-            async with store.transaction() as uow:
-                for r in resources:
-                    v = ResourceVersion(r["resourceType"], r["id"], 1, r["meta"]["lastUpdated"], False,
-                                        orjson.dumps(r))
-                    await uow.put(v, r, expected_version=ANY)
-            matcher = Matcher(defs, resources)
-            for type, raw in queries:
-                try:
-                    query = parse(defs, type, _unquote(raw), default_count=50, max_count=100,
-                                  strict=True)
-                except FhirError:
-                    continue
-                want = matcher.search(query)
-                # Both SQL sort strategies: per-row sort values, and the streamed index walk that
-                # large results take (forced here by a threshold of 0).
-                for threshold in (search_sql.STREAM_THRESHOLD, 0):
-                    saved, search_sql.STREAM_THRESHOLD = search_sql.STREAM_THRESHOLD, threshold
-                    try:
-                        got = await store.search(query)
-                    finally:
-                        search_sql.STREAM_THRESHOLD = saved
-                    assert [(m.type, m.id) for m in got.matches] == want.matches, (type, raw, threshold)
-                    assert got.total == want.total, (type, raw)
-                    assert [(m.type, m.id) for m in got.includes] == want.includes, (type, raw)
+            yield
         finally:
-            await store.close()
+            search_sql.STREAM_THRESHOLD = saved
+    return run
 
 
-def run_property(defs: Definitions, data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
-                 oq: list[list[tuple[str, str]]]) -> None:
+class StoreAdapter:
+    """How the property gets an empty store, and the variants of its search to compare."""
+
+    name = ""
+    variants: tuple[Variant, ...] = (_plain,)
+
+    def store(self, indexer: Indexer) -> AbstractAsyncContextManager[ResourceStore]:
+        raise NotImplementedError
+
+
+class SqliteAdapter(StoreAdapter):
+    name = "sqlite"
+    # Both SQL sort strategies: per-row sort values, and the streamed index walk that large results
+    # take (forced here by a threshold of 0).
+    variants = (_threshold(search_sql.STREAM_THRESHOLD), _threshold(0))
+
+    @asynccontextmanager
+    async def store(self, indexer: Indexer) -> AsyncIterator[ResourceStore]:
+        with tempfile.TemporaryDirectory() as tmp:
+            s = SqliteStore(Path(tmp) / "s.db", indexer, readers=1)
+            await s.open()
+            try:
+                yield s
+            finally:
+                await s.close()
+
+
+class MongoAdapter(StoreAdapter):
+    name = "mongodb"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @asynccontextmanager
+    async def store(self, indexer: Indexer) -> AsyncIterator[ResourceStore]:
+        from fhir_exchange.store.mongo import MongoStore
+
+        wipe(self.url)  # collections and indexes stay: an example costs its documents only
+        s = MongoStore(self.url, indexer, resource_types=("Patient", "Observation"))
+        await s.open()
+        try:
+            yield s
+        finally:
+            await s.close()
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def store_adapter(request: pytest.FixtureRequest) -> StoreAdapter:
+    if request.param == "sqlite":
+        return SqliteAdapter()
+    return MongoAdapter(request.getfixturevalue("module_db_url"))
+
+
+async def _check(adapter: StoreAdapter, defs: Definitions, resources: list[dict[str, Any]],
+                 queries: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    async with adapter.store(make_indexer(defs)) as store:
+        async with store.transaction() as uow:
+            for r in resources:
+                v = ResourceVersion(r["resourceType"], r["id"], 1, r["meta"]["lastUpdated"], False,
+                                    orjson.dumps(r))
+                await uow.put(v, r, expected_version=ANY)
+        matcher = Matcher(defs, resources)
+        for type, raw in queries:
+            try:
+                query = parse(defs, type, _unquote(raw), default_count=50, max_count=100, strict=True)
+            except FhirError:
+                continue
+            want = matcher.search(query)
+            for n, variant in enumerate(adapter.variants):
+                async with variant():
+                    got = await store.search(query)
+                assert [(m.type, m.id) for m in got.matches] == want.matches, (adapter.name, type, raw, n)
+                assert got.total == want.total, (adapter.name, type, raw)
+                assert [(m.type, m.id) for m in got.includes] == want.includes, (adapter.name, type, raw)
+
+
+def run_property(adapter: StoreAdapter, defs: Definitions, data: list[dict[str, Any]],
+                 pq: list[list[tuple[str, str]]], oq: list[list[tuple[str, str]]]) -> None:
     queries = [("Patient", q) for q in pq] + [("Observation", q) for q in oq]
-    asyncio.run(_check(defs, data, queries))
+    asyncio.run(_check(adapter, defs, data, queries))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(data=dataset(), pq=st.lists(patient_query(), max_size=4), oq=st.lists(observation_query(), max_size=4))
-def test_store_equals_matcher(defs: Definitions, data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
+def test_store_equals_matcher(store_adapter: StoreAdapter, defs: Definitions,
+                              data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
                               oq: list[list[tuple[str, str]]]) -> None:
-    run_property(defs, data, pq, oq)
+    run_property(store_adapter, defs, data, pq, oq)
 
 
 @pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(data=dataset(), pq=st.lists(patient_query(), max_size=6), oq=st.lists(observation_query(), max_size=6))
-def test_store_equals_matcher_long(defs: Definitions, data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
+def test_store_equals_matcher_long(store_adapter: StoreAdapter, defs: Definitions,
+                                   data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
                                    oq: list[list[tuple[str, str]]]) -> None:
-    run_property(defs, data, pq, oq)
+    run_property(store_adapter, defs, data, pq, oq)

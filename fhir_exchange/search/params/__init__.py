@@ -5,7 +5,9 @@ stores and the matcher cannot drift apart.
 Every module provides ``TABLE``, ``COLUMNS`` (IndexEntry fields stored, in column order),
 ``SORT_COLUMN``, ``MODIFIERS``, ``extract(code, item) -> list[IndexEntry]``,
 ``parse_value(raw, modifier) -> Value``, ``sql(value, modifier, alias) -> (condition, args)`` and
-``match(entry, value, modifier) -> bool``.
+``match(entry, value, modifier) -> bool``; for MongoDB (:mod:`fhir_exchange.store.mongo_search`)
+``mongo_index(entry) -> [(field, value)]`` (the values stored beside the resource under ``_s``) and
+``mongo(value, modifier, code, at) -> filter`` (a plain dict over those fields; no driver import).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from fhir_exchange.search.params import date, number, quantity, reference, string, token, uri
+from fhir_exchange.search.params._keys import HIGH, mkey, prefix_range
+
+__all__ = ["HIGH", "KINDS", "mkey", "prefix_range", "split_escaped", "unescape"]
 
 KINDS: dict[str, ModuleType] = {
     "token": token,

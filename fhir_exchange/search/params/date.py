@@ -187,3 +187,37 @@ def match(e: IndexEntry, v: DateValue, modifier: str | None) -> bool:
     if p == "eb":
         return hi <= v.low
     return lo < v.high and hi > v.low
+
+
+# -- MongoDB: ``_s.date`` holds ``{p, lo, hi}`` per value; a prefix is one ``$elemMatch`` (both ends
+# must come from the same value), served by the (p, lo, hi) index.
+
+
+def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
+    return [("date", {"p": e.param, "lo": e.low, "hi": e.high})]
+
+
+def mongo_range(v: DateValue) -> dict[str, Any]:
+    """The condition on one ``{lo, hi}`` value (the same algebra as :func:`sql`)."""
+    p = v.prefix
+    if p == "eq":
+        return {"lo": {"$gte": v.low}, "hi": {"$lte": v.high}}
+    if p == "ne":
+        return {"$or": [{"lo": {"$lt": v.low}}, {"hi": {"$gt": v.high}}]}
+    if p == "gt":
+        return {"hi": {"$gt": v.high}}
+    if p == "lt":
+        return {"lo": {"$lt": v.low}}
+    if p == "ge":
+        return {"$or": [{"hi": {"$gt": v.high}}, {"lo": {"$gte": v.low}}]}
+    if p == "le":
+        return {"$or": [{"lo": {"$lt": v.low}}, {"hi": {"$lte": v.high}}]}
+    if p == "sa":
+        return {"lo": {"$gte": v.high}}
+    if p == "eb":
+        return {"hi": {"$lte": v.low}}
+    return {"lo": {"$lt": v.high}, "hi": {"$gt": v.low}}
+
+
+def mongo(v: DateValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
+    return {f"{at}date": {"$elemMatch": {"p": code, **mongo_range(v)}}}

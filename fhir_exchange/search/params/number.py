@@ -118,3 +118,37 @@ def match(e: IndexEntry, v: NumberValue, modifier: str | None) -> bool:
         return hi < v.value
     a, b = _ap(v)
     return lo <= b and hi >= a
+
+
+# -- MongoDB: ``_s.num`` holds ``{p, lo, hi}`` per value; a prefix is one ``$elemMatch``.
+
+
+def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
+    return [("num", {"p": e.param, "lo": e.low, "hi": e.high})]
+
+
+def mongo_range(v: NumberValue) -> dict[str, Any]:
+    """The condition on one ``{lo, hi}`` value (the same algebra as :func:`sql`)."""
+    p = v.prefix
+    if p == "eq":
+        return {"lo": {"$gte": v.low}, "hi": {"$lt": v.high}}
+    if p == "ne":
+        return {"$or": [{"lo": {"$lt": v.low}}, {"hi": {"$gte": v.high}}]}
+    if p == "gt":
+        return {"hi": {"$gt": v.value}}
+    if p == "lt":
+        return {"lo": {"$lt": v.value}}
+    if p == "ge":
+        return {"hi": {"$gte": v.value}}
+    if p == "le":
+        return {"lo": {"$lte": v.value}}
+    if p == "sa":
+        return {"lo": {"$gt": v.value}}
+    if p == "eb":
+        return {"hi": {"$lt": v.value}}
+    a, b = _ap(v)
+    return {"lo": {"$lte": b}, "hi": {"$gte": a}}
+
+
+def mongo(v: NumberValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
+    return {f"{at}num": {"$elemMatch": {"p": code, **mongo_range(v)}}}

@@ -11,6 +11,7 @@ from typing import Any
 
 from fhir_exchange.errors import invalid
 from fhir_exchange.search.params import number
+from fhir_exchange.search.params._keys import all_of
 from fhir_exchange.search.query import QuantityValue
 from fhir_exchange.store.port import IndexEntry
 
@@ -69,3 +70,22 @@ def match(e: IndexEntry, v: QuantityValue, modifier: str | None) -> bool:
     if v.system is not None:
         return e.system == v.system and (v.code is None or e.code == v.code)
     return v.code is None or e.code == v.code or e.text == v.code
+
+
+# -- MongoDB: ``_s.qty`` holds ``{p, lo, hi, s, c, u}`` (system, code, unit) per value; one
+# ``$elemMatch`` per search value.
+
+
+def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
+    return [("qty", {"p": e.param, "lo": e.low, "hi": e.high, "s": e.system, "c": e.code, "u": e.text})]
+
+
+def mongo(v: QuantityValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
+    conds: list[dict[str, Any]] = [{"p": code}, number.mongo_range(v.number)]
+    if v.system is not None:
+        conds.append({"s": v.system})
+        if v.code is not None:
+            conds.append({"c": v.code})
+    elif v.code is not None:
+        conds.append({"$or": [{"c": v.code}, {"u": v.code}]})
+    return {f"{at}qty": {"$elemMatch": all_of(*conds)}}

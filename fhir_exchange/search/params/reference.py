@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.params._keys import mkey
 from fhir_exchange.search.query import ReferenceValue, TokenValue
 from fhir_exchange.store.port import IndexEntry
 
@@ -108,3 +109,51 @@ def match(e: IndexEntry, v: ReferenceValue | TokenValue, modifier: str | None) -
         return token.match(e, v, None)
     return ((v.url is None or e.uri == v.url) and (v.id is None or e.ref_id == v.id)
             and (v.type is None or e.ref_type == v.type) and (v.version is None or e.ref_version == v.version))
+
+
+# -- MongoDB: ``_s.ref`` p|Type|id, ``_s.refi`` p|id (any type), ``_s.refv`` p|Type|id|version,
+# ``_s.refu`` p|url, ``_s.refuv`` p|url|version; Reference.identifier in the token fields. Every
+# query value is one equality on one indexed array; chains and _has compare ``_s.ref`` keys.
+
+
+def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
+    from fhir_exchange.search.params import token
+
+    p = e.param
+    out: list[tuple[str, Any]] = []
+    if e.ref_id is not None:
+        out.append(("refi", mkey(p, e.ref_id)))
+        if e.ref_type is not None:
+            out.append(("ref", mkey(p, e.ref_type, e.ref_id)))
+            if e.ref_version is not None:
+                out.append(("refv", mkey(p, e.ref_type, e.ref_id, e.ref_version)))
+    if e.uri is not None:
+        out.append(("refu", mkey(p, e.uri)))
+        if e.ref_version is not None:
+            out.append(("refuv", mkey(p, e.uri, e.ref_version)))
+    if e.system is not None or e.code is not None:
+        out.extend(token.mongo_index(IndexEntry(p, "token", system=e.system, code=e.code)))
+    return out
+
+
+def mongo(v: ReferenceValue | TokenValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
+    if isinstance(v, TokenValue):
+        from fhir_exchange.search.params import token
+
+        return token.mongo(v, None, code, at)
+    if v.url is not None:
+        if v.id is not None or v.type is not None:
+            return {"_id": {"$in": []}}  # a reference is either a URL or a local one
+        return ({f"{at}refuv": mkey(code, v.url, v.version)} if v.version is not None
+                else {f"{at}refu": mkey(code, v.url)})
+    if v.id is not None:
+        if v.type is None:
+            if v.version is not None:
+                raise invalid(f"A versioned reference needs its type ('{code}')", code)
+            return {f"{at}refi": mkey(code, v.id)}
+        if v.version is not None:
+            return {f"{at}refv": mkey(code, v.type, v.id, v.version)}
+        return {f"{at}ref": mkey(code, v.type, v.id)}
+    if v.type is not None or v.version is not None:
+        raise invalid(f"A reference search value needs an id or a URL ('{code}')", code)
+    return {f"{at}has": code}

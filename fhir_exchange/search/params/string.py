@@ -10,10 +10,12 @@ HumanName indexes family/given/prefix/suffix/text, Address its text parts, as th
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.params._keys import mkey, prefix_range
 from fhir_exchange.search.query import StringValue
 from fhir_exchange.store.port import IndexEntry
 
@@ -116,3 +118,24 @@ def match(e: IndexEntry, value: StringValue, modifier: str | None) -> bool:
     if modifier == "contains":
         return value.text in text
     return text.startswith(value.text)
+
+
+# -- MongoDB: ``_s.str`` p|normalised text (prefix as a range on the index, :contains as an anchored
+# regex), ``_s.strx`` p|text as written (:exact, equality).
+
+
+def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    if e.text is not None:
+        out.append(("str", mkey(e.param, e.text)))
+    if e.code is not None:
+        out.append(("strx", mkey(e.param, e.code)))
+    return out
+
+
+def mongo(value: StringValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
+    if modifier == "exact":
+        return {f"{at}strx": mkey(code, value.raw)}
+    if modifier == "contains":
+        return {f"{at}str": {"$regex": "^" + re.escape(mkey(code, "")) + r"[\s\S]*" + re.escape(value.text)}}
+    return {f"{at}str": prefix_range(mkey(code, value.text))}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.params._keys import mkey, prefix_range
 from fhir_exchange.search.params.string import normalize
 from fhir_exchange.search.query import TokenValue
 from fhir_exchange.store.port import IndexEntry
@@ -113,3 +114,37 @@ def match(e: IndexEntry, value: TokenValue, modifier: str | None) -> bool:
     if value.system == "":
         return e.system is None
     return value.system is None or e.system == value.system
+
+
+# -- MongoDB: ``_s.tok`` p|system|code, ``_s.tokc`` p|code (any system), ``_s.tokn`` p|code (no
+# system), ``_s.toks`` p|system (any code), ``_s.tokt`` p|text (:text prefix). Each query value is
+# one equality (or one prefix range) on one indexed array.
+
+
+def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
+    p = e.param
+    out: list[tuple[str, Any]] = []
+    if e.code is not None:
+        out.append(("tokc", mkey(p, e.code)))
+        out.append(("tokn", mkey(p, e.code)) if e.system is None else ("tok", mkey(p, e.system, e.code)))
+    if e.system is not None:
+        out.append(("toks", mkey(p, e.system)))
+    if e.text is not None:
+        out.append(("tokt", mkey(p, e.text)))
+    return out
+
+
+def mongo(value: TokenValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
+    if value.text is not None:
+        return {f"{at}tokt": prefix_range(mkey(code, value.text))}
+    if value.code is None:
+        if value.system is None:  # any value of the parameter
+            return {f"{at}has": code}
+        if value.system == "":  # no system, any code (not produced by the parser)
+            return {f"{at}tokn": prefix_range(mkey(code, ""))}
+        return {f"{at}toks": mkey(code, value.system)}
+    if value.system is None:
+        return {f"{at}tokc": mkey(code, value.code)}
+    if value.system == "":
+        return {f"{at}tokn": mkey(code, value.code)}
+    return {f"{at}tok": mkey(code, value.system, value.code)}

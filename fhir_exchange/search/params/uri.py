@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.params._keys import mkey, prefix_range
 from fhir_exchange.search.query import UriValue
 from fhir_exchange.store.port import IndexEntry
 
@@ -47,3 +48,19 @@ def match(e: IndexEntry, v: UriValue, modifier: str | None) -> bool:
     if modifier == "above":
         return v.uri.startswith(u)
     return u == v.uri
+
+
+# -- MongoDB: ``_s.uri`` p|uri. :below is a prefix range; :above an ``$in`` over the value's prefixes
+# (the indexed uri is one of them), so both stay on the index.
+
+
+def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
+    return [] if e.uri is None else [("uri", mkey(e.param, e.uri))]
+
+
+def mongo(v: UriValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
+    if modifier == "below":
+        return {f"{at}uri": prefix_range(mkey(code, v.uri))}
+    if modifier == "above":
+        return {f"{at}uri": {"$in": [mkey(code, v.uri[:n]) for n in range(len(v.uri) + 1)]}}
+    return {f"{at}uri": mkey(code, v.uri)}
