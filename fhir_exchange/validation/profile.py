@@ -279,7 +279,7 @@ class ProfileValidator:
         n = len(items)
         if n < elem.min:
             ctx.sink.error("required", MsgId.CARDINALITY_MIN,
-                           f"{label}: minimum required = {elem.min}, but only found {n}", parent_path)
+                           f"{label}: minimum required = {elem.min}, but only found {n}", f"{parent_path}.{elem.name}")
         if 0 <= elem.max < n:
             ctx.sink.error("structure", MsgId.CARDINALITY_MAX,
                            f"{label}: max allowed = {elem.max}, but found {n}", f"{parent_path}.{elem.name}")
@@ -309,7 +309,8 @@ class ProfileValidator:
                        f"{elem.path}: value {describe(value)} does not equal the fixed value "
                        f"{describe(elem.fixed[1])}", item.path)
         if elem.pattern is not None and not matches_pattern(value, elem.pattern[1]):
-            sink.error("value", MsgId.PATTERN_MISMATCH,
+            # On a primitive a pattern is a fixed value (profiling.html#pattern): same rule, same id.
+            sink.error("value", MsgId.FIXED_MISMATCH if not isinstance(value, (dict, list)) else MsgId.PATTERN_MISMATCH,
                        f"{elem.path}: value {describe(value)} does not match the pattern "
                        f"{describe(elem.pattern[1])}", item.path)
         self._ranges(item, elem, sink)

@@ -189,8 +189,10 @@ class StructureWalker:
                 if k in obj:
                     break
             else:
+                # The expression names the missing element under its parent (Patient.link[0].other):
+                # empty in the instance, but it tells a client exactly which field to fill.
                 sink.error("required", MsgId.CARDINALITY_MIN,
-                           f"{shape.name}.{name}: minimum required = {minimum}, but only found 0", path)
+                           f"{shape.name}.{name}: minimum required = {minimum}, but only found 0", f"{path}.{name}")
 
     def _primitive(self, value: Any, p: Prop, parent: str, index: int, sink: IssueSink) -> None:
         prim = p.prim

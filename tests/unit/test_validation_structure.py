@@ -146,13 +146,13 @@ def test_primitive_only_in_companion_satisfies_required() -> None:
 
 
 def test_cardinality_min() -> None:
-    issue = only({"resourceType": "Observation", "code": {"text": "x"}}, "sd-cardinality-min", "Observation",
+    issue = only({"resourceType": "Observation", "code": {"text": "x"}}, "sd-cardinality-min", "Observation.status",
                  "required")
     assert "Observation.status" in issue.diagnostics
 
 
 def test_cardinality_min_in_backbone() -> None:
-    only(patient(link=[{"type": "seealso"}]), "sd-cardinality-min", "Patient.link[0]")
+    only(patient(link=[{"type": "seealso"}]), "sd-cardinality-min", "Patient.link[0].other")
 
 
 def test_choice_variants_expand() -> None:
@@ -293,7 +293,7 @@ def test_bundle_entry_resource_validated() -> None:
 
 def test_parameters_resource_validated() -> None:
     params = {"resourceType": "Parameters", "parameter": [{"name": "p", "resource": {"resourceType": "Basic"}}]}
-    only(params, "sd-cardinality-min", "Parameters.parameter[0].resource")
+    only(params, "sd-cardinality-min", "Parameters.parameter[0].resource.code")
 
 
 def test_resource_with_only_resource_type_is_valid() -> None:
