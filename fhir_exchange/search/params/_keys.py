@@ -16,9 +16,11 @@ def mkey(*parts: str) -> str:
     return "|".join([*head, parts[-1]])
 
 
-def prefix_range(key: str) -> dict[str, str]:
-    """The MongoDB range of the keys that start with ``key`` (served by the field's index)."""
-    return {"$gte": key, "$lt": key + HIGH}
+def prefix_range(key: str) -> dict[str, Any]:
+    """The condition "some key of the array starts with ``key``": a range inside ``$elemMatch``, since
+    a bare range on an array may be met by two different keys (one >= the start, another < the end).
+    MongoDB serves it with tight bounds on the field's multikey index."""
+    return {"$elemMatch": {"$gte": key, "$lt": key + HIGH}}
 
 
 def all_of(*conds: dict[str, Any]) -> dict[str, Any]:
