@@ -447,3 +447,21 @@ async def test_methods_and_paths_outside_the_fhir_routes(app: Any) -> None:
         outside = await c.get("/not-fhir/Patient")
         assert outside.status_code == 404
         oo(outside)
+
+
+async def test_a_store_version_conflict_is_409(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that lost a race the store detected (possible on MongoDB, where writers are not serialised)."""
+    from fhir_exchange.store.port import VersionConflict
+    from fhir_exchange.store.sqlite import SqliteUnitOfWork
+
+    await client.put("/Patient/vc", json={**PATIENT, "id": "vc"})
+
+    async def lose(self: Any, version: Any, resource: Any, *, expected_version: int) -> None:
+        raise VersionConflict(f"{version.type}/{version.id} moved on")
+
+    monkeypatch.setattr(SqliteUnitOfWork, "put", lose)
+    resp = await client.put("/Patient/vc", json={**PATIENT, "id": "vc", "gender": "male"})
+    assert resp.status_code == 409
+    assert oo(resp)["issue"][0]["code"] == "conflict"
+    monkeypatch.undo()
+    assert (await client.get("/Patient/vc")).json()["meta"]["versionId"] == "1"
