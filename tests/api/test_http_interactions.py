@@ -459,9 +459,9 @@ async def test_a_store_version_conflict_is_409(client: httpx.AsyncClient, monkey
     async def lose(self: Any, version: Any, resource: Any, *, expected_version: int) -> None:
         raise VersionConflict(f"{version.type}/{version.id} moved on")
 
-    monkeypatch.setattr(SqliteUnitOfWork, "put", lose)
-    resp = await client.put("/Patient/vc", json={**PATIENT, "id": "vc", "gender": "male"})
+    with monkeypatch.context() as m:
+        m.setattr(SqliteUnitOfWork, "put", lose)
+        resp = await client.put("/Patient/vc", json={**PATIENT, "id": "vc", "gender": "male"})
     assert resp.status_code == 409
     assert oo(resp)["issue"][0]["code"] == "conflict"
-    monkeypatch.undo()
     assert (await client.get("/Patient/vc")).json()["meta"]["versionId"] == "1"
