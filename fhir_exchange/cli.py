@@ -19,12 +19,22 @@ from fhir_exchange.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-        data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
-        store_url=getattr(args, "store", None),
-    )
+    """Settings from options and ``FHIR_EXCHANGE_*``; a bad value ends the command with a one-line
+    message and status 2 (as argparse does for bad options), not a traceback."""
+    try:
+        settings = Settings.from_env(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+            store_url=getattr(args, "store", None),
+        )
+        level = settings.log_level.lower()
+        if level != "trace" and not isinstance(logging.getLevelName(level.upper()), int):  # trace: uvicorn's
+            raise ValueError(f"unknown log level {settings.log_level!r} (use trace, debug, info, warning, error)")
+    except ValueError as exc:
+        print(f"fhir-exchange: invalid setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
 
 
 def _add_store_options(p: argparse.ArgumentParser) -> None:

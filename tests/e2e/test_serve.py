@@ -142,3 +142,12 @@ def test_head_has_the_headers_of_get_and_no_body(server: Server) -> None:
             assert head.content == b""
             for name in ("content-type", "content-length", "etag", "last-modified"):
                 assert head.headers.get(name) == get.headers.get(name), name
+
+
+def test_bad_settings_end_with_a_message_not_a_traceback(tmp_path: Path) -> None:
+    for name, value in (("FHIR_EXCHANGE_PORT", "eighty"), ("FHIR_EXCHANGE_LOG_LEVEL", "chatty")):
+        env = {**cli_env(), name: value}
+        run = subprocess.run([sys.executable, "-m", "fhir_exchange", "serve", "--data-dir", str(tmp_path)],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2, run.stderr
+        assert "invalid setting" in run.stderr and "Traceback" not in run.stderr
