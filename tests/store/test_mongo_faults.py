@@ -157,6 +157,67 @@ async def test_the_compiled_token_search_uses_an_index(populated: str) -> None:
     assert "IXSCAN" in plan and "COLLSCAN" not in plan, plan
 
 
+# Compiled FHIR searches (parse + the MongoDB compiler, chains and _has staged) and the index that
+# serves their final filter. Equalities on indexed arrays are index-served on every server; ranges
+# inside $elemMatch (string prefix, dates, quantities) get tight multikey bounds on mongod, while
+# SecantusDB's planner scans for any $elemMatch, so those shapes are asserted with MONGODB_URL only.
+SEARCH_SHAPES: dict[str, tuple[str, list[tuple[str, str]], str, bool]] = {
+    "token system|code": ("Patient", [("identifier", "urn:mrn|1")], "s_tok", False),
+    "token code": ("Patient", [("gender", "male")], "s_tokc", False),
+    "token |code": ("Observation", [("status", "|final")], "s_tokn", False),
+    "_id": ("Patient", [("_id", "p1,p2")], "s_tokc", False),
+    "string :exact": ("Patient", [("family:exact", "Kim1")], "s_strx", False),
+    "reference": ("Observation", [("subject", "Patient/p1")], "s_ref", False),
+    "chain": ("Observation", [("subject:Patient.identifier", "urn:mrn|1")], "s_ref", False),
+    "_has": ("Patient", [("_has:Observation:subject:code", "8480-6")], "s_tokc", False),
+    ":missing=false": ("Observation", [("subject:missing", "false")], "s_has", False),
+    "compartment": ("Observation", [("patient", "p1")], "s_refi", False),
+    "string prefix": ("Patient", [("name", "ki")], "s_str", True),
+    "date range": ("Observation", [("date", "ge2023-06")], "s_date", True),
+    "quantity": ("Observation", [("value-quantity", "gt80")], "s_qty", True),
+}
+
+
+@pytest.fixture
+async def searchable(fresh_db_url: str, definitions: Any) -> AsyncIterator[MongoStore]:  # noqa: F811
+    from fhir_exchange.search.extract import make_indexer
+
+    store = MongoStore(fresh_db_url, indexer=make_indexer(definitions), resource_types=("Patient", "Observation"))
+    await store.open()
+    try:
+        for n in range(20):
+            pat = {"resourceType": "Patient", "id": f"p{n}", "gender": "male" if n % 2 else "female",
+                   "identifier": [{"system": "urn:mrn", "value": str(n)}], "name": [{"family": f"Kim{n}"}]}
+            obs = {"resourceType": "Observation", "id": f"o{n}", "status": "final",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                   "subject": {"reference": f"Patient/p{n}"}, "effectiveDateTime": f"2023-{n % 12 + 1:02d}-01",
+                   "valueQuantity": {"value": 60 + n * 5, "unit": "mmHg"}}
+            async with store.transaction() as uow:
+                for r in (pat, obs):
+                    v, doc = make_version(r["resourceType"], r["id"], 1, ts(n), **{
+                        k: val for k, val in r.items() if k not in ("resourceType", "id")})
+                    await uow.put(v, doc, expected_version=NEW)
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("shape", list(SEARCH_SHAPES))
+async def test_compiled_search_shapes_use_their_index(searchable: MongoStore, definitions: Any, shape: str) -> None:
+    from fhir_exchange.search.parse import parse
+    from fhir_exchange.store.mongo_search import Compiler
+
+    type, params, index, mongod_only = SEARCH_SHAPES[shape]
+    if mongod_only and not os.environ.get("MONGODB_URL"):
+        pytest.skip("a range inside $elemMatch: SecantusDB's planner scans, mongod uses the index")
+    query = parse(definitions, type, params, strict=True)
+    filt = await Compiler(searchable._finder(None)).filter(query.params, type)
+    assert (await searchable.search(query)).total, shape  # the shape finds something
+    with MongoClient(searchable.url) as c:
+        plan = _plan(c.get_default_database()[type].find(filt).explain())
+    assert "IXSCAN" in plan and f"'{index}'" in plan and "COLLSCAN" not in plan, (filt, plan)
+
+
 async def test_version_conflict_is_not_transient(fresh_db_url: str) -> None:  # noqa: F811
     store = MongoStore(fresh_db_url)
     await store.open()
