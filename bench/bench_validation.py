@@ -11,6 +11,8 @@ Sets:
   elements with a required or extensible binding get codes from the ValueSet when it can be expanded
   locally, and every resource has a narrative, as real resources do.
 - ``bundle``: the generated resources as entries of collection Bundles of 50.
+- ``consult IG``: the valid examples of the consult implementation guide (examples/valid, examples/bundles),
+  each validated against core plus the consult and KR Core profiles of its ``meta.profile``.
 The ratio is ours/theirs in resources per CPU-second, measured in the same process after a warm-up
 pass, in alternating rounds (best round of each side), so that other load on the machine does not
 decide it. Two figures for ours: the full validator (structure, bindings, references, invariants
@@ -22,8 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import string
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +42,25 @@ from fhir_exchange.definitions import Definitions  # noqa: E402
 from fhir_exchange.validation import Validator  # noqa: E402
 from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape  # noqa: E402
 
-SUITES = ROOT.parent / "shared" / "test-suites"
+SHARED = ROOT.parent / "shared"
+SUITES = SHARED / "test-suites"
 TYPES = ["Patient", "Observation", "Organization", "Practitioner", "Encounter", "Condition", "ServiceRequest",
          "Task", "Communication", "Consent", "DiagnosticReport", "Endpoint", "Location", "DocumentReference"]
+
+
+def consult_examples() -> tuple[Definitions, list[dict[str, Any]]]:
+    """The consult IG's valid examples, with definitions holding its profiles and KR Core."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-ig-")) / "profiles"
+    # A copy: the package loader writes an index into the folder it loads.
+    shutil.copytree(ROOT / "profiles", folder, ignore=shutil.ignore_patterns("fsh", ".*"))
+    defs = Definitions.load([folder, SHARED / "fhir-packages" / "hl7.fhir.kr.core-2.0.0.tgz"])
+    out = []
+    for sub in ("valid", "bundles"):
+        for f in sorted((ROOT / "examples" / sub).glob("*.json")):
+            res = json.loads(f.read_bytes())
+            if isinstance(res, dict) and res.get("meta", {}).get("profile"):
+                out.append(res)
+    return defs, out
 
 
 def example_resources(validator: Validator) -> list[dict[str, Any]]:
@@ -211,6 +231,14 @@ def main() -> None:
     for name, items, per in (("examples", examples, 1), ("generated", generated, 1), ("bundle of 50", bundles, 50)):
         full, struct, other = rates([ours, ours_structural, theirs], items, args.seconds, args.rounds)
         rows.append((name, len(items), full * per, struct * per, other * per))
+    if (ROOT / "profiles").exists() and (SHARED / "fhir-packages").exists():
+        # Core plus the consult profiles each example declares in meta.profile (issue 6's figure).
+        ig_defs, ig_items = consult_examples()
+        ig = Validator(ig_defs)
+        ig_structural = Validator(ig_defs, invariants=False)
+        full, struct, other = rates([ig.validate, ig_structural.validate, theirs], ig_items, args.seconds,
+                                    args.rounds)
+        rows.append(("consult IG", len(ig_items), full, struct, other))
     print(f"{'set':<14}{'n':>5}{'ours res/s':>12}{'ratio':>7}{'ours, no invariants':>21}{'ratio':>7}"
           f"{'fhir.resources R4B':>20}")
     for name, n, full, struct, other in rows:

@@ -1,4 +1,4 @@
-"""A fast FHIRPath subset for invariants: http://hl7.org/fhirpath/N1/ as used by https://hl7.org/fhir/R4/conformance-rules.html#constraints.
+"""A fast FHIRPath subset for invariants: http://hl7.org/fhirpath/N1/ (R4 conformance-rules.html#constraints).
 
 Invariants are evaluated on nearly every element of every resource, and a general FHIRPath engine
 (fhirpathpy: ~80 µs for ``name.exists() or telecom.exists()``) would cost more than the whole rest of
@@ -6,10 +6,13 @@ validation. Almost all core invariants use a small part of the language: paths, 
 ``count``/``all``/``where``/``select``, boolean logic, comparisons of strings and numbers. This module
 compiles that subset once into Python closures over the raw JSON (a few µs per evaluation).
 
-Anything beyond it — type operators (``is``, ``as``, ``ofType``), ``resolve()``, ``memberOf()``,
-date arithmetic, quantities, unknown functions or variables — raises :class:`Unsupported`, at compile
-time or (for values such as dates of different precision) at run time; the caller then uses the full
-engine. A test compares both engines on every core invariant, so the subset cannot drift silently.
+Types are known only where raw JSON tells them: ``ofType``/``is``/``as`` of resource types, and of a
+choice element reached by its name (``value.ofType(Quantity)`` reads ``valueQuantity``); ``resolve()``
+uses the resolver the caller puts in the environment (``%resolve``: contained and Bundle resources).
+Anything beyond — types of other elements, ``memberOf()``, date arithmetic, unknown functions or
+variables — raises :class:`Unsupported`, at compile time or (for values such as dates of different
+precision) at run time; the caller then uses the full engine. A test compares both engines on every
+invariant site of a corpus, so the subset cannot drift silently.
 
 Semantics follow the spec: collections everywhere, three-valued ``and``/``or``/``implies``/``not``,
 ``=`` on empty collections is empty, singleton evaluation of collections for operators.
@@ -85,8 +88,17 @@ def _choice_names() -> frozenset[str]:
     return frozenset(k.rsplit(".", 1)[-1] for k in models["r4"]["choiceTypePaths"])
 
 
+def _resource_types() -> frozenset[str]:
+    from fhirpathpy.models import models
+
+    parents = models["r4"]["type2Parent"]
+    return frozenset({t for t, p in parents.items() if p in ("DomainResource", "Resource")}
+                     | {"Resource", "DomainResource"})
+
+
 # Only these need the search for ``name`` + Type among an object's keys.
 _CHOICE_NAMES = _choice_names()
+_RESOURCE_TYPES = _resource_types()
 
 def _children(item: Any, name: str) -> Collection:
     if type(item) is not dict:
@@ -182,8 +194,31 @@ def _compare_quantities(a: dict[str, Any], b: dict[str, Any]) -> int | None:
     return r
 
 
+def _key(x: Any) -> tuple[str, Any] | None:
+    """A hashable stand-in for FHIRPath equality of primitives (None for complex values)."""
+    t = type(x)
+    if t is bool:
+        return ("b", x)
+    if t is int or t is float:
+        return ("n", x)  # 1 and 1.0 hash and compare equal, as FHIRPath wants
+    if t is str:
+        return ("s", x)
+    return None
+
+
 def _unique(c: Collection) -> Collection:
-    out: Collection = []
+    if len(c) < 2:
+        return list(c)
+    keys = [_key(x) for x in c]
+    if None not in keys:
+        seen: set[tuple[str, Any]] = set()
+        out: Collection = []
+        for x, k in zip(c, keys, strict=True):
+            if k not in seen:
+                seen.add(k)  # type: ignore[arg-type]
+                out.append(x)
+        return out
+    out = []
     for x in c:
         if not any(_eq(x, y) for y in out):
             out.append(x)
@@ -232,7 +267,8 @@ class _Parser:
                 return left
             self.take()
             if text in ("is", "as"):
-                raise Unsupported("type operators")
+                left = _type_fn(left, text, self.type_name())
+                continue
             right = self.expr(prec + 1)
             left = _binary(text, left, right)
 
@@ -310,8 +346,24 @@ class _Parser:
             return self.function(base, name)
         return _path(base, name)
 
+    def type_name(self) -> str:
+        kind, text = self.take()
+        if kind not in ("id", "bt"):
+            raise Unsupported(f"type name expected, got {text!r}")
+        name = text.strip("`")
+        if name in ("FHIR", "System") and self.peek()[1] == ".":
+            self.take()
+            if name == "System":
+                raise Unsupported("System types")
+            name = self.take()[1].strip("`")
+        return name
+
     def function(self, base: Fn, name: str) -> Fn:
         self.expect("(")
+        if name in ("ofType", "is", "as"):
+            type_name = self.type_name()
+            self.expect(")")
+            return _type_fn(base, name, type_name)
         args: list[Fn] = []
         if self.peek()[1] != ")":
             args.append(self.expr(0))
@@ -341,7 +393,59 @@ def _path(base: Fn, name: str) -> Fn:
         for x in base(c, env):
             out.extend(_children(x, name))
         return out
+    # Remembered so that ``value.ofType(Quantity)`` can compile to the key ``valueQuantity``.
+    step.step_of = (base, name)  # type: ignore[attr-defined]
     return step
+
+
+def _type_fn(base: Fn, op: str, type_name: str) -> Fn:
+    """``ofType``/``is``/``as`` for what raw JSON can tell: resource types (``resourceType``) and the
+    type of a choice element reached by its name (``value.ofType(Quantity)`` is ``valueQuantity``)."""
+    if type_name in _RESOURCE_TYPES:
+        any_resource = type_name in ("Resource", "DomainResource")
+
+        def matches(x: Any) -> bool:
+            return type(x) is dict and "resourceType" in x and (any_resource or x["resourceType"] == type_name)
+        if op == "is":
+            def is_resource(c: Collection, env: Env) -> Collection:
+                items = base(c, env)
+                if not items:
+                    return []
+                if len(items) > 1:
+                    raise Unsupported("is() on a collection")
+                return [matches(items[0])]
+            return is_resource
+        return lambda c, env: [x for x in base(c, env) if matches(x)]
+    below = getattr(base, "descendants_of", None)
+    if below is not None and op == "ofType":
+        # descendants().ofType(Reference): the element types come from the caller's definitions.
+        def typed_descendants(c: Collection, env: Env) -> Collection:
+            finder = env.get("%typed_descendants")
+            if finder is None:
+                raise Unsupported("typed descendants without definitions")
+            return list(finder(below(c, env), type_name))
+        return typed_descendants
+    step_of = getattr(base, "step_of", None)
+    if step_of is None or step_of[1] not in _CHOICE_NAMES:
+        raise Unsupported(f"{op}({type_name}) needs the FHIR type of non-choice elements")
+    inner, name = step_of
+    key = name + type_name[:1].upper() + type_name[1:]
+
+    def variant(c: Collection, env: Env) -> Collection:
+        out: Collection = []
+        for x in inner(c, env):
+            out.extend(_children(x, key) if type(x) is dict and (key in x or "_" + key in x) else ())
+        return out
+    if op == "is":
+        def is_variant(c: Collection, env: Env) -> Collection:
+            items = base(c, env)
+            if not items:
+                return []
+            if len(items) > 1:
+                raise Unsupported("is() on a collection")
+            return [bool(variant(c, env))]
+        return is_variant
+    return variant
 
 
 def _indexer(base: Fn, index: Fn) -> Fn:
@@ -539,6 +643,7 @@ def _function(base: Fn, name: str, args: list[Fn]) -> Fn:
                                 out.append(y)
                                 stack.append(y)
             return out
+        descendants.descendants_of = base  # type: ignore[attr-defined]
         return descendants
     if name in ("union", "combine", "intersect", "exclude", "subsetOf", "supersetOf"):
         other = _arg0(args, name)
@@ -620,6 +725,20 @@ def _function(base: Fn, name: str, args: list[Fn]) -> Fn:
                 return [int(x)]
             return []
         return to_int
+    if name == "resolve":
+        def resolve(c: Collection, env: Env) -> Collection:
+            resolver = env.get("%resolve")
+            if resolver is None:
+                raise Unsupported("resolve() without a resolver")
+            out: Collection = []
+            for x in base(c, env):
+                ref = x if type(x) is str else x.get("reference") if type(x) is dict else None
+                if type(ref) is str:
+                    target = resolver(ref)
+                    if target is not None:
+                        out.append(target)
+            return out
+        return resolve
     if name == "htmlChecks":
         # Narrative XHTML rules are enforced natively by the xhtml module; this invariant defers to it.
         return lambda c, env: [True]

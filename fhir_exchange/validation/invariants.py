@@ -27,8 +27,12 @@ from fhir_exchange.validation.schema import Constraint
 Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
 
 
+Resolve = Callable[[str], dict[str, Any] | None]
+
+
 class FullEngine(Protocol):
-    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> list[Any]: ...
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any,
+                 resolve: Resolve | None = None) -> list[Any]: ...
 
     def holds(self, result: list[Any]) -> bool: ...
 
@@ -39,9 +43,11 @@ class _ProjectEngine:
     def __init__(self, module: Any) -> None:
         self.m = module
 
-    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> list[Any]:
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any,
+                 resolve: Resolve | None = None) -> list[Any]:
         compiled = self.m.compile(expression)  # lru-cached by the module
-        return list(compiled.evaluate(resource, node, root_resource=root, context_path=type_path))
+        return list(compiled.evaluate(resource, node, root_resource=root, context_path=type_path,
+                                      resolver=resolve))
 
     def holds(self, result: list[Any]) -> bool:
         return bool(self.m.constraint_holds(result))
@@ -57,7 +63,8 @@ class _FhirpathpyEngine:
         self.fp = fhirpathpy
         self.model = models["r4"]
 
-    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> list[Any]:
+    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any,
+                 resolve: Resolve | None = None) -> list[Any]:
         ctx = {"resource": resource, "rootResource": root}
         return list(self.fp.evaluate(node, {"base": type_path, "expression": expression}, ctx, self.model))
 
@@ -92,7 +99,9 @@ _FAST_FAILED = object()
 class InvariantChecker:
     """Evaluates constraints; compiled expressions are cached for the life of the checker."""
 
-    def __init__(self) -> None:
+    def __init__(self, typed_descendants: Callable[[list[Any], str], list[Any]] | None = None) -> None:
+        """``typed_descendants(items, type)`` answers ``descendants().ofType(type)`` from definitions."""
+        self._typed_descendants = typed_descendants
         self._fast: dict[str, Any] = {}
         # id(constraints tuple) -> (the tuple, its compiled constraints); the tuple is kept so the id
         # cannot be reused by another object while the entry lives.
@@ -117,10 +126,11 @@ class InvariantChecker:
             self._fast[expression] = fast
         return fast
 
-    def _full(self, expression: str, node: Any, type_path: str, resource: Any, root: Any) -> bool | None:
+    def _full(self, expression: str, node: Any, type_path: str, resource: Any, root: Any,
+              resolve: Resolve | None = None) -> bool | None:
         engine = self.full_engine()
         try:
-            return engine.holds(engine.evaluate(expression, node, type_path, resource, root))
+            return engine.holds(engine.evaluate(expression, node, type_path, resource, root, resolve))
         except Exception:  # the engine's own failure is not the resource's
             return None
 
@@ -136,6 +146,13 @@ class InvariantChecker:
                 pass
         return self._full(expression, node, type_path, resource, root)
 
+    def _typed_descendants_or_unsupported(self, items: list[Any], type_code: str) -> list[Any]:
+        assert self._typed_descendants is not None
+        try:
+            return self._typed_descendants(items, type_code)
+        except ValueError as e:
+            raise Unsupported(str(e)) from e
+
     def _prepared(self, constraints: tuple[Constraint, ...]) -> list[tuple[Constraint, str, Any]]:
         prepared = self._by_tuple.get(id(constraints))
         if prepared is None or prepared[0] is not constraints:
@@ -149,8 +166,14 @@ class InvariantChecker:
         return prepared[1]
 
     def check(self, constraints: tuple[Constraint, ...], node: Any, path: str, type_path: str,
-              resource: dict[str, Any], root: dict[str, Any], sink: IssueSink) -> None:
-        env = {"resource": [resource], "rootResource": [root], "context": [node]}
+              resource: dict[str, Any], root: dict[str, Any], sink: IssueSink,
+              resolve: Resolve | None = None) -> None:
+        """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle)."""
+        env: dict[str, Any] = {"resource": [resource], "rootResource": [root], "context": [node]}
+        if resolve is not None:
+            env["%resolve"] = resolve
+        if self._typed_descendants is not None:
+            env["%typed_descendants"] = self._typed_descendants_or_unsupported
         focus = [node]
         for c, expr, fast in self._prepared(constraints):
             verdict: bool | None
@@ -159,9 +182,9 @@ class InvariantChecker:
                     result = fast(focus, env)
                     verdict = not (len(result) == 1 and result[0] is False)
                 except Unsupported:
-                    verdict = self._full(expr, node, type_path, resource, root)
+                    verdict = self._full(expr, node, type_path, resource, root, resolve)
             else:
-                verdict = self._full(expr, node, type_path, resource, root)
+                verdict = self._full(expr, node, type_path, resource, root, resolve)
             if verdict is None:
                 sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
                           f"Constraint {c.key} could not be evaluated: {c.expression}", path)

@@ -93,7 +93,10 @@ class ProfileValidator:
                     hit = None
                 else:
                     try:
-                        hit = compile_structure(self.snapshots.with_snapshot(sd))
+                        full = self.snapshots.with_snapshot(sd)
+                        # Generated snapshots say what the profile changed; given ones do not.
+                        changed = self.snapshots.changed.get(sd.get("url", "")) if full is not sd else None
+                        hit = compile_structure(full, changed=changed)
                     except (SnapshotError, ValueError, KeyError, TypeError) as e:
                         hit = ProfileError(f"Profile {url} cannot be used: {e}")
                 self._schemas[url] = hit
@@ -212,8 +215,8 @@ class ProfileValidator:
             ctx.resource = obj
         try:
             for child in elem.children:
-                items = self._items(obj, child, path)
-                self._group(items, child, schema, path, ctx)
+                if child.relevant:
+                    self._group(self._items(obj, child, path), child, schema, path, ctx)
         finally:
             ctx.resource = outer
         self._constraints(elem, obj, path, schema, ctx)
@@ -336,24 +339,24 @@ class ProfileValidator:
             t.code == base.type or t.code == (base.base_definition or "").rsplit("/", 1)[-1] for t in elem.types)
 
     def _ranges(self, item: Item, elem: ElementDef, sink: IssueSink) -> None:
-        raw = elem.raw
-        for key, sign, msg_id, word in (("minValue", -1, MsgId.MIN_VALUE, "less than the minimum"),
-                                        ("maxValue", 1, MsgId.MAX_VALUE, "greater than the maximum")):
-            for k, limit in raw.items():
-                if k.startswith(key) and len(k) > len(key):
-                    if k.endswith("Duration") and item.type_code in ("date", "dateTime", "instant"):
-                        moved = duration_limit(datetime.now(UTC), limit, sign)
-                        if moved is None:
-                            continue
-                        limit = moved[:10] if item.type_code == "date" else moved
-                        c = compare("dateTime" if item.type_code != "date" else "date", item.value, limit)
-                    else:
-                        c = compare(item.type_code, item.value, limit)
-                    if c == sign:
-                        sink.error("value", msg_id, f"{elem.path}: value {describe(item.value)} is {word} "
-                                                    f"{describe(limit)}", item.path)
-        max_len = raw.get("maxLength")
-        if isinstance(max_len, int) and isinstance(item.value, str) and len(item.value) > max_len:
+        for limit_of, sign, msg_id, word in ((elem.min_value, -1, MsgId.MIN_VALUE, "less than the minimum"),
+                                             (elem.max_value, 1, MsgId.MAX_VALUE, "greater than the maximum")):
+            if limit_of is None:
+                continue
+            suffix, limit = limit_of
+            if suffix == "Duration" and item.type_code in ("date", "dateTime", "instant"):
+                moved = duration_limit(datetime.now(UTC), limit, sign)
+                if moved is None:
+                    continue
+                limit = moved[:10] if item.type_code == "date" else moved
+                c = compare("date" if item.type_code == "date" else "dateTime", item.value, limit)
+            else:
+                c = compare(item.type_code, item.value, limit)
+            if c == sign:
+                sink.error("value", msg_id, f"{elem.path}: value {describe(item.value)} is {word} "
+                                            f"{describe(limit)}", item.path)
+        max_len = elem.max_length
+        if max_len is not None and isinstance(item.value, str) and len(item.value) > max_len:
             sink.error("value", MsgId.MAX_LENGTH,
                        f"{elem.path}: value is {len(item.value)} characters, more than maxLength {max_len}",
                        item.path)
@@ -409,8 +412,9 @@ class ProfileValidator:
                 type_path = elem.path
             else:
                 type_path = elem.types[0].code if elem.types else elem.path
-            self.invariants.check(own, node, path, type_path, ctx.resource, ctx.root_of(ctx.resource),
-                                  ctx.sink)
+            source = ctx.resource
+            self.invariants.check(own, node, path, type_path, source, ctx.root_of(source), ctx.sink,
+                                  lambda ref: ctx.resolve(ref, source))
 
     # -- slicing -----------------------------------------------------------------------------
 

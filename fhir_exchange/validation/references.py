@@ -19,6 +19,7 @@ Bundle checks: within a Bundle, references resolve against entry ``fullUrl``s (b
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fhir_exchange.validation.issues import IssueSink, MsgId
@@ -74,6 +75,10 @@ class Resolver:
             if isinstance(rt, str) and isinstance(rid, str):
                 self.by_type_id.setdefault(f"{rt}/{rid}", r)
             self._index_bundle(r)
+
+    def resolver_for(self, source: dict[str, Any]) -> Callable[[str], dict[str, Any] | None]:
+        """``resolve()`` for FHIRPath evaluated inside ``source``."""
+        return lambda ref: self.resolve(ref, source)
 
     def container_of(self, res: dict[str, Any]) -> dict[str, Any]:
         return self.container.get(id(res), res)

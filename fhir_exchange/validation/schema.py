@@ -67,6 +67,12 @@ class ElementDef:
     slicing: dict[str, Any] | None = None
     fixed: tuple[str, Any] | None = None  # (suffix, value) of fixed[x]
     pattern: tuple[str, Any] | None = None  # (suffix, value) of pattern[x]
+    min_value: tuple[str, Any] | None = None  # (suffix, value) of minValue[x]
+    max_value: tuple[str, Any] | None = None
+    max_length: int | None = None
+    # False when neither this element nor anything below it differs from the base definition:
+    # a profile walk can skip it (the pass over the base has checked it already).
+    relevant: bool = True
 
     @property
     def type_codes(self) -> tuple[str, ...]:
@@ -160,6 +166,9 @@ def compile_element(e: dict[str, Any], eid: str) -> ElementDef:
         slicing=e.get("slicing"),
         fixed=_typed_value(e, "fixed"),
         pattern=_typed_value(e, "pattern"),
+        min_value=_typed_value(e, "minValue"),
+        max_value=_typed_value(e, "maxValue"),
+        max_length=e.get("maxLength") if isinstance(e.get("maxLength"), int) else None,
     )
 
 
@@ -196,8 +205,17 @@ def _split_last(eid: str) -> tuple[str, str, str | None]:
     return parent, name, slice_ or None
 
 
-def compile_structure(sd: dict[str, Any], elements: list[dict[str, Any]] | None = None) -> StructureSchema:
-    """Build the element tree of a StructureDefinition's snapshot (or of ``elements`` when given)."""
+def _mark_relevant(node: ElementDef, changed: set[str]) -> bool:
+    below = [_mark_relevant(c, changed) for c in node.children] + [_mark_relevant(s, changed) for s in node.slices]
+    node.relevant = node.id in changed or any(below)
+    return node.relevant
+
+
+def compile_structure(sd: dict[str, Any], elements: list[dict[str, Any]] | None = None,
+                      changed: set[str] | None = None) -> StructureSchema:
+    """Build the element tree of a StructureDefinition's snapshot (or of ``elements`` when given).
+
+    ``changed``: ids of the elements a differential touched; the others are marked not relevant."""
     elems = elements if elements is not None else (sd.get("snapshot") or {}).get("element") or []
     if not elems:
         raise ValueError(f"StructureDefinition {sd.get('url')} has no snapshot")
@@ -223,6 +241,8 @@ def compile_structure(sd: dict[str, Any], elements: list[dict[str, Any]] | None 
         if parent is not None:
             parent.children.append(node)
     assert root is not None
+    if changed is not None:
+        _mark_relevant(root, changed)
     return StructureSchema(
         url=sd.get("url", ""),
         version=sd.get("version"),

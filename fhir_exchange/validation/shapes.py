@@ -206,3 +206,37 @@ class ShapeBuilder:
             base = self.primitive("id")
             self._id_prim = PrimitiveType("id", base.regex, base.check)
         return self._id_prim
+
+    def descendants_of_type(self, items: list[Any], type_code: str) -> list[Any]:
+        """FHIRPath ``descendants().ofType(T)`` for resources: the types come from the definitions.
+
+        Raises ``ValueError`` for an item that is not a resource (its type is unknown here)."""
+        out: list[Any] = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
+                raise ValueError("descendants of a non-resource")
+            shape = self.resource_shape(item["resourceType"])
+            if shape is not None:
+                self._collect(item, shape, type_code, out)
+        return out
+
+    def _collect(self, obj: dict[str, Any], shape: Shape, type_code: str, out: list[Any]) -> None:
+        for key, value in obj.items():
+            p = shape.props.get(key)
+            if p is None:
+                continue
+            for v in value if isinstance(value, list) else (value,):
+                if v is None:
+                    continue
+                if p.kind == RESOURCE:
+                    if isinstance(v, dict) and isinstance(v.get("resourceType"), str):
+                        if type_code in (v["resourceType"], "Resource", "DomainResource"):
+                            out.append(v)
+                        inner = self.resource_shape(v["resourceType"])
+                        if inner is not None:
+                            self._collect(v, inner, type_code, out)
+                    continue
+                if p.type_code == type_code:
+                    out.append(v)
+                if p.kind == COMPLEX and isinstance(v, dict):
+                    self._collect(v, self.resolve(p), type_code, out)

@@ -55,6 +55,8 @@ class SnapshotGenerator:
         self._cache: dict[str, dict[str, Any]] = {}
         self._building: set[str] = set()
         self.problems: dict[str, list[str]] = {}  # profile url -> what could not be applied
+        # profile url -> ids of the elements it (or its bases) changed; None: not known
+        self.changed: dict[str, set[str] | None] = {}
 
     def with_snapshot(self, sd: dict[str, Any]) -> dict[str, Any]:
         """``sd`` itself when it has a snapshot, else a copy with a generated one."""
@@ -65,6 +67,7 @@ class SnapshotGenerator:
             if self._generation != self.defs.generation:
                 self._cache.clear()
                 self.problems.clear()
+                self.changed.clear()
                 self._generation = self.defs.generation
             hit = self._cache.get(key)
             if hit is not None:
@@ -108,6 +111,11 @@ class SnapshotGenerator:
         base_type = base.get("type")
         work = _Snapshot(snap, self)
         renames: dict[str, str] = {}
+        # What this profile changes, on top of what its base (if itself a profile) changed. A base
+        # profile with a published snapshot does not say what it changed: then everything may matter.
+        inherited = self.changed.get(base.get("url", ""))
+        unknown_base = base.get("derivation") == "constraint" and inherited is None
+        changed: set[str] = set(inherited or ())
         for d, did in zip(diff, element_ids(diff), strict=True):
             did = _rebase_id(did, sd.get("type"), base_type)
             for old, new in renames.items():
@@ -127,6 +135,8 @@ class SnapshotGenerator:
             if conflict:
                 self.problems.setdefault(sd.get("url", ""), []).append(f"{did}: {conflict}")
             _merge(target, d)
+            changed.add(target["id"])
+        self.changed[sd.get("url", "")] = None if unknown_base else changed
         return work.elements
 
 

@@ -50,7 +50,7 @@ class Validator:
         self.terminology = Terminology(definitions)
         self.shapes = ShapeBuilder(definitions)
         self.structure = StructureWalker(self.shapes, self.terminology)
-        self.invariants = InvariantChecker()
+        self.invariants = InvariantChecker(self.shapes.descendants_of_type)
         self.profiles = ProfileValidator(definitions, self.shapes, self.terminology, self.invariants)
         self.questionnaires = QuestionnaireChecker(definitions, self.terminology, fetch_canonical)
         self.check_invariants = invariants
@@ -76,7 +76,8 @@ class Validator:
                 # %rootResource is the container of a contained resource, else the resource itself
                 # (fhirpath.html#variables): a Bundle entry is not contained in the Bundle.
                 root = resolver.container_of(v.resource)
-                self.invariants.check(v.extra, v.node, v.path, type_path, v.resource, root, sink)
+                self.invariants.check(v.extra, v.node, v.path, type_path, v.resource, root, sink,
+                                      resolver.resolver_for(v.resource))
         for url in profiles:
             self.profiles.validate_resource(resource, url, rt, pctx)
         for v in ctx.resources:

@@ -115,9 +115,15 @@ def test_subset_semantics(expr: str, node: dict[str, Any], expected: list[Any]) 
 
 
 def test_subset_refuses_what_it_cannot_do() -> None:
-    for expr in ("x is Quantity", "x.resolve()", "x.memberOf('http://a')", "%vs-x.exists()"):
+    for expr in ("x is Quantity", "x.ofType(Reference)", "x.memberOf('http://a')", "%vs-x.exists()"):
         with pytest.raises(Unsupported):
             compile_fast(expr)
+    with pytest.raises(Unsupported):  # resolve() needs the caller's resolver
+        compile_fast("x.resolve()")([{"x": {"reference": "Patient/1"}}], {})
+    assert compile_fast("value.ofType(Quantity).value")([{"valueQuantity": {"value": 1}}], {}) == [1]
+    assert compile_fast("entry.resource.ofType(Patient).id")(
+        [{"entry": [{"resource": {"resourceType": "Patient", "id": "a"}},
+                    {"resource": {"resourceType": "Group", "id": "b"}}]}], {}) == ["a"]
     with pytest.raises(Unsupported):  # different precisions: the full engine knows the FHIRPath rules
         compile_fast("a < b")([{"a": "2020", "b": "2020-01-01"}], {})
 
@@ -158,3 +164,42 @@ def test_random_nodes_do_not_crash_the_subset() -> None:
         node = {k: rng.choice(values) for k in ("a", "value", "start", "end", "code", "system", "reference")}
         with contextlib.suppress(Unsupported):  # refusing is fine; crashing is not
             fast([node], {"resource": [node], "rootResource": [node], "context": [node]})
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fast_subset_agrees_on_consult_constraints() -> None:
+    """The consult IG's constraints (resolve() in Bundles, ofType on choices) on its examples."""
+    from fhir_exchange.validation.references import Resolver
+
+    sds = [json.loads(f.read_text()) for f in sorted((ROOT / "profiles").glob("StructureDefinition-*.json"))]
+    if not sds:
+        pytest.skip("no consult profiles")
+    by_url = {sd["url"]: sd for sd in sds}
+    engine = validator().invariants.full_engine()
+    compared = 0
+    for f in sorted((ROOT / "examples").glob("*/*.json")):
+        res = json.loads(f.read_text())
+        if not isinstance(res, dict) or "meta" not in res:
+            continue
+        ctx = WalkContext(IssueSink())
+        validator().structure.validate_resource(res, "", ctx)
+        resolver = Resolver(res, ctx.resources)
+        resolve = resolver.resolver_for(res)
+        for url in res["meta"].get("profile", []):
+            for e in by_url.get(url, {}).get("differential", {}).get("element", []):
+                if "." in e["path"]:
+                    continue
+                for c in e.get("constraint", []):
+                    try:
+                        result = compile_fast(c["expression"])(
+                            [res], {"resource": [res], "rootResource": [res], "context": [res], "%resolve": resolve})
+                    except Unsupported:
+                        continue
+                    ours = not (len(result) == 1 and result[0] is False)
+                    theirs = engine.holds(engine.evaluate(c["expression"], res, res["resourceType"], res, res,
+                                                          resolve))
+                    assert ours == theirs, (f.name, c["key"])
+                    compared += 1
+    assert compared > 50
