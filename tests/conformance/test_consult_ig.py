@@ -41,14 +41,7 @@ MANIFEST: dict[str, Json] = json.loads((EXAMPLES / "invalid" / "manifest.json").
 
 # Validator features the examples need that fhir_exchange/validation does not offer yet, with the
 # reason shown by the xfail marker. Remove an entry when the engine gains the feature.
-MISSING_FEATURES: dict[str, str] = {
-    "profile-validation": "validation against meta.profile (snapshot generation from differentials; "
-                          "Validator.validate checks the core definition only)",
-    "invariants": "invariants: constraint.expression evaluated with FHIRPath",
-    "slicing": "slicing (discriminators value/pattern; slice cardinality)",
-    "profile-bindings": "required bindings declared by profiles",
-    "resolve-in-bundle": "FHIRPath resolve() within a Bundle",
-}
+MISSING_FEATURES: dict[str, str] = {}
 
 
 # -- loading --------------------------------------------------------------------------------------
