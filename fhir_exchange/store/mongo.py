@@ -8,8 +8,9 @@ keys and write conflicts on a version become :class:`VersionConflict`, anything 
 Layout (docs/scaling.md explains the sharded form):
 
 - one collection per resource type, ``_id`` = the logical id, with ``v`` (versionId), ``lu``
-  (lastUpdated, a FHIR instant: sortable as text), ``del``, ``m`` (method), ``body`` and ``_s`` (the
-  search values, see :mod:`fhir_exchange.store.mongo_search`);
+  (lastUpdated, a FHIR instant: sortable as text), ``del``, ``m`` (method), ``body``, ``_c`` (creation
+  sequence: the order of unsorted results), ``_s`` and ``_o`` (the search and sort values, see
+  :mod:`fhir_exchange.store.mongo_search`);
 - ``history``: insert-only, ``_id`` = ``Type/id/_history/n``, every version including delete markers;
 - ``locks``: one small document per conditional-create key (``_id`` = SHA-256 of the key), written
   inside the transaction so that concurrent identical conditional creates conflict and serialise.
@@ -18,7 +19,10 @@ The body is stored as BSON binary: the exact JSON bytes the server serialised on
 Reading returns them as ``bytes`` with no decoding at all; a BSON sub-document would cost a BSON
 decode plus an orjson re-encode on every read (and would not give back the same bytes: BSON has no
 arbitrary-precision decimals, so ``1.50`` would come back as ``1.5``). The server never queries inside
-the body; everything searchable is in ``_s``.
+the body; everything searchable is in ``_s`` and ``_o``.
+
+Searches (outside a unit of work) read matches, total and includes in one snapshot session on a
+replica set; chains and ``_has`` run their staged queries in that session too.
 
 Units of work. On a replica set (a single node is enough) a unit of work is one multi-document
 transaction with snapshot reads and majority write concern: one resource write (current document +
@@ -119,6 +123,7 @@ _NO_SUCH_TRANSACTION = 251
 _ILLEGAL_OPERATION = 20
 
 MONGO_DEFAULT_DB = "fhir_exchange"
+_MAX_INT = 2**62
 
 
 def _transient(diagnostics: str, retry_after: int = _RETRY_AFTER_UNREACHABLE) -> FhirError:
@@ -685,8 +690,9 @@ class MongoStore:
             types = [t for t in await self._type_names() if not wanted or t in wanted]
         find = self._finder(session)
         compiler = mongo_search.Compiler(find)
-        count = max(query.count, 0)
-        want = query.offset + count
+        count = min(max(query.count, 0), _MAX_INT)
+        offset = min(query.offset, _MAX_INT)  # BSON integers are 64-bit
+        want = offset + count
         count_total = query.total != "none"
         total = 0
         rows: list[dict[str, Any]] = []
@@ -701,7 +707,7 @@ class MongoStore:
                     total += await coll.count_documents(filt, session=session)
                 if count == 0:
                     continue
-                skip, limit = (query.offset, count) if single else (0, want)
+                skip, limit = (offset, count) if single else (0, want)
                 if query.sort:
                     got = await (await coll.aggregate(mongo_search.sort_pipeline(filt, query.sort, skip, limit),
                                                       session=session)).to_list()
@@ -711,7 +717,7 @@ class MongoStore:
                 rows.extend({**d, "t": t} for d in got)
         if not single:  # merge the per-type pages in the order of the sort (creation order without one)
             rows.sort(key=mongo_search.merge_key(query.sort))
-            rows = rows[query.offset: want]
+            rows = rows[offset: want]
         page = [(d["t"], d["_id"]) for d in rows]
         matches = await self._load(page, session)
         included: list[ResourceVersion] = []
