@@ -27,15 +27,28 @@ GOOD_CACHE_SIZE = 2048
 
 
 def _coding_key(value: dict[str, Any], type_code: str) -> tuple[Any, ...] | None:
-    try:
-        if type_code == "CodeableConcept":
-            codings = value.get("coding")
-            if codings is None:
+    """(system, code) pairs of a coded value, or None when it is malformed (the walk reports it)."""
+    if type_code == "CodeableConcept":
+        codings = value.get("coding")
+        if type(codings) is not list:
+            return None
+        pairs = []
+        for c in codings:
+            pair = _pair(c)
+            if pair is None:
                 return None
-            return tuple((c.get("system"), c.get("code")) for c in codings)
-        return (value.get("system"), value.get("code"))
-    except (AttributeError, TypeError):  # malformed: the walk has reported it
+            pairs.append(pair)
+        return tuple(pairs)
+    return _pair(value)
+
+
+def _pair(c: Any) -> tuple[str | None, str | None] | None:
+    if type(c) is not dict:
         return None
+    system, code = c.get("system"), c.get("code")
+    if (system is None or type(system) is str) and (code is None or type(code) is str):
+        return (system, code)
+    return None
 
 
 @dataclass(slots=True)
