@@ -330,7 +330,8 @@ def bundles() -> dict[str, Json]:
             "resourceType": "Bundle", "id": f"message-{name}", "meta": meta(profile),
             "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:6f1c0b2e-0000-4000-8000-{n:012d}"},
             "type": "message", "timestamp": "2025-03-05T16:00:00+09:00",
-            "entry": [entry(r, "header", strip_id(header)), *body],
+            # R4 MessageHeader.response.identifier names the request header by id: the header keeps it.
+            "entry": [entry(r, "header", header), *body],
         }
 
     def transaction(name: str, body: list[Json]) -> None:

@@ -183,6 +183,54 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate files the way the server does on write and in $validate, without a server."""
+    from fhir_exchange.api.app import profile_folders
+    from fhir_exchange.consult.profiles import consult_profiles
+    from fhir_exchange.definitions import Definitions
+    from fhir_exchange.fhir import jsonio
+    from fhir_exchange.validation import Validator
+
+    settings = Settings.from_env()
+    definitions = Definitions.load([*profile_folders(), *settings.packages, *args.package],
+                                   cache_dir=settings.resolved_cache_dir)
+    for url in args.profile:
+        if definitions.resolve(url) is None:
+            print(f"unknown profile: {url}", file=sys.stderr)
+            return 2
+    validator = Validator(definitions)
+    files = list(_files(args.paths))
+    counts = {"error": 0, "warning": 0, "information": 0}
+    failed = 0
+    for f in files:
+        try:
+            doc = jsonio.loads(f.read_bytes())
+        except (orjson.JSONDecodeError, OSError) as exc:
+            print(f"{f}: fatal: {exc}")
+            failed += 1
+            continue
+        if not isinstance(doc, dict):
+            print(f"{f}: fatal: not a FHIR resource (a JSON object)")
+            failed += 1
+            continue
+        profiles = [*args.profile, *(consult_profiles(doc) if settings.consult_profiles else [])]
+        issues = validator.validate(doc, profiles=profiles)
+        errors = [i for i in issues if i.severity in ("error", "fatal")]
+        failed += bool(errors)
+        for i in issues:
+            sev = "error" if i.severity == "fatal" else i.severity
+            counts[sev] = counts.get(sev, 0) + 1
+            if args.quiet and sev != "error":
+                continue
+            where = f" @ {i.expression[0]}" if i.expression else ""
+            print(f"{f}: {i.severity}: {i.diagnostics}{where}")
+        if not errors and not args.quiet:
+            print(f"{f}: valid")
+    print(f"{len(files)} files: {len(files) - failed} valid, {failed} with errors "
+          f"({counts['error']} errors, {counts['warning']} warnings)")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fhir-exchange", description="FHIR R4 server for remote consultation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--from", dest="from_url", required=True, help="source store URL, e.g. sqlite:///data/fhir.db")
     migrate.add_argument("--to", dest="to_url", required=True, help="target store URL, e.g. mongodb://host/fhir")
     migrate.set_defaults(func=cmd_migrate)
+    validate = sub.add_parser("validate", help="validate resources offline, as $validate does; exit 1 on errors")
+    validate.add_argument("paths", nargs="+", help="JSON files or folders")
+    validate.add_argument("--profile", action="append", default=[], help="canonical URL of a profile to check")
+    validate.add_argument("--package", action="append", default=[],
+                          help="extra FHIR package (.tgz or folder) or folder of conformance resources")
+    validate.add_argument("--quiet", action="store_true", help="print errors only")
+    validate.set_defaults(func=cmd_validate)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

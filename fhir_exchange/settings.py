@@ -29,12 +29,27 @@ class Settings:
     # Where unpacked FHIR packages and derived caches live; empty: ~/.cache/fhir-exchange.
     cache_dir: str = ""
     log_level: str = "info"
+    # Profiles every resource of a type must conform to, as "Type=canonical" (comma-separated in the
+    # environment). None by default: a general FHIR server validates against the core definitions.
+    required_profiles: tuple[str, ...] = field(default_factory=tuple)
+    # Require the consult IG's profiles of resources that take part in a consult (consult/profiles.py).
+    consult_profiles: bool = True
 
     @property
     def resolved_store_url(self) -> str:
         if self.store_url:
             return self.store_url
         return f"sqlite:///{(Path(self.data_dir) / 'fhir.db').resolve()}"
+
+    @property
+    def required_profile_pairs(self) -> list[tuple[str, str]]:
+        pairs = []
+        for item in self.required_profiles:
+            type, sep, url = item.partition("=")
+            if not sep or not type.strip() or not url.strip():
+                raise ValueError(f"required_profiles entries are Type=canonical, not {item!r}")
+            pairs.append((type.strip(), url.strip()))
+        return pairs
 
     @property
     def resolved_cache_dir(self) -> Path:
@@ -61,6 +76,12 @@ def _coerce(type_name: object, raw: str) -> Any:
         return int(raw)
     if t == "Path":
         return Path(raw)
+    if t == "bool":
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected true or false, not {raw!r}")
     if t.startswith("tuple"):
         return tuple(p for p in raw.split(",") if p)
     return raw

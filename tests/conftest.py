@@ -9,7 +9,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from fhir_exchange.api.app import create_app
+from fhir_exchange.api.app import create_app, profile_folders
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.settings import Settings
 
@@ -18,7 +18,8 @@ CACHE_DIR = Path(__file__).resolve().parent.parent / ".pytest_cache" / "fhir-pac
 
 @pytest.fixture(scope="session")
 def definitions() -> Definitions:
-    return Definitions.load(cache_dir=CACHE_DIR)
+    """What the server loads at start-up: the bundled packages and profiles/."""
+    return Definitions.load(profile_folders(), cache_dir=CACHE_DIR)
 
 
 @pytest.fixture

@@ -60,6 +60,11 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         (definitions.remove if deleted else definitions.add)(resource)
 
     svc.on_conformance_change.append(track_definitions)
+    if settings.consult_profiles:
+        from fhir_exchange.consult.profiles import consult_profiles
+
+        svc.profile_selectors.append(consult_profiles)
+    settings.required_profile_pairs  # noqa: B018 - a malformed setting fails at start-up, not on a write
     return svc
 
 

@@ -39,8 +39,9 @@ from typing import Any
 from fhir_exchange.bundles.entries import Entry, entry_request
 from fhir_exchange.bundles.transaction import run_entries
 from fhir_exchange.clock import instant
+from fhir_exchange.consult.profiles import EVENT_SYSTEM
 from fhir_exchange.errors import Category, FhirError, Issue, invalid, operation_outcome
-from fhir_exchange.interactions.common import write_version
+from fhir_exchange.interactions.common import validation_profiles, write_version
 from fhir_exchange.interactions.operations import Operation
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
@@ -51,8 +52,7 @@ from fhir_exchange.store.port import NEW, VersionConflict
 log = logging.getLogger(__name__)
 
 # The CodeSystem of the consult IG (profiles/CodeSystem-consult-event.json).
-CONSULT_EVENT_SYSTEM = "http://fhir-exchange.org/fhir/CodeSystem/consult-event"
-"""Code system of the consult message events (to become a CodeSystem of the consult IG in profiles/)."""
+CONSULT_EVENT_SYSTEM = EVENT_SYSTEM
 
 PROCESS_MESSAGE = "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"
 
@@ -183,7 +183,7 @@ async def process_message(router: Router, handlers: MessageHandlers, req: FhirRe
             if prior is not None:
                 return prior
             try:
-                handler = _check(handlers, message)
+                handler = _check(svc, handlers, message)
                 info = await handler(router, u, message)
             except _Rejected:
                 raise
@@ -249,7 +249,15 @@ def response_id(message: Message) -> str:
     return "msg-" + hashlib.sha256(f"{message.source}\n{key}".encode()).hexdigest()[:56]
 
 
-def _check(handlers: MessageHandlers, message: Message) -> MessageHandler:
+def _profile_issues(svc: Services, message: Message) -> list[Issue]:
+    """The message Bundle against the profiles its event requires (the consult message profiles)."""
+    profiles = validation_profiles(svc, message.bundle)
+    if not profiles:
+        return []
+    return svc.validator.validate(message.bundle, profiles=profiles, resource_type="Bundle")
+
+
+def _check(svc: Services, handlers: MessageHandlers, message: Message) -> MessageHandler:
     issues: list[Issue] = []
     if not message.source:
         issues.append(Issue("error", "required", "MessageHeader.source.endpoint is required",
@@ -258,6 +266,7 @@ def _check(handlers: MessageHandlers, message: Message) -> MessageHandler:
         issues.append(Issue("error", "required", "The MessageHeader has no event (eventCoding or eventUri)",
                             ("Bundle.entry[0].resource.event",)))
     issues.extend(_unresolved_focus(message))
+    issues.extend(i for i in _profile_issues(svc, message) if i.severity in ("error", "fatal"))
     handler = handlers.get(message.event)
     if handler is None and message.event.strip("|"):
         issues.append(Issue("error", "not-supported", f"Unknown message event '{message.event}'",

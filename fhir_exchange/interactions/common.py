@@ -73,14 +73,22 @@ def require_resource_body(req: FhirRequest, type: str) -> dict[str, Any]:
     return body
 
 
+def validation_profiles(svc: Services, resource: dict[str, Any]) -> list[str]:
+    """The profiles the server requires of this resource, besides its own ``meta.profile`` (which the
+    validator reads itself): per-type settings, and those the selectors (the consult rules) pick."""
+    rt = resource.get("resourceType")
+    out = [url for type, url in svc.settings.required_profile_pairs if type == rt]
+    for select in svc.profile_selectors:
+        out.extend(u for u in select(resource) if u not in out)
+    return out
+
+
 def validate(svc: Services, resource: dict[str, Any]) -> list[Issue]:
     """Validate a resource for writing: raise on errors, return warnings and information."""
     # meta and meta.profile are client input: anything but an object and a list is left to the validator
     # to refuse (a string profile would otherwise be read character by character).
-    meta = resource.get("meta")
-    declared = meta.get("profile") if isinstance(meta, dict) else None
-    profiles = [p for p in declared if isinstance(p, str)] if isinstance(declared, list) else []
-    issues = svc.validator.validate(resource, profiles=profiles, resource_type=resource.get("resourceType"))
+    issues = svc.validator.validate(resource, profiles=validation_profiles(svc, resource),
+                                    resource_type=resource.get("resourceType"))
     for rule in svc.write_rules.get(str(resource.get("resourceType")), ()):
         issues = [*issues, *rule(resource)]
     errors = [i for i in issues if i.severity in ("error", "fatal")]

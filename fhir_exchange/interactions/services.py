@@ -33,3 +33,5 @@ class Services:
     on_conformance_change: list[Callable[[dict[str, Any], bool], None]] = field(default_factory=list)
     # Extra write rules per resource type, run by every write path after validation.
     write_rules: dict[str, list[WriteRule]] = field(default_factory=dict)
+    # Pick the profiles a resource must conform to from its content (e.g. a consult ServiceRequest).
+    profile_selectors: list[Callable[[dict[str, Any]], list[str]]] = field(default_factory=list)
