@@ -238,6 +238,16 @@ class _Parser:
     def __init__(self, expr: str) -> None:
         self.toks = _tokens(expr)
         self.i = 0
+        # Element names the expression reads from its focus (conservatively: every name that starts
+        # a path anywhere, arguments included); None once it reads the focus as a whole.
+        self.names: set[str] | None = set()
+
+    def _reads(self, name: str | None) -> None:
+        if self.names is not None:
+            if name is None:
+                self.names = None
+            else:
+                self.names.add(name)
 
     def peek(self) -> tuple[str, str]:
         return self.toks[self.i]
@@ -312,6 +322,7 @@ class _Parser:
         if kind == "dollar":
             if text != "$this":
                 raise Unsupported(text)
+            self._reads(None)
             return lambda c, env: c
         if kind == "var":
             name = text[1:]
@@ -319,6 +330,7 @@ class _Parser:
                 return lambda c, env: ["http://unitsofmeasure.org"]
             if name not in ("resource", "rootResource", "context"):
                 raise Unsupported(f"variable {text}")
+            self._reads(None)
             return lambda c, env: env[name]
         if kind == "op" and text == "(":
             inner = self.expr(0)
@@ -333,7 +345,10 @@ class _Parser:
                 b = name == "true"
                 return lambda c, env: [b]
             if self.peek()[1] == "(":
+                # A function of the focus itself reads all of it, except extension(url).
+                self._reads("extension" if name == "extension" else None)
                 return self.function(lambda c, env: c, name)
+            self._reads(name if name[:1].islower() else None)
             return _path(lambda c, env: c, name)
         raise Unsupported(f"unexpected {text!r}")
 
@@ -750,5 +765,25 @@ def _raise(msg: str) -> Collection:
 
 
 def compile_fast(expression: str) -> Fn:
-    """Compile ``expression``; raises :class:`Unsupported` when it is outside the subset."""
-    return _Parser(expression).parse()
+    """Compile ``expression``; raises :class:`Unsupported` when it is outside the subset.
+
+    The function carries ``focus_names``: the element names it may read from its focus, or None."""
+    parser = _Parser(expression)
+    fn = parser.parse()
+    fn.focus_names = frozenset(parser.names) if parser.names is not None else None  # type: ignore[attr-defined]
+    return fn
+
+
+def touches(node: Any, names: frozenset[str]) -> bool:
+    """Does ``node`` carry any of ``names`` (a choice name by any of its types, a primitive by ``_name``)?"""
+    if type(node) is not dict:
+        return True
+    for n in names:
+        if n in node or ("_" + n) in node:
+            return True
+        if n in _CHOICE_NAMES:
+            size = len(n)
+            for k in node:
+                if len(k) > size and k.startswith(n) and k[size].isupper():
+                    return True
+    return False

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fhir_exchange.validation.fhirpath_fast import Unsupported, compile_fast
+from fhir_exchange.validation.fhirpath_fast import Unsupported, compile_fast, touches
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.schema import Constraint
 
@@ -96,6 +96,21 @@ CORRECTIONS: dict[str, str] = {
 _FAST_FAILED = object()
 
 
+def _guard(fast: Any) -> frozenset[str] | None:
+    """The names a constraint reads, when it holds on an element that has none of them.
+
+    Such a constraint need not be evaluated on an element without those names: its result depends
+    on them only, and is "holds" without them (e.g. ``dataAbsentReason.empty() or value.empty()``)."""
+    names = getattr(fast, "focus_names", None)
+    if fast is _FAST_FAILED or names is None:
+        return None
+    try:
+        result = fast([{}], {"resource": [{}], "rootResource": [{}], "context": [{}]})
+    except Exception:  # anything odd: no shortcut
+        return None
+    return names if not (len(result) == 1 and result[0] is False) else None
+
+
 class InvariantChecker:
     """Evaluates constraints; compiled expressions are cached for the life of the checker."""
 
@@ -105,7 +120,7 @@ class InvariantChecker:
         self._fast: dict[str, Any] = {}
         # id(constraints tuple) -> (the tuple, its compiled constraints); the tuple is kept so the id
         # cannot be reused by another object while the entry lives.
-        self._by_tuple: dict[int, tuple[tuple[Constraint, ...], list[tuple[Constraint, str, Any]]]] = {}
+        self._by_tuple: dict[int, tuple[tuple[Constraint, ...], list[tuple[Constraint, str, Any, Any]]]] = {}
         self._engine: FullEngine | None = None
         self._lock = threading.Lock()
 
@@ -153,14 +168,15 @@ class InvariantChecker:
         except ValueError as e:
             raise Unsupported(str(e)) from e
 
-    def _prepared(self, constraints: tuple[Constraint, ...]) -> list[tuple[Constraint, str, Any]]:
+    def _prepared(self, constraints: tuple[Constraint, ...]) -> list[tuple[Constraint, str, Any, Any]]:
         prepared = self._by_tuple.get(id(constraints))
         if prepared is None or prepared[0] is not constraints:
             items = []
             for c in constraints:
                 if c.expression:
                     expr = CORRECTIONS.get(c.expression, c.expression)
-                    items.append((c, expr, self._fast_fn(expr)))
+                    fast = self._fast_fn(expr)
+                    items.append((c, expr, fast, _guard(fast)))
             prepared = (constraints, items)
             self._by_tuple[id(constraints)] = prepared
         return prepared[1]
@@ -175,7 +191,9 @@ class InvariantChecker:
         if self._typed_descendants is not None:
             env["%typed_descendants"] = self._typed_descendants_or_unsupported
         focus = [node]
-        for c, expr, fast in self._prepared(constraints):
+        for c, expr, fast, guard in self._prepared(constraints):
+            if guard is not None and not touches(node, guard):
+                continue  # none of what it reads is there, and on nothing it holds
             verdict: bool | None
             if fast is not _FAST_FAILED:
                 try:

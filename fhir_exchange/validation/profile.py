@@ -27,6 +27,7 @@ from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.schema import ElementDef, StructureSchema, compile_structure
 from fhir_exchange.validation.shapes import BINDABLE, NATIVE_CONSTRAINTS, ShapeBuilder
 from fhir_exchange.validation.snapshot import SnapshotError, SnapshotGenerator
+from fhir_exchange.validation.structure import coding_key
 from fhir_exchange.validation.terminology import Terminology
 from fhir_exchange.validation.values import compare, describe, duration_limit, json_equal, matches_pattern
 
@@ -300,7 +301,7 @@ class ProfileValidator:
         sink = ctx.sink
         value = item.value
         allowed = elem.types
-        if allowed and not self._type_allowed(item.type_code, elem):
+        if allowed and item.type_code not in elem.type_set and not self._type_allowed(item.type_code, elem):
             codes = ", ".join(t.code for t in allowed)
             sink.error("structure", MsgId.TYPE_NOT_ALLOWED,
                        f"{elem.path}: type {item.type_code} is not allowed here (allowed: {codes})", item.path)
@@ -319,13 +320,19 @@ class ProfileValidator:
         self._ranges(item, elem, sink)
         b = elem.binding
         if b is not None and b.value_set and b.strength in ("required", "extensible") and item.type_code in BINDABLE:
-            check_binding(self.tx, b, item.type_code, value, item.path, sink)
+            key = value if isinstance(value, str) else coding_key(value, item.type_code)
+            if key is None or key not in elem.good_codes:
+                mark = sink.mark()
+                check_binding(self.tx, b, item.type_code, value, item.path, sink)
+                if key is not None and sink.mark() == mark and len(elem.good_codes) < 1024:
+                    elem.good_codes.add(key)
         if isinstance(value, dict):
             if elem.children:
                 self._node(value, elem, schema, item.path, ctx)
             elif elem is not schema.root:
                 self._constraints(elem, value, item.path, schema, ctx)
-            self._type_profiles(item, elem, ctx)
+            if elem.has_type_profiles:
+                self._type_profiles(item, elem, ctx)
 
     def _type_allowed(self, code: str, elem: ElementDef) -> bool:
         for t in elem.types:
@@ -403,8 +410,11 @@ class ProfileValidator:
 
     def _constraints(self, elem: ElementDef, node: Any, path: str, schema: StructureSchema,
                      ctx: ProfileContext) -> None:
-        own = tuple(c for c in elem.constraints
-                    if c.key not in NATIVE_CONSTRAINTS and c.expression and not self.is_core(c.source))
+        own = elem.own_constraints
+        if own is None:
+            own = elem.own_constraints = tuple(
+                c for c in elem.constraints
+                if c.key not in NATIVE_CONSTRAINTS and c.expression and not self.is_core(c.source))
         if own:
             if isinstance(node, dict) and isinstance(node.get("resourceType"), str):
                 type_path = node["resourceType"]

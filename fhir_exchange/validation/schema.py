@@ -73,6 +73,12 @@ class ElementDef:
     # False when neither this element nor anything below it differs from the base definition:
     # a profile walk can skip it (the pass over the base has checked it already).
     relevant: bool = True
+    type_set: frozenset[str] = frozenset()
+    has_type_profiles: bool = False
+    # Filled by the profile walker: the constraints not already checked by the base pass, and the
+    # coded values already found to meet this element's binding.
+    own_constraints: tuple[Constraint, ...] | None = None
+    good_codes: set[Any] = field(default_factory=set)
 
     @property
     def type_codes(self) -> tuple[str, ...]:
@@ -169,6 +175,8 @@ def compile_element(e: dict[str, Any], eid: str) -> ElementDef:
         min_value=_typed_value(e, "minValue"),
         max_value=_typed_value(e, "maxValue"),
         max_length=e.get("maxLength") if isinstance(e.get("maxLength"), int) else None,
+        type_set=frozenset(t.code for t in types),
+        has_type_profiles=any(t.profiles or t.target_profiles for t in types),
     )
 
 

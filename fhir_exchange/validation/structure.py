@@ -26,7 +26,7 @@ from fhir_exchange.validation.terminology import Terminology
 GOOD_CACHE_SIZE = 2048
 
 
-def _coding_key(value: dict[str, Any], type_code: str) -> tuple[Any, ...] | None:
+def coding_key(value: dict[str, Any], type_code: str) -> tuple[Any, ...] | None:
     """(system, code) pairs of a coded value, or None when it is malformed (the walk reports it)."""
     if type_code == "CodeableConcept":
         codings = value.get("coding")
@@ -272,7 +272,7 @@ class StructureWalker:
                                           shape.constraints))
         if p.binding is not None and self.check_bindings:
             # Codings repeat across resources: a clean (system, code) set is remembered per element.
-            key = _coding_key(value, p.type_code)
+            key = coding_key(value, p.type_code)
             if key is not None and key in p.good_codes:
                 return
             mark = sink.mark()

@@ -203,3 +203,30 @@ def test_fast_subset_agrees_on_consult_constraints() -> None:
                     assert ours == theirs, (f.name, c["key"])
                     compared += 1
     assert compared > 50
+
+
+def test_skipping_guard_is_sound() -> None:
+    """Where the checker skips a constraint (none of the names it reads is present), evaluating it holds."""
+    from fhir_exchange.validation.fhirpath_fast import touches
+    from fhir_exchange.validation.invariants import _guard
+
+    skipped = 0
+    for c, node, _type_path, resource, root in _sites(corpus()):
+        expr = CORRECTIONS.get(c.expression or "", c.expression or "")
+        try:
+            fast = compile_fast(expr)
+        except Unsupported:
+            continue
+        guard = _guard(fast)
+        if guard is None or touches(node, guard):
+            continue
+        skipped += 1
+        try:
+            result = fast([node], {"resource": [resource], "rootResource": [root], "context": [node]})
+        except Unsupported:
+            continue
+        assert not (len(result) == 1 and result[0] is False), (c.key, expr, node)
+    assert skipped > 100
+    assert _guard(compile_fast("a.exists()")) is None  # fails on nothing: never skipped
+    assert _guard(compile_fast("$this.a.empty()")) is None  # reads the focus as a whole
+    assert _guard(compile_fast("a.empty() or b.exists()")) == frozenset({"a", "b"})
