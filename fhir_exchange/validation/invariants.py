@@ -171,6 +171,8 @@ class InvariantChecker:
     def _prepared(self, constraints: tuple[Constraint, ...]) -> list[tuple[Constraint, str, Any, Any]]:
         prepared = self._by_tuple.get(id(constraints))
         if prepared is None or prepared[0] is not constraints:
+            if len(self._by_tuple) > 50_000:  # shapes rebuilt after many definition changes
+                self._by_tuple.clear()
             items = []
             for c in constraints:
                 if c.expression:

@@ -421,3 +421,14 @@ def test_structure_definition_contradicting_its_base_is_invalid() -> None:
     assert [i.severity for i in issues] == ["error"] and "contradicts the base's fixed value" in issues[0].diagnostics
     derived["differential"]["element"][0]["fixedUri"] = URL + "ext-b"
     assert [i for i in v.validate(derived) if i.message_id == "sd-profile-unusable"] == []
+
+
+def test_definitions_added_later_are_used_at_once() -> None:
+    v = validator()
+    res = {"resourceType": "Patient", "id": "x"}
+    assert "sd-profile-unknown" in [i.message_id for i in v.validate(res, profiles=[URL + "late"])]
+    v.definitions.add(profile("late", "Patient", [{"path": "Patient.gender", "min": 1}]))
+    assert ids(errors(v, res, "late")) == ["sd-cardinality-min"]
+    v.definitions.add(profile("late", "Patient", [{"path": "Patient.birthDate", "min": 1}]))  # replaced
+    assert [i.diagnostics for i in errors(v, res, "late")] == [
+        "Patient.birthDate: minimum required = 1, but only found 0"]
