@@ -24,6 +24,10 @@ def _local(tag: str) -> str:
 
 
 def parse_xml_resource(text: str | bytes, shapes: ShapeBuilder) -> dict[str, Any]:
+    head = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if "<!DOCTYPE" in head.upper() or "<!ENTITY" in head.upper():
+        # FHIR XML has no DTD (xml.html); declarations are only ever used for entity expansion attacks.
+        raise ValueError("FHIR XML must not contain a DOCTYPE or entity declarations")
     root = ET.fromstring(text)
     return _resource(root, shapes)
 

@@ -94,6 +94,8 @@ def test_narrative_must_be_well_formed_xhtml_div() -> None:
     assert found(obs(text=entity)) == [("error", "xhtml-content", "Observation.text.div")]
     no_ns = {"status": "generated", "div": "<div>a</div>"}
     assert found(obs(text=no_ns)) == [("error", "xhtml-content", "Observation.text.div")]
+    bomb = {"status": "generated", "div": '<!DOCTYPE d [<!ENTITY a "aaaa">]><div xmlns="http://www.w3.org/1999/xhtml">&a;</div>'}
+    assert found(obs(text=bomb)) == [("error", "xhtml-content", "Observation.text.div")]
     empty = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml"> </div>'}
     assert found(obs(text=empty)) == [("error", "sd-invariant", "Observation.text.div")]
 
