@@ -5,12 +5,23 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import dataclasses
+
 import httpx
+import pytest
 
 from fhir_exchange.bundles.message import CONSULT_EVENT_SYSTEM
+from fhir_exchange.settings import Settings
 from tests.bundles.helpers import SYS, patient
 
 SRC = "https://emr.small-hospital.example/fhir"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The messaging engine on its own, with deliberately minimal messages: the consult profiles that a
+    real consult message must also meet are tested with the IG's examples in tests/consult."""
+    return dataclasses.replace(settings, consult_profiles=False)
 
 
 def message(event: str, *resources: tuple[str, dict[str, Any]], focus: str | None = None,
