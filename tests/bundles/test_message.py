@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
-
 import dataclasses
+from typing import Any
 
 import httpx
 import pytest
