@@ -208,11 +208,15 @@ async def test_compiled_search_shapes_use_their_index(searchable: MongoStore, de
     from fhir_exchange.store.mongo_search import Compiler
 
     type, params, index, mongod_only = SEARCH_SHAPES[shape]
-    if mongod_only and not os.environ.get("MONGODB_URL"):
-        pytest.skip("a range inside $elemMatch: SecantusDB's planner scans, mongod uses the index")
     query = parse(definitions, type, params, strict=True)
     filt = await Compiler(searchable._finder(None)).filter(query.params, type)
     assert (await searchable.search(query)).total, shape  # the shape finds something
+    if mongod_only and not os.environ.get("MONGODB_URL"):
+        # SecantusDB's planner scans any $elemMatch; mongod serves a range inside $elemMatch on a multikey
+        # field from that field's index. Here: the filter has exactly that form on the indexed field.
+        field = "_s." + index.removeprefix("s_")
+        assert field in str(filt) and "$elemMatch" in str(filt), filt
+        return
     with MongoClient(searchable.url) as c:
         plan = _plan(c.get_default_database()[type].find(filt).explain())
     assert "IXSCAN" in plan and f"'{index}'" in plan and "COLLSCAN" not in plan, (filt, plan)
