@@ -52,6 +52,9 @@ class Definitions:
         self._sd_by_type: dict[str, str] = {}  # type name -> base definition url
         self._search_params_cache: dict[str, list[dict[str, Any]]] | None = None
         self._resource_types: list[str] | None = None
+        self._resource_type_names: frozenset[str] | None = None
+        # (package, filename) -> resourceType, so iter() parses only the files of the type it wants.
+        self._file_types: dict[tuple[int, str], str] = {}
         self.generation = 0  # bumped on every change, so derived caches know when to rebuild
         for p in packages:
             self.add_package(p)
@@ -74,6 +77,7 @@ class Definitions:
             for e in pkg.entries:
                 if e.resource_type not in CONFORMANCE_TYPES:
                     continue
+                self._file_types[(id(pkg), e.filename)] = e.resource_type
                 if e.url:
                     self._by_url[e.url].append((e.version, pkg, e.filename))
                 if e.id:
@@ -112,6 +116,7 @@ class Definitions:
     def _changed(self) -> None:
         self._search_params_cache = None
         self._resource_types = None
+        self._resource_type_names = None
         self.generation += 1
 
     # -- lookup -------------------------------------------------------------------------------
@@ -153,9 +158,10 @@ class Definitions:
             urls = list(self._by_url.items())
         for _url, versions in urls:
             best = max(versions, key=lambda c: (c[1] is None, _version_key(c[0])))
-            res = self._materialise((best[1], best[2]))
-            if res.get("resourceType") == resource_type:
-                yield res
+            pkg, ref = best[1], best[2]
+            rt = ref.get("resourceType") if isinstance(ref, dict) else self._file_types.get((id(pkg), ref))
+            if rt == resource_type:
+                yield self._materialise((pkg, ref))
 
     def structure_definition(self, type_or_url: str) -> dict[str, Any] | None:
         if "/" in type_or_url or ":" in type_or_url:
@@ -164,10 +170,10 @@ class Definitions:
         return self.resolve(url) if url else None
 
     def is_resource_type(self, name: str) -> bool:
-        return name in self._resource_type_set()
-
-    def _resource_type_set(self) -> frozenset[str]:
-        return frozenset(self.resource_types())
+        names = self._resource_type_names
+        if names is None or self._resource_types is None:
+            names = self._resource_type_names = frozenset(self.resource_types())
+        return name in names
 
     def resource_types(self) -> list[str]:
         """Concrete resource types defined by the core package (kind=resource, not abstract)."""
