@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.jsonutil import dicts
 from fhir_exchange.validation.references import LITERAL_REFERENCE, Resolver
 from fhir_exchange.validation.structure import Visited
 
@@ -32,7 +33,7 @@ def check_bundle(resources: list[Visited], refs: list[Visited], resolver: Resolv
 
 def _document_references(bundle: dict[str, Any], refs: list[Visited], resolver: Resolver, sink: IssueSink) -> None:
     """A document is self-contained: every literal reference resolves to one of its entries."""
-    entries = [e for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    entries = [e for e in dicts(bundle.get("entry")) if isinstance(e.get("resource"), dict)]
     members = {id(e["resource"]) for e in entries}
     for v in refs:
         if id(resolver.container_of(v.resource)) not in members:

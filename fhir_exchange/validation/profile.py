@@ -24,6 +24,7 @@ from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.bindings import check_binding
 from fhir_exchange.validation.invariants import InvariantChecker
 from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.jsonutil import dicts
 from fhir_exchange.validation.schema import ElementDef, StructureSchema, compile_structure
 from fhir_exchange.validation.shapes import BINDABLE, NATIVE_CONSTRAINTS, ShapeBuilder
 from fhir_exchange.validation.snapshot import SnapshotError, SnapshotGenerator
@@ -308,6 +309,8 @@ class ProfileValidator:
             return
         if value is None:
             return
+        if (type(value) is dict) != (item.type_code[:1].isupper() or item.type_code == ""):
+            return  # the wrong JSON shape for its type: reported by the structural pass
         if elem.fixed is not None and not json_equal(value, elem.fixed[1]):
             sink.error("value", MsgId.FIXED_MISMATCH,
                        f"{elem.path}: value {describe(value)} does not equal the fixed value "
@@ -578,8 +581,8 @@ class ProfileValidator:
                 url = step[10:-1].strip("'\"")
                 for v, _ in cur:
                     if isinstance(v, dict):
-                        for e in v.get("extension", []) or []:
-                            if isinstance(e, dict) and e.get("url") == url:
+                        for e in dicts(v.get("extension")):
+                            if e.get("url") == url:
                                 nxt.append((e, "Extension"))
             else:
                 for v, _ in cur:

@@ -27,6 +27,7 @@ from typing import Any
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.jsonutil import dicts
 from fhir_exchange.validation.structure import Visited
 from fhir_exchange.validation.terminology import Expansion, Terminology
 from fhir_exchange.validation.ucum import compare_quantities
@@ -57,8 +58,8 @@ ANSWER_TYPES: dict[str, tuple[str, ...]] = {
 
 def _ext(item: dict[str, Any], url: str) -> list[Any]:
     out = []
-    for e in item.get("extension", []) or []:
-        if isinstance(e, dict) and e.get("url") == url:
+    for e in dicts(item.get("extension")):
+        if e.get("url") == url:
             out.append(next((v for k, v in e.items() if k.startswith("value")), None))
     return out
 
@@ -76,19 +77,18 @@ class _Ctx:
         self.q = q
         self.sink = sink
         self.answers: dict[str, list[Any]] = {}
-        self._collect(qr.get("item", []))
+        self._collect(qr.get("item"))
 
     def _collect(self, items: Any) -> None:
         for it in items if isinstance(items, list) else []:
             if not isinstance(it, dict):
                 continue
-            for a in it.get("answer", []) or []:
-                if isinstance(a, dict):
-                    _, v = _answer_value(a)
-                    if v is not None:
-                        self.answers.setdefault(str(it.get("linkId")), []).append(v)
-                    self._collect(a.get("item", []))
-            self._collect(it.get("item", []))
+            for a in dicts(it.get("answer")):
+                _, v = _answer_value(a)
+                if v is not None:
+                    self.answers.setdefault(str(it.get("linkId")), []).append(v)
+                self._collect(a.get("item"))
+            self._collect(it.get("item"))
 
 
 class QuestionnaireChecker:
@@ -108,8 +108,7 @@ class QuestionnaireChecker:
         if not isinstance(canonical, str):
             return
         if canonical.startswith("#"):
-            q = next((c for c in qr.get("contained", []) or []
-                      if isinstance(c, dict) and c.get("id") == canonical[1:]), None)
+            q = next((c for c in dicts(qr.get("contained")) if c.get("id") == canonical[1:]), None)
         else:
             q = self.defs.resolve(canonical)
             if q is None and self.fetch is not None:
@@ -127,19 +126,21 @@ class QuestionnaireChecker:
                        "Questionnaire", f"{path}.questionnaire")
             return
         ctx = _Ctx(qr, q, sink)
-        self._items(qr.get("item", []), q.get("item", []), path, ctx)
+        self._items(qr.get("item"), q.get("item"), path, ctx)
 
     # -- items -------------------------------------------------------------------------------
 
     def _items(self, qr_items: Any, q_items: Any, path: str, ctx: _Ctx) -> None:
         sink = ctx.sink
-        defs = {d.get("linkId"): d for d in q_items if isinstance(d, dict)} if isinstance(q_items, list) else {}
+        # Malformed items (a linkId that is not a string...) are the structural pass's to report.
+        defs = {d["linkId"]: d for d in q_items if isinstance(d, dict) and isinstance(d.get("linkId"), str)} \
+            if isinstance(q_items, list) else {}
         present: dict[str, list[dict[str, Any]]] = {}
         for i, it in enumerate(qr_items if isinstance(qr_items, list) else []):
-            if not isinstance(it, dict):
+            if not isinstance(it, dict) or not isinstance(it.get("linkId"), str):
                 continue
             here = f"{path}.item[{i}]"
-            link = it.get("linkId")
+            link = it["linkId"]
             d = defs.get(link)
             if d is None:
                 sink.error("structure", "qr-linkid-unknown",
@@ -158,7 +159,7 @@ class QuestionnaireChecker:
     def _item(self, it: dict[str, Any], d: dict[str, Any], path: str, ctx: _Ctx) -> None:
         sink = ctx.sink
         kind = d.get("type")
-        answers = [a for a in it.get("answer", []) or [] if isinstance(a, dict)]
+        answers = dicts(it.get("answer"))
         enabled = self._enabled(d, ctx)
         if kind == "question":
             sink.error("structure", "qr-abstract-type",
@@ -173,7 +174,7 @@ class QuestionnaireChecker:
                 if d.get("required") and enabled and not children:
                     sink.error("required", "qr-required-missing",
                                f"The required group '{d.get('linkId')}' has no content", path)
-                self._items(children or [], d.get("item", []), path, ctx)
+                self._items(children, d.get("item"), path, ctx)
             return
         if not answers and d.get("required") and enabled:
             sink.error("required", "qr-required-missing",
@@ -198,19 +199,19 @@ class QuestionnaireChecker:
                 continue
             exclusive |= self._answer(key, value, d, here, ctx)
             if a.get("item"):
-                self._items(a["item"], d.get("item", []), here, ctx)
+                self._items(a["item"], d.get("item"), here, ctx)
         if exclusive and len(answers) > 1:
             sink.error("structure", "qr-option-exclusive",
                        f"An exclusive option was chosen for item '{d.get('linkId')}' together with other answers",
                        path)
         if it.get("item"):
-            self._items(it["item"], d.get("item", []), path, ctx)
+            self._items(it["item"], d.get("item"), path, ctx)
 
     def _answer(self, key: str, value: Any, d: dict[str, Any], path: str, ctx: _Ctx) -> bool:
         """Checks one answer; True when it picked an exclusive option."""
         sink = ctx.sink
         exclusive = False
-        options = [o for o in d.get("answerOption", []) or [] if isinstance(o, dict)]
+        options = dicts(d.get("answerOption"))
         if options:
             match = None
             for o in options:
@@ -277,8 +278,8 @@ class QuestionnaireChecker:
     def _expand(self, vs: str, ctx: _Ctx) -> Expansion | None:
         if vs.startswith("#"):
             for holder in (ctx.q, ctx.qr):
-                for c in holder.get("contained", []) or []:
-                    if isinstance(c, dict) and c.get("resourceType") == "ValueSet" and c.get("id") == vs[1:]:
+                for c in dicts(holder.get("contained")):
+                    if c.get("resourceType") == "ValueSet" and c.get("id") == vs[1:]:
                         return self.tx.expand_resource(c)
             return None
         return self.tx.expand(vs)
@@ -323,7 +324,7 @@ class QuestionnaireChecker:
     # -- enableWhen --------------------------------------------------------------------------
 
     def _enabled(self, d: dict[str, Any], ctx: _Ctx) -> bool:
-        conditions = [c for c in d.get("enableWhen", []) or [] if isinstance(c, dict)]
+        conditions = dicts(d.get("enableWhen"))
         if not conditions:
             return True
         results = [self._condition(c, ctx) for c in conditions]
