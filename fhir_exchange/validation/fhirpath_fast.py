@@ -323,7 +323,7 @@ class _Parser:
             if text != "$this":
                 raise Unsupported(text)
             self._reads(None)
-            return lambda c, env: c
+            return _identity
         if kind == "var":
             name = text[1:]
             if name == "ucum":
@@ -347,9 +347,9 @@ class _Parser:
             if self.peek()[1] == "(":
                 # A function of the focus itself reads all of it, except extension(url).
                 self._reads("extension" if name == "extension" else None)
-                return self.function(lambda c, env: c, name)
+                return self.function(_identity, name)
             self._reads(name if name[:1].islower() else None)
-            return _path(lambda c, env: c, name)
+            return _path(_identity, name)
         raise Unsupported(f"unexpected {text!r}")
 
     def invocation(self, base: Fn) -> Fn:
@@ -389,6 +389,10 @@ class _Parser:
         return _function(base, name, args)
 
 
+def _identity(c: Collection, env: Env) -> Collection:
+    return c
+
+
 def _path(base: Fn, name: str) -> Fn:
     if name[:1].isupper():
         # A type name at the start of a path (``Patient.name``) names the context resource.
@@ -402,6 +406,18 @@ def _path(base: Fn, name: str) -> Fn:
                     raise Unsupported("type-name step on an element")
             return out
         return typed
+
+    if base is _identity:
+        # The common first step: the focus is almost always one object.
+        def first_step(c: Collection, env: Env) -> Collection:
+            if len(c) == 1:
+                return _children(c[0], name)
+            out: Collection = []
+            for x in c:
+                out.extend(_children(x, name))
+            return out
+        first_step.step_of = (base, name)  # type: ignore[attr-defined]
+        return first_step
 
     def step(c: Collection, env: Env) -> Collection:
         out: Collection = []
