@@ -105,7 +105,9 @@ class UnitOfWork(Protocol):
     async def put(self, version: ResourceVersion, resource: dict[str, Any], *, expected_version: int) -> None:
         """Write a new version (create or update). ``version.body`` holds the serialised resource;
         ``resource`` is the same, parsed, for index extraction. Checks ``expected_version``
-        (``NEW``, ``ANY`` or the current version id) atomically."""
+        (``NEW``, ``ANY`` or the current version id) atomically: at once, or (an adapter may buffer
+        writes) at the latest when the unit of work next reads, searches or commits, so a conflict
+        always fails the unit of work before anything is committed."""
 
     async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
         """Write a deletion marker version (``version.deleted`` is True, ``body`` empty)."""

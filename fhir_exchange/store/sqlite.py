@@ -62,6 +62,7 @@ SCHEMA: list[str] = [
 _MAX_INT = 2**63 - 1  # LIMIT/OFFSET beyond SQLite's 64-bit integers raise OverflowError
 
 _COLS = "type, id, version, last_updated, deleted, body"
+_MAX_PENDING = 512  # buffered writes of a unit of work before they are run (bounds the memory they hold)
 
 
 def _row(r: tuple[Any, ...], method: str = "PUT") -> ResourceVersion:
@@ -88,9 +89,36 @@ class SqliteUnitOfWork:
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
         self._conn = store._writer_conn
+        self._pending: list[Callable[[], None]] = []
+        # BEGIN IMMEDIATE runs in the first hop to the writer thread, not in one of its own.
+        self.begun = False
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await self._store._on_writer(fn)
+        """Run ``fn`` on the writer thread after the writes buffered so far (read-your-writes)."""
+        pending = self.take_pending()
+        begin = not self.begun
+        self.begun = True
+
+        def after_pending() -> T:
+            if begin:
+                self._store._begin()
+            for write in pending:
+                write()
+            return fn()
+
+        return await self._store._on_writer(after_pending)
+
+    def take_pending(self) -> list[Callable[[], None]]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    async def _buffer(self, write: Callable[[], None]) -> None:
+        # Each hop to the writer thread costs far more than the SQL it runs (thread wake-up and GIL
+        # hand-over), so writes are buffered and run in one hop with the next read, search or the commit.
+        # Their preconditions are still checked in the same SQLite transaction, before the commit.
+        self._pending.append(write)
+        if len(self._pending) >= _MAX_PENDING:
+            await self._run(lambda: None)
 
     async def read(self, type: str, id: str) -> ResourceVersion | None:
         def go() -> ResourceVersion | None:
@@ -138,7 +166,7 @@ class SqliteUnitOfWork:
                  version.body),
             )
 
-        await self._run(go)
+        await self._buffer(go)
 
     async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
         def go() -> None:
@@ -156,7 +184,7 @@ class SqliteUnitOfWork:
                 (version.type, version.id, version.version_id, version.last_updated, b""),
             )
 
-        await self._run(go)
+        await self._buffer(go)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await self._run(lambda: self._store._search_on(self._conn, query))
@@ -244,6 +272,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
+    def _rollback(self) -> None:
+        if self._writer_conn.in_transaction:
+            self._writer_conn.execute("ROLLBACK")
+
     def _begin(self) -> None:
         """On the writer thread. Units of work are serialised, so a transaction still open here was left by
         one whose task was cancelled while its BEGIN ran in this thread (the await gave up, the BEGIN did
@@ -255,14 +287,26 @@ class SqliteStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteUnitOfWork]:
         async with self._write_lock:
-            await self._on_writer(self._begin)
+            uow = SqliteUnitOfWork(self)
             try:
-                yield SqliteUnitOfWork(self)
+                yield uow
+                pending = uow.take_pending()
+                if pending or uow.begun:
+                    begin = not uow.begun
+                    uow.begun = True
+
+                    def commit() -> None:
+                        if begin:
+                            self._begin()
+                        for write in pending:
+                            write()
+                        self._writer_conn.execute("COMMIT")
+
+                    await self._on_writer(commit)
             except BaseException:
-                await self._on_writer(lambda: self._writer_conn.execute("ROLLBACK"))
+                if uow.begun:
+                    await self._on_writer(self._rollback)
                 raise
-            else:
-                await self._on_writer(lambda: self._writer_conn.execute("COMMIT"))
 
     async def read(self, type: str, id: str) -> ResourceVersion | None:
         def go(conn: sqlite3.Connection) -> ResourceVersion | None:
