@@ -98,8 +98,13 @@ async def _load(args: argparse.Namespace) -> int:
             try:
                 doc: Any = jsonio.loads(f.read_bytes())
                 req = _load_request(doc)
-                await router.dispatch(req)
-                ok += 1
+                resp = await router.dispatch(req)
+                problem = _load_problem(resp.json())
+                if problem:
+                    failed += 1
+                    print(f"\n{f}: {problem}", file=sys.stderr)
+                else:
+                    ok += 1
             except FhirError as err:
                 failed += 1
                 print(f"\n{f}: {err.status} {err.diagnostics}", file=sys.stderr)
@@ -114,6 +119,22 @@ async def _load(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _load_problem(answer: dict[str, Any] | None) -> str | None:
+    """What went wrong inside a 200 answer: failed batch entries, or a message not answered ok."""
+    if not answer or answer.get("resourceType") != "Bundle":
+        return None
+    entries = answer.get("entry") or []
+    if answer.get("type") == "batch-response":
+        failed = [e["response"]["status"] for e in entries if not str(e["response"]["status"]).startswith("2")]
+        return f"{len(failed)} batch entries failed ({', '.join(failed[:3])})" if failed else None
+    if answer.get("type") == "message" and entries:
+        code = (entries[0].get("resource", {}).get("response") or {}).get("code")
+        if code != "ok":
+            issues = [i.get("diagnostics", "") for e in entries[1:] for i in e.get("resource", {}).get("issue", [])]
+            return f"message answered {code}: {'; '.join(issues[:3])}"
+    return None
+
+
 def _load_request(doc: Any) -> Any:
     from fhir_exchange.interactions.request import FhirRequest
 
@@ -124,6 +145,8 @@ def _load_request(doc: Any) -> Any:
     rt = doc["resourceType"]
     if rt == "Bundle" and doc.get("type") in ("transaction", "batch"):
         return FhirRequest("POST", "", body=doc, base_url="")
+    if rt == "Bundle" and doc.get("type") == "message":  # as an exchange system sends it
+        return FhirRequest("POST", "$process-message", body=doc, base_url="")
     if doc.get("id"):
         return FhirRequest("PUT", f"{rt}/{doc['id']}", body=doc, base_url="")
     return FhirRequest("POST", rt, body=doc, base_url="")

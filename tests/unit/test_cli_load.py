@@ -1,0 +1,24 @@
+"""``fhir-exchange load``: resources, transaction and message Bundles, with failures counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fhir_exchange.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_load_the_consult_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = [str(ROOT / "examples/valid"), str(ROOT / "examples/bundles")]
+    assert main(["load", "--data-dir", str(tmp_path), *paths]) == 0
+    assert "(0 failed)" in capsys.readouterr().out
+
+
+def test_a_message_answered_fatal_error_counts_as_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = ROOT / "examples/invalid/Bundle-cancel-request-still-active.json"
+    assert main(["load", "--data-dir", str(tmp_path), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert "(1 failed)" in captured.out and "cx-mcan-1" in captured.err
