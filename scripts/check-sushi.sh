@@ -7,7 +7,7 @@
 #
 # Works offline: SUSHI cannot download FHIR packages here, so the script builds a FHIR package
 # cache (HOME/.fhir/packages, where SUSHI's fhir-package-loader looks) from the local tarballs:
-# hl7.fhir.r4.core 4.0.1 (fhir_exchange/packages) and hl7.fhir.kr.core 2.0.0 (KRCORE_TGZ).
+# hl7.fhir.r4.core 4.0.1 (fhir_exchange/packages) and hl7.fhir.kr.core 2.0.0 (fhir_exchange/packages, or KRCORE_TGZ).
 # KR Core ships differentials only and SUSHI needs its parents' snapshots, so the cached KR Core
 # StructureDefinitions get a provisional snapshot: the base snapshot with the differential merged
 # in. It only has to be good enough for SUSHI to place our own differential (which is what we
@@ -21,7 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUSHI_VERSION="${SUSHI_VERSION:-3.21.0}"
 SUSHI_DIR="${SUSHI_DIR:-$ROOT/.sushi}"
 CORE_TGZ="$ROOT/fhir_exchange/packages/hl7.fhir.r4.core-4.0.1.tgz"
-KRCORE_TGZ="${KRCORE_TGZ:-$ROOT/../shared/fhir-packages/hl7.fhir.kr.core-2.0.0.tgz}"
+KRCORE_TGZ="${KRCORE_TGZ:-$ROOT/fhir_exchange/packages/hl7.fhir.kr.core-2.0.0.tgz}"
 PYTHON="${PYTHON:-python3}"
 MODE=check
 [[ "${1:-}" == "--update" ]] && MODE=update
