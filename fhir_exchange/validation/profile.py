@@ -55,6 +55,13 @@ class ProfileContext:
     root_of: Callable[[dict[str, Any]], dict[str, Any]]  # %rootResource of a resource
     depth: int = 0
     in_progress: set[tuple[int, str]] = field(default_factory=set)
+    # Verdicts of ``conforms`` on resources in this validation, by (id(resource), profile): a Bundle
+    # entry is referenced by several others, and each targetProfile check walked it again. The
+    # resources belong to the instance under validation, so the ids stay valid for the call.
+    verdicts: dict[tuple[int, str], bool] = field(default_factory=dict)
+    # How many walks were cut short (recursion guard, depth limit): a verdict reached while one was
+    # cut depends on the path that led to it, so it is not remembered.
+    cuts: int = 0
 
 
 class ProfileError(Exception):
@@ -152,6 +159,7 @@ class ProfileValidator:
             return  # the structural pass has done exactly this
         key = (id(res), schema.url)
         if key in ctx.in_progress or ctx.depth > MAX_DEPTH:
+            ctx.cuts += 1
             return
         ctx.in_progress.add(key)
         outer = ctx.resource
@@ -174,10 +182,11 @@ class ProfileValidator:
         if schema is None:
             ctx.sink.warning("not-found", MsgId.PROFILE_UNKNOWN, f"Profile {url} is not known; not checked", path)
             return
-        if self.is_core(schema.url) or ctx.depth > MAX_DEPTH:
+        if self.is_core(schema.url):
             return
         key = (id(value), schema.url)
-        if key in ctx.in_progress:
+        if key in ctx.in_progress or ctx.depth > MAX_DEPTH:
+            ctx.cuts += 1
             return
         ctx.in_progress.add(key)
         ctx.depth += 1
@@ -191,8 +200,16 @@ class ProfileValidator:
 
     def conforms(self, value: Any, url: str, type_code: str, path: str, ctx: ProfileContext) -> bool:
         """Silently: does ``value`` (a resource or a datatype) conform to ``url``?"""
+        is_resource = isinstance(value, dict) and "resourceType" in value
+        # Only resources: a datatype's verdict also depends on %resource (ctx.resource) around it.
+        memo_key = (id(value), url)
+        if is_resource:
+            hit = ctx.verdicts.get(memo_key)
+            if hit is not None:
+                return hit
         mark = ctx.sink.mark()
-        if isinstance(value, dict) and "resourceType" in value:
+        cuts = ctx.cuts
+        if is_resource:
             if self._structurally_valid(value, ctx) is False:
                 ctx.sink.truncate(mark)
                 return False
@@ -201,6 +218,8 @@ class ProfileValidator:
             self.validate_value(value, url, type_code, path, ctx)
         ok = not any(i.severity in ("error", "fatal") for i in ctx.sink.since(mark))
         ctx.sink.truncate(mark)
+        if is_resource and ctx.cuts == cuts:
+            ctx.verdicts[memo_key] = ok
         return ok
 
     def _structurally_valid(self, res: dict[str, Any], ctx: ProfileContext) -> bool | None:
