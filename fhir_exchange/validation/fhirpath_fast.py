@@ -296,24 +296,36 @@ class _Parser:
         return self.postfix(self.term())
 
     def postfix(self, fn: Fn) -> Fn:
+        # A chain of plain path steps from an environment variable (``%resource.entry.fullUrl``)
+        # does not depend on the focus: it is computed once per environment, not once per item of
+        # an enclosing where()/all() (Bundle-level invariants compare every reference with it).
+        from_var = getattr(fn, "env_var", False)
         while True:
             _, text = self.peek()
             if text == ".":
                 self.take()
+                if from_var and (self.peek()[0] not in ("id", "bt") or self.toks[self.i + 1][1] == "("):
+                    fn, from_var = _per_env(fn), False
                 fn = self.invocation(fn)
             elif text == "[":
                 self.take()
+                if from_var:
+                    fn, from_var = _per_env(fn), False
                 index = self.expr(0)
                 self.expect("]")
                 fn = _indexer(fn, index)
             else:
-                return fn
+                return _per_env(fn) if from_var else fn
 
     def term(self) -> Fn:
         kind, text = self.take()
         if kind == "str":
             s = _unescape(text[1:-1])
-            return lambda c, env: [s]
+
+            def literal(c: Collection, env: Env) -> Collection:
+                return [s]
+            literal.string_literal = s  # type: ignore[attr-defined]
+            return literal
         if kind == "num":
             n: Any = float(text) if "." in text else int(text)
             return lambda c, env: [n]
@@ -331,7 +343,11 @@ class _Parser:
             if name not in ("resource", "rootResource", "context"):
                 raise Unsupported(f"variable {text}")
             self._reads(None)
-            return lambda c, env: env[name]
+
+            def variable(c: Collection, env: Env) -> Collection:
+                return env[name]
+            variable.env_var = True  # type: ignore[attr-defined]
+            return variable
         if kind == "op" and text == "(":
             inner = self.expr(0)
             self.expect(")")
@@ -391,6 +407,27 @@ class _Parser:
 
 def _identity(c: Collection, env: Env) -> Collection:
     return c
+
+
+def _per_env(fn: Fn) -> Fn:
+    """``fn`` evaluated once per environment (its result depends on the environment only); the
+    cache lives in the environment, which the caller makes afresh for each node."""
+    if fn.__name__ == "variable":
+        return fn  # a bare variable is already a lookup
+    token = object()
+
+    def once(c: Collection, env: Env) -> Collection:
+        cache = env.get("%per_env")
+        if cache is None:
+            cache = env["%per_env"] = {}
+        hit = cache.get(token)
+        if hit is None:
+            hit = cache[token] = fn(c, env)
+        return list(hit)  # a copy: callers own the collections they are given
+    if hasattr(fn, "step_of"):
+        # ``%resource.value.ofType(Quantity)`` compiles from the step before the memo.
+        once.step_of = fn.step_of  # type: ignore[attr-defined]
+    return once
 
 
 def _path(base: Fn, name: str) -> Fn:
@@ -491,33 +528,61 @@ def _indexer(base: Fn, index: Fn) -> Fn:
 
 
 def _binary(op: str, left: Fn, right: Fn) -> Fn:
-    if op in ("and", "or", "xor", "implies"):
-        def logic(c: Collection, env: Env) -> Collection:
+    # One closure per operator, not one that tests ``op`` on every evaluation: invariants run on
+    # nearly every element, and these comparisons were a measurable share of their cost.
+    if op == "and":
+        def logic_and(c: Collection, env: Env) -> Collection:
             a = _singleton_bool(left(c, env))
-            if op == "and" and a is False:
+            if a is False:
                 return [False]
-            if op == "or" and a is True:
+            b = _singleton_bool(right(c, env))
+            if a is True and b is True:
                 return [True]
-            if op == "implies" and a is False:
+            return [False] if b is False else []
+        return logic_and
+    if op == "or":
+        def logic_or(c: Collection, env: Env) -> Collection:
+            a = _singleton_bool(left(c, env))
+            if a is True:
                 return [True]
             b = _singleton_bool(right(c, env))
-            if op == "and":
-                if a is True and b is True:
-                    return [True]
-                return [False] if b is False else []
-            if op == "or":
-                if b is True:
-                    return [True]
-                return [False] if a is False and b is False else []
-            if op == "xor":
-                return [] if a is None or b is None else [a != b]
-            # implies
+            if b is True:
+                return [True]
+            return [False] if a is False and b is False else []
+        return logic_or
+    if op == "implies":
+        def logic_implies(c: Collection, env: Env) -> Collection:
+            a = _singleton_bool(left(c, env))
+            if a is False:
+                return [True]
+            b = _singleton_bool(right(c, env))
             if a is None:
                 return [True] if b is True else []
             return [True] if b is True else ([False] if b is False else [])
-        return logic
+        return logic_implies
+    if op == "xor":
+        def logic_xor(c: Collection, env: Env) -> Collection:
+            a = _singleton_bool(left(c, env))
+            b = _singleton_bool(right(c, env))
+            return [] if a is None or b is None else [a != b]
+        return logic_xor
     if op == "|":
         return lambda c, env: _unique(left(c, env) + right(c, env))
+    lit = getattr(right, "string_literal", None)
+    if op in ("=", "!=") and lit is not None and not _looks_temporal(lit):
+        # ``status = 'completed'``: one string against a literal that is no date is plain ``==``
+        # (no precision question); anything else goes the general way below.
+        negate = op == "!="
+
+        def equals_literal(c: Collection, env: Env) -> Collection:
+            a = left(c, env)
+            if not a:
+                return []
+            if len(a) == 1 and type(a[0]) is str:
+                return [(a[0] == lit) is not negate]
+            same = len(a) == 1 and _eq(a[0], lit)
+            return [same is not negate]
+        return equals_literal
     if op in ("=", "!=", "~", "!~"):
         def equality(c: Collection, env: Env) -> Collection:
             a, b = left(c, env), right(c, env)
