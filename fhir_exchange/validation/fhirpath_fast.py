@@ -277,10 +277,17 @@ class _Parser:
                 return left
             self.take()
             if text in ("is", "as"):
-                left = _type_fn(left, text, self.type_name())
+                left = _free_if(_type_fn(left, text, self.type_name()), _free(left))
                 continue
             right = self.expr(prec + 1)
-            left = _binary(text, left, right)
+            if text == "|" and hasattr(left, "const") and hasattr(right, "const"):
+                # A union of literals (``'draft' | 'requested' | ...``) is folded once, here.
+                left = _const(_unique(left.const + right.const))
+                continue
+            free = _free(left) and _free(right)
+            if not free:
+                left, right = _shared(left), _shared(right)
+            left = _free_if(_binary(text, left, right), free)
 
     def unary(self) -> Fn:
         kind, text = self.peek()
@@ -292,43 +299,35 @@ class _Parser:
 
             def neg(c: Collection, env: Env) -> Collection:
                 return [-x for x in inner(c, env) if isinstance(x, (int, float))]
-            return neg
+            return _free_if(neg, _free(inner))
         return self.postfix(self.term())
 
     def postfix(self, fn: Fn) -> Fn:
-        # A chain of plain path steps from an environment variable (``%resource.entry.fullUrl``)
-        # does not depend on the focus: it is computed once per environment, not once per item of
-        # an enclosing where()/all() (Bundle-level invariants compare every reference with it).
-        from_var = getattr(fn, "env_var", False)
         while True:
             _, text = self.peek()
             if text == ".":
                 self.take()
-                if from_var and (self.peek()[0] not in ("id", "bt") or self.toks[self.i + 1][1] == "("):
-                    fn, from_var = _per_env(fn), False
                 fn = self.invocation(fn)
             elif text == "[":
                 self.take()
-                if from_var:
-                    fn, from_var = _per_env(fn), False
                 index = self.expr(0)
                 self.expect("]")
-                fn = _indexer(fn, index)
+                free = _free(fn) and _free(index)
+                if not free:
+                    fn, index = _shared(fn), _shared(index)
+                fn = _free_if(_indexer(fn, index), free)
             else:
-                return _per_env(fn) if from_var else fn
+                return fn
 
     def term(self) -> Fn:
         kind, text = self.take()
         if kind == "str":
             s = _unescape(text[1:-1])
-
-            def literal(c: Collection, env: Env) -> Collection:
-                return [s]
+            literal = _const([s])
             literal.string_literal = s  # type: ignore[attr-defined]
             return literal
         if kind == "num":
-            n: Any = float(text) if "." in text else int(text)
-            return lambda c, env: [n]
+            return _const([float(text) if "." in text else int(text)])
         if kind == "date":
             raise Unsupported("date literals")
         if kind == "dollar":
@@ -339,14 +338,15 @@ class _Parser:
         if kind == "var":
             name = text[1:]
             if name == "ucum":
-                return lambda c, env: ["http://unitsofmeasure.org"]
+                return _const([UCUM])
             if name not in ("resource", "rootResource", "context"):
                 raise Unsupported(f"variable {text}")
             self._reads(None)
 
             def variable(c: Collection, env: Env) -> Collection:
                 return env[name]
-            variable.env_var = True  # type: ignore[attr-defined]
+            variable.focus_free = True  # type: ignore[attr-defined]
+            variable.trivial = True  # type: ignore[attr-defined]
             return variable
         if kind == "op" and text == "(":
             inner = self.expr(0)
@@ -354,12 +354,11 @@ class _Parser:
             return inner
         if kind == "op" and text == "{":
             self.expect("}")
-            return lambda c, env: []
+            return _const([])
         if kind in ("id", "bt"):
             name = text.strip("`")
             if name in ("true", "false") and kind == "id":
-                b = name == "true"
-                return lambda c, env: [b]
+                return _const([name == "true"])
             if self.peek()[1] == "(":
                 # A function of the focus itself reads all of it, except extension(url).
                 self._reads("extension" if name == "extension" else None)
@@ -375,7 +374,7 @@ class _Parser:
         name = text.strip("`")
         if self.peek()[1] == "(":
             return self.function(base, name)
-        return _path(base, name)
+        return _free_if(_path(base, name), _free(base))
 
     def type_name(self) -> str:
         kind, text = self.take()
@@ -394,7 +393,7 @@ class _Parser:
         if name in ("ofType", "is", "as"):
             type_name = self.type_name()
             self.expect(")")
-            return _type_fn(base, name, type_name)
+            return _free_if(_type_fn(base, name, type_name), _free(base))
         args: list[Fn] = []
         if self.peek()[1] != ")":
             args.append(self.expr(0))
@@ -402,31 +401,67 @@ class _Parser:
                 self.take()
                 args.append(self.expr(0))
         self.expect(")")
-        return _function(base, name, args)
+        # The criteria of these are evaluated on each item, never on the outer focus.
+        free = _free(base) and (name in _PER_ITEM or all(_free(a) for a in args))
+        if not free:
+            base, args = _shared(base), [_shared(a) for a in args]
+        return _free_if(_function(base, name, args), free)
 
 
 def _identity(c: Collection, env: Env) -> Collection:
     return c
 
 
-def _per_env(fn: Fn) -> Fn:
-    """``fn`` evaluated once per environment (its result depends on the environment only); the
-    cache lives in the environment, which the caller makes afresh for each node."""
-    if fn.__name__ == "variable":
-        return fn  # a bare variable is already a lookup
+# Functions whose arguments the subset evaluates on each item of the input, not on the outer focus.
+_PER_ITEM = frozenset({"exists", "where", "select", "all"})
+
+
+def _const(value: Collection) -> Fn:
+    """A constant collection (literals, folded unions of literals)."""
+    def const(c: Collection, env: Env) -> Collection:
+        return list(value)  # a copy: callers own the collections they are given
+    const.const = value  # type: ignore[attr-defined]
+    const.focus_free = True  # type: ignore[attr-defined]
+    const.trivial = True  # type: ignore[attr-defined]
+    return const
+
+
+def _free(fn: Fn) -> bool:
+    """Does ``fn`` not read the focus (only literals and ``%resource``/``%rootResource``/``%context``)?"""
+    return getattr(fn, "focus_free", False)
+
+
+def _free_if(fn: Fn, free: bool) -> Fn:
+    if free and fn is not _identity:
+        fn.focus_free = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _shared(fn: Fn) -> Fn:
+    """A focus-free part of a focus-dependent expression, evaluated once per environment.
+
+    ``$this in %resource.entry.fullUrl`` inside an ``all()`` over every reference of a Bundle would
+    otherwise walk the Bundle again for each one. The cache lives in the environment, which callers
+    make afresh for each node (its %resource, %rootResource and %context are fixed)."""
+    if not _free(fn) or getattr(fn, "trivial", False):
+        return fn
     token = object()
 
     def once(c: Collection, env: Env) -> Collection:
-        cache = env.get("%per_env")
+        cache = env.get("%shared")
         if cache is None:
-            cache = env["%per_env"] = {}
+            cache = env["%shared"] = {}
         hit = cache.get(token)
         if hit is None:
             hit = cache[token] = fn(c, env)
         return list(hit)  # a copy: callers own the collections they are given
-    if hasattr(fn, "step_of"):
-        # ``%resource.value.ofType(Quantity)`` compiles from the step before the memo.
-        once.step_of = fn.step_of  # type: ignore[attr-defined]
+    # What later compilation steps read from the wrapped function: ``value.ofType(Quantity)``
+    # compiles from the step, ``descendants().ofType(T)`` from the descendants' base.
+    for attr in ("step_of", "descendants_of", "string_literal"):
+        if hasattr(fn, attr):
+            setattr(once, attr, getattr(fn, attr))
+    once.focus_free = True  # type: ignore[attr-defined]
+    once.trivial = True  # type: ignore[attr-defined]
     return once
 
 
@@ -619,7 +654,13 @@ def _binary(op: str, left: Fn, right: Fn) -> Fn:
                 return []
             if len(needle) > 1:
                 raise Unsupported("membership of a collection")
-            return [any(_eq(needle[0], x) for x in hay)]
+            x = needle[0]
+            if type(x) is str and not _looks_temporal(x):
+                # ``_eq`` of a string that is no date is ``==`` against strings and false against
+                # anything else, which is what Python's ``in`` does: no per-item call (Bundle
+                # constraints test every reference against every fullUrl).
+                return [x in hay]
+            return [any(_eq(x, y) for y in hay)]
         return member
     if op == "&":
         def concat(c: Collection, env: Env) -> Collection:

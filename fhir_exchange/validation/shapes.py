@@ -221,14 +221,19 @@ class ShapeBuilder:
         return out
 
     def _collect(self, obj: dict[str, Any], shape: Shape, type_code: str, out: list[Any]) -> None:
+        props = shape.props
         for key, value in obj.items():
-            p = shape.props.get(key)
+            p = props.get(key)
             if p is None:
+                continue
+            kind = p.kind
+            # Most properties are primitives of another type: nothing to collect, nothing below.
+            if kind == PRIM and p.type_code != type_code:
                 continue
             for v in value if isinstance(value, list) else (value,):
                 if v is None:
                     continue
-                if p.kind == RESOURCE:
+                if kind == RESOURCE:
                     if isinstance(v, dict) and isinstance(v.get("resourceType"), str):
                         if type_code in (v["resourceType"], "Resource", "DomainResource"):
                             out.append(v)
@@ -238,5 +243,5 @@ class ShapeBuilder:
                     continue
                 if p.type_code == type_code:
                     out.append(v)
-                if p.kind == COMPLEX and isinstance(v, dict):
+                if kind == COMPLEX and isinstance(v, dict):
                     self._collect(v, self.resolve(p), type_code, out)

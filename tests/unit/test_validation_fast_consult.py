@@ -115,3 +115,17 @@ def test_environment_paths_are_per_environment() -> None:
     assert compile_fast("%resource.valueQuantity.value")([{}], {"resource": [{"valueQuantity": {"value": 2}}]}) == [2]
     assert compile_fast("%resource.value.ofType(Quantity).value")(
         [{}], {"resource": [{"valueQuantity": {"value": 3}}]}) == [3]
+
+
+def test_literal_unions_fold_and_focus_free_parts_are_shared() -> None:
+    fn = compile_fast("code.intersect('a' | 'b' | 'a').count()")
+    assert fn([{"code": ["a", "c", "b"]}], {}) == [2]
+    # A focus-free argument (%resource...) inside a per-item criterion: computed once per environment,
+    # yet each item is still tested against it.
+    fn = compile_fast("x.where(%resource.ids contains $this).count()")
+    assert fn([{"x": ["a", "b", "c"]}], {"resource": [{"ids": ["a", "c"]}]}) == [2]
+    assert fn([{"x": ["a", "b", "c"]}], {"resource": [{"ids": ["b"]}]}) == [1]
+    # Membership of a date-like string still follows FHIRPath date equality (the full engine decides).
+    with pytest.raises(Unsupported):
+        compile_fast("d in %resource.dates")([{"d": "2020"}], {"resource": [{"dates": ["2020-01"]}]})
+    assert compile_fast("s in %resource.vals")([{"s": "1"}], {"resource": [{"vals": [1, True, {"a": 1}]}]}) == [False]
