@@ -237,6 +237,13 @@ class ProfileValidator:
         try:
             for child in elem.children:
                 if child.relevant:
+                    if child.count_only is None:
+                        child.count_only = self._is_count_only(child)
+                    if child.count_only:
+                        n = self._count(obj, child.name)
+                        if n >= 0:
+                            self._cardinality(child, n, path, ctx)
+                            continue
                     self._group(self._items(obj, child, path), child, schema, path, ctx)
         finally:
             ctx.resource = outer
@@ -297,16 +304,64 @@ class ProfileValidator:
             return suffix
         return None
 
-    def _group(self, items: list[Item], elem: ElementDef, schema: StructureSchema, parent_path: str,
-               ctx: ProfileContext) -> None:
-        label = elem.path + (f":{elem.slice_name}" if elem.slice_name else "")
-        n = len(items)
+    def _is_count_only(self, elem: ElementDef) -> bool:
+        """Does ``_item_checks`` do nothing on this element's values whatever they are (given the
+        type its single type code says, see ``_count``)? Then the walk only counts them.
+
+        That is: one non-choice type, no fixed/pattern/range/length, no binding checked, no children,
+        slices, type profiles or constraints of its own: a profile that only narrows cardinality."""
+        if elem.choice or elem.slicing is not None or elem.slices or elem.children or len(elem.types) != 1:
+            return False
+        code = elem.types[0].code
+        if code not in elem.type_set or elem.has_type_profiles:
+            return False
+        if (elem.fixed is not None or elem.pattern is not None or elem.min_value is not None
+                or elem.max_value is not None or elem.max_length is not None):
+            return False
+        b = elem.binding
+        if b is not None and b.value_set and b.strength in ("required", "extensible") and code in BINDABLE:
+            return False
+        own = elem.own_constraints
+        if own is None:
+            own = elem.own_constraints = tuple(
+                c for c in elem.constraints
+                if c.key not in NATIVE_CONSTRAINTS and c.expression and not self.is_core(c.source))
+        return not own
+
+    @staticmethod
+    def _count(obj: dict[str, Any], key: str) -> int:
+        """How many items ``_items`` would give for a count-only element; -1 when a value is a
+        resource (its type is then the resource type, which ``_item_checks`` must look at)."""
+        v = obj.get(key)
+        comp = obj.get("_" + key)
+        if isinstance(v, list) or isinstance(comp, list):
+            vs = v if isinstance(v, list) else []
+            cs = comp if isinstance(comp, list) else []
+            n = 0
+            for i in range(max(len(vs), len(cs))):
+                val = vs[i] if i < len(vs) else None
+                if isinstance(val, dict) and "resourceType" in val:
+                    return -1
+                if val is not None or (i < len(cs) and cs[i] is not None):
+                    n += 1
+            return n
+        if isinstance(v, dict) and "resourceType" in v:
+            return -1
+        return 0 if v is None and comp is None else 1
+
+    def _cardinality(self, elem: ElementDef, n: int, parent_path: str, ctx: ProfileContext) -> None:
         if n < elem.min:
+            label = elem.path + (f":{elem.slice_name}" if elem.slice_name else "")
             ctx.sink.error("required", MsgId.CARDINALITY_MIN,
                            f"{label}: minimum required = {elem.min}, but only found {n}", f"{parent_path}.{elem.name}")
         if 0 <= elem.max < n:
+            label = elem.path + (f":{elem.slice_name}" if elem.slice_name else "")
             ctx.sink.error("structure", MsgId.CARDINALITY_MAX,
                            f"{label}: max allowed = {elem.max}, but found {n}", f"{parent_path}.{elem.name}")
+
+    def _group(self, items: list[Item], elem: ElementDef, schema: StructureSchema, parent_path: str,
+               ctx: ProfileContext) -> None:
+        self._cardinality(elem, len(items), parent_path, ctx)
         if elem.slicing is not None and elem.slices and items:
             self._slicing(items, elem, schema, parent_path, ctx)
         elif elem.slices and not items:

@@ -79,6 +79,9 @@ class ElementDef:
     # coded values already found to meet this element's binding.
     own_constraints: tuple[Constraint, ...] | None = None
     good_codes: set[Any] = field(default_factory=set)
+    # Filled by the profile walker: the element narrows only cardinality, so its values need
+    # counting, not checking (None until computed).
+    count_only: bool | None = None
 
     @property
     def type_codes(self) -> tuple[str, ...]:
