@@ -483,7 +483,13 @@ def _path(base: Fn, name: str) -> Fn:
         # The common first step: the focus is almost always one object.
         def first_step(c: Collection, env: Env) -> Collection:
             if len(c) == 1:
-                return _children(c[0], name)
+                x = c[0]
+                # The common hit inline (what _children does when the key holds a value).
+                if type(x) is dict:
+                    v = x.get(name)
+                    if v is not None:
+                        return [y for y in v if y is not None] if type(v) is list else [v]
+                return _children(x, name)
             out: Collection = []
             for x in c:
                 out.extend(_children(x, name))
@@ -567,38 +573,46 @@ def _binary(op: str, left: Fn, right: Fn) -> Fn:
     # nearly every element, and these comparisons were a measurable share of their cost.
     if op == "and":
         def logic_and(c: Collection, env: Env) -> Collection:
-            a = _singleton_bool(left(c, env))
+            ra = left(c, env)
+            a = ra[0] if len(ra) == 1 and type(ra[0]) is bool else _singleton_bool(ra)
             if a is False:
                 return [False]
-            b = _singleton_bool(right(c, env))
+            rb = right(c, env)
+            b = rb[0] if len(rb) == 1 and type(rb[0]) is bool else _singleton_bool(rb)
             if a is True and b is True:
                 return [True]
             return [False] if b is False else []
         return logic_and
     if op == "or":
         def logic_or(c: Collection, env: Env) -> Collection:
-            a = _singleton_bool(left(c, env))
+            ra = left(c, env)
+            a = ra[0] if len(ra) == 1 and type(ra[0]) is bool else _singleton_bool(ra)
             if a is True:
                 return [True]
-            b = _singleton_bool(right(c, env))
+            rb = right(c, env)
+            b = rb[0] if len(rb) == 1 and type(rb[0]) is bool else _singleton_bool(rb)
             if b is True:
                 return [True]
             return [False] if a is False and b is False else []
         return logic_or
     if op == "implies":
         def logic_implies(c: Collection, env: Env) -> Collection:
-            a = _singleton_bool(left(c, env))
+            ra = left(c, env)
+            a = ra[0] if len(ra) == 1 and type(ra[0]) is bool else _singleton_bool(ra)
             if a is False:
                 return [True]
-            b = _singleton_bool(right(c, env))
+            rb = right(c, env)
+            b = rb[0] if len(rb) == 1 and type(rb[0]) is bool else _singleton_bool(rb)
             if a is None:
                 return [True] if b is True else []
             return [True] if b is True else ([False] if b is False else [])
         return logic_implies
     if op == "xor":
         def logic_xor(c: Collection, env: Env) -> Collection:
-            a = _singleton_bool(left(c, env))
-            b = _singleton_bool(right(c, env))
+            ra = left(c, env)
+            a = ra[0] if len(ra) == 1 and type(ra[0]) is bool else _singleton_bool(ra)
+            rb = right(c, env)
+            b = rb[0] if len(rb) == 1 and type(rb[0]) is bool else _singleton_bool(rb)
             return [] if a is None or b is None else [a != b]
         return logic_xor
     if op == "|":
@@ -733,18 +747,22 @@ def _function(base: Fn, name: str, args: list[Fn]) -> Fn:
         return lambda c, env: [len(items := base(c, env)) == 1 and type(items[0]) is not dict]
     if name in ("where", "select", "all"):
         crit = _arg0(args, name)
+        # One closure per function (no test of ``name`` on each evaluation).
+        if name == "where":
+            def where(c: Collection, env: Env) -> Collection:
+                return [x for x in base(c, env) if _singleton_bool(crit([x], env))]
+            return where
+        if name == "all":
+            def all_(c: Collection, env: Env) -> Collection:
+                return [all(_singleton_bool(crit([x], env)) for x in base(c, env))]
+            return all_
 
-        def iterate(c: Collection, env: Env) -> Collection:
-            items = base(c, env)
-            if name == "where":
-                return [x for x in items if _singleton_bool(crit([x], env))]
-            if name == "all":
-                return [all(_singleton_bool(crit([x], env)) for x in items)]
+        def select(c: Collection, env: Env) -> Collection:
             out: Collection = []
-            for x in items:
+            for x in base(c, env):
                 out.extend(crit([x], env))
             return out
-        return iterate
+        return select
     if name == "first":
         return lambda c, env: base(c, env)[:1]
     if name == "last":
