@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fhir_exchange.bundles.entries import entry_request, error_entry, response_bundle, response_entry
+from fhir_exchange.bundles.entries import bundle_entries, entry_request, error_entry, response_bundle, response_entry
 from fhir_exchange.errors import Category, FhirError, invalid
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
@@ -22,9 +22,7 @@ log = logging.getLogger(__name__)
 
 
 async def process_batch(router: Router, req: FhirRequest, bundle: dict[str, Any]) -> FhirResponse:
-    raw_entries = bundle.get("entry") or []
-    if not isinstance(raw_entries, list):
-        raise invalid("Bundle.entry must be an array", "Bundle.entry", code="structure")
+    raw_entries = bundle_entries(bundle)
     out: list[tuple[dict[str, Any], bytes | None]] = []
     for index, raw in enumerate(raw_entries):
         try:

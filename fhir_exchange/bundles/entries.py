@@ -57,6 +57,17 @@ def bundle_of(req: FhirRequest, types: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
+def bundle_entries(bundle: dict[str, Any]) -> list[Any]:
+    """``Bundle.entry`` as a list; absent (or null) is no entries. Anything else that is not an array is
+    refused: ``entry: {}`` or ``entry: ""`` must not pass for an empty Bundle (``or []`` let them through)."""
+    raw = bundle.get("entry")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise invalid("Bundle.entry must be an array", "Bundle.entry", code="structure")
+    return raw
+
+
 def entry_request(raw: Any, index: int, outer: FhirRequest) -> Entry:
     """The request an entry stands for; a malformed entry raises naming it (bdl-3: request is 1..1)."""
     where = f"Bundle.entry[{index}]"

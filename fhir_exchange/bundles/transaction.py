@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_exchange.bundles.entries import Entry, entry_request, located, response_bundle, response_entry
+from fhir_exchange.bundles.entries import Entry, bundle_entries, entry_request, located, response_bundle, response_entry
 from fhir_exchange.bundles.references import conditional, is_urn, references, rewrite
 from fhir_exchange.errors import FhirError, invalid, precondition_failed
 from fhir_exchange.interactions import create, delete, patch, update
@@ -62,9 +62,7 @@ async def process_transaction(router: Router, req: FhirRequest, bundle: dict[str
 
 
 def parse_entries(bundle: dict[str, Any], req: FhirRequest) -> list[Entry]:
-    raw_entries = bundle.get("entry") or []
-    if not isinstance(raw_entries, list):
-        raise invalid("Bundle.entry must be an array", "Bundle.entry", code="structure")
+    raw_entries = bundle_entries(bundle)
     entries: list[Entry] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_entries):
