@@ -241,6 +241,9 @@ class _Parser:
         # Element names the expression reads from its focus (conservatively: every name that starts
         # a path anywhere, arguments included); None once it reads the focus as a whole.
         self.names: set[str] | None = set()
+        # How many per-item criteria (where/all/select/exists) enclose the part being parsed:
+        # only there is a focus-free part evaluated more than once per environment.
+        self.per_item = 0
 
     def _reads(self, name: str | None) -> None:
         if self.names is not None:
@@ -248,6 +251,9 @@ class _Parser:
                 self.names = None
             else:
                 self.names.add(name)
+
+    def shared(self, fn: Fn) -> Fn:
+        return _shared(fn) if self.per_item else fn
 
     def peek(self) -> tuple[str, str]:
         return self.toks[self.i]
@@ -286,7 +292,7 @@ class _Parser:
                 continue
             free = _free(left) and _free(right)
             if not free:
-                left, right = _shared(left), _shared(right)
+                left, right = self.shared(left), self.shared(right)
             left = _free_if(_binary(text, left, right), free)
 
     def unary(self) -> Fn:
@@ -314,7 +320,7 @@ class _Parser:
                 self.expect("]")
                 free = _free(fn) and _free(index)
                 if not free:
-                    fn, index = _shared(fn), _shared(index)
+                    fn, index = self.shared(fn), self.shared(index)
                 fn = _free_if(_indexer(fn, index), free)
             else:
                 return fn
@@ -395,16 +401,20 @@ class _Parser:
             self.expect(")")
             return _free_if(_type_fn(base, name, type_name), _free(base))
         args: list[Fn] = []
+        per_item = name in _PER_ITEM
+        self.per_item += per_item
         if self.peek()[1] != ")":
             args.append(self.expr(0))
             while self.peek()[1] == ",":
                 self.take()
                 args.append(self.expr(0))
         self.expect(")")
+        self.per_item -= per_item
         # The criteria of these are evaluated on each item, never on the outer focus.
         free = _free(base) and (name in _PER_ITEM or all(_free(a) for a in args))
         if not free:
-            base, args = _shared(base), [_shared(a) for a in args]
+            # A per-item function evaluates its arguments once per item.
+            base, args = self.shared(base), [_shared(a) if per_item else self.shared(a) for a in args]
         return _free_if(_function(base, name, args), free)
 
 
