@@ -447,11 +447,18 @@ class ProfileValidator:
 
     def _type_profiles(self, item: Item, elem: ElementDef, ctx: ProfileContext) -> None:
         value = item.value
-        for t in elem.types:
-            if t.code != item.type_code and not (t.code in ("Resource", "DomainResource")
-                                                 and isinstance(value, dict) and "resourceType" in value):
+        plan = elem.type_profiles
+        if plan is None:
+            # Which profiles are core does not change for this element (the schema is rebuilt when
+            # the definitions change): filtered once, not for every value.
+            every = [(t.code, tuple(p for p in t.profiles if not self.is_core(p)),
+                      tuple(p for p in t.target_profiles if not self.is_core(p))) for t in elem.types]
+            plan = elem.type_profiles = tuple(x for x in every if x[1] or x[2])
+        for code, own_profiles, targets in plan:
+            if code != item.type_code and not (code in ("Resource", "DomainResource")
+                                               and isinstance(value, dict) and "resourceType" in value):
                 continue
-            profiles = [p for p in t.profiles if not self.is_core(p)]
+            profiles = list(own_profiles)
             if item.type_code == "Extension" and isinstance(value, dict):
                 # The extension is checked against its own definition (by url) once, by the validator;
                 # but a profile that demands a definition we lack cannot be said to be met.
@@ -475,7 +482,6 @@ class ProfileValidator:
                 elif not any(self.conforms(value, p, item.type_code, item.path, ctx) for p in profiles):
                     ctx.sink.error("structure", MsgId.PROFILE_UNUSABLE,
                                    f"{elem.path}: the value conforms to none of {', '.join(profiles)}", item.path)
-            targets = [p for p in t.target_profiles if not self.is_core(p)]
             if targets and item.type_code == "Reference" and isinstance(value, dict):
                 ref = value.get("reference")
                 target = ctx.resolve(ref, ctx.resource) if isinstance(ref, str) else None

@@ -82,6 +82,9 @@ class ElementDef:
     # Filled by the profile walker: the element narrows only cardinality, so its values need
     # counting, not checking (None until computed).
     count_only: bool | None = None
+    # Filled by the profile walker: per type, (code, profiles, target profiles) without the core
+    # ones, and only the types that have any left.
+    type_profiles: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] | None = None
 
     @property
     def type_codes(self) -> tuple[str, ...]:
