@@ -290,7 +290,9 @@ def _entry_keys(message: Message) -> dict[str, dict[str, Any]]:
     return keys
 
 
-def _focus_refs(message: Message) -> list[str]:
+def _focus_refs(message: Message) -> list[Any]:
+    """``focus[i].reference`` as sent ("" when a focus has none): client input, so not always a string
+    (a number or list would break the string matching below, a list is not even hashable)."""
     focus = message.header.get("focus") or []
     return [f.get("reference", "") for f in focus if isinstance(f, dict)] if isinstance(focus, list) else []
 
@@ -299,7 +301,10 @@ def _unresolved_focus(message: Message) -> list[Issue]:
     keys = _entry_keys(message)
     out = []
     for i, ref in enumerate(_focus_refs(message)):
-        if ref not in keys and not any(ref.endswith("/" + k) for k in keys if "/" in k and "://" not in k):
+        if not isinstance(ref, str):
+            out.append(Issue("error", "structure", "MessageHeader.focus.reference must be a string",
+                             (f"Bundle.entry[0].resource.focus[{i}].reference",), "msg-focus-resolves"))
+        elif ref not in keys and not any(ref.endswith("/" + k) for k in keys if "/" in k and "://" not in k):
             out.append(Issue("error", "invalid", f"MessageHeader.focus '{ref}' does not resolve inside the Bundle",
                              (f"Bundle.entry[0].resource.focus[{i}]",), "msg-focus-resolves"))
     return out
@@ -307,7 +312,7 @@ def _unresolved_focus(message: Message) -> list[Issue]:
 
 def _focus_resources(message: Message) -> list[dict[str, Any]]:
     keys = _entry_keys(message)
-    return [keys[r] for r in _focus_refs(message) if r in keys]
+    return [keys[r] for r in _focus_refs(message) if isinstance(r, str) and r in keys]
 
 
 async def _prior(u: UnitContext, rid: str) -> FhirResponse | None:

@@ -313,7 +313,7 @@ async def _post_bundle(client: httpx.AsyncClient, bundle: Any) -> None:
     body = resp.json()
     assert body["resourceType"] == "Bundle" and body["type"] in ("batch-response", "transaction-response"), body
     if body["type"] == "batch-response":
-        for e in body["entry"]:  # an entry's own 500 would be a server fault hidden in a 200
+        for e in body.get("entry", []):  # an entry's own 500 would be a server fault hidden in a 200
             status = int(e["response"]["status"].split()[0])
             assert status < 500, e
             if status >= 400:
@@ -435,6 +435,20 @@ async def _post_message(client: httpx.AsyncClient, message: Any) -> None:
     assert details["resourceType"] == "OperationOutcome" and details["issue"], body
     if code != "ok":
         assert await snapshot(client) == before
+
+
+@pytest.mark.parametrize("focus", [[{"reference": 5}], [{"reference": ["ServiceRequest/sr"]}],
+                                   [{"reference": {"x": 1}}]])
+async def test_message_focus_reference_not_a_string_is_a_fatal_error(raw_client: httpx.AsyncClient,
+                                                                      focus: Any) -> None:
+    msg = copy.deepcopy(EXAMPLE_BUNDLES["Bundle-message-consult-cancel"])
+    msg["entry"][0]["resource"]["focus"] = focus
+    await ensure_seeds(raw_client)
+    before = await snapshot(raw_client)
+    resp = await raw_client.post("/$process-message", json=msg)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["entry"][0]["resource"]["response"]["code"] == "fatal-error"
+    assert await snapshot(raw_client) == before
 
 
 @SETTINGS
