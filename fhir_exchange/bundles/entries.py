@@ -81,7 +81,7 @@ def entry_request(raw: Any, index: int, outer: FhirRequest) -> Entry:
         raise invalid(f"{where} has no request (bdl-3)", f"{where}.request", code="required")
     method = request.get("method")
     url = request.get("url")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:  # a list or object is not even hashable
         raise invalid(f"{where}.request.method '{method}' is not one of {', '.join(sorted(METHODS))}",
                       f"{where}.request.method")
     if not isinstance(url, str) or not url.strip():
@@ -120,8 +120,13 @@ def _patch_body(resource: Any, where: str) -> Any:
 
         import orjson
 
+        data = resource.get("data")
+        if not isinstance(data, str):  # base64Binary is a JSON string; b64decode raises TypeError on others
+            raise invalid(f"{where}.resource.data must be a base64 string holding the JSON Patch",
+                          f"{where}.resource.data", code="structure")
         try:
-            return orjson.loads(base64.b64decode(resource.get("data") or ""))
+            # validate=True: characters outside the alphabet are an error, not silently dropped.
+            return orjson.loads(base64.b64decode(data, validate=True))
         except (ValueError, orjson.JSONDecodeError) as exc:
             raise invalid(f"{where}.resource: the Binary does not hold a JSON Patch: {exc}",
                           f"{where}.resource") from None
@@ -182,6 +187,8 @@ def _under(expression: str, entry: Entry) -> str:
     if expression.startswith("Bundle.entry["):
         return expression
     rt = entry.resource.get("resourceType") if isinstance(entry.resource, dict) else None
+    if not isinstance(rt, str):  # the failure may be that resourceType is a number or a list
+        rt = None
     if rt and (expression == rt or expression.startswith(rt + ".")):
         return f"{entry.where()}.resource" + expression[len(rt):]
     return f"{entry.where()}.resource.{expression}" if expression else entry.where()

@@ -350,6 +350,15 @@ async def test_unbroken_transactions_are_accepted(client: httpx.AsyncClient, nam
     {"resourceType": "Bundle", "type": ["transaction"]},
     {"resourceType": "Bundle", "type": "searchset", "entry": []},
     [{"resourceType": "Bundle", "type": "transaction"}],
+    {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": ["POST"], "url": "Patient"}}]},
+    {"resourceType": "Bundle", "type": "transaction",
+     "entry": [{"resource": {"resourceType": 1}, "request": {"method": "POST", "url": "Patient"}}]},
+    {"resourceType": "Bundle", "type": "transaction",
+     "entry": [{"resource": {"resourceType": "Binary", "data": 5},
+                "request": {"method": "PATCH", "url": "Patient/seed"}}]},
+    {"resourceType": "Bundle", "type": "transaction",
+     "entry": [{"resource": {"resourceType": "Binary", "data": "W10=!"},
+                "request": {"method": "PATCH", "url": "Patient/seed"}}]},
 ])
 async def test_rejected_transactions_name_the_problem(raw_client: httpx.AsyncClient, bad: Any) -> None:
     await ensure_seeds(raw_client)
