@@ -129,6 +129,7 @@ class FhirEndpoint:
                     except orjson.JSONDecodeError as exc:
                         raise FhirError(Category.INVALID, f"The body is not valid JSON: {exc}",
                                         code="structure") from None
+                    check_depth(raw, body)
             elif request.method in ("PUT", "PATCH") or (request.method == "POST" and not path.endswith("_search")
                                                        and "$" not in path):
                 raise FhirError(Category.INVALID, "The request has no body", code="required")
@@ -164,6 +165,22 @@ class FhirEndpoint:
         if resp.status == 304 or not content:
             return Response(status_code=resp.status, headers=headers)
         return Response(content, status_code=resp.status, headers=headers, media_type=f"{media}; charset=utf-8")
+
+
+MAX_DEPTH = 254  # orjson writes no deeper nesting (it reads 1024 levels)
+
+
+def check_depth(raw: bytes, body: Any) -> None:
+    """Refuse a body nested deeper than the server can write back. orjson parses 1024 levels but writes
+    254, and the validator recurses per level: such a body could be read but never stored or answered,
+    and ended in a 500 (RecursionError, orjson's "Recursion limit reached")."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH:  # cannot be that deep: skip the check (C speed)
+        return
+    try:
+        jsonio.dumps(body)  # orjson counts the depth for us, in C
+    except TypeError:
+        raise FhirError(Category.INVALID, f"The body is nested deeper than {MAX_DEPTH} levels",
+                        code="too-costly") from None
 
 
 def error_response(err: FhirError, media: str = "application/fhir+json", pretty: bool = False) -> Response:

@@ -116,7 +116,12 @@ async def write_version(
     meta["lastUpdated"] = now
     out = {"resourceType": type, "id": id, "meta": meta}
     out.update((k, v) for k, v in resource.items() if k not in ("resourceType", "id", "meta"))
-    v = ResourceVersion(type, id, version_id, now, False, jsonio.dumps(out), method)
+    try:
+        body = jsonio.dumps(out)
+    except TypeError as exc:  # orjson parses 1024 levels of nesting but writes only 254: refuse, not 500
+        raise invalid(f"{type}/{id} cannot be stored: {exc} (JSON nested deeper than 254 levels)",
+                      type, code="too-costly") from None
+    v = ResourceVersion(type, id, version_id, now, False, body, method)
     await uow.put(v, out, expected_version=expected_version)
     return v
 
