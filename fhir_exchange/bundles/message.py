@@ -339,9 +339,15 @@ def _response(svc: Services, req: FhirRequest, message: Message, rid: str, code:
               issues: list[Issue]) -> dict[str, Any]:
     header_id, outcome_id = svc.clock.new_id(), svc.clock.new_id()
     header: dict[str, Any] = {"resourceType": "MessageHeader", "id": header_id}
-    for key in ("eventCoding", "eventUri"):
-        if key in message.header:
-            header[key] = message.header[key]
+    # The event is echoed from the request, which may be anything: only a well-formed Coding's string
+    # members or a string eventUri go into the stored response (not junk, nor a 900-level nest).
+    coding = message.header.get("eventCoding")
+    if isinstance(coding, dict):
+        echoed = {k: coding[k] for k in ("system", "code", "display") if isinstance(coding.get(k), str)}
+        if echoed:
+            header["eventCoding"] = echoed
+    elif isinstance(message.header.get("eventUri"), str):
+        header["eventUri"] = message.header["eventUri"]
     if message.source:
         header["destination"] = [{"endpoint": message.source}]
     header["source"] = {"name": "fhir-exchange", "endpoint": f"{req.base_url or 'urn:fhir-exchange'}"}
