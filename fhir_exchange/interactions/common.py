@@ -26,8 +26,9 @@ def check_type(svc: Services, type: str) -> None:
         raise FhirError(Category.NOT_FOUND, f"Unknown resource type '{type}'", code="not-supported")
 
 
-def check_id(id: str) -> None:
-    if not ID_RE.match(id):
+def check_id(id: Any) -> None:
+    # Ids also come from bodies (a conditional update's resource.id): a number or list is refused, not a 500.
+    if not isinstance(id, str) or not ID_RE.match(id):
         raise invalid(f"Invalid resource id '{id}': ids are 1-64 of A-Z a-z 0-9 - .")
 
 

@@ -139,7 +139,7 @@ junk = st.one_of(
                         "resource": {"resourceType": "Bundle", "type": "batch", "entry": []}}]}),
     st.just({"resourceType": "Unicorn"}),
     st.just({"resourceType": "Patient", "id": "seed", "meta": {"versionId": "1"}}),
-)
+).map(copy.deepcopy)  # fresh objects: later mutation rounds change them in place
 
 
 def _walk(data: st.DataObject, doc: Any, max_depth: int = 8) -> list[Any]:
@@ -285,7 +285,8 @@ def _targeted(data: st.DataObject, bundle: dict[str, Any]) -> dict[str, Any]:
             {"resourceType": "Binary", "data": "W3sib3AiOiJtb3ZlIn1d"},  # [{"op":"move"}]
             {"resourceType": "Binary", "data": "/w=="},  # not UTF-8
             {"resourceType": "Parameters", "parameter": []}, [{"op": "remove", "path": "/name"}], None]))
-    return b
+    # The sampled values above are shared between examples; a copy keeps later mutation off them.
+    return copy.deepcopy(b)
 
 
 @st.composite
@@ -356,6 +357,12 @@ async def test_unbroken_transactions_are_accepted(client: httpx.AsyncClient, nam
     {"resourceType": "Bundle", "type": "transaction",
      "entry": [{"resource": {"resourceType": 1}, "request": {"method": "POST", "url": "Patient"}}]},
     {"resourceType": "Bundle", "type": "transaction",
+     "entry": [{"resource": {"resourceType": "Patient", "id": 5},
+                "request": {"method": "PUT", "url": "Patient?_id=x"}}]},
+    {"resourceType": "Bundle", "type": "transaction",
+     "entry": [{"resource": {"resourceType": "Patient", "id": ["x"]},
+                "request": {"method": "PUT", "url": "Patient?_id=x"}}]},
+    {"resourceType": "Bundle", "type": "transaction",
      "entry": [{"resource": {"resourceType": "Binary", "data": 5},
                 "request": {"method": "PATCH", "url": "Patient/seed"}}]},
     {"resourceType": "Bundle", "type": "transaction",
@@ -366,6 +373,16 @@ async def test_rejected_transactions_name_the_problem(raw_client: httpx.AsyncCli
     await ensure_seeds(raw_client)
     before = await snapshot(raw_client)
     resp = await raw_client.post("", json=bad)
+    assert resp.status_code == 400, resp.text
+    error_body(resp)
+    assert await snapshot(raw_client) == before
+
+
+@pytest.mark.parametrize("body_id", [5, ["x"], {"a": 1}, True])
+async def test_conditional_update_with_a_non_string_id_is_a_400(raw_client: httpx.AsyncClient, body_id: Any) -> None:
+    await ensure_seeds(raw_client)
+    before = await snapshot(raw_client)
+    resp = await raw_client.put("/Patient", params={"_id": "nobody"}, json={"resourceType": "Patient", "id": body_id})
     assert resp.status_code == 400, resp.text
     error_body(resp)
     assert await snapshot(raw_client) == before
