@@ -84,8 +84,10 @@ class Router:
         op = self._operation(method, segments)
         if op is not None:
             if ctx is not None:
-                raise FhirError(Category.NOT_IMPLEMENTED, "Operations are not supported inside a transaction Bundle",
-                                code="not-supported")
+                # A 400, not a 501: the same operation works outside the Bundle, so the request is what
+                # the client must change (and no client input may answer 5xx).
+                raise FhirError(Category.INVALID, "Operations are not supported inside a transaction Bundle: "
+                                "send them as requests of their own or in a batch", code="not-supported")
             return await op(req)
         allowed: set[str] = set()
         candidates = [(r, p) for r in self.routes if (p := _match(r.pattern, segments)) is not None]

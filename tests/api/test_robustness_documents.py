@@ -388,6 +388,24 @@ async def test_conditional_update_with_a_non_string_id_is_a_400(raw_client: http
     assert await snapshot(raw_client) == before
 
 
+async def test_operations_in_a_transaction_are_a_400(raw_client: httpx.AsyncClient) -> None:
+    await ensure_seeds(raw_client)
+    before = await snapshot(raw_client)
+    resp = await raw_client.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient/seed/$validate"}}]})
+    assert resp.status_code == 400, resp.text
+    assert "Bundle.entry[0]" in error_body(resp)["issue"][0]["expression"]
+    assert await snapshot(raw_client) == before
+
+
+async def test_validate_against_a_valueset_is_not_a_pass(raw_client: httpx.AsyncClient) -> None:
+    resp = await raw_client.post("/Patient/$validate", json={"resourceType": "Patient"},
+                                 params={"profile": "http://hl7.org/fhir/ValueSet/administrative-gender"})
+    assert resp.status_code == 200, resp.text
+    assert any(i["severity"] == "error" and "not a StructureDefinition" in i["diagnostics"]
+               for i in error_body(resp)["issue"])
+
+
 async def test_failing_transaction_rolls_back_its_delete(raw_client: httpx.AsyncClient) -> None:
     """A transaction whose last entry fails leaves the resource its first entry deleted in place."""
     await ensure_seeds(raw_client)
