@@ -85,8 +85,15 @@ async def validate_operation(svc: Services, req: FhirRequest, type: str | None, 
         return _outcome(issues or [Issue("information", "informational", f"{type}/{target} may be deleted")])
     profiles = validation_profiles(svc, resource)
     if profile:
-        if svc.definitions.resolve(profile) is None:
+        resolved = svc.definitions.resolve(profile)
+        if resolved is None:
             issues.append(Issue("error", "not-found", f"The profile '{profile}' is not known to this server",
+                                (), "profile-unknown"))
+            return _outcome(issues)
+        # A ValueSet or CodeSystem URL resolves too, but is no profile: validating against it checked nothing.
+        if resolved.get("resourceType") != "StructureDefinition":
+            issues.append(Issue("error", "invalid",
+                                f"'{profile}' is a {resolved.get('resourceType')}, not a StructureDefinition",
                                 (), "profile-unknown"))
             return _outcome(issues)
         profiles = [*profiles, profile]
