@@ -187,15 +187,18 @@ class InvariantChecker:
               resource: dict[str, Any], root: dict[str, Any], sink: IssueSink,
               resolve: Resolve | None = None) -> None:
         """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle)."""
-        env: dict[str, Any] = {"resource": [resource], "rootResource": [root], "context": [node]}
-        if resolve is not None:
-            env["%resolve"] = resolve
-        if self._typed_descendants is not None:
-            env["%typed_descendants"] = self._typed_descendants_or_unsupported
+        env: dict[str, Any] | None = None
         focus = [node]
         for c, expr, fast, guard in self._prepared(constraints):
             if guard is not None and not touches(node, guard):
                 continue  # none of what it reads is there, and on nothing it holds
+            if env is None:
+                # Built on first need: on many nodes every constraint is skipped by its guard.
+                env = {"resource": [resource], "rootResource": [root], "context": [node]}
+                if resolve is not None:
+                    env["%resolve"] = resolve
+                if self._typed_descendants is not None:
+                    env["%typed_descendants"] = self._typed_descendants_or_unsupported
             verdict: bool | None
             if fast is not _FAST_FAILED:
                 try:
