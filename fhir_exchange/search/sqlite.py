@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
@@ -91,6 +92,29 @@ def delete_index(conn: sqlite3.Connection, rid: int) -> None:
 # -- compilation ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """The rows of one index table that a parameter criterion selects: ``kcond`` on the parameter key,
+    ``cond`` (OR of its values; "" for any row of the key). ``negate``: the criterion matches resources
+    without such rows (``:not``, ``:missing=true``)."""
+
+    table: str
+    alias: str
+    kcond: str
+    kargs: list[Any]
+    cond: str
+    cargs: list[Any]
+    negate: bool
+
+    @property
+    def where(self) -> str:
+        return f"{self.kcond} AND ({self.cond})" if self.cond else self.kcond
+
+    @property
+    def args(self) -> list[Any]:
+        return [*self.kargs, *self.cargs]
+
+
 class _Compiler:
     def __init__(self) -> None:
         self._n = count()
@@ -126,28 +150,38 @@ class _Compiler:
             return self.has(c, types, row)
         raise TypeError(f"Unknown criterion {c!r}")
 
-    def param(self, p: Param, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
-        if p.type == "composite":
-            return self.composite(p, types, row)
+    def rows(self, p: Param, types: Sequence[str], t: str | None = None) -> _Rows | str:
+        """The index rows of a (non-composite) parameter criterion, or "0"/"1" when it is constant."""
         kind = KINDS[p.type]
-        t = self.alias("t")
+        t = t or self.alias("t")
         kcond, kargs = self._keys(types, p.code, f"{t}.param")
         if p.modifier == "missing":
             v = p.values[0]
             assert isinstance(v, MissingValue)
-            op = "NOT IN" if v.missing else "IN"
-            return f"{row}.rid {op} (SELECT {t}.rid FROM {kind.TABLE} {t} WHERE {kcond})", kargs
+            return _Rows(kind.TABLE, t, kcond, kargs, "", [], v.missing)
         if not p.values:
-            return ("1", []) if p.modifier == "not" else ("0", [])
+            return "1" if p.modifier == "not" else "0"
         ors: list[str] = []
-        args: list[Any] = list(kargs)
+        args: list[Any] = []
         for v in p.values:
             cond, vargs = kind.sql(v, p.modifier, t)
             ors.append(f"({cond})" if cond else "1")
             args.extend(vargs)
-        op = "NOT IN" if p.modifier == "not" else "IN"
-        sub = f"SELECT {t}.rid FROM {kind.TABLE} {t} WHERE {kcond} AND ({' OR '.join(ors)})"
-        return f"{row}.rid {op} ({sub})", args
+        return _Rows(kind.TABLE, t, kcond, kargs, " OR ".join(ors), args, p.modifier == "not")
+
+    def param(self, p: Param, types: Sequence[str], row: str, correlated: bool = False) -> tuple[str, list[Any]]:
+        if p.type == "composite":
+            return self.composite(p, types, row)
+        rows = self.rows(p, types)
+        if isinstance(rows, str):
+            return rows, []
+        op = "NOT IN" if rows.negate else "IN"
+        if correlated and not rows.negate:
+            # Probed per row through the (rid, param) index: for a criterion checked against a few
+            # rows, instead of materialising its whole rid set.
+            return (f"EXISTS (SELECT 1 FROM {rows.table} {rows.alias} WHERE {rows.alias}.rid = {row}.rid "
+                    f"AND {rows.where})", rows.args)
+        return f"{row}.rid {op} (SELECT {rows.alias}.rid FROM {rows.table} {rows.alias} WHERE {rows.where})", rows.args
 
     def composite(self, p: Param, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
         subs: list[str] = []
@@ -234,6 +268,55 @@ def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
     return " AND ".join(where), args
 
 
+# Which criterion drives an index-only query: equalities are usually far more selective than
+# prefixes, and those than ranges (dates, numbers) or ``:missing=false``.
+_DRIVE_RANK = {"reference": 0, "token": 0, "uri": 0, "string": 1}
+
+
+def index_source(query: SearchQuery) -> tuple[str, list[Any]] | None:
+    """``FROM ... WHERE ...`` of the matches as rows ``r`` (one per rid) read from the index tables
+    alone, or None when the query has no positive parameter criterion to drive it.
+
+    Index rows exist only for current, non-deleted versions, and their key ``Type.code`` names the
+    type, so the rids of a positive criterion need no check against ``resource``: counts and pages
+    come from the covering value indexes. The driving criteria are those on the most selective-looking
+    parameter: several on it (``date=ge..&date=lt..``) are one pass over its rows grouped by rid, each
+    criterion holding on some row of the group. The other criteria are checked per driving rid."""
+    if any(s.type == "special" for s in query.sort):
+        return None  # _id / _lastUpdated sort values are read from the resource rows
+    types = [query.type] if query.type else list(query.types)
+    comp = _Compiler()
+    positive = [c for c in query.params if isinstance(c, Param) and c.type != "composite"
+                and isinstance(r := comp.rows(c, types), _Rows) and not r.negate]
+    if not types or not positive:
+        return None
+    lead = min(positive, key=lambda c: _DRIVE_RANK.get(c.type, 2) + (3 if c.modifier == "missing" else 0))
+    group = [c for c in positive if (c.type, c.code) == (lead.type, lead.code)]
+    a = comp.alias("d")
+    rows = [comp.rows(c, types, a) for c in group]
+    assert all(isinstance(r, _Rows) for r in rows)
+    conds = [f"({r.cond or 1})" for r in rows if isinstance(r, _Rows)]
+    cargs = [x for r in rows if isinstance(r, _Rows) for x in r.cargs]
+    first = rows[0]
+    assert isinstance(first, _Rows)
+    if len(rows) == 1:
+        drive = f"SELECT {a}.rid AS rid FROM {first.table} {a} WHERE {first.where} GROUP BY {a}.rid"
+        args: list[Any] = first.args
+    else:
+        drive = (f"SELECT {a}.rid AS rid FROM {first.table} {a} WHERE {first.kcond} AND ({' OR '.join(conds)}) "
+                 f"GROUP BY {a}.rid HAVING {' AND '.join(f'max{c}' for c in conds)}")
+        args = [*first.kargs, *cargs, *cargs]
+    where: list[str] = []
+    for c in query.params:
+        if any(c is g for g in group):
+            continue
+        cond, more = (comp.param(c, types, "r", correlated=True) if isinstance(c, Param)
+                      else comp.criterion(c, types, "r"))
+        where.append(cond)
+        args.extend(more)
+    return f"({drive}) r WHERE {' AND '.join(where) or '1'}", args
+
+
 def _order(query: SearchQuery) -> tuple[list[str], list[Any], str]:
     """(sort value expressions over ``r``, their args, ORDER BY over the derived columns s0, s1...)."""
     if not query.sort:
@@ -291,25 +374,28 @@ def _stream_sorted(conn: sqlite3.Connection, query: SearchQuery, matched: set[in
 
 def execute(conn: sqlite3.Connection, query: SearchQuery) -> tuple[list[int], int | None]:
     """The rids of the matching current resources (one page, in order) and the total."""
-    where, args = where_clause(query)
+    source = index_source(query)
+    if source is None:
+        where, args = where_clause(query)
+        source = (f"resource r WHERE {where}", args)
+    src, args = source
     if len(query.sort) == 1 and query.sort[0].type != "special" and query.count > 0:
-        matched = {r[0] for r in conn.execute(f"SELECT r.rid FROM resource r WHERE {where}", args)}
+        matched = {r[0] for r in conn.execute(f"SELECT r.rid FROM {src}", args)}
         if len(matched) > STREAM_THRESHOLD:
             return _stream_sorted(conn, query, matched), (None if query.total == "none" else len(matched))
     total: int | None = None
     if query.total != "none":
-        total = conn.execute(f"SELECT count(*) FROM resource r WHERE {where}", args).fetchone()[0]
+        total = conn.execute(f"SELECT count(*) FROM {src}", args).fetchone()[0]
         if total == 0 or query.count == 0:
             return [], total
     exprs, oargs, order = _order(query)
     if exprs:
         # Each sort value is computed once per matching row, in a derived table.
         cols = ", ".join(f"{e} AS s{i}" for i, e in enumerate(exprs))
-        sql = (f"SELECT rid FROM (SELECT r.rid AS rid, {cols} FROM resource r WHERE {where}) "
-               f"ORDER BY {order} LIMIT ? OFFSET ?")
+        sql = f"SELECT rid FROM (SELECT r.rid AS rid, {cols} FROM {src}) ORDER BY {order} LIMIT ? OFFSET ?"
         params = [*oargs, *args, query.count, query.offset]
     else:
-        sql = f"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid LIMIT ? OFFSET ?"
+        sql = f"SELECT r.rid FROM {src} ORDER BY r.rid LIMIT ? OFFSET ?"
         params = [*args, query.count, query.offset]
     return [r[0] for r in conn.execute(sql, params).fetchall()], total
 
