@@ -345,6 +345,42 @@ def _order(query: SearchQuery) -> tuple[list[str], list[Any], str]:
 
 
 STREAM_THRESHOLD = 2000
+WALK_ROWS = 500  # rows of the sort index a walk reads, beyond ten per wanted match, before giving up
+
+
+def _walk_sorted(conn: sqlite3.Connection, query: SearchQuery) -> list[int] | None:
+    """One page of a large result sorted by one parameter, without computing the match set: walk that
+    parameter's index in order (its rows are current resources of the searched types), check each
+    rid against the criteria (parameter criteria probed through the (rid, param) index) and keep the
+    first appearance of each match, stopping once the page is full. The walk reads a bounded number of
+    rows: None when the page is not full by then (matches are rare early in the order, or some have
+    no value for the key), and the caller takes the match-set route."""
+    s = query.sort[0]
+    kind = KINDS[s.type]
+    types = [query.type] if query.type else list(query.types)
+    comp = _Compiler()
+    kcond, args = _Compiler._keys(types, s.code, "s.param")
+    conds: list[str] = []
+    for c in query.params:
+        cond, cargs = (comp.param(c, types, "s", correlated=True) if isinstance(c, Param)
+                       else comp.criterion(c, types, "s"))
+        conds.append(f"({cond})")
+        args.extend(cargs)
+    col = f"s.{kind.SORT_COLUMN}"
+    need = query.offset + query.count
+    ordered: list[int] = []
+    seen: set[int] = set()
+    # The criteria are a column, not a filter, so that LIMIT bounds the rows read, not the matches.
+    cur = conn.execute(f"SELECT s.rid, {' AND '.join(conds) or 1} FROM {kind.TABLE} s WHERE {kcond} "
+                       f"AND {col} IS NOT NULL ORDER BY {col} {'DESC' if s.descending else 'ASC'}, s.rid "
+                       f"LIMIT ?", [*args, need * 10 + WALK_ROWS])
+    for rid, ok in cur:
+        if ok and rid not in seen:
+            seen.add(rid)
+            ordered.append(rid)
+            if len(ordered) >= need:
+                return ordered[query.offset :]
+    return None
 
 
 def _stream_sorted(conn: sqlite3.Connection, query: SearchQuery, matched: set[int]) -> list[int]:
@@ -379,15 +415,21 @@ def execute(conn: sqlite3.Connection, query: SearchQuery) -> tuple[list[int], in
         where, args = where_clause(query)
         source = (f"resource r WHERE {where}", args)
     src, args = source
-    if len(query.sort) == 1 and query.sort[0].type != "special" and query.count > 0:
-        matched = {r[0] for r in conn.execute(f"SELECT r.rid FROM {src}", args)}
-        if len(matched) > STREAM_THRESHOLD:
-            return _stream_sorted(conn, query, matched), (None if query.total == "none" else len(matched))
     total: int | None = None
     if query.total != "none":
         total = conn.execute(f"SELECT count(*) FROM {src}", args).fetchone()[0]
         if total == 0 or query.count == 0:
             return [], total
+    if len(query.sort) == 1 and query.sort[0].type != "special" and query.count > 0:
+        # Large results sorted by one parameter are paged by walking its index (see _stream_sorted).
+        size = total if total is not None else conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {src} LIMIT ?)", [*args, STREAM_THRESHOLD + 1]).fetchone()[0]
+        if size > STREAM_THRESHOLD:
+            page = _walk_sorted(conn, query)
+            if page is not None:
+                return page, total
+            matched = {r[0] for r in conn.execute(f"SELECT r.rid FROM {src}", args)}
+            return _stream_sorted(conn, query, matched), total
     exprs, oargs, order = _order(query)
     if exprs:
         # Each sort value is computed once per matching row, in a derived table.
