@@ -57,6 +57,16 @@ class Validator:
 
     def validate(self, resource: dict[str, Any], *, profiles: Sequence[str] = (),
                  resource_type: str | None = None) -> list[Issue]:
+        try:
+            return self._validate(resource, profiles, resource_type)
+        except RecursionError:
+            # The walks recurse per JSON level; a document deeper than the interpreter's stack is refused
+            # as a whole rather than crashing the caller (the HTTP edge refuses such bodies before this).
+            return [Issue("error", "too-costly", "The resource is nested too deeply to be validated",
+                          (resource_type or str(resource.get("resourceType", "Resource")),), "too-deep")]
+
+    def _validate(self, resource: dict[str, Any], profiles: Sequence[str],
+                  resource_type: str | None) -> list[Issue]:
         sink = IssueSink()
         ctx = WalkContext(sink)
         rt = self.structure.validate_resource(resource, "", ctx, expected_type=resource_type)
