@@ -96,6 +96,12 @@ async def validate_operation(svc: Services, req: FhirRequest, type: str | None, 
                                 f"'{profile}' is a {resolved.get('resourceType')}, not a StructureDefinition",
                                 (), "profile-unknown"))
             return _outcome(issues)
+        # A datatype or another type's profile cannot apply to this resource (string, Observation...).
+        if resolved.get("type") not in (type, "Resource", "DomainResource"):
+            issues.append(Issue("error", "invalid",
+                                f"The profile '{profile}' constrains {resolved.get('type')}, not {type}",
+                                (), "profile-wrong-type"))
+            return _outcome(issues)
         profiles = [*profiles, profile]
     issues.extend(svc.validator.validate(resource, profiles=profiles, resource_type=type))
     for rule in svc.write_rules.get(type, ()):

@@ -62,6 +62,13 @@ async def test_unknown_profile_is_an_error_issue(client: httpx.AsyncClient) -> N
     assert "error" in _severities(r.json())
 
 
+async def test_profile_of_another_type_is_an_error_issue(client: httpx.AsyncClient) -> None:
+    for other in ("string", "Observation", "HumanName"):
+        r = await client.post("/Patient/$validate", json={"resourceType": "Patient"},
+                              params={"profile": f"http://hl7.org/fhir/StructureDefinition/{other}"})
+        assert "error" in _severities(r.json()), other
+
+
 async def test_instance_level_validates_the_stored_resource_and_update_mode(client: httpx.AsyncClient) -> None:
     created = (await client.post("/Patient", json={"resourceType": "Patient", "active": True})).json()
     pid = created["id"]
