@@ -26,6 +26,7 @@ from fhir_exchange.clock import Clock
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError, operation_outcome
 from fhir_exchange.fhir import jsonio
+from fhir_exchange.interactions.conformance import load_stored
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
 from fhir_exchange.interactions.services import Services
@@ -213,6 +214,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.store.open()
         try:
+            await load_stored(svc)
             yield
         finally:
             await svc.store.close()

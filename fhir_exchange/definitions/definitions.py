@@ -31,6 +31,9 @@ CONFORMANCE_TYPES = frozenset(
         "NamingSystem",
         "ImplementationGuide",
         "CapabilityStatement",
+        # Not conformance in the spec's sense, but a canonical resource the validator needs at once
+        # (QuestionnaireResponse.questionnaire).
+        "Questionnaire",
     }
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import orjson
 
 from fhir_exchange.clock import instant
+from fhir_exchange.definitions.definitions import CONFORMANCE_TYPES
 from fhir_exchange.errors import Issue, operation_outcome, precondition_failed
 from fhir_exchange.interactions.common import check_id, check_type, etag, parse_if_match
 from fhir_exchange.interactions.conditional import matches
@@ -39,13 +40,11 @@ async def delete_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, 
     now = max(instant(svc.clock.now()), current.last_updated)
     v = ResourceVersion(type, id, current.version_id + 1, now, True, b"", "DELETE")
     await uow.delete(v, expected_version=current.version_id)
-    if type in _CONFORMANCE:
+    if type in CONFORMANCE_TYPES:
         notify(svc, u, orjson.loads(current.body), deleted=True)
     return _ok(f"Deleted {type}/{id}", v.version_id)
 
 
-_CONFORMANCE = frozenset({"StructureDefinition", "SearchParameter", "ValueSet", "CodeSystem",
-                          "CompartmentDefinition", "OperationDefinition", "ConceptMap", "NamingSystem"})
 
 
 def _ok(message: str, version_id: int) -> FhirResponse:
