@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from fhir_exchange.interactions.conformance import load_stored
 from fhir_exchange.settings import Settings
 
 
@@ -90,6 +91,7 @@ async def _load(args: argparse.Namespace) -> int:
     svc = build_services(settings)
     router = build_router(svc)
     await svc.store.open()
+    await load_stored(svc)  # profiles and SearchParameters written to the server
     files = list(_files(args.paths))
     ok = failed = 0
     started = time.perf_counter()
@@ -168,6 +170,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
         svc = build_services(_settings(args))
         await svc.store.open()
+        await load_stored(svc)  # SearchParameters written to the server take part
         try:
             n = await svc.store.reindex(args.type)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -60,3 +61,25 @@ async def test_written_definitions_survive_a_restart(settings: Settings) -> None
         r = await client.post("/Patient/$validate", params={"profile": PROFILE["url"]},
                               json={"resourceType": "Patient"})
         assert any("not known" in e for e in _errors(r.json())), r.text
+
+
+SEARCH_PARAMETER = {
+    "resourceType": "SearchParameter", "id": "patient-nickname", "url": "http://example.org/fhir/SearchParameter/nick",
+    "name": "nickname", "status": "active", "description": "A name given as a nickname", "code": "nickname",
+    "base": ["Patient"], "type": "string", "expression": "Patient.name.where(use = 'nickname').given",
+}
+
+
+async def test_reindex_command_uses_search_parameters_written_to_the_server(settings: Settings) -> None:
+    from fhir_exchange.cli import main
+
+    async with server(settings) as client:
+        await client.post("/Patient", json={"resourceType": "Patient",
+                                            "name": [{"use": "nickname", "given": ["Bongsu"]}]})
+        assert (await client.put("/SearchParameter/patient-nickname", json=SEARCH_PARAMETER)).status_code == 201
+    # The command runs its own event loop, as from a shell, after the server stopped.
+    assert await asyncio.to_thread(main, ["reindex", "--data-dir", str(settings.data_dir)]) == 0
+    async with server(settings) as client:
+        r = await client.get("/Patient", params={"nickname": "bong"}, headers={"Prefer": "handling=strict"})
+        assert r.status_code == 200, r.text
+        assert r.json()["total"] == 1
