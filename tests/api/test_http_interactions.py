@@ -13,8 +13,10 @@ import pytest
 from tests.api.conftest import oo
 from tests.api.minimal import MinimalFactory
 
+# Not conformance types (StructureDefinition, Questionnaire...): writing those changes the shared Definitions;
+# test_all_types.py covers them with an app of its own.
 SPREAD = ["Patient", "Observation", "Organization", "ServiceRequest", "Task", "Consent", "Communication",
-          "DocumentReference", "Bundle", "Questionnaire", "Medication", "Parameters", "Binary", "Group"]
+          "DocumentReference", "Bundle", "Encounter", "Medication", "Parameters", "Binary", "Group"]
 SYS = "urn:oid:1.2.410.200"
 PATIENT: dict[str, Any] = {"resourceType": "Patient", "gender": "female", "name": [{"family": "Lee"}]}
 
