@@ -87,6 +87,7 @@ _MODIFIERS_DOC = {
     "quantity": ":missing; prefixes eq ne gt lt ge le sa eb ap; value|system|code, value||unit",
     "uri": ":above, :below, :missing",
     "composite": "components separated by $",
+    "special": ":missing; near=latitude|longitude|distance|units (km default, m, [mi_i]; 50 km default)",
 }
 
 

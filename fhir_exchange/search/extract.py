@@ -15,9 +15,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fhir_exchange.definitions import Definitions
-from fhir_exchange.search import registry
+from fhir_exchange.search import fulltext, registry
 from fhir_exchange.search.params import KINDS
-from fhir_exchange.search.paths import Evaluator, Item, compile_expression, compile_relative, expand_root
+from fhir_exchange.search.paths import (
+    Evaluator,
+    Item,
+    compile_expression,
+    compile_relative,
+    expand_root,
+    strip_root,
+)
 from fhir_exchange.store.port import IndexEntry, Indexer
 
 Extractor = Callable[[dict[str, Any]], list[IndexEntry]]
@@ -58,9 +65,21 @@ def _composite(sp: registry.SearchParam, ev: Evaluator) -> Extractor:
     return run
 
 
+def _fulltext(code: str) -> Extractor:
+    words = fulltext.text_entries if code == "_text" else fulltext.content_entries
+
+    def run(resource: dict[str, Any]) -> list[IndexEntry]:
+        return words(code, strip_root(resource))  # the JSON as written, without the choice aliases
+
+    return run
+
+
 def compile_plan(defs: Definitions, type: str) -> list[Extractor]:
     plan: list[Extractor] = []
     for sp in registry.params_for(defs, type).values():
+        if sp.code in registry.FULLTEXT and sp.expression == registry.FULLTEXT[sp.code]:
+            plan.append(_fulltext(sp.code))
+            continue
         ev = compile_expression(sp.expression, type, registry.BASE_TYPES)
         if ev is None:
             continue

@@ -148,7 +148,8 @@ def _param(defs: Definitions, type: str, sp: registry.SearchParam, name: str, mo
 
 def _value(kind: str, modifier: str | None, raw: str, name: str, target: str | None,
            now: datetime | None) -> Value:
-    if kind in ("token", "quantity"):
+    if kind in ("token", "quantity", "special"):
+        # Their own "|" separators: split before unescaping (near: lat|long|distance|units).
         return KINDS[kind].parse_value(raw, modifier, name)  # type: ignore[no-any-return]
     if kind == "reference":
         if modifier == "identifier":
@@ -244,7 +245,7 @@ def _sort(defs: Definitions, types: list[str], value: str) -> tuple[SortKey, ...
             continue
         sps = [_lookup(defs, t, code) for t in types]
         sp = sps[0] if sps else None
-        if sp is None or any(s is None or s.type != sp.type for s in sps) or sp.type == "composite":
+        if sp is None or any(s is None or s.type != sp.type for s in sps) or sp.type in ("composite", "special"):
             raise invalid(f"Unknown or unsortable _sort parameter '{code}'", "_sort")
         keys.append(SortKey(code, sp.type, desc))
     return tuple(keys)

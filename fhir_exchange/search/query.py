@@ -80,6 +80,15 @@ class UriValue:
 
 
 @dataclass(frozen=True, slots=True)
+class NearValue:
+    """``near`` (location.html#positional): a point in degrees and a great-circle radius in km."""
+
+    lat: float
+    lon: float
+    km: float
+
+
+@dataclass(frozen=True, slots=True)
 class MissingValue:
     missing: bool
 
@@ -90,7 +99,7 @@ class CompositeValue:
 
 
 Value = (TokenValue | StringValue | DateValue | NumberValue | QuantityValue | ReferenceValue | UriValue
-         | MissingValue | CompositeValue)
+         | NearValue | MissingValue | CompositeValue)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 https://hl7.org/fhir/R4/searchparameter.html), derived from the loaded definitions and cached per
 ``Definitions.generation`` so that SearchParameter resources written to the server take effect.
 
-A parameter is supported when it has an expression our indexer can evaluate and a type we index
-(special parameters such as ``near`` and parameters without expression such as ``_text`` are left
-out, and therefore rejected in strict mode and absent from the CapabilityStatement).
+A parameter is supported when it has an expression our indexer can evaluate and a type we index.
+Three have their own extraction: ``_text`` and ``_content`` (no expression; words of the narrative /
+of all string content, :mod:`fhir_exchange.search.fulltext`) and ``near`` (the only ``special``
+parameter indexed, :mod:`fhir_exchange.search.params.near`). Other special parameters and parameters
+without expression are left out, and therefore rejected in strict mode and absent from the
+CapabilityStatement.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from fhir_exchange.definitions import Definitions
 
 INDEXED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri", "composite"})
 BASE_TYPES = frozenset({"Resource", "DomainResource"})
+# Parameters without a FHIRPath expression, extracted by fulltext.py (the "expression" is a marker).
+FULLTEXT = {"_text": "%narrative-words", "_content": "%content-words"}
+SPECIAL = frozenset({"near"})  # the special parameters we index (type "special" in the query model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +52,22 @@ _caches: weakref.WeakKeyDictionary[Definitions, _Cache] = weakref.WeakKeyDiction
 _caches_lock = threading.Lock()
 
 
+def _is_domain_resource(defs: Definitions, type: str) -> bool:
+    sd = defs.structure_definition(type) or {}
+    return str(sd.get("baseDefinition", "")).endswith("/DomainResource")
+
+
 def _build(defs: Definitions, type: str) -> dict[str, SearchParam]:
     out: dict[str, SearchParam] = {}
     for sp in defs.search_parameters(type):
         code, kind, expr = sp.get("code"), sp.get("type"), sp.get("expression")
-        if not code or code in out or kind not in INDEXED_TYPES or not expr:
+        if (code in FULLTEXT and type not in sp.get("base", ()) and "DomainResource" in sp.get("base", ())
+                and not _is_domain_resource(defs, type)):
+            continue  # _text on Bundle, Binary, Parameters: they have no narrative
+        if code in FULLTEXT and kind == "string" and not expr:
+            expr = FULLTEXT[code]
+        if not code or code in out or not expr or not (
+                kind in INDEXED_TYPES or (kind == "special" and code in SPECIAL)):
             continue
         if code == "_id":
             # Several definitions exist (core "Resource.id" and "id", KR Core "Patient.id"): one meaning.

@@ -34,6 +34,7 @@ _TABLE_DDL = {
     "quantity": "low REAL, high REAL, system TEXT, code TEXT, text TEXT",
     "reference": "ref_type TEXT, ref_id TEXT, ref_version TEXT, uri TEXT, system TEXT, code TEXT",
     "uri": "uri TEXT",
+    "special": "low REAL, high REAL",  # near: latitude, longitude
 }
 # Value indexes end in ``rid`` so that they cover the criteria: a rid set, a count or a page is read
 # from the index alone, never from the table rows. The date table also has (param, rid, ...): a scan of
@@ -46,6 +47,7 @@ _INDEXES = {
     "quantity": ["param, low, high, rid"],
     "reference": ["param, ref_id, ref_type, rid", "param, uri, rid"],
     "uri": ["param, uri, rid"],
+    "special": ["param, low, high, rid"],
 }
 
 SCHEMA: list[str] = []

@@ -24,6 +24,7 @@ field                          entries                                     serve
 ``_s.refv``, ``_s.refu(v)``    versioned, absolute / canonical URL         ``_history``, URLs
 ``_s.uri``                     ``p|uri``                                   equality, ``:below``, ``:above``
 ``_s.date/num/qty``            ``{p, lo, hi[, s, c, u]}``                  ranges with every prefix
+``_s.geo``                     ``{p, lat, lon}``                           ``near`` (bounding box, staged)
 ``_s.cmp``                     per composite element: a small ``_s``       composites (components of
                                                                            one element, by ``group``)
 ``_s.has``                     parameter codes with a value                ``:missing``
@@ -35,6 +36,8 @@ a query made only of negations (``:not``, ``:missing=true``, ``_id:not``) adds `
 
 Compilation: criteria are ANDed, a parameter's values ORed (equalities on one field merged into one
 ``$in``). ``:not`` is ``$nor`` (no value matches, a resource without the element included).
+``near`` is staged too: its bounding box runs on ``_s.geo`` first, the candidates' exact distance is
+checked in Python (the matcher's function) and the survivors become an ``$in`` on ``_id`` keys.
 Chains and ``_has`` are staged: the inner criterion is run first on the other collection (to any
 depth, recursively) and becomes an ``$in`` on ``_s.ref`` keys (chain) or on ``_id`` keys (``_has``).
 Without ``_sort`` results come in creation order (``_c``, a creation sequence kept across updates:
@@ -49,7 +52,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fhir_exchange.search.params import KINDS, mkey
+from fhir_exchange.search.params import KINDS, mkey, near
 from fhir_exchange.search.params._keys import all_of
 from fhir_exchange.search.query import (
     AnyOf,
@@ -60,6 +63,7 @@ from fhir_exchange.search.query import (
     IdIn,
     Include,
     MissingValue,
+    NearValue,
     Param,
     SortKey,
 )
@@ -76,6 +80,7 @@ TYPE_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
     ([("_s.num.p", 1), ("_s.num.lo", 1), ("_s.num.hi", 1)], "s_num"),
     ([("_s.qty.p", 1), ("_s.qty.lo", 1), ("_s.qty.hi", 1)], "s_qty"),
     ([("_s.cmp.p", 1)], "s_cmp"),
+    ([("_s.geo.p", 1), ("_s.geo.lat", 1), ("_s.geo.lon", 1)], "s_geo"),
 ]
 
 ORDER: list[tuple[str, int]] = [("_c", 1)]
@@ -206,6 +211,8 @@ class Compiler:
     async def criterion(self, c: Criterion, type: str) -> tuple[dict[str, Any], bool]:
         """(clause, positive): a positive clause selects live resources only by itself."""
         if isinstance(c, Param):
+            if c.type == "special" and c.modifier != "missing":
+                return await self.near(c, type), True
             return self.param(c)
         if isinstance(c, IdIn):
             clause = _or([{"_s.tokc": mkey(ID, i)} for i in c.ids])
@@ -254,6 +261,19 @@ class Compiler:
             for d in await self._find(target, inner, {"_id": 1}):
                 keys.append(mkey(c.code, target, d["_id"]))
         return {"_s.ref": {"$in": keys}} if keys else FALSE
+
+    async def near(self, p: Param, type: str) -> dict[str, Any]:
+        """The ids of the resources of ``type`` within some value's distance: the box as a staged
+        query, then the exact check of :func:`near.within` on the candidate positions."""
+        ids: list[str] = []
+        for v in p.values:
+            assert isinstance(v, NearValue)
+            box = all_of(LIVE, KINDS["special"].mongo(v, None, p.code))
+            for d in await self._find(type, box, {"_s.geo": 1}):
+                if any(g.get("p") == p.code and near.within(g.get("lat"), g.get("lon"), v.lat, v.lon, v.km)
+                       for g in d.get("_s", {}).get("geo", ())) and d["_id"] not in ids:
+                    ids.append(d["_id"])
+        return {"_s.tokc": {"$in": [mkey(ID, i) for i in ids]}} if ids else FALSE
 
     async def has(self, c: Has, type: str) -> dict[str, Any]:
         inner = await self.filter([c.criterion], c.type)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from fhir_exchange.errors import Category, FhirError
 from fhir_exchange.search import sqlite as search_sql
+from fhir_exchange.search.params import near
 from fhir_exchange.search.query import SearchQuery
 from fhir_exchange.store.port import (
     ANY,
@@ -76,6 +77,9 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA temp_store=MEMORY")
+    # near's exact distance check (search/params/near.py): the matcher's own Python function, so both
+    # agree to the last bit; every connection (writer and readers) gets it, in its own thread.
+    conn.create_function(near.SQL_FUNCTION, 5, near.within, deterministic=True)
     return conn
 
 

@@ -135,5 +135,99 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     patient = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
     names = {p["name"] for p in patient["searchParam"]}
     assert {"name", "birthdate", "identifier", "_id", "_lastUpdated", "_has"} <= names
-    assert "_text" not in names and "near" not in names
+    assert {"_text", "_content"} <= names and "near" not in names  # near is a Location parameter
+    location = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Location")
+    near = next(p for p in location["searchParam"] if p["name"] == "near")
+    assert near["type"] == "special"
+    assert "_content" in {p["name"] for p in location["searchParam"]}
     assert "Patient:organization" in patient["searchInclude"]
+
+
+@pytest.fixture
+async def texts(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    def narrative(div: str) -> dict[str, str]:
+        return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{div}</div>'}
+
+    await put(client, {"resourceType": "Patient", "id": "t1", "text": narrative(
+        "<p>Blood <b>Pres</b>sure&#160;high</p><table><tr><td>Élodie</td><td>M&amp;M</td></tr></table>"),
+        "name": [{"family": "Kowalski"}]})
+    await put(client, {"resourceType": "Patient", "id": "t2", "text": narrative("<p>김민준 환자</p><!-- hidden -->"),
+                       "name": [{"family": "Lee", "given": ["Zoë"]}], "gender": "female"})
+    await put(client, {"resourceType": "Observation", "id": "t3", "status": "final",
+                       "code": {"text": "Heart rate", "coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                       "note": [{"text": "Patient présente une tachycardie"}]})
+    return client
+
+
+async def test_text_searches_the_narrative_by_word(texts: httpx.AsyncClient) -> None:
+    assert ids(await search(texts, "/Patient?_text=pressure")) == ["t1"]  # <b>Pres</b>sure is one word
+    assert ids(await search(texts, "/Patient?_text=PRES")) == ["t1"]
+    assert ids(await search(texts, "/Patient?_text=elodie")) == ["t1"]  # accents folded
+    assert ids(await search(texts, "/Patient?_text=high")) == ["t1"]  # &#160; separates words
+    assert ids(await search(texts, "/Patient?_text=m")) == ["t1"]  # "M&amp;M": the words M and M
+    assert ids(await search(texts, "/Patient?_text=김민")) == ["t2"]  # Hangul prefix
+    assert ids(await search(texts, "/Patient?_text:contains=민준")) == ["t2"]
+    assert ids(await search(texts, "/Patient?_text:exact=Élodie")) == ["t1"]
+    assert ids(await search(texts, "/Patient?_text:exact=élodie")) == []
+    assert ids(await search(texts, "/Patient?_text=hidden")) == []  # comments are not text
+    assert ids(await search(texts, "/Patient?_text=kowalski")) == []  # names are not narrative
+    assert ids(await search(texts, "/Patient?_text=div")) == []  # markup is not text
+    assert ids(await search(texts, "/Patient?_text=blood%20pressure")) == []  # one word per value
+    assert ids(await search(texts, "/Patient?_text=blood&_text=pres")) == ["t1"]
+    assert ids(await search(texts, "/Patient?_text:missing=true")) == []
+    assert ids(await search(texts, "/Observation?_text:missing=true")) == ["t3"]
+    b = await search(texts, "/Patient?_text=", 400)
+    assert b["issue"][0]["expression"] == ["_text"]
+
+
+async def test_content_searches_all_string_values(texts: httpx.AsyncClient) -> None:
+    assert ids(await search(texts, "/Patient?_content=kowal")) == ["t1"]
+    assert ids(await search(texts, "/Patient?_content=zoe")) == ["t2"]
+    assert ids(await search(texts, "/Patient?_content=female")) == ["t2"]  # codes are content
+    assert ids(await search(texts, "/Observation?_content=presente")) == ["t3"]
+    assert ids(await search(texts, "/Observation?_content:contains=chycard")) == ["t3"]
+    assert ids(await search(texts, "/Observation?_content=heart&_content=rate")) == ["t3"]
+    assert ids(await search(texts, "/Observation?_content=loinc")) == []  # system URIs are not content
+    assert ids(await search(texts, "/Observation?_content=observation")) == []  # nor is resourceType
+    assert ids(await search(texts, "/Patient?_content=pressure")) == []  # nor the narrative
+    assert ids(await search(texts, "/Observation?_content=8867")) == ["t3"]
+
+
+@pytest.fixture
+async def places(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    for lid, lat, lon in [("seoul", 37.5665, 126.9780), ("incheon", 37.4563, 126.7052),
+                          ("busan", 35.1796, 129.0756), ("fiji", -17.7134, 178.065),
+                          ("samoa", -13.759, -172.1046)]:
+        await put(client, {"resourceType": "Location", "id": lid, "name": lid,
+                           "position": {"latitude": lat, "longitude": lon}})
+    await put(client, {"resourceType": "Location", "id": "nowhere", "name": "nowhere"})
+    return client
+
+
+async def test_near_within_the_radius(places: httpx.AsyncClient) -> None:
+    # Seoul to Incheon is about 27 km, to Busan about 325 km.
+    assert ids(await search(places, "/Location?near=37.5665|126.9780|10|km")) == ["seoul"]
+    assert ids(await search(places, "/Location?near=37.5665|126.9780|30|km")) == ["seoul", "incheon"]
+    assert ids(await search(places, "/Location?near=37.5665|126.9780|30")) == ["seoul", "incheon"]
+    assert ids(await search(places, "/Location?near=37.5665|126.9780")) == ["seoul", "incheon"]  # 50 km
+    assert ids(await search(places, "/Location?near=37.5665|126.9780|26000|m")) == ["seoul"]
+    assert ids(await search(places, "/Location?near=37.5665|126.9780|28000|m")) == ["seoul", "incheon"]
+    assert ids(await search(places, "/Location?near=37.5665|126.9780|200|[mi_i]")) == ["seoul", "incheon"]
+    assert ids(await search(places, "/Location?near=37.5665|126.9780|210|[mi_i]")) == [
+        "seoul", "incheon", "busan"]
+    # Across the antimeridian: Fiji to Samoa is about 1,150 km.
+    assert ids(await search(places, "/Location?near=-17.7134|178.065|1200|km")) == ["fiji", "samoa"]
+    assert ids(await search(places, "/Location?near=-13.759|-172.1046|1000|km")) == ["samoa"]
+    assert ids(await search(places, "/Location?near=35.1796|129.0756|1,-17.7134|178.065|1")) == ["busan", "fiji"]
+    assert ids(await search(places, "/Location?near=35.1796|129.0756|1&name=seoul")) == []
+    assert ids(await search(places, "/Location?near:missing=true")) == ["nowhere"]
+    assert ids(await search(places, "/Location?near=90|0|10")) == []
+
+
+async def test_near_malformed(places: httpx.AsyncClient) -> None:
+    for value in ["37.5", "abc|126", "37.5|126|ten", "37.5|126|10|furlong", "91|0", "0|181|1",
+                  "37.5|126|-1", "1|2|3|km|x", "nan|0"]:
+        b = await search(places, f"/Location?near={value}", 400)
+        assert b["issue"][0]["expression"] == ["near"], value
+    b = await search(places, "/Location?_sort=near", 400)
+    assert b["issue"][0]["expression"] == ["_sort"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from fhir_exchange.search.params import date, number, quantity, reference, string, token, uri
+from fhir_exchange.search.params import date, near, number, quantity, reference, string, token, uri
 from fhir_exchange.search.params._keys import HIGH, mkey, prefix_range
 
 __all__ = ["HIGH", "KINDS", "mkey", "prefix_range", "split_escaped", "unescape"]
@@ -27,6 +27,7 @@ KINDS: dict[str, ModuleType] = {
     "quantity": quantity,
     "reference": reference,
     "uri": uri,
+    "special": near,  # near is the only special parameter indexed (registry.SPECIAL)
 }
 
 
