@@ -1,7 +1,9 @@
 """Property test: every store returns exactly what the in-memory matcher returns
 (https://hl7.org/fhir/R4/search.html), for generated resources and generated queries: strings with
 accents and Hangul, dates with precisions and time zones, tokens, quantities, references, chains,
-``_has``, composites, ``:missing``/``:not``, sorting, paging and includes.
+``_has``, composites, ``:missing``/``:not``, sorting, paging and includes, ``_text``/``_content`` words
+(narratives with markup, entities, accents and Hangul) and Location ``near`` (radii in every unit,
+across the antimeridian).
 
 The same property runs once per store adapter (``store_adapter`` is parametrized): SQLite on a
 temporary file (with both of its sort strategies), and MongoDB on ``MONGODB_URL`` or the session's
@@ -36,6 +38,13 @@ SYSTEMS = ["http://loinc.org", "urn:other", None]
 CODES = ["8480-6", "8462-4", "29463-7"]
 UNITS = [("mm[Hg]", "mmHg"), ("kg", "kg")]
 ZONES = ["Z", "+09:00", "-05:00", ""]
+MARKUP = ["<b>{}</b>", "<p>{}</p>", "{}&amp;x", "<td>{}</td><td>Zo&#235;</td>", "{}<br/>", "<!-- {} -->"]
+# Points a few to a few thousand km apart, two of them on either side of the antimeridian.
+POINTS = [(37.5665, 126.978), (37.4563, 126.7052), (35.1796, 129.0756), (-17.7134, 178.065),
+          (-13.759, -172.1046), (0.0, 0.0), (0.3, 0.2), (89.5, 10.0)]
+NEAR = ["37.5665|126.978|10|km", "37.5665|126.978|30", "37.5665|126.978", "37.5|126.9|28000|m",
+        "37.5665|126.978|210|[mi_i]", "-17.7134|178.065|1200|km", "-13.7|-172.1|1|km", "0|0|40",
+        "0|0|40000|m", "90|0|100", "35.1796|129.0756|1,0.3|0.2|1", "0.15|0.1|25|km"]
 
 
 @st.composite
@@ -74,6 +83,11 @@ def patient(draw: st.DrawFn, i: int) -> dict[str, Any]:
     if draw(st.booleans()):
         p["identifier"] = [{"system": draw(st.sampled_from(["urn:mrn", "urn:x"])),
                             "value": draw(st.sampled_from(["1", "2", "3"]))}]
+    if draw(st.booleans()):
+        parts = [draw(st.sampled_from(MARKUP)).format(draw(st.sampled_from(NAMES)))
+                 for _ in range(draw(st.integers(1, 3)))]
+        p["text"] = {"status": "generated",
+                     "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{" ".join(parts)}</div>'}
     return p
 
 
@@ -103,14 +117,27 @@ def observation(draw: st.DrawFn, i: int, n_patients: int) -> dict[str, Any]:
         code, unit = draw(st.sampled_from(UNITS))
         o["valueQuantity"] = {"value": draw(st.sampled_from([60, 80, 80.5, 120, 150.25])), "unit": unit,
                               "system": "http://unitsofmeasure.org", "code": code}
+    if draw(st.booleans()):
+        o["note"] = [{"text": " ".join(draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)))}]
     return o
+
+
+@st.composite
+def location(draw: st.DrawFn, i: int) -> dict[str, Any]:
+    loc: dict[str, Any] = {"resourceType": "Location", "id": f"l{i}", "name": draw(st.sampled_from(NAMES))}
+    if draw(st.integers(0, 3)):
+        lat, lon = draw(st.sampled_from(POINTS))
+        loc["position"] = {"latitude": lat, "longitude": lon}
+    return loc
 
 
 @st.composite
 def dataset(draw: st.DrawFn) -> list[dict[str, Any]]:
     n_p = draw(st.integers(0, 6))
     n_o = draw(st.integers(0, 8))
-    out = [draw(patient(i)) for i in range(n_p)] + [draw(observation(i, n_p)) for i in range(n_o)]
+    n_l = draw(st.integers(0, 5))
+    out = ([draw(patient(i)) for i in range(n_p)] + [draw(observation(i, n_p)) for i in range(n_o)]
+           + [draw(location(i)) for i in range(n_l)])
     # Insertion order interleaves types; each resource gets a lastUpdated.
     order = draw(st.permutations(out))
     for j, r in enumerate(order):
@@ -137,6 +164,9 @@ def patient_query(draw: st.DrawFn) -> list[tuple[str, str]]:
         lambda: ("_has:Observation:subject:code", draw(st.sampled_from(CODES))),
         lambda: ("_has:Observation:patient:value-quantity", draw(st.sampled_from(["gt80", "le80.5"]))),
         lambda: ("_id", draw(st.sampled_from(["p0", "p1,p2"]))),
+        lambda: (draw(st.sampled_from(["_text", "_text:exact", "_text:contains", "_content", "_content:exact",
+                                       "_text:missing"])),
+                 draw(st.sampled_from([*NAMES, "mu", "MÜL", "ø", "민", "e", "x", "zoe", "true", "brien"]))),
     ]
     params = [draw(st.sampled_from(options))() for _ in range(draw(st.integers(0, 3)))]
     if draw(st.booleans()):
@@ -166,6 +196,8 @@ def observation_query(draw: st.DrawFn) -> list[tuple[str, str]]:
         lambda: (draw(st.sampled_from(["subject:missing", "code:missing", "date:missing",
                                        "value-quantity:missing"])), draw(st.sampled_from(["true", "false"]))),
         lambda: ("status", draw(st.sampled_from(["final", "preliminary"]))),
+        lambda: (draw(st.sampled_from(["_content", "_content:contains", "_text:missing"])),
+                 draw(st.sampled_from(["mu", "김", "final", "elo", "8480", "loinc", "true"]))),
     ]
     params = [draw(st.sampled_from(options))() for _ in range(draw(st.integers(0, 3)))]
     if draw(st.booleans()):
@@ -174,6 +206,22 @@ def observation_query(draw: st.DrawFn) -> list[tuple[str, str]]:
         params.append(("_sort", ",".join(keys)))
     if draw(st.booleans()):
         params.append(("_include", "Observation:subject"))
+    if draw(st.booleans()):
+        params.append(("_count", str(draw(st.integers(1, 4)))))
+        params.append(("_offset", str(draw(st.integers(0, 4)))))
+    return params
+
+
+@st.composite
+def location_query(draw: st.DrawFn) -> list[tuple[str, str]]:
+    options = [
+        lambda: ("near", draw(st.sampled_from(NEAR))),
+        lambda: ("near:missing", draw(st.sampled_from(["true", "false"]))),
+        lambda: (draw(st.sampled_from(["_content", "name"])), draw(st.sampled_from(["mu", "김", "elo"]))),
+    ]
+    params = [draw(st.sampled_from(options))() for _ in range(draw(st.integers(0, 3)))]
+    if draw(st.booleans()):
+        params.append(("_sort", draw(st.sampled_from(["name", "-name", "_id"]))))
     if draw(st.booleans()):
         params.append(("_count", str(draw(st.integers(1, 4)))))
         params.append(("_offset", str(draw(st.integers(0, 4)))))
@@ -248,7 +296,7 @@ class MongoAdapter(StoreAdapter):
         from fhir_exchange.store.mongo import MongoStore
 
         wipe(self.url)  # collections and indexes stay: an example costs its documents only
-        s = MongoStore(self.url, indexer, resource_types=("Patient", "Observation"))
+        s = MongoStore(self.url, indexer, resource_types=("Patient", "Observation", "Location"))
         await s.open()
         try:
             yield s
@@ -287,25 +335,28 @@ async def _check(adapter: StoreAdapter, defs: Definitions, resources: list[dict[
 
 
 def run_property(adapter: StoreAdapter, defs: Definitions, data: list[dict[str, Any]],
-                 pq: list[list[tuple[str, str]]], oq: list[list[tuple[str, str]]]) -> None:
-    queries = [("Patient", q) for q in pq] + [("Observation", q) for q in oq]
+                 pq: list[list[tuple[str, str]]], oq: list[list[tuple[str, str]]],
+                 lq: list[list[tuple[str, str]]]) -> None:
+    queries = [("Patient", q) for q in pq] + [("Observation", q) for q in oq] + [("Location", q) for q in lq]
     asyncio.run(_check(adapter, defs, data, queries))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
-@given(data=dataset(), pq=st.lists(patient_query(), max_size=4), oq=st.lists(observation_query(), max_size=4))
+@given(data=dataset(), pq=st.lists(patient_query(), max_size=4), oq=st.lists(observation_query(), max_size=4),
+       lq=st.lists(location_query(), max_size=3))
 def test_store_equals_matcher(store_adapter: StoreAdapter, defs: Definitions,
                               data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
-                              oq: list[list[tuple[str, str]]]) -> None:
-    run_property(store_adapter, defs, data, pq, oq)
+                              oq: list[list[tuple[str, str]]], lq: list[list[tuple[str, str]]]) -> None:
+    run_property(store_adapter, defs, data, pq, oq, lq)
 
 
 @pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
-@given(data=dataset(), pq=st.lists(patient_query(), max_size=6), oq=st.lists(observation_query(), max_size=6))
+@given(data=dataset(), pq=st.lists(patient_query(), max_size=6), oq=st.lists(observation_query(), max_size=6),
+       lq=st.lists(location_query(), max_size=4))
 def test_store_equals_matcher_long(store_adapter: StoreAdapter, defs: Definitions,
                                    data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
-                                   oq: list[list[tuple[str, str]]]) -> None:
-    run_property(store_adapter, defs, data, pq, oq)
+                                   oq: list[list[tuple[str, str]]], lq: list[list[tuple[str, str]]]) -> None:
+    run_property(store_adapter, defs, data, pq, oq, lq)
