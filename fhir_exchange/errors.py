@@ -150,9 +150,5 @@ def precondition_failed(diagnostics: str) -> FhirError:
     return FhirError(Category.PRECONDITION_FAILED, diagnostics)
 
 
-def not_supported(diagnostics: str) -> FhirError:
-    return FhirError(Category.NOT_IMPLEMENTED, diagnostics)
-
-
 def transient(diagnostics: str, retry_after: int = 5) -> FhirError:
     return FhirError(Category.TRANSIENT, diagnostics, headers={"Retry-After": str(retry_after)})

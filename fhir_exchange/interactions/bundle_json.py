@@ -24,6 +24,3 @@ def splice_bundle(head: dict[str, Any], entries: Iterable[tuple[dict[str, Any], 
     head_bytes = orjson.dumps(head)
     return head_bytes[:-1] + b',"entry":[' + b",".join(parts) + b"]}" if parts else head_bytes
 
-
-def link(relation: str, url: str) -> dict[str, str]:
-    return {"relation": relation, "url": url}

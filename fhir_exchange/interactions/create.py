@@ -54,8 +54,3 @@ async def create_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, 
     notify(svc, u, resource | {"id": id}, deleted=False)
     return prefer_return(req, version_response(req, v, 201, with_location=True), issues)
 
-
-def svc_notify(svc: Services, resource: dict[str, object], *, deleted: bool) -> None:
-    """Tell listeners (definitions, search parameters) that a conformance resource changed."""
-    for hook in svc.on_conformance_change:
-        hook(resource, deleted)  # type: ignore[arg-type]

@@ -21,7 +21,6 @@ from fhir_exchange.store.port import HistoryQuery
 
 MAX_OFFSET = 2**62
 
-_KNOWN = frozenset({"_count", "_since", "_at", "_offset", "_till", "_format", "_pretty", "_list", "_sort"})
 
 
 def _instant_param(req: FhirRequest, name: str) -> str | None:

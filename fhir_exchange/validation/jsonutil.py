@@ -10,11 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def as_list(value: Any) -> list[Any]:
-    """``value`` when it is a JSON array, else an empty list."""
-    return value if type(value) is list else []
-
-
 def dicts(value: Any) -> list[dict[str, Any]]:
     """The objects of a JSON array (anything else in it, or a non-array, is skipped)."""
     return [v for v in value if type(v) is dict] if type(value) is list else []

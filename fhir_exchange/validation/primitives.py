@@ -202,5 +202,3 @@ def build_primitive(code: str, sd: dict[str, Any] | None) -> PrimitiveType:
 
 
 # Severity of each primitive failure: surrounding whitespace in a string is allowed (warning only).
-def severity_of(message_id: str) -> str:
-    return "warning" if message_id == MsgId.PRIMITIVE_WHITESPACE else "error"
