@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from fhir_exchange.search.params.string import normalize
+from fhir_exchange.search.params.string import collect_strings, normalize
 from fhir_exchange.store.port import IndexEntry
 
 MAX_WORDS = 2000
@@ -81,15 +81,7 @@ def text_entries(code: str, resource: dict[str, Any]) -> list[IndexEntry]:
 
 
 def _strings(node: Any, out: list[str]) -> None:
-    if isinstance(node, str):
-        out.append(node)
-    elif isinstance(node, list):
-        for x in node:
-            _strings(x, out)
-    elif isinstance(node, dict):
-        for k, v in node.items():
-            if k not in _CONTENT_SKIP:
-                _strings(v, out)
+    collect_strings(node, out, _CONTENT_SKIP.__contains__)
 
 
 def content_entries(code: str, resource: dict[str, Any]) -> list[IndexEntry]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 from fhir_exchange.errors import invalid
@@ -55,16 +56,25 @@ def _strip(s: str) -> str:
     return "".join(out)
 
 
-def _strings(node: Any, out: list[str]) -> None:
+def collect_strings(node: Any, out: list[str], skip: Callable[[str], bool]) -> None:
+    """Every string value below ``node``, not descending into members whose key ``skip`` refuses."""
     if isinstance(node, str):
         out.append(node)
     elif isinstance(node, list):
         for x in node:
-            _strings(x, out)
+            collect_strings(x, out, skip)
     elif isinstance(node, dict):
         for k, v in node.items():
-            if k not in _SKIP_KEYS and not k.startswith("_"):
-                _strings(v, out)
+            if not skip(k):
+                collect_strings(v, out, skip)
+
+
+def _skip_key(key: str) -> bool:
+    return key in _SKIP_KEYS or key.startswith("_")
+
+
+def _strings(node: Any, out: list[str]) -> None:
+    collect_strings(node, out, _skip_key)
 
 
 def extract(code: str, item: tuple[Any, str | None]) -> list[IndexEntry]:
