@@ -4,7 +4,7 @@ https://hl7.org/fhir/R4/validation.html — the figure of merit is resources val
 Run: ``.venv/bin/python bench/bench_validation.py [--seconds 2] [--generated 400] [--rounds 5]``
 
 Sets:
-- ``examples``: every JSON resource in ../shared/test-suites (FHIRPath inputs, validator cases); the core
+- ``examples``: every JSON resource in tests/data (FHIRPath inputs, validator cases); the core
   package tgz carries no examples.
 - ``generated``: resources of common clinical types generated from the compiled core shapes with random
   values, so that no string value repeats (our per-element caches of clean values cannot help); coded
@@ -42,8 +42,8 @@ from fhir_exchange.definitions import Definitions  # noqa: E402
 from fhir_exchange.validation import Validator  # noqa: E402
 from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
-SUITES = SHARED / "test-suites"
+SUITES = ROOT / "tests" / "data"  # fhirpath-r4/ and validator-r4/ (tests/data/README.md)
+KR_CORE = ROOT / "fhir_exchange" / "packages" / "hl7.fhir.kr.core-2.0.0.tgz"
 TYPES = ["Patient", "Observation", "Organization", "Practitioner", "Encounter", "Condition", "ServiceRequest",
          "Task", "Communication", "Consent", "DiagnosticReport", "Endpoint", "Location", "DocumentReference"]
 
@@ -53,7 +53,7 @@ def consult_examples() -> tuple[Definitions, list[dict[str, Any]]]:
     folder = Path(tempfile.mkdtemp(prefix="bench-ig-")) / "profiles"
     # A copy: the package loader writes an index into the folder it loads.
     shutil.copytree(ROOT / "profiles", folder, ignore=shutil.ignore_patterns("fsh", ".*"))
-    defs = Definitions.load([folder, SHARED / "fhir-packages" / "hl7.fhir.kr.core-2.0.0.tgz"])
+    defs = Definitions.load([folder, KR_CORE])
     out = []
     for sub in ("valid", "bundles"):
         for f in sorted((ROOT / "examples" / sub).glob("*.json")):
@@ -231,7 +231,7 @@ def main() -> None:
     for name, items, per in (("examples", examples, 1), ("generated", generated, 1), ("bundle of 50", bundles, 50)):
         full, struct, other = rates([ours, ours_structural, theirs], items, args.seconds, args.rounds)
         rows.append((name, len(items), full * per, struct * per, other * per))
-    if (ROOT / "profiles").exists() and (SHARED / "fhir-packages").exists():
+    if (ROOT / "profiles").exists() and KR_CORE.exists():
         # Core plus the consult profiles each example declares in meta.profile (issue 6's figure).
         ig_defs, ig_items = consult_examples()
         ig = Validator(ig_defs)

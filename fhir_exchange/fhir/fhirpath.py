@@ -341,7 +341,7 @@ def constraint_holds(result: list[Any]) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-class _RaisingErrorListener(ErrorListener):  # type: ignore[misc]
+class _RaisingErrorListener(ErrorListener):
     def __init__(self, expression: str) -> None:
         self.expression = expression
 

@@ -602,7 +602,8 @@ def parse_number(text: str) -> int | Decimal:
 
 def normalize_decimal(d: Decimal) -> Decimal:
     """Drop exponent notation that division and conversion produce, keep significant zeros."""
-    if d == d.to_integral_value() and d.as_tuple().exponent > 0:  # type: ignore[operator]
+    exponent = d.as_tuple().exponent  # "n", "N" or "F" (NaN, sNaN, Infinity): nothing to drop
+    if isinstance(exponent, int) and exponent > 0 and d == d.to_integral_value():
         return d.quantize(Decimal(1))
     return d
 

@@ -150,14 +150,14 @@ def _value(kind: str, modifier: str | None, raw: str, name: str, target: str | N
            now: datetime | None) -> Value:
     if kind in ("token", "quantity", "special"):
         # Their own "|" separators: split before unescaping (near: lat|long|distance|units).
-        return KINDS[kind].parse_value(raw, modifier, name)  # type: ignore[no-any-return]
+        return KINDS[kind].parse_value(raw, modifier, name)
     if kind == "reference":
         if modifier == "identifier":
             return token_kind.parse_value(raw, None, name)
-        return KINDS[kind].parse_value(unescape(raw), modifier, name, target)  # type: ignore[no-any-return]
+        return KINDS[kind].parse_value(unescape(raw), modifier, name, target)
     if kind == "date":
         return date_kind.parse_value(unescape(raw), modifier, name, now)
-    return KINDS[kind].parse_value(unescape(raw), modifier, name)  # type: ignore[no-any-return]
+    return KINDS[kind].parse_value(unescape(raw), modifier, name)
 
 
 # -- names: plain, chained, reverse-chained ---------------------------------------------------

@@ -112,10 +112,10 @@ def parse_simple(part: str, root_types: frozenset[str] | None) -> tuple[str | No
         inner = parse_simple(m.group("inner"), root_types)
         if inner is None:
             return None
-        rest = _steps(m.group("rest") or "")
-        if rest is None:
+        after = _steps(m.group("rest") or "")
+        if after is None:
             return None
-        return inner[0], [*inner[1], Step("is", type_name(m.group("type"))), *rest]
+        return inner[0], [*inner[1], Step("is", type_name(m.group("type"))), *after]
     if part.startswith("(") and part.endswith(")") and part.count("(") == 1:
         part = part[1:-1]
     if root_types is None:
@@ -229,7 +229,7 @@ def walk(items: list[Item], steps: list[Step]) -> list[Item]:
 def _fhirpath_engine(expr: str) -> Evaluator:
     """A compiled FHIRPath evaluator for expressions the walker does not handle."""
     try:  # the project's own FHIRPath (with resolve() and friends), once it exists
-        from fhir_exchange.fhir import fhirpath as own  # type: ignore[attr-defined]
+        from fhir_exchange.fhir import fhirpath as own
 
         compiled = own.compile(expr)
 
@@ -246,7 +246,7 @@ def _fhirpath_engine(expr: str) -> Evaluator:
 
     def run(resource: dict[str, Any]) -> list[Item]:
         try:
-            return [(v, None) for v in fn(strip_root(resource)) if v is not None]
+            return [(v, None) for v in fn(strip_root(resource), None) if v is not None]
         except Exception:
             return []
 

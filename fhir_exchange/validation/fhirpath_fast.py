@@ -211,11 +211,11 @@ def _unique(c: Collection) -> Collection:
         return list(c)
     keys = [_key(x) for x in c]
     if None not in keys:
-        seen: set[tuple[str, Any]] = set()
+        seen: set[tuple[str, Any] | None] = set()
         out: Collection = []
         for x, k in zip(c, keys, strict=True):
             if k not in seen:
-                seen.add(k)  # type: ignore[arg-type]
+                seen.add(k)
                 out.append(x)
         return out
     out = []
@@ -329,9 +329,7 @@ class _Parser:
         kind, text = self.take()
         if kind == "str":
             s = _unescape(text[1:-1])
-            literal = _const([s])
-            literal.string_literal = s  # type: ignore[attr-defined]
-            return literal
+            return _tag(_const([s]), string_literal=s)
         if kind == "num":
             return _const([float(text) if "." in text else int(text)])
         if kind == "date":
@@ -351,9 +349,7 @@ class _Parser:
 
             def variable(c: Collection, env: Env) -> Collection:
                 return env[name]
-            variable.focus_free = True  # type: ignore[attr-defined]
-            variable.trivial = True  # type: ignore[attr-defined]
-            return variable
+            return _tag(variable, focus_free=True, trivial=True)
         if kind == "op" and text == "(":
             inner = self.expr(0)
             self.expect(")")
@@ -426,14 +422,20 @@ def _identity(c: Collection, env: Env) -> Collection:
 _PER_ITEM = frozenset({"exists", "where", "select", "all"})
 
 
+def _tag(fn: Fn, **attrs: Any) -> Fn:
+    """Attach what later compilation steps read back with ``getattr`` (``const``, ``focus_free``,
+    ``trivial``, ``step_of``, ``descendants_of``, ``string_literal``, ``focus_names``): attributes of
+    the closure itself, so that evaluating it costs no wrapper call."""
+    for attr, value in attrs.items():
+        setattr(fn, attr, value)
+    return fn
+
+
 def _const(value: Collection) -> Fn:
     """A constant collection (literals, folded unions of literals)."""
     def const(c: Collection, env: Env) -> Collection:
         return list(value)  # a copy: callers own the collections they are given
-    const.const = value  # type: ignore[attr-defined]
-    const.focus_free = True  # type: ignore[attr-defined]
-    const.trivial = True  # type: ignore[attr-defined]
-    return const
+    return _tag(const, const=value, focus_free=True, trivial=True)
 
 
 def _free(fn: Fn) -> bool:
@@ -443,7 +445,7 @@ def _free(fn: Fn) -> bool:
 
 def _free_if(fn: Fn, free: bool) -> Fn:
     if free and fn is not _identity:
-        fn.focus_free = True  # type: ignore[attr-defined]
+        _tag(fn, focus_free=True)
     return fn
 
 
@@ -470,9 +472,7 @@ def _shared(fn: Fn) -> Fn:
     for attr in ("step_of", "descendants_of", "string_literal"):
         if hasattr(fn, attr):
             setattr(once, attr, getattr(fn, attr))
-    once.focus_free = True  # type: ignore[attr-defined]
-    once.trivial = True  # type: ignore[attr-defined]
-    return once
+    return _tag(once, focus_free=True, trivial=True)
 
 
 def _path(base: Fn, name: str) -> Fn:
@@ -504,8 +504,7 @@ def _path(base: Fn, name: str) -> Fn:
             for x in c:
                 out.extend(_children(x, name))
             return out
-        first_step.step_of = (base, name)  # type: ignore[attr-defined]
-        return first_step
+        return _tag(first_step, step_of=(base, name))
 
     def step(c: Collection, env: Env) -> Collection:
         out: Collection = []
@@ -513,8 +512,7 @@ def _path(base: Fn, name: str) -> Fn:
             out.extend(_children(x, name))
         return out
     # Remembered so that ``value.ofType(Quantity)`` can compile to the key ``valueQuantity``.
-    step.step_of = (base, name)  # type: ignore[attr-defined]
-    return step
+    return _tag(step, step_of=(base, name))
 
 
 def _type_fn(base: Fn, op: str, type_name: str) -> Fn:
@@ -808,8 +806,7 @@ def _function(base: Fn, name: str, args: list[Fn]) -> Fn:
                                 out.append(y)
                                 stack.append(y)
             return out
-        descendants.descendants_of = base  # type: ignore[attr-defined]
-        return descendants
+        return _tag(descendants, descendants_of=base)
     if name in ("union", "combine", "intersect", "exclude", "subsetOf", "supersetOf"):
         other = _arg0(args, name)
 
@@ -920,8 +917,7 @@ def compile_fast(expression: str) -> Fn:
     The function carries ``focus_names``: the element names it may read from its focus, or None."""
     parser = _Parser(expression)
     fn = parser.parse()
-    fn.focus_names = frozenset(parser.names) if parser.names is not None else None  # type: ignore[attr-defined]
-    return fn
+    return _tag(fn, focus_names=frozenset(parser.names) if parser.names is not None else None)
 
 
 def touches(node: Any, names: frozenset[str]) -> bool:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.bindings import check_binding
@@ -92,7 +92,7 @@ class ProfileValidator:
                 self._core_urls = None
                 self._is_core.clear()
                 self._generation = self.defs.generation
-        hit = self._schemas.get(url, False)
+        hit: StructureSchema | ProfileError | Literal[False] | None = self._schemas.get(url, False)
         if hit is False:
             with self._lock:
                 sd = self.defs.resolve(url)
@@ -111,7 +111,7 @@ class ProfileValidator:
                 self._schemas[url] = hit
         if isinstance(hit, ProfileError):
             raise hit
-        return hit  # type: ignore[return-value]
+        return hit
 
     def _safe_schema(self, url: str) -> StructureSchema | None:
         try:
@@ -586,9 +586,11 @@ class ProfileValidator:
             if expected is None:
                 b = target.binding if target is not None else None
                 if b is not None and b.value_set and b.strength == "required":
-                    return any(self.tx.validate_code(b.value_set, v.get("system") if isinstance(v, dict) else None,
-                                                     v.get("code") if isinstance(v, dict) else v).valid
-                               for v, _ in values if isinstance(v, (dict, str)))
+                    coded = [(v.get("system"), v.get("code")) if isinstance(v, dict) else (None, v)
+                             for v, _ in values if isinstance(v, (dict, str))]
+                    # A value without a code is in no ValueSet.
+                    return any(isinstance(code, str) and self.tx.validate_code(b.value_set, system, code).valid
+                               for system, code in coded)
                 # The slice does not constrain this discriminator: it does not tell slices apart here
                 # (validator case type-subtype-slicing: a sub-discriminator not every slice uses).
                 return True

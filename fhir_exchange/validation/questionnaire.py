@@ -362,7 +362,8 @@ def _same_answer(key: str, a: Any, b: Any) -> bool:
 def _decimals(value: Any) -> int:
     text = repr(value) if isinstance(value, float) else str(value)
     if "e" in text.lower():
-        return abs(Decimal(text).as_tuple().exponent)  # type: ignore[arg-type]
+        exponent = Decimal(text).as_tuple().exponent  # an int: NaN and Infinity have no "e"
+        return abs(exponent) if isinstance(exponent, int) else 0
     return len(text.partition(".")[2])
 
 

@@ -103,7 +103,7 @@ def _targets(v: Visited) -> set[str] | None:
     prop = v.extra
     if prop.targets is _UNSET:
         prop.targets = _compute_targets(prop)  # once per element: shapes are shared
-    return prop.targets  # type: ignore[no-any-return]
+    return prop.targets
 
 
 def _compute_targets(prop: Any) -> set[str] | None:

@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fhir_exchange.definitions import Definitions
 
@@ -72,9 +72,6 @@ class CodeCheck:
     display: str | None = None
 
 
-_MISSING = object()
-
-
 class Terminology:
     """Expands ValueSets and validates codes using only loaded definitions."""
 
@@ -110,9 +107,9 @@ class Terminology:
     def expand(self, value_set: str) -> Expansion | None:
         """The expansion of a ValueSet canonical, or None when the ValueSet is unknown."""
         if self._generation == self.defs.generation:
-            exp = self._expansions.get(value_set, _MISSING)
-            if exp is not _MISSING:
-                return exp  # type: ignore[return-value]
+            exp: Expansion | Literal[False] | None = self._expansions.get(value_set, False)
+            if exp is not False:
+                return exp
         with self._lock:
             self._check_generation()
             if value_set in self._expansions:

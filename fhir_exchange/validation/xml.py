@@ -76,7 +76,7 @@ def _fill(elem: ET.Element, shape: Shape, out: dict[str, Any], shapes: ShapeBuil
         if p.type_code == "xhtml":
             value: Any = ET.tostring(child, encoding="unicode").replace(' xmlns:html="' + XHTML_NS + '"', "")
             value = value.replace("html:", "")
-            companion = None
+            companion: dict[str, Any] | None = None
         elif p.kind == PRIM:
             assert p.prim is not None
             value = _primitive(child.get("value"), p.prim.code)

@@ -34,7 +34,7 @@ Json = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = ROOT / "profiles"
 EXAMPLES = ROOT / "examples"
-KRCORE_TGZ = ROOT.parent / "shared" / "fhir-packages" / "hl7.fhir.kr.core-2.0.0.tgz"
+KRCORE_TGZ = ROOT / "fhir_exchange" / "packages" / "hl7.fhir.kr.core-2.0.0.tgz"
 CACHE_DIR = ROOT / ".pytest_cache" / "fhir-packages"
 CANON = "http://fhir-exchange.org/fhir/"
 MANIFEST: dict[str, Json] = json.loads((EXAMPLES / "invalid" / "manifest.json").read_text(encoding="utf-8"))

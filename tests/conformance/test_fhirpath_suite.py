@@ -1,7 +1,7 @@
 """The official FHIRPath test suite (R4 copy) against ``fhir_exchange.fhir.fhirpath``.
 
 Source: tests-fhir-r4.xml from https://github.com/FHIR/fhir-test-cases (r4/fhirpath), with its
-JSON inputs, in ``../shared/test-suites/fhirpath-r4`` beside the project (or ``$FHIRPATH_SUITE_DIR``).
+JSON inputs, in ``tests/data/fhirpath-r4`` (or ``$FHIRPATH_SUITE_DIR``).
 
 Every ``<test>`` runs: the expression is compiled and evaluated on its input file; an
 ``invalid`` test passes when compiling or evaluating raises ``FhirPathError``; otherwise the
@@ -38,7 +38,7 @@ from fhir_exchange.fhir.fhirpath import FhirPathError, TypedValue, compile
 SUITE_DIR = Path(
     os.environ.get(
         "FHIRPATH_SUITE_DIR",
-        Path(__file__).resolve().parents[3] / "shared" / "test-suites" / "fhirpath-r4",
+        Path(__file__).resolve().parents[1] / "data" / "fhirpath-r4",
     )
 )
 KNOWN_FAILURES_FILE = Path(__file__).with_name("fhirpath_known_failures.txt")

@@ -1,6 +1,6 @@
 """Oracle: HL7 validator test cases (https://hl7.org/fhir/R4/validation.html) through our Validator.
 
-Each case of ../shared/test-suites/validator-r4/manifest.json names a resource, its supporting
+Each case of tests/data/validator-r4/manifest.json names a resource, its supporting
 definitions and the number of errors the HL7 Java reference validator reports, for the base check
 and optionally for a check against a profile. A check *agrees* when both validators find errors or
 both find none. Supporting definitions are registered with ``Definitions.add`` (XML ones converted
@@ -26,7 +26,7 @@ from fhir_exchange.validation import Validator
 from fhir_exchange.validation.shapes import ShapeBuilder
 from fhir_exchange.validation.xml import parse_xml_resource
 
-SUITE = Path(__file__).resolve().parents[3] / "shared" / "test-suites" / "validator-r4"
+SUITE = Path(__file__).resolve().parents[1] / "data" / "validator-r4"
 KNOWN_FILE = Path(__file__).with_name("validator_cases_known.json")
 MIN_AGREEMENT = 0.90
 
@@ -53,6 +53,8 @@ def load(rel: str) -> dict[str, Any]:
 
 
 def checks() -> list[tuple[str, dict[str, Any], str]]:
+    if not SUITE.exists():
+        return []  # collected at import time: the module's skipif then skips every test
     manifest = json.loads((SUITE / "manifest.json").read_text())
     out = []
     for case in manifest["cases"]:

@@ -647,7 +647,7 @@ def _walk(node: Any, path: str, type_path: str, out: list[tuple[Any, str, str]])
                 _walk(item, f"{path}.{key}", child_type, out)
 
 
-SUITE_INPUTS = Path(__file__).resolve().parents[3] / "shared" / "test-suites" / "fhirpath-r4" / "inputs"
+SUITE_INPUTS = Path(__file__).resolve().parents[1] / "data" / "fhirpath-r4" / "inputs"
 # Invariants that really are broken in the example files (dom-6 is a best-practice warning; the
 # suite edited codesystem-example to duplicate a code; the container example's Organization has
 # no name and is referenced as "1" rather than "#1").

@@ -25,7 +25,7 @@ from fhir_exchange.validation.issues import IssueSink
 from fhir_exchange.validation.schema import Constraint
 
 ROOT = Path(__file__).resolve().parents[2]
-KRCORE_TGZ = ROOT.parent / "shared" / "fhir-packages" / "hl7.fhir.kr.core-2.0.0.tgz"
+KRCORE_TGZ = ROOT / "fhir_exchange" / "packages" / "hl7.fhir.kr.core-2.0.0.tgz"
 
 
 @cache

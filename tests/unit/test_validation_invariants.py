@@ -24,7 +24,7 @@ from fhir_exchange.validation.issues import IssueSink
 from fhir_exchange.validation.schema import Constraint
 from fhir_exchange.validation.structure import WalkContext
 
-SUITES = Path(__file__).resolve().parents[3] / "shared" / "test-suites"
+SUITES = Path(__file__).resolve().parents[1] / "data"  # fhirpath-r4/ and validator-r4/ (tests/data/README.md)
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ from fhir_exchange.validation.xml import parse_xml_resource
 
 BASE = "http://hl7.org/fhir/StructureDefinition/"
 URL = "http://example.org/fhir/StructureDefinition/"
-KR_CORE = Path(__file__).resolve().parents[3] / "shared" / "fhir-packages" / "hl7.fhir.kr.core-2.0.0.tgz"
+KR_CORE = Path(__file__).resolve().parents[2] / "fhir_exchange" / "packages" / "hl7.fhir.kr.core-2.0.0.tgz"
 
 
 def profile(name: str, type_: str, elements: list[dict[str, Any]], base: str | None = None) -> dict[str, Any]:

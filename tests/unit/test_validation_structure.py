@@ -14,7 +14,7 @@ from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Issue
 from fhir_exchange.validation import Validator
 
-INPUTS = Path(__file__).resolve().parents[3] / "shared" / "test-suites" / "fhirpath-r4" / "inputs"
+INPUTS = Path(__file__).resolve().parents[1] / "data" / "fhirpath-r4" / "inputs"
 
 
 @lru_cache(maxsize=1)
