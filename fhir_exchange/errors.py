@@ -106,6 +106,8 @@ class FhirError(Exception):
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.diagnostics)
+        # One expression given as a plain string is wrapped, never iterated into single characters.
+        self.expression = (self.expression,) if isinstance(self.expression, str) else tuple(self.expression)
         if not self.issues:
             self.issues = [
                 Issue(

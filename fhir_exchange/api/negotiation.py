@@ -25,7 +25,7 @@ def response_type(format_param: str | None, accept: str | None) -> str:
         if media in JSON_TYPES:
             return "application/json" if media == "application/json" else FHIR_JSON
         raise FhirError(Category.NOT_ACCEPTABLE, f"_format '{format_param}' is not supported: use json",
-                        "_format", code="not-supported")
+                        ("_format",), code="not-supported")
     if not accept:
         return FHIR_JSON
     ranges = [_media(a) for a in accept.split(",") if a.strip()]
@@ -38,7 +38,7 @@ def response_type(format_param: str | None, accept: str | None) -> str:
             return FHIR_JSON
     if ranges and all(m in XML_TYPES or m == "text/html" for m in ranges):
         raise FhirError(Category.NOT_ACCEPTABLE, f"Accept '{accept}' is not supported: this server speaks JSON",
-                        code="not-supported")
+                        ("Accept",), code="not-supported")
     return FHIR_JSON
 
 
@@ -52,14 +52,14 @@ def request_kind(content_type: str | None, method: str) -> str:
     if media == "application/json-patch+json":
         if method != "PATCH":
             raise FhirError(Category.UNSUPPORTED_MEDIA_TYPE, "JSON Patch bodies are accepted only with PATCH",
-                            code="not-supported")
+                            ("Content-Type",), code="not-supported")
         return "json-patch"
     if media == "application/x-www-form-urlencoded":
         return "form"
     if media in XML_TYPES:
         raise FhirError(Category.UNSUPPORTED_MEDIA_TYPE, "XML is not supported yet: send application/fhir+json",
-                        code="not-supported")
+                        ("Content-Type",), code="not-supported")
     if media == "application/fhir+json-patch":
         return "json-patch"
     raise FhirError(Category.UNSUPPORTED_MEDIA_TYPE, f"Unsupported Content-Type '{content_type}'",
-                    code="not-supported")
+                    ("Content-Type",), code="not-supported")
