@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.search import fulltext, registry
+from fhir_exchange.search.index import IndexEntry, Indexer
 from fhir_exchange.search.params import KINDS
 from fhir_exchange.search.paths import (
     Evaluator,
@@ -25,7 +26,6 @@ from fhir_exchange.search.paths import (
     expand_root,
     strip_root,
 )
-from fhir_exchange.store.port import IndexEntry, Indexer
 
 Extractor = Callable[[dict[str, Any]], list[IndexEntry]]
 

@@ -27,8 +27,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params.string import collect_strings, normalize
-from fhir_exchange.store.port import IndexEntry
 
 MAX_WORDS = 2000
 

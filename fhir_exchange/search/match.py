@@ -11,12 +11,14 @@ extraction (:mod:`fhir_exchange.search.extract`) and each type's row predicate (
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fhir_exchange.definitions import Definitions
+from fhir_exchange.search import includes
 from fhir_exchange.search.extract import make_indexer
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params import KINDS
 from fhir_exchange.search.query import (
     AnyOf,
@@ -30,10 +32,23 @@ from fhir_exchange.search.query import (
     Param,
     SearchQuery,
     SortKey,
+    Visibility,
 )
-from fhir_exchange.store.port import IndexEntry
 
 Key = tuple[str, str]  # (type, id)
+
+
+class GrantLike(Protocol):
+    """A grant (:class:`fhir_exchange.store.port.Grant`; the search layer does not import the store's)."""
+
+    @property
+    def grantee(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def until(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -44,19 +59,27 @@ class MatchResult:
 
 
 class Matcher:
-    """Search over current resources given in insertion order (the order a store assigns rids)."""
+    """Search over current resources given in insertion order (the order a store assigns rids).
 
-    def __init__(self, defs: Definitions, resources: Iterable[dict[str, Any]]) -> None:
+    Visibility (:class:`Visibility` on a query): each resource's owner is given to :meth:`put` (resources
+    themselves carry none), and the grants as ``(basis, grant)`` pairs (:meth:`replace_grants`)."""
+
+    def __init__(self, defs: Definitions, resources: Iterable[dict[str, Any]],
+                 owners: dict[Key, str | None] | None = None,
+                 grants: Iterable[tuple[str, GrantLike]] = ()) -> None:
         self._index = make_indexer(defs)
         self.resources: dict[Key, dict[str, Any]] = {}
         self.order: dict[Key, int] = {}
         self.entries: dict[Key, dict[str, list[IndexEntry]]] = {}
+        self.owners: dict[Key, str | None] = {}
+        self.grants: list[tuple[str, GrantLike]] = list(grants)
         for r in resources:
-            self.put(r)
+            self.put(r, (owners or {}).get((r["resourceType"], r["id"])))
 
-    def put(self, resource: dict[str, Any]) -> None:
+    def put(self, resource: dict[str, Any], owner: str | None = None) -> None:
         k = (resource["resourceType"], resource["id"])
         self.resources[k] = resource
+        self.owners[k] = owner
         self.order.setdefault(k, len(self.order))
         by_param: dict[str, list[IndexEntry]] = defaultdict(list)
         for e in self._index(k[0], resource):
@@ -66,6 +89,23 @@ class Matcher:
     def delete(self, type: str, id: str) -> None:
         self.resources.pop((type, id), None)
         self.entries.pop((type, id), None)
+        self.owners.pop((type, id), None)
+
+    def replace_grants(self, basis: str, grants: Sequence[GrantLike]) -> None:
+        self.grants = [(b, g) for b, g in self.grants if b != basis] + [(basis, g) for g in grants]
+
+    # -- visibility ---------------------------------------------------------------------------
+
+    def granted(self, vis: Visibility, k: Key) -> bool:
+        return any(g.grantee in vis.institutions and (g.type, g.id) == k and (g.until is None or g.until > vis.at)
+                   for _b, g in self.grants)
+
+    def visible(self, k: Key, vis: Visibility | None) -> bool:
+        """Owned by one of the institutions, of a shared type, or granted to one of them at ``vis.at``."""
+        if vis is None:
+            return True
+        owner = self.owners.get(k)
+        return (owner is not None and owner in vis.institutions) or k[0] in vis.shared_types or self.granted(vis, k)
 
     # -- criteria -----------------------------------------------------------------------------
 
@@ -104,20 +144,23 @@ class Matcher:
                     out.append(t)
         return out
 
-    def matches(self, k: Key, c: Criterion) -> bool:
+    def matches(self, k: Key, c: Criterion, vis: Visibility | None = None) -> bool:
+        """Whether ``k`` meets ``c``; chains and ``_has`` go only through resources visible under ``vis``."""
         if isinstance(c, Param):
             return self._param(k, c)
         if isinstance(c, IdIn):
             return (k[1] in c.ids) != c.negate
         if isinstance(c, AnyOf):
-            return any(self.matches(k, x) for x in c.criteria)
+            return any(self.matches(k, x, vis) for x in c.criteria)
         if isinstance(c, Chain):
-            return any(self.matches(t, c.criterion) for t in self._targets(k, c.code, c.target_types))
+            return any(self.visible(t, vis) and self.matches(t, c.criterion, vis)
+                       for t in self._targets(k, c.code, c.target_types))
         if isinstance(c, Has):
             for src in self.resources:
                 if src[0] != c.type:
                     continue
-                if k in self._targets(src, c.code, (k[0],)) and self.matches(src, c.criterion):
+                if (k in self._targets(src, c.code, (k[0],)) and self.visible(src, vis)
+                        and self.matches(src, c.criterion, vis)):
                     return True
             return False
         raise TypeError(f"Unknown criterion {c!r}")
@@ -140,13 +183,16 @@ class Matcher:
         for s in reversed(sort):  # stable sorts from the last key to the first
             present = [k for k in out if self._sort_value(k, s) is not None]
             missing = [k for k in out if self._sort_value(k, s) is None]
-            present.sort(key=lambda k, s=s: self._sort_value(k, s), reverse=s.descending)
+            def value(k: Key, s: SortKey = s) -> Any:
+                return self._sort_value(k, s)
+
+            present.sort(key=value, reverse=s.descending)
             out = present + missing
         return out
 
     # -- includes -----------------------------------------------------------------------------
 
-    def _include(self, inc: Include, rev: bool, frontier: list[Key]) -> list[Key]:
+    def _include(self, inc: Include, rev: bool, frontier: list[Key], vis: Visibility | None) -> list[Key]:
         out: list[Key] = []
         if not rev:
             for k in frontier:
@@ -156,12 +202,13 @@ class Matcher:
                     if e.kind != "reference" or e.ref_type is None or e.ref_id is None:
                         continue
                     t = (e.ref_type, e.ref_id)
-                    if t in self.resources and (inc.target_type is None or t[0] == inc.target_type):
+                    if (t in self.resources and (inc.target_type is None or t[0] == inc.target_type)
+                            and self.visible(t, vis)):
                         out.append(t)
         else:
             wanted = {k for k in frontier if inc.target_type is None or k[0] == inc.target_type}
             for src in self.resources:
-                if src[0] != inc.source_type:
+                if src[0] != inc.source_type or not self.visible(src, vis):
                     continue
                 for e in self.entries[src].get(inc.code, []):
                     if e.kind == "reference" and (e.ref_type, e.ref_id) in wanted:
@@ -169,33 +216,18 @@ class Matcher:
         return out
 
     def _includes(self, query: SearchQuery, page: list[Key]) -> list[Key]:
-        if not page:
-            return []
-        seen = set(page)
-        found: list[Key] = []
-        frontier = page
-        specs = [(i, False) for i in query.include] + [(i, True) for i in query.revinclude]
-        for depth in range(10):
-            new: list[Key] = []
-            for inc, rev in specs:
-                if depth > 0 and not inc.iterate:
-                    continue
-                for k in self._include(inc, rev, frontier):
-                    if k not in seen:
-                        seen.add(k)
-                        new.append(k)
-            if not new:
-                break
-            found.extend(new)
-            frontier = new
-        return sorted(found, key=lambda k: self.order[k])
+        def lookup(specs: list[includes.Spec], frontier: list[Key]) -> list[Key]:
+            return [k for inc, rev in specs for k in self._include(inc, rev, frontier, query.visibility)]
+
+        return includes.run(lookup, query.include, query.revinclude, page, self.order.__getitem__)
 
     # -- search -------------------------------------------------------------------------------
 
     def search(self, query: SearchQuery) -> MatchResult:
         types = {query.type} if query.type else set(query.types)
-        hits = [k for k in self.resources
-                if (not types or k[0] in types) and all(self.matches(k, c) for c in query.params)]
+        vis = query.visibility
+        hits = [k for k in self.resources if (not types or k[0] in types) and self.visible(k, vis)
+                and all(self.matches(k, c, vis) for c in query.params)]
         ordered = self._sorted(hits, query.sort)
         page = ordered[query.offset : query.offset + query.count]
         total = None if query.total == "none" else len(hits)

@@ -175,6 +175,22 @@ class Include:
 
 
 @dataclass(frozen=True, slots=True)
+class Visibility:
+    """Which stored resources one caller may see; every store compiles it into every subquery of a
+    search or history (matches, totals, chains, ``_has``, includes, sort walks), never as a filter after.
+
+    A resource is visible when its owner is one of ``institutions``, when its type is one of
+    ``shared_types`` (the network's directory and the conformance resources), or when a grant to one of
+    ``institutions`` covers it and is still valid at ``at`` (grant ``until`` is None or later than ``at``).
+    No visibility (``None`` on a query) means everything: the local/system actor.
+    """
+
+    institutions: frozenset[str] = frozenset()
+    shared_types: frozenset[str] = frozenset()
+    at: str = ""  # FHIR instant the grants are judged at (the request's time)
+
+
+@dataclass(frozen=True, slots=True)
 class SearchQuery:
     type: str | None  # None: system-level search across ``types`` (all types when empty)
     params: tuple[Criterion, ...] = ()
@@ -189,6 +205,7 @@ class SearchQuery:
     elements: tuple[str, ...] = ()
     # The recognised (name, value) pairs, in request order, without _count/_offset: the self link.
     link_params: tuple[tuple[str, str], ...] = ()
+    visibility: Visibility | None = None  # None: everything (the system actor)
 
     def search_types(self, all_types: list[str]) -> list[str]:
         if self.type:

@@ -13,7 +13,32 @@ Layout (docs/scaling.md explains the sharded form):
   :mod:`fhir_exchange.store.mongo_search`);
 - ``history``: insert-only, ``_id`` = ``Type/id/_history/n``, every version including delete markers;
 - ``locks``: one small document per conditional-create key (``_id`` = SHA-256 of the key), written
-  inside the transaction so that concurrent identical conditional creates conflict and serialise.
+  inside the transaction so that concurrent identical conditional creates conflict and serialise;
+- ``own`` on current and history documents: the owner (institution) of that version;
+- ``grants``: one document per grant (``b`` basis, ``g`` grantee, ``t``/``i`` the resource, ``u`` until),
+  replaced per basis inside the unit of work; searches stage the ids granted on a type (see
+  :mod:`fhir_exchange.store.mongo_search` for the visibility clause);
+- ``messages``: stored answers to FHIR messages (``_id`` = the message key), written in the unit of work;
+- ``changes`` and ``counters``: the change feed, below.
+
+Change feed. Every committed put/delete gets a ``changes`` document ``{_id: seq, t, i, v, del, lu, at}``.
+Concurrent transactions cannot share a counter document inside their transactions without conflicting,
+so a unit of work allocates a block of seqs at commit time with one atomic ``$inc`` on
+``counters/changes`` *outside* its transaction session, just before ``commitTransaction``, and inserts
+its change documents with those seqs inside the transaction: they become visible with its writes, or
+never. If the commit fails, ``void`` documents are inserted for the allocated seqs outside the
+transaction (best effort; a duplicate key there means the commit did happen). A standalone unit of work
+allocates at its end, before applying its write, and writes the change document after it.
+
+Seqs are allocated in one order and committed in another, so a reader may see seq n+1 before n. So
+:meth:`MongoStore.changes` returns only the contiguous prefix after the cursor: void documents are
+skipped but close the gap; a gap is skipped once the first document after it was allocated more than
+``change_gap_s`` (default 60 s, MongoDB's transaction lifetime) ago, because the gap was allocated
+earlier still and its transaction has ended by then (committed, so present, or never). A reader
+therefore never moves its cursor past a seq that can still appear, and sees every commit once, at the
+price of waiting up to the bound behind a unit of work that died between allocation and commit.
+``at`` is the allocating server's clock; clocks of the application servers must agree to well within
+the bound. :meth:`MongoStore.last_change` is the end of that prefix (not the highest seq allocated).
 
 The body is stored as BSON binary: the exact JSON bytes the server serialised once with orjson.
 Reading returns them as ``bytes`` with no decoding at all; a BSON sub-document would cost a BSON
@@ -57,7 +82,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -67,6 +92,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     BulkWriteError,
+    CollectionInvalid,
     ConfigurationError,
     ConnectionFailure,
     DocumentTooLarge,
@@ -82,13 +108,17 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.search.index import Indexer
+from fhir_exchange.search.query import Visibility
 from fhir_exchange.store import mongo_search
 from fhir_exchange.store.port import (
     ANY,
     NEW,
+    ChangeRecord,
+    Grant,
     HistoryPage,
     HistoryQuery,
-    Indexer,
+    MessageRecord,
     ResourceVersion,
     SearchResult,
     VersionConflict,
@@ -100,27 +130,38 @@ T = TypeVar("T")
 
 HISTORY = "history"
 LOCKS = "locks"
+GRANTS = "grants"
+MESSAGES = "messages"
+CHANGES = "changes"
+COUNTERS = "counters"
 SCHEMA = "schema"  # one marker document: which index definitions were created for which collections
-INTERNAL = frozenset({HISTORY, LOCKS, SCHEMA})
+INTERNAL = frozenset({HISTORY, LOCKS, GRANTS, MESSAGES, CHANGES, COUNTERS, SCHEMA})
+OWN = mongo_search.OWNER
 HISTORY_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
     ([("lu", DESCENDING)], "by_lastUpdated"),
     ([("t", ASCENDING), ("lu", DESCENDING)], "type_by_lastUpdated"),
     ([("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)], "instance_by_version"),
 ]
+GRANT_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
+    ([("g", ASCENDING), ("t", ASCENDING), ("i", ASCENDING)], "by_grantee"),
+    ([("b", ASCENDING)], "by_basis"),
+]
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")
-_CURRENT = {"v": 1, "lu": 1, "del": 1, "body": 1, "m": 1}
-_HISTORY_FIELDS = {"t": 1, "i": 1, "v": 1, "lu": 1, "del": 1, "body": 1, "m": 1}
+_CURRENT = {"v": 1, "lu": 1, "del": 1, "body": 1, "m": 1, OWN: 1}
+_HISTORY_FIELDS = {"t": 1, "i": 1, "v": 1, "lu": 1, "del": 1, "body": 1, "m": 1, OWN: 1}
 _RETRY_AFTER_UNREACHABLE = 5
 _RETRY_AFTER_CONFLICT = 1
 _RESTART_BUDGET_S = 10.0  # how long a first-operation conflict is retried before answering 503
 _COMMIT_BUDGET_S = 10.0  # how long an unknown commit result is retried
 _LOCK_TTL_S = 3600  # lock documents are garbage after this (a conditional create takes milliseconds)
 # Changes whenever an index definition changes, so that a start-up after an upgrade re-creates them.
-INDEX_VERSION = hashlib.sha256(repr((HISTORY_INDEXES, mongo_search.TYPE_INDEXES, _LOCK_TTL_S)).encode()
-                               ).hexdigest()[:16]
+INDEX_VERSION = hashlib.sha256(repr((HISTORY_INDEXES, mongo_search.TYPE_INDEXES, _LOCK_TTL_S, GRANT_INDEXES,
+                                     (MESSAGES, CHANGES))).encode()).hexdigest()[:16]
+CHANGE_GAP_S = 60.0  # how long a gap in the change feed may still be filled by a commit (transaction lifetime)
 _WRITE_CONFLICT = 112
 _NO_SUCH_TRANSACTION = 251
 _ILLEGAL_OPERATION = 20
+_NAMESPACE_EXISTS = 48
 
 MONGO_DEFAULT_DB = "fhir_exchange"
 _MAX_INT = 2**62
@@ -165,12 +206,51 @@ def _translated() -> Iterator[None]:
 
 
 def _version(doc: dict[str, Any], type: str, id: str) -> ResourceVersion:
-    return ResourceVersion(type, id, doc["v"], doc["lu"], bool(doc["del"]), bytes(doc["body"]), doc.get("m", "PUT"))
+    return ResourceVersion(type, id, doc["v"], doc["lu"], bool(doc["del"]), bytes(doc["body"]), doc.get("m", "PUT"),
+                           doc.get(OWN))
 
 
 def _hversion(doc: dict[str, Any]) -> ResourceVersion:
     return ResourceVersion(doc["t"], doc["i"], doc["v"], doc["lu"], bool(doc["del"]), bytes(doc["body"]),
-                           doc.get("m", "PUT"))
+                           doc.get("m", "PUT"), doc.get(OWN))
+
+
+def _history_doc(version: ResourceVersion, deleted: bool) -> dict[str, Any]:
+    return {"_id": history_id(version.type, version.id, version.version_id), "t": version.type, "i": version.id,
+            "v": version.version_id, "lu": version.last_updated, "del": deleted,
+            "m": "DELETE" if deleted else version.method, "body": b"" if deleted else version.body,
+            OWN: version.owner}
+
+
+def _change_doc(seq: int, at: datetime, version: ResourceVersion, deleted: bool) -> dict[str, Any]:
+    return {"_id": seq, "t": version.type, "i": version.id, "v": version.version_id, "del": deleted,
+            "lu": version.last_updated, "at": at}
+
+
+def _duplicate_seq(exc: PyMongoError) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    return isinstance(exc, BulkWriteError) and any(e.get("code") == 11000
+                                                   for e in exc.details.get("writeErrors", ()))
+
+
+def _now() -> datetime:
+    """UTC now as the driver returns BSON dates (``tz_aware=False``: naive UTC, milliseconds)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _grant_filter(vis: Visibility, type: str | None) -> dict[str, Any]:
+    """Grants to one of ``vis.institutions`` valid at ``vis.at`` (on ``type`` when given)."""
+    filt: dict[str, Any] = {"g": {"$in": sorted(vis.institutions)}}
+    if type is not None:
+        filt["t"] = type
+    filt["$or"] = [{"u": None}, {"u": {"$gt": vis.at}}]
+    return filt
+
+
+def _grant_docs(basis: str, grants: Sequence[Grant]) -> list[dict[str, Any]]:
+    return [{"b": basis, "g": g.grantee, "t": g.type, "i": g.id, "u": g.until} for g in grants]
 
 
 def history_id(type: str, id: str, version_id: int) -> str:
@@ -221,6 +301,7 @@ class MongoUnitOfWork:
         self._session = session
         self._ops = 0
         self.writes = 0
+        self._changes: list[tuple[ResourceVersion, bool]] = []  # (version, deleted) for the change feed
 
     async def begin(self) -> None:
         await self._session.start_transaction(
@@ -238,6 +319,26 @@ class MongoUnitOfWork:
         if self.writes == 0:  # read-only (or only locks): nothing to make durable
             await self.abort()
             return
+        store = self._store
+        seqs: list[int] = []
+        if self._changes:
+            # The change feed's seqs: allocated outside the transaction, just before the commit (see the
+            # module docstring), their documents written inside it.
+            seqs, at = await store._allocate(len(self._changes))
+            try:
+                await store._changes.insert_many(
+                    [_change_doc(n, at, v, d) for n, (v, d) in zip(seqs, self._changes, strict=True)],
+                    session=self._session)
+            except PyMongoError as exc:
+                await self.abort()
+                if _duplicate_seq(exc):
+                    # The counter lost increments (a crash took an acknowledged $inc but kept committed
+                    # records): move it past every stored seq; the client retries.
+                    await store._repair_counter()
+                    raise _transient("The change feed's counter was behind; nothing was written. Retry.",
+                                     _RETRY_AFTER_CONFLICT) from exc
+                await store._void(seqs)
+                raise translate(exc) from exc
         deadline = time.monotonic() + _COMMIT_BUDGET_S
         while True:
             try:
@@ -250,6 +351,7 @@ class MongoUnitOfWork:
                     await asyncio.sleep(0.1)
                     continue
                 await self.abort()
+                await store._void(seqs)
                 raise translate(exc) from exc
 
     async def _op(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -294,7 +396,7 @@ class MongoUnitOfWork:
         coll = await store._type_coll(version.type)
         s = self._session
         fields = {"v": version.version_id, "lu": version.last_updated, "del": False, "m": version.method,
-                  "body": version.body, **mongo_search.stored_fields(version.id, entries)}
+                  "body": version.body, OWN: version.owner, **mongo_search.stored_fields(version.id, entries)}
 
         async def go() -> None:
             cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1}, session=s)
@@ -306,13 +408,11 @@ class MongoUnitOfWork:
             elif await coll.find_one_and_update({"_id": version.id, "v": current}, {"$set": fields},
                                                 projection={"_id": 1}, session=s) is None:
                 raise VersionConflict(f"{version.type}/{version.id} changed concurrently")
-            await store._history.insert_one(
-                {"_id": history_id(version.type, version.id, version.version_id), "t": version.type,
-                 "i": version.id, "v": version.version_id, "lu": version.last_updated, "del": False,
-                 "m": version.method, "body": version.body}, session=s)
+            await store._history.insert_one(_history_doc(version, False), session=s)
 
         await self._op(go)
         self.writes += 1
+        self._changes.append((version, False))
 
     async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
         store = self._store
@@ -327,18 +427,16 @@ class MongoUnitOfWork:
             done = await coll.find_one_and_update(
                 {"_id": version.id, "v": current},
                 {"$set": {"v": version.version_id, "lu": version.last_updated, "del": True, "m": "DELETE",
-                          "body": b""}, "$unset": mongo_search.UNSET},
+                          "body": b"", OWN: version.owner}, "$unset": mongo_search.UNSET},
                 projection={"_id": 1}, session=s)
             if done is None:
                 raise VersionConflict(f"{version.type}/{version.id} changed concurrently")
-            await store._history.insert_one(
-                {"_id": history_id(version.type, version.id, version.version_id), "t": version.type,
-                 "i": version.id, "v": version.version_id, "lu": version.last_updated, "del": True,
-                 "m": "DELETE", "body": b""}, session=s)
+            await store._history.insert_one(_history_doc(version, True), session=s)
             return True
 
         if await self._op(go):
             self.writes += 1
+            self._changes.append((version, True))
 
     async def search(self, query: Any) -> SearchResult:
         return await self._op(lambda: self._store._search(query, self._session))
@@ -347,18 +445,58 @@ class MongoUnitOfWork:
         await self._op(lambda: self._store._locks.update_one(
             {"_id": lock_id(key)}, {"$set": {"at": datetime.now(UTC)}}, upsert=True, session=self._session))
 
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool:
+        return await self._op(lambda: self._store._granted_one(visibility, type, id, self._session))
+
+    async def replace_grants(self, basis: str, grants: Sequence[Grant]) -> None:
+        grants_coll, s = self._store._grants, self._session
+        docs = _grant_docs(basis, grants)
+
+        async def go() -> None:
+            await grants_coll.delete_many({"b": basis}, session=s)
+            if docs:
+                await grants_coll.insert_many([dict(d) for d in docs], session=s)
+
+        await self._op(go)
+        self.writes += 1
+
+    async def read_message(self, key: str) -> MessageRecord | None:
+        doc = await self._op(lambda: self._store._messages.find_one({"_id": key}, session=self._session))
+        return None if doc is None else MessageRecord(doc["_id"], doc["digest"], bytes(doc["body"]))
+
+    async def write_message(self, record: MessageRecord) -> None:
+        messages, s = self._store._messages, self._session
+
+        async def go() -> None:
+            # Checked first: a duplicate key on the first operation would be retried as a conflict.
+            if await messages.find_one({"_id": record.key}, {"_id": 1}, session=s) is not None:
+                raise VersionConflict(f"An answer to message {record.key} is already stored")
+            await messages.insert_one({"_id": record.key, "digest": record.digest, "body": record.body,
+                                       "at": datetime.now(UTC)}, session=s)
+
+        await self._op(go)
+        self.writes += 1
+
 
 class StandaloneUnitOfWork:
-    """A unit of work on a standalone server: at most one resource write, applied at the end.
+    """A unit of work on a standalone server: at most one write, applied at the end.
 
-    Nothing is written before the unit of work ends, so a refused second write leaves no trace.
-    Conditional creates serialise on a lock document held (insert, then delete) for the unit of work.
+    Nothing is written before the unit of work ends, so a refused second write leaves no trace. A write
+    is a resource put or delete, a grant replacement or a message answer: each is one write here, as a
+    unit of work holding two would not be atomic. Conditional creates serialise on a lock document held
+    (insert, then delete) for the unit of work.
     """
 
     def __init__(self, store: MongoStore) -> None:
         self._store = store
         self._pending: tuple[str, ResourceVersion, dict[str, Any] | None, int] | None = None
+        self._grants: tuple[str, list[Grant]] | None = None
+        self._message: MessageRecord | None = None
         self._locks: list[str] = []
+
+    def _refuse_second(self) -> None:
+        if self._pending is not None or self._grants is not None or self._message is not None:
+            raise _refuse_multi_write()
 
     async def read(self, type: str, id: str) -> ResourceVersion | None:
         if self._pending is not None and (self._pending[1].type, self._pending[1].id) == (type, id):
@@ -367,8 +505,7 @@ class StandaloneUnitOfWork:
 
     async def _queue(self, op: str, version: ResourceVersion, resource: dict[str, Any] | None,
                      expected_version: int) -> None:
-        if self._pending is not None:
-            raise _refuse_multi_write()
+        self._refuse_second()
         coll = await self._store._type_coll(version.type)
         with _translated():
             cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1})
@@ -383,6 +520,37 @@ class StandaloneUnitOfWork:
 
     async def search(self, query: Any) -> SearchResult:
         return await self._store.search(query)
+
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool:
+        if self._grants is None:
+            return await self._store.granted(visibility, type, id)
+        basis, grants = self._grants  # the pending replacement, over the other bases' stored grants
+        if any(g.grantee in visibility.institutions and (g.type, g.id) == (type, id)
+               and (g.until is None or g.until > visibility.at) for g in grants):
+            return True
+        if not visibility.institutions:
+            return False
+        filt = {**_grant_filter(visibility, type), "i": id, "b": {"$ne": basis}}
+        with _translated():
+            return await self._store._grants.find_one(filt, {"_id": 1}) is not None
+
+    async def replace_grants(self, basis: str, grants: Sequence[Grant]) -> None:
+        self._refuse_second()
+        self._grants = (basis, list(grants))
+
+    async def read_message(self, key: str) -> MessageRecord | None:
+        if self._message is not None and self._message.key == key:
+            return self._message
+        await self._store._ensure_ready()
+        with _translated():
+            doc = await self._store._messages.find_one({"_id": key})
+        return None if doc is None else MessageRecord(doc["_id"], doc["digest"], bytes(doc["body"]))
+
+    async def write_message(self, record: MessageRecord) -> None:
+        self._refuse_second()
+        if await self.read_message(record.key) is not None:
+            raise VersionConflict(f"An answer to message {record.key} is already stored")
+        self._message = record
 
     async def lock_key(self, key: str) -> None:
         lid = lock_id(key)
@@ -406,14 +574,44 @@ class StandaloneUnitOfWork:
     async def finish(self, commit: bool) -> None:
         try:
             if commit and self._pending is not None:
-                await self._apply(*self._pending)
+                await self._apply_with_change(*self._pending)
+            elif commit and self._grants is not None:
+                basis, grants = self._grants
+                await self._store._grants.delete_many({"b": basis})
+                if grants:
+                    await self._store._grants.insert_many(_grant_docs(basis, grants))
+            elif commit and self._message is not None:
+                m = self._message
+                await self._store._messages.insert_one({"_id": m.key, "digest": m.digest, "body": m.body,
+                                                        "at": datetime.now(UTC)})
         finally:
             for lid in self._locks:
                 with _translated():
                     await self._store._locks.delete_one({"_id": lid})
 
+    async def _apply_with_change(self, op: str, version: ResourceVersion, resource: dict[str, Any] | None,
+                                 expected_version: int) -> None:
+        """Apply the write and its change record: the seq is allocated first (as a transaction's is,
+        before its commit) and voided if the write fails."""
+        store = self._store
+        seqs, at = await store._allocate(1)
+        try:
+            written = await self._apply(op, version, resource, expected_version)
+        except BaseException:
+            await store._void(seqs)
+            raise
+        if not written:
+            await store._void(seqs)
+            return
+        try:
+            await store._changes.insert_one(_change_doc(seqs[0], at, version, op == "delete"))
+        except PyMongoError:
+            # The write is done: a missing record is a gap the feed skips after the bound.
+            log.exception("MongoDB store: the change record %s of %s/%s was not written", seqs[0], version.type,
+                          version.id)
+
     async def _apply(self, op: str, version: ResourceVersion, resource: dict[str, Any] | None,
-                     expected_version: int) -> None:
+                     expected_version: int) -> bool:
         # The current document is the arbiter (one atomic find_one_and_update on the version); the
         # history document follows. A crash in between loses that history entry, which is why
         # production deployments run a replica set.
@@ -422,37 +620,36 @@ class StandaloneUnitOfWork:
         cur = await coll.find_one({"_id": version.id}, {"v": 1, "del": 1})
         current = check_expected(version.type, version.id, cur, expected_version)
         if op == "delete" and cur is None:
-            return
+            return False
         if version.version_id <= current:
             raise VersionConflict(f"{version.type}/{version.id} moved on to version {current}")
         if op == "put":
             assert resource is not None
             entries = store._indexer(version.type, resource) if store._indexer else ()
             update: dict[str, Any] = {"$set": {"v": version.version_id, "lu": version.last_updated, "del": False,
-                                               "m": version.method, "body": version.body,
+                                               "m": version.method, "body": version.body, OWN: version.owner,
                                                **mongo_search.stored_fields(version.id, entries)}}
         else:
             update = {"$set": {"v": version.version_id, "lu": version.last_updated, "del": True, "m": "DELETE",
-                               "body": b""}, "$unset": mongo_search.UNSET}
+                               "body": b"", OWN: version.owner}, "$unset": mongo_search.UNSET}
         if cur is None:
             doc = {"_id": version.id, **update["$set"], "_c": store._seq.next()}
             await coll.insert_one(doc)
         elif await coll.find_one_and_update({"_id": version.id, "v": current}, update,
                                             projection={"_id": 1}) is None:
             raise VersionConflict(f"{version.type}/{version.id} changed concurrently")
-        deleted = op == "delete"
-        await store._history.insert_one(
-            {"_id": history_id(version.type, version.id, version.version_id), "t": version.type, "i": version.id,
-             "v": version.version_id, "lu": version.last_updated, "del": deleted,
-             "m": "DELETE" if deleted else version.method, "body": b"" if deleted else version.body})
+        await store._history.insert_one(_history_doc(version, op == "delete"))
+        return True
 
 
 class MongoStore:
     name = "mongodb"
 
     def __init__(self, url: str, indexer: Indexer | None = None, *, database: str | None = None,
-                 server_selection_timeout_ms: int = 3000, resource_types: Iterable[str] = ()) -> None:
+                 server_selection_timeout_ms: int = 3000, resource_types: Iterable[str] = (),
+                 change_gap_s: float = CHANGE_GAP_S) -> None:
         self.url = url
+        self.change_gap_s = change_gap_s  # how long a gap in the change feed is waited for (see above)
         self._resource_types = tuple(resource_types)
         self._indexer = indexer
         self._database_name = database
@@ -461,6 +658,10 @@ class MongoStore:
         self._db: AsyncDatabase[dict[str, Any]]
         self._history: AsyncCollection[dict[str, Any]]
         self._locks: AsyncCollection[dict[str, Any]]
+        self._grants: AsyncCollection[dict[str, Any]]
+        self._messages: AsyncCollection[dict[str, Any]]
+        self._changes: AsyncCollection[dict[str, Any]]
+        self._counters: AsyncCollection[dict[str, Any]]
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._indexed: set[str] = set()
@@ -500,6 +701,11 @@ class MongoStore:
         self._db = db
         self._history = db[HISTORY]
         self._locks = db[LOCKS]
+        self._grants = db[GRANTS]
+        self._messages = db[MESSAGES]
+        self._changes = db[CHANGES]
+        # The counter is as durable as a commit: a lost increment would hand out a committed seq again.
+        self._counters = db[COUNTERS].with_options(write_concern=WriteConcern("majority", j=True))
         try:
             await self._ensure_ready()
         except FhirError as err:
@@ -531,7 +737,7 @@ class MongoStore:
                         and names <= set(marker.get("types", ()))):
                     self._indexed |= names  # created by an earlier start with the same index definitions
                 else:
-                    await self._create_shared_indexes()
+                    await self._create_shared_indexes(existing)
                     ordered = sorted(names)
                     for start in range(0, len(ordered), 16):  # pipelined: start-up costs round trips
                         await asyncio.gather(*(self._create_type_indexes(n) for n in ordered[start:start + 16]))
@@ -545,10 +751,22 @@ class MongoStore:
                             self._db.name)
             self._ready = True
 
-    async def _create_shared_indexes(self) -> None:
+    async def _create_shared_indexes(self, existing: set[str]) -> None:
         for keys, name in HISTORY_INDEXES:
             await self._history.create_index(keys, name=name)
         await self._locks.create_index("at", name="expire", expireAfterSeconds=_LOCK_TTL_S)
+        for keys, name in GRANT_INDEXES:
+            await self._grants.create_index(keys, name=name)
+        # Written inside transactions: they must exist before one starts (see set_resource_types).
+        for name in (MESSAGES, CHANGES):
+            if name not in existing:
+                try:
+                    await self._db.create_collection(name)
+                except CollectionInvalid:
+                    pass
+                except OperationFailure as exc:
+                    if exc.code != _NAMESPACE_EXISTS:  # another process created it meanwhile
+                        raise
 
     async def _create_type_indexes(self, type: str) -> None:
         await self._db[type].create_indexes([IndexModel(keys, name=name) for keys, name in mongo_search.TYPE_INDEXES])
@@ -638,6 +856,12 @@ class MongoStore:
         if lu:
             match["lu"] = lu
         sort = {"lu": -1, "t": 1, "i": 1, "v": -1}
+        vis: dict[str, Any] | None = None
+        if query.visibility is not None:
+            # Each version as stored (its own owner); grants and shared types by (type, id).
+            vis = await mongo_search.history_clause(query.visibility, query.type, self._granted_keys(None))
+            if vis is mongo_search.FALSE:
+                return HistoryPage([], 0)
         with _translated():
             if query.at:
                 # Versions current at that instant: per resource, the newest version not after it.
@@ -648,11 +872,15 @@ class MongoStore:
                 ]
                 if query.since:
                     head.append({"$match": {"lu": {"$gte": query.since}}})
+                if vis is not None:  # on the version current then, not before choosing it
+                    head.append({"$match": vis})
                 counted = await (await self._history.aggregate([*head, {"$count": "n"}])).to_list()
                 total = counted[0]["n"] if counted else 0
                 docs = [] if query.count <= 0 else await (await self._history.aggregate(
                     [*head, {"$sort": sort}, {"$skip": query.offset}, {"$limit": query.count}])).to_list()
             else:
+                if vis is not None:
+                    match = mongo_search.all_of(match, vis)
                 total = await self._history.count_documents(match)
                 docs = [] if query.count <= 0 else await self._history.find(match, _HISTORY_FIELDS).sort(
                     list(sort.items())).skip(query.offset).limit(query.count).to_list()
@@ -667,6 +895,105 @@ class MongoStore:
                 return await coll.find(filt, projection, session=session).to_list()
 
         return find
+
+    def _granted_keys(self, session: AsyncClientSession | None) -> mongo_search.Granted:
+        """The grant-staging callback of the search compiler: (type, id) granted, on this session."""
+
+        async def granted(vis: Visibility, type: str | None) -> list[tuple[str, str]]:
+            if not vis.institutions:
+                return []
+            with _translated():
+                return [(d["t"], d["i"]) async for d in
+                        self._grants.find(_grant_filter(vis, type), {"t": 1, "i": 1, "_id": 0}, session=session)]
+
+        return granted
+
+    async def _granted_one(self, vis: Visibility, type: str, id: str, session: AsyncClientSession | None) -> bool:
+        if not vis.institutions:
+            return False
+        return await self._grants.find_one({**_grant_filter(vis, type), "i": id}, {"_id": 1},
+                                           session=session) is not None
+
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool:
+        await self._ensure_ready()
+        with _translated():
+            return await self._granted_one(visibility, type, id, None)
+
+    # -- change feed ------------------------------------------------------------------------------
+
+    async def _allocate(self, n: int) -> tuple[list[int], datetime]:
+        """A block of ``n`` change seqs (one atomic $inc, outside any transaction) and its allocation time."""
+        with _translated():
+            for attempt in range(3):
+                try:
+                    doc = await self._counters.find_one_and_update(
+                        {"_id": CHANGES}, {"$inc": {"n": n}}, upsert=True, return_document=ReturnDocument.AFTER)
+                    break
+                except DuplicateKeyError:  # two first allocations raced on the upsert: the document exists now
+                    if attempt == 2:
+                        raise
+        assert doc is not None
+        top = int(doc["n"])
+        return list(range(top - n + 1, top + 1)), _now()
+
+    async def _repair_counter(self) -> None:
+        with suppress(PyMongoError):
+            top = await self._changes.find_one({}, {"_id": 1}, sort=[("_id", -1)])
+            if top is not None:
+                await self._counters.update_one({"_id": CHANGES}, {"$max": {"n": int(top["_id"])}}, upsert=True)
+
+    async def _void(self, seqs: Sequence[int]) -> None:
+        """Close the gap of seqs whose writes were not committed (best effort; a duplicate key means the
+        real record is there after all)."""
+        if not seqs:
+            return
+        at = _now()
+        with suppress(PyMongoError):
+            await self._changes.insert_many([{"_id": n, "void": True, "at": at} for n in seqs], ordered=False)
+
+    async def changes(self, after: int, limit: int = 1000) -> list[ChangeRecord]:
+        """Committed writes with ``seq > after``: the contiguous prefix only (see the module docstring)."""
+        await self._ensure_ready()
+        out: list[ChangeRecord] = []
+        if limit <= 0:
+            return out
+        expected = after + 1
+        cutoff = _now() - timedelta(seconds=self.change_gap_s)
+        cursor = after
+        with _translated():
+            while True:
+                docs = await self._changes.find({"_id": {"$gt": cursor}}).sort("_id", 1).limit(
+                    max(limit - len(out), 0) + 16).to_list()
+                if not docs:
+                    return out
+                for d in docs:
+                    if d["_id"] != expected and d["at"] >= cutoff:
+                        return out  # a gap that a transaction may still fill
+                    expected = d["_id"] + 1
+                    if not d.get("void"):
+                        out.append(ChangeRecord(d["_id"], d["t"], d["i"], d["v"], bool(d["del"]), d["lu"]))
+                        if len(out) >= limit:
+                            return out
+                cursor = docs[-1]["_id"]
+
+    async def last_change(self) -> int:
+        """The end of the contiguous prefix of the feed: a reader starting here misses no later commit."""
+        await self._ensure_ready()
+        cutoff = _now() - timedelta(seconds=self.change_gap_s)
+        young: list[int] = []
+        base = 0
+        with _translated():
+            # Newest first, down to the first record older than the bound: every gap below it is closed.
+            async for d in self._changes.find({}, {"at": 1}).sort("_id", -1):
+                if d["at"] < cutoff:
+                    base = d["_id"]
+                    break
+                young.append(d["_id"])
+        for n in reversed(young):
+            if n != base + 1:
+                break
+            base = n
+        return base
 
     async def _load(self, keys: Sequence[tuple[str, str]], session: AsyncClientSession | None,
                     ) -> list[ResourceVersion]:
@@ -689,7 +1016,7 @@ class MongoStore:
             wanted = set(query.types)
             types = [t for t in await self._type_names() if not wanted or t in wanted]
         find = self._finder(session)
-        compiler = mongo_search.Compiler(find)
+        compiler = mongo_search.Compiler(find, query.visibility, self._granted_keys(session))
         count = min(max(query.count, 0), _MAX_INT)
         offset = min(query.offset, _MAX_INT)  # BSON integers are 64-bit
         want = offset + count
@@ -722,8 +1049,8 @@ class MongoStore:
         matches = await self._load(page, session)
         included: list[ResourceVersion] = []
         if query.include or query.revinclude:
-            docs = await mongo_search.includes(find, query.include, query.revinclude, page)
-            included = await self._load([(d["t"], d["_id"]) for d in docs], session)
+            keys = await mongo_search.includes(find, query.include, query.revinclude, page, compiler)
+            included = await self._load(keys, session)
         return SearchResult(matches, total if count_total else None, included)
 
     async def search(self, query: Any) -> SearchResult:
@@ -778,9 +1105,7 @@ class MongoStore:
             key = (v.type, v.id)
             if key not in newest or v.version_id > newest[key].version_id:
                 newest[key] = v
-        docs = [{"_id": history_id(v.type, v.id, v.version_id), "t": v.type, "i": v.id, "v": v.version_id,
-                 "lu": v.last_updated, "del": v.deleted, "m": "DELETE" if v.deleted else v.method,
-                 "body": b"" if v.deleted else v.body} for v in versions]
+        docs = [_history_doc(v, v.deleted) for v in versions]
         inserted = len(docs)
         try:
             await self._history.insert_many(docs, ordered=False)
@@ -794,7 +1119,8 @@ class MongoStore:
         for (type, id), v in newest.items():
             coll = await self._type_coll(type)
             fields: dict[str, Any] = {"v": v.version_id, "lu": v.last_updated, "del": v.deleted,
-                                      "m": "DELETE" if v.deleted else v.method, "body": b"" if v.deleted else v.body}
+                                      "m": "DELETE" if v.deleted else v.method, "body": b"" if v.deleted else v.body,
+                                      OWN: v.owner}
             update: dict[str, Any] = {"$set": fields}
             if v.deleted:
                 update["$unset"] = mongo_search.UNSET

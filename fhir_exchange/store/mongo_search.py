@@ -45,6 +45,14 @@ SQLite's rid order); with ``_sort`` an aggregation computes each key as the MIN 
 (descending) of the parameter's values, missing values last, ``_c`` breaking ties. This module has no
 driver import: it builds plain dicts, and runs staged queries through a callback that
 :mod:`fhir_exchange.store.mongo` provides (in the search's snapshot session).
+
+Visibility (:class:`fhir_exchange.search.query.Visibility`) is a clause of every filter the compiler
+makes on a collection (:meth:`Compiler.filter`: the match set, so counts, pages and sorts, and the
+staged chain and ``_has`` queries) and of each include step. On a shared type there is none; on any
+other it is ``{$or: [{own: {$in: institutions}}, {_id: {$in: ids granted on that type}}]}`` (``own``
+is the owner stored beside the resource), the granted ids staged once per type and search from the
+``grants`` collection (grantee in the institutions, ``until`` absent or later than ``at``) through a
+callback the store provides, in the same session.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from fhir_exchange.search import includes as include_loop
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params import KINDS, mkey, near
 from fhir_exchange.search.params._keys import all_of
 from fhir_exchange.search.query import (
@@ -66,8 +76,8 @@ from fhir_exchange.search.query import (
     NearValue,
     Param,
     SortKey,
+    Visibility,
 )
-from fhir_exchange.store.port import IndexEntry
 
 # (keys, name) of the indexes every resource-type collection has. The listing index serves "all live
 # resources of a type in creation order"; ``_c`` (creation sequence) is SQLite's rid order.
@@ -90,6 +100,11 @@ ID = "_id"  # the pseudo-parameter of the logical id in ``_s.tokc``
 
 Find = Callable[[str, dict[str, Any], dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 """(resource type, filter, projection) -> documents: a staged query, run by the store."""
+
+Granted = Callable[[Visibility, str | None], Awaitable[list[tuple[str, str]]]]
+"""(visibility, resource type or None for all) -> the (type, id) granted to its institutions at its ``at``."""
+
+OWNER = "own"  # the field of the owner (institution) on current and history documents
 
 
 # -- the stored fields ------------------------------------------------------------------------------
@@ -188,16 +203,68 @@ def _or(clauses: list[dict[str, Any]]) -> dict[str, Any]:
     return out[0] if len(out) == 1 else {"$or": out}
 
 
-class Compiler:
-    """Compiles criteria into a filter on one resource type's collection (staged queries via ``find``)."""
+def visibility_clause(vis: Visibility, type: str, granted_ids: Sequence[str]) -> dict[str, Any] | None:
+    """The visibility clause on collection ``type`` (None: everything is visible, FALSE: nothing)."""
+    if type in vis.shared_types:
+        return None
+    ors: list[dict[str, Any]] = []
+    if vis.institutions:
+        ors.append({OWNER: {"$in": sorted(vis.institutions)}})
+    if granted_ids:
+        ors.append({"_id": {"$in": list(granted_ids)}})
+    if not ors:
+        return FALSE
+    return ors[0] if len(ors) == 1 else {"$or": ors}
 
-    def __init__(self, find: Find) -> None:
+
+async def history_clause(vis: Visibility, type: str | None, granted: Granted) -> dict[str, Any] | None:
+    """The visibility clause on ``history`` documents (``t``, ``i``, ``own``) of ``type`` (None: all)."""
+    if type is not None and type in vis.shared_types:
+        return None
+    ors: list[dict[str, Any]] = []
+    if vis.institutions:
+        ors.append({OWNER: {"$in": sorted(vis.institutions)}})
+    if vis.shared_types and type is None:
+        ors.append({"t": {"$in": sorted(vis.shared_types)}})
+    by_type: dict[str, list[str]] = {}
+    for t, i in await granted(vis, type):
+        by_type.setdefault(t, []).append(i)
+    ors += [{"t": t, "i": {"$in": ids}} for t, ids in sorted(by_type.items())]
+    if not ors:
+        return FALSE
+    return ors[0] if len(ors) == 1 else {"$or": ors}
+
+
+class Compiler:
+    """Compiles criteria into a filter on one resource type's collection (staged queries via ``find``),
+    with the visibility clause when ``visibility`` is set (grants staged through ``granted``)."""
+
+    def __init__(self, find: Find, visibility: Visibility | None = None, granted: Granted | None = None) -> None:
         self._find = find
+        self.visibility = visibility
+        self._granted = granted
+        self._vis: dict[str, dict[str, Any] | None] = {}
+
+    async def visible(self, type: str) -> dict[str, Any] | None:
+        """The visibility clause on ``type`` (None when there is no visibility or it always holds)."""
+        vis = self.visibility
+        if vis is None:
+            return None
+        if type not in self._vis:
+            ids: list[str] = []
+            if type not in vis.shared_types and vis.institutions and self._granted is not None:
+                ids = sorted({i for _t, i in await self._granted(vis, type)})
+            self._vis[type] = visibility_clause(vis, type, ids)
+        return self._vis[type]
 
     async def filter(self, criteria: Sequence[Criterion], type: str) -> dict[str, Any]:
-        """The filter of the ANDed ``criteria`` on ``type`` (``{del: false}`` when there are none)."""
+        """The filter of the ANDed ``criteria`` on ``type`` (``{del: false}`` when there are none), and
+        the visibility clause."""
         clauses: list[dict[str, Any]] = []
         positive = False
+        vis = await self.visible(type)
+        if vis is FALSE:
+            return FALSE
         for c in criteria:
             clause, pos = await self.criterion(c, type)
             if clause is FALSE:
@@ -206,6 +273,8 @@ class Compiler:
             clauses.append(clause)
         if not positive:
             clauses.insert(0, LIVE)
+        if vis is not None:
+            clauses.append(vis)
         return all_of(*clauses)
 
     async def criterion(self, c: Criterion, type: str) -> tuple[dict[str, Any], bool]:
@@ -346,22 +415,18 @@ def merge_key(sort: Sequence[SortKey]) -> Callable[[dict[str, Any]], tuple[Any, 
 
 # -- _include / _revinclude -----------------------------------------------------------------------------
 
-MAX_ITERATIONS = 10
+MAX_ITERATIONS = include_loop.MAX_ITERATIONS
 
 Key = tuple[str, str]
 
 
 async def includes(find: Find, specs_inc: Sequence[Include], specs_rev: Sequence[Include], page: Sequence[Key],
-                   ) -> list[dict[str, Any]]:
-    """The documents (``t``, ``_id``, ``_c``) included for ``page``, in creation order, without the page;
-    ``:iterate`` ones are applied again to what they include, up to a fixed depth (as SQLite does)."""
-    if not page or not (specs_inc or specs_rev):
-        return []
-    seen = set(page)
-    found: list[dict[str, Any]] = []
+                   compiler: Compiler | None = None) -> list[Key]:
+    """The keys included for ``page``, in creation order, without the page; ``:iterate`` ones are applied
+    again to what they include, up to a fixed depth (:mod:`fhir_exchange.search.includes`). With a
+    ``compiler``, only resources visible under its visibility are found."""
     refs: dict[Key, list[str]] = {}
-    frontier: list[Key] = list(page)
-    specs = [(i, False) for i in specs_inc] + [(i, True) for i in specs_rev]
+    created: dict[Key, int] = {}
 
     async def load_refs(keys: Sequence[Key]) -> None:
         by_type: dict[str, list[str]] = {}
@@ -373,36 +438,32 @@ async def includes(find: Find, specs_inc: Sequence[Include], specs_rev: Sequence
             for d in await find(t, {"_id": {"$in": ids}}, {"_s.ref": 1}):
                 refs[(t, d["_id"])] = list(d.get("_s", {}).get("ref", ()))
 
-    for depth in range(MAX_ITERATIONS):
-        new: list[dict[str, Any]] = []
-        for inc, rev in specs:
-            if depth > 0 and not inc.iterate:
-                continue
-            got: list[dict[str, Any]] = []
-            if not rev:
-                sources = [k for k in frontier if k[0] == inc.source_type]
-                await load_refs(sources)
-                by_type: dict[str, set[str]] = {}
-                for k in sources:
-                    for t, i in ref_targets(refs[k], inc.code, inc.target_type):
-                        by_type.setdefault(t, set()).add(i)
-                for t, ids in by_type.items():
-                    filt = {"_s.tokc": {"$in": [mkey(ID, i) for i in sorted(ids)]}}
-                    got += [{**d, "t": t} for d in await find(t, filt, {"_c": 1})]
-            else:
-                keys = [mkey(inc.code, t, i) for t, i in frontier
-                        if inc.target_type is None or t == inc.target_type]
-                if keys:
-                    got = [{**d, "t": inc.source_type}
-                           for d in await find(inc.source_type, {"_s.ref": {"$in": keys}}, {"_c": 1})]
-            for d in got:
-                k = (d["t"], d["_id"])
-                if k not in seen:
-                    seen.add(k)
-                    new.append(d)
-        if not new:
-            break
-        found.extend(new)
-        frontier = [(d["t"], d["_id"]) for d in new]
-    found.sort(key=lambda d: d.get("_c", 0))
-    return found
+    async def found(t: str, filt: dict[str, Any]) -> list[Key]:
+        vis = None if compiler is None else await compiler.visible(t)
+        if vis is FALSE:
+            return []
+        got = []
+        for d in await find(t, filt if vis is None else all_of(filt, vis), {"_c": 1}):
+            created[(t, d["_id"])] = d.get("_c", 0)
+            got.append((t, d["_id"]))
+        return got
+
+    async def apply(inc: Include, rev: bool, frontier: list[Key]) -> list[Key]:
+        if not rev:
+            sources = [k for k in frontier if k[0] == inc.source_type]
+            await load_refs(sources)
+            by_type: dict[str, set[str]] = {}
+            for k in sources:
+                for t, i in ref_targets(refs[k], inc.code, inc.target_type):
+                    by_type.setdefault(t, set()).add(i)
+            got: list[Key] = []
+            for t, ids in by_type.items():
+                got += await found(t, {"_s.tokc": {"$in": [mkey(ID, i) for i in sorted(ids)]}})
+            return got
+        keys = [mkey(inc.code, t, i) for t, i in frontier if inc.target_type is None or t == inc.target_type]
+        return await found(inc.source_type, {"_s.ref": {"$in": keys}}) if keys else []
+
+    async def lookup(specs: list[include_loop.Spec], frontier: list[Key]) -> list[Key]:
+        return [k for inc, rev in specs for k in await apply(inc, rev, frontier)]
+
+    return await include_loop.arun(lookup, specs_inc, specs_rev, page, created.__getitem__)

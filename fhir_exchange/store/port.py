@@ -13,12 +13,13 @@ other gets :class:`VersionConflict`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.search.query import Visibility
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class ResourceVersion:
     deleted: bool
     body: bytes
     method: str = "PUT"  # POST | PUT | PATCH | DELETE: the interaction that made this version
+    owner: str | None = None  # the institution (Organization id) the resource belongs to; None: the system
 
 
 class VersionConflict(FhirError):
@@ -49,32 +51,6 @@ ANY: int = -1
 
 
 @dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """One extracted search value of one resource; the search module defines what goes in it.
-
-    ``kind`` is the SearchParameter type (token, string, date, number, quantity, reference, uri,
-    special). Columns not used by the kind are None. Dates and numbers are ranges [low, high].
-    """
-
-    param: str
-    kind: str
-    system: str | None = None
-    code: str | None = None
-    text: str | None = None  # normalised string, token display/text, reference display
-    low: str | float | None = None
-    high: str | float | None = None
-    ref_type: str | None = None
-    ref_id: str | None = None
-    ref_version: str | None = None
-    uri: str | None = None
-    group: int | None = None  # composite parameters: components extracted from one element share it
-
-
-Indexer = Callable[[str, dict[str, Any]], Sequence[IndexEntry]]
-"""Extracts the search index entries of a resource (type, resource) -> entries."""
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryQuery:
     type: str | None = None  # None: system level
     id: str | None = None  # set: instance level
@@ -83,6 +59,7 @@ class HistoryQuery:
     till: str | None = None  # instant, inclusive: pins paging to the first page's snapshot
     count: int = 50
     offset: int = 0
+    visibility: Visibility | None = None  # None: every version (the system actor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +73,41 @@ class SearchResult:
     matches: list[ResourceVersion]
     total: int | None  # None when not computed (_total=none)
     includes: list[ResourceVersion] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Access to one resource given to an institution that does not own it (the consent decision of a
+    consult). Grants are written in sets named by a ``basis`` (e.g. the consult they come from), and a
+    basis's set is replaced as a whole whenever what it is derived from changes."""
+
+    grantee: str  # institution (Organization id)
+    type: str
+    id: str
+    until: str | None = None  # FHIR instant after which the grant no longer holds; None: open
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One committed write, numbered by the store's change feed. ``seq`` grows with commit order, so a
+    reader that remembers the last ``seq`` it saw (its cursor) sees every later write exactly once."""
+
+    seq: int
+    type: str
+    id: str
+    version_id: int
+    deleted: bool
+    last_updated: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """The stored answer to a FHIR message (messaging.html#reliable), kept outside the FHIR namespace:
+    ``key`` names the message (source and identity), ``digest`` its content, ``body`` the response."""
+
+    key: str
+    digest: str
+    body: bytes
 
 
 class UnitOfWork(Protocol):
@@ -114,10 +126,23 @@ class UnitOfWork(Protocol):
 
     async def search(self, query: Any) -> SearchResult:
         """Search inside this unit of work (sees its own writes). ``query`` is a
-        :class:`fhir_exchange.search.query.SearchQuery`."""
+        :class:`fhir_exchange.search.query.SearchQuery`; its ``visibility`` applies to every subquery."""
 
     async def lock_key(self, key: str) -> None:
         """Serialise writers on ``key`` until this unit of work ends (race-free conditional create)."""
+
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool:
+        """Whether a grant to one of ``visibility.institutions`` valid at ``visibility.at`` covers
+        ``type/id`` (ownership and shared types are the caller's to check, on the version it holds)."""
+
+    async def replace_grants(self, basis: str, grants: Sequence[Grant]) -> None:
+        """Replace every grant written under ``basis`` with ``grants`` (an empty list revokes them)."""
+
+    async def read_message(self, key: str) -> MessageRecord | None:
+        """The stored answer to the message ``key``, if one was stored."""
+
+    async def write_message(self, record: MessageRecord) -> None:
+        """Store a message answer; raises :class:`VersionConflict` if ``record.key`` is already stored."""
 
 
 class ResourceStore(Protocol):
@@ -142,3 +167,13 @@ class ResourceStore(Protocol):
         ...
 
     async def count(self, type: str | None = None) -> int: ...
+
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool: ...
+
+    async def changes(self, after: int, limit: int = 1000) -> list[ChangeRecord]:
+        """Committed writes with ``seq > after``, in ``seq`` order, at most ``limit``."""
+        ...
+
+    async def last_change(self) -> int:
+        """The ``seq`` of the newest committed write (0 when none): where a new reader starts."""
+        ...

@@ -5,6 +5,14 @@ transaction, and an asyncio lock keeps units of work from interleaving. Because 
 serialised, a conditional create (search, then insert) inside one unit of work is race-free. Reads
 run on a small pool of reader threads, each with its own connection; WAL gives each statement a
 consistent snapshot while a write is in progress.
+
+Beside the resources: ``owner`` (the institution a resource belongs to) on the current row and on every
+history row; ``access_grant`` (grants, replaced per basis; see :mod:`fhir_exchange.store.sqlite_search`
+for how visibility is compiled into queries); ``message`` (stored answers to FHIR messages, keyed by
+message); ``change`` (the change feed: one row per committed put/delete, ``seq`` an AUTOINCREMENT key
+written in the writing transaction; writers are serialised, so seq order is commit order and a reader
+never sees a lower seq appear after a higher one). Opening a database made before these adds them
+(``ALTER TABLE ... ADD COLUMN owner``, ``CREATE TABLE IF NOT EXISTS``).
 """
 
 from __future__ import annotations
@@ -13,22 +21,25 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fhir_exchange.errors import Category, FhirError
-from fhir_exchange.search import sqlite as search_sql
+from fhir_exchange.search.index import Indexer
 from fhir_exchange.search.params import near
-from fhir_exchange.search.query import SearchQuery
+from fhir_exchange.search.query import SearchQuery, Visibility
+from fhir_exchange.store import sqlite_search as search_sql
 from fhir_exchange.store.port import (
     ANY,
     NEW,
+    ChangeRecord,
+    Grant,
     HistoryPage,
     HistoryQuery,
-    Indexer,
+    MessageRecord,
     ResourceVersion,
     SearchResult,
     VersionConflict,
@@ -44,6 +55,7 @@ SCHEMA: list[str] = [
         version INTEGER NOT NULL,
         last_updated TEXT NOT NULL,
         deleted INTEGER NOT NULL DEFAULT 0,
+        owner TEXT,
         body BLOB NOT NULL,
         UNIQUE (type, id))""",
     "CREATE INDEX IF NOT EXISTS resource_type_lu ON resource(type, last_updated)",
@@ -54,20 +66,34 @@ SCHEMA: list[str] = [
         last_updated TEXT NOT NULL,
         deleted INTEGER NOT NULL,
         method TEXT NOT NULL,
+        owner TEXT,
         body BLOB NOT NULL,
         PRIMARY KEY (type, id, version)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS history_lu ON history(last_updated)",
     "CREATE INDEX IF NOT EXISTS history_type_lu ON history(type, last_updated)",
+    """CREATE TABLE IF NOT EXISTS message (
+        key TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        body BLOB NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS change (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        deleted INTEGER NOT NULL,
+        last_updated TEXT NOT NULL)""",
 ]
+# Columns added since the first schema: (table, column, DDL type), added once to older databases.
+ADDED_COLUMNS = [("resource", "owner", "TEXT"), ("history", "owner", "TEXT")]
 
 _MAX_INT = 2**63 - 1  # LIMIT/OFFSET beyond SQLite's 64-bit integers raise OverflowError
 
-_COLS = "type, id, version, last_updated, deleted, body"
+_COLS = "type, id, version, last_updated, deleted, body, owner"
 _MAX_PENDING = 512  # buffered writes of a unit of work before they are run (bounds the memory they hold)
 
 
 def _row(r: tuple[Any, ...], method: str = "PUT") -> ResourceVersion:
-    return ResourceVersion(r[0], r[1], r[2], r[3], bool(r[4]), bytes(r[5]), method)
+    return ResourceVersion(r[0], r[1], r[2], r[3], bool(r[4]), bytes(r[5]), method, r[6])
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -81,6 +107,18 @@ def _connect(path: str) -> sqlite3.Connection:
     # agree to the last bit; every connection (writer and readers) gets it, in its own thread.
     conn.create_function(near.SQL_FUNCTION, 5, near.within, deterministic=True)
     return conn
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """A database made before a column was added gets it (once: the next open finds it there)."""
+    for table, column, kind in ADDED_COLUMNS:
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _change(conn: sqlite3.Connection, version: ResourceVersion, deleted: bool) -> None:
+    conn.execute("INSERT INTO change(type, id, version, deleted, last_updated) VALUES (?,?,?,?,?)",
+                 (version.type, version.id, version.version_id, int(deleted), version.last_updated))
 
 
 def _translate(exc: sqlite3.Error) -> FhirError:
@@ -152,23 +190,27 @@ class SqliteUnitOfWork:
                 raise VersionConflict(f"{version.type}/{version.id} moved on to version {current}")
             if rid is None:
                 cur = self._conn.execute(
-                    "INSERT INTO resource(type, id, version, last_updated, deleted, body) VALUES (?,?,?,?,0,?)",
-                    (version.type, version.id, version.version_id, version.last_updated, version.body),
+                    "INSERT INTO resource(type, id, version, last_updated, deleted, owner, body) "
+                    "VALUES (?,?,?,?,0,?,?)",
+                    (version.type, version.id, version.version_id, version.last_updated, version.owner,
+                     version.body),
                 )
                 rid = cur.lastrowid
             else:
                 self._conn.execute(
-                    "UPDATE resource SET version=?, last_updated=?, deleted=0, body=? WHERE rid=?",
-                    (version.version_id, version.last_updated, version.body, rid),
+                    "UPDATE resource SET version=?, last_updated=?, deleted=0, owner=?, body=? WHERE rid=?",
+                    (version.version_id, version.last_updated, version.owner, version.body, rid),
                 )
                 search_sql.delete_index(self._conn, rid)
             assert rid is not None
             search_sql.write_index(self._conn, rid, version.type, entries)
             self._conn.execute(
-                "INSERT INTO history(type, id, version, last_updated, deleted, method, body) VALUES (?,?,?,?,0,?,?)",
+                "INSERT INTO history(type, id, version, last_updated, deleted, method, owner, body) "
+                "VALUES (?,?,?,?,0,?,?,?)",
                 (version.type, version.id, version.version_id, version.last_updated, version.method,
-                 version.body),
+                 version.owner, version.body),
             )
+            _change(self._conn, version, False)
 
         await self._buffer(go)
 
@@ -178,15 +220,16 @@ class SqliteUnitOfWork:
             if rid is None:
                 return
             self._conn.execute(
-                "UPDATE resource SET version=?, last_updated=?, deleted=1, body=? WHERE rid=?",
-                (version.version_id, version.last_updated, b"", rid),
+                "UPDATE resource SET version=?, last_updated=?, deleted=1, owner=?, body=? WHERE rid=?",
+                (version.version_id, version.last_updated, version.owner, b"", rid),
             )
             search_sql.delete_index(self._conn, rid)
             self._conn.execute(
-                "INSERT INTO history(type, id, version, last_updated, deleted, method, body) "
-                "VALUES (?,?,?,?,1,'DELETE',?)",
-                (version.type, version.id, version.version_id, version.last_updated, b""),
+                "INSERT INTO history(type, id, version, last_updated, deleted, method, owner, body) "
+                "VALUES (?,?,?,?,1,'DELETE',?,?)",
+                (version.type, version.id, version.version_id, version.last_updated, version.owner, b""),
             )
+            _change(self._conn, version, True)
 
         await self._buffer(go)
 
@@ -196,6 +239,30 @@ class SqliteUnitOfWork:
     async def lock_key(self, key: str) -> None:
         # Writers are already serialised by the unit-of-work lock.
         return None
+
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool:
+        return await self._run(lambda: search_sql.granted(self._conn, visibility, type, id))
+
+    async def replace_grants(self, basis: str, grants: Sequence[Grant]) -> None:
+        grants = list(grants)
+        await self._buffer(lambda: search_sql.replace_grants(self._conn, basis, grants))
+
+    async def read_message(self, key: str) -> MessageRecord | None:
+        def go() -> MessageRecord | None:
+            r = self._conn.execute("SELECT key, digest, body FROM message WHERE key=?", (key,)).fetchone()
+            return None if r is None else MessageRecord(r[0], r[1], bytes(r[2]))
+
+        return await self._run(go)
+
+    async def write_message(self, record: MessageRecord) -> None:
+        def go() -> None:
+            try:
+                self._conn.execute("INSERT INTO message(key, digest, body) VALUES (?,?,?)",
+                                   (record.key, record.digest, record.body))
+            except sqlite3.IntegrityError:
+                raise VersionConflict(f"An answer to message {record.key} is already stored") from None
+
+        await self._run(go)
 
 
 class SqliteStore:
@@ -229,7 +296,10 @@ class SqliteStore:
 
         def go() -> sqlite3.Connection:
             conn = _connect(self.path)
-            for ddl in (*SCHEMA, *search_sql.SCHEMA):
+            for ddl in SCHEMA:
+                conn.execute(ddl)
+            _add_columns(conn)  # before the index DDL, which indexes the added columns
+            for ddl in search_sql.SCHEMA:
                 conn.execute(ddl)
             return conn
 
@@ -324,7 +394,7 @@ class SqliteStore:
             r = conn.execute(
                 f"SELECT {_COLS}, method FROM history WHERE type=? AND id=? AND version=?", (type, id, version_id)
             ).fetchone()
-            return None if r is None else _row(r, r[6])
+            return None if r is None else _row(r, r[7])
 
         return await self._on_reader(go)
 
@@ -352,16 +422,22 @@ class SqliteStore:
                 "AND h2.id = h.id AND h2.last_updated <= ?)"
             )
             args.append(query.at)
+        if query.visibility is not None:
+            # Each version as stored (its own owner); grants and shared types by (type, id).
+            vis = search_sql.visible(query.visibility, "h", [query.type] if query.type else None)
+            if vis is not None:
+                where.append(vis[0])
+                args.extend(vis[1])
         sql_where = ("WHERE " + " AND ".join(where)) if where else ""
 
         def go(conn: sqlite3.Connection) -> HistoryPage:
             total = conn.execute(f"SELECT count(*) FROM history h {sql_where}", args).fetchone()[0]
             rows = conn.execute(
-                f"SELECT h.type, h.id, h.version, h.last_updated, h.deleted, h.body, h.method FROM history h "
+                f"SELECT h.type, h.id, h.version, h.last_updated, h.deleted, h.body, h.owner, h.method FROM history h "
                 f"{sql_where} ORDER BY h.last_updated DESC, h.type, h.id, h.version DESC LIMIT ? OFFSET ?",
                 [*args, min(query.count, _MAX_INT), min(query.offset, _MAX_INT)],
             ).fetchall()
-            return HistoryPage([_row(r, r[6]) for r in rows], total)
+            return HistoryPage([_row(r, r[7]) for r in rows], total)
 
         return await self._on_reader(go)
 
@@ -396,6 +472,21 @@ class SqliteStore:
             return conn.execute("SELECT count(*) FROM resource WHERE deleted=0").fetchone()[0]
 
         return await self._on_reader(go)
+
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool:
+        return await self._on_reader(lambda conn: search_sql.granted(conn, visibility, type, id))
+
+    async def changes(self, after: int, limit: int = 1000) -> list[ChangeRecord]:
+        def go(conn: sqlite3.Connection) -> list[ChangeRecord]:
+            rows = conn.execute("SELECT seq, type, id, version, deleted, last_updated FROM change WHERE seq > ? "
+                                "ORDER BY seq LIMIT ?", (min(after, _MAX_INT), min(max(limit, 0), _MAX_INT)))
+            return [ChangeRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+
+        return await self._on_reader(go)
+
+    async def last_change(self) -> int:
+        return await self._on_reader(lambda conn: conn.execute("SELECT coalesce(max(seq), 0) FROM change")
+                                     .fetchone()[0])
 
     async def reindex(self, type: str | None = None) -> int:
         import orjson

@@ -12,6 +12,15 @@ resource by (type, id), ``_has`` goes the other way. Without ``_sort`` results c
 (insertion order: stable, and the same after a restart, so offset paging links stay valid); with
 ``_sort`` each key is the MIN (ascending) or MAX (descending) of the parameter's values, missing
 values last, ``rid`` breaking ties.
+
+Visibility (:class:`fhir_exchange.search.query.Visibility`) is a predicate on a resource row,
+:func:`visible`: ``owner IN (institutions) OR type IN (shared types) OR EXISTS (a grant to one of the
+institutions on (type, id) whose until is NULL or later than at)``; constant parts are folded (a type
+known to be shared needs no predicate at all). It is compiled into every subquery that reads
+resources: the match set (so counts, pages and sort walks), chain targets, ``_has`` sources and each
+include step. Where the rows come from the index tables alone (:func:`index_source`, the sort walk),
+it is probed per rid through ``resource_rid_vis``, a covering index of (rid, type, deleted, owner, id),
+never the resource row with its JSON body. Without visibility the SQL is exactly what it was.
 """
 
 from __future__ import annotations
@@ -22,9 +31,22 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
+from fhir_exchange.search import includes as include_loop
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params import KINDS
-from fhir_exchange.search.query import AnyOf, Chain, Criterion, Has, IdIn, Include, MissingValue, Param, SearchQuery
-from fhir_exchange.store.port import IndexEntry
+from fhir_exchange.search.query import (
+    AnyOf,
+    Chain,
+    Criterion,
+    Has,
+    IdIn,
+    Include,
+    MissingValue,
+    Param,
+    SearchQuery,
+    Visibility,
+)
+from fhir_exchange.store.port import Grant
 
 _TABLE_DDL = {
     "token": "system TEXT, code TEXT, text TEXT",
@@ -61,9 +83,17 @@ for _kind, _cols in _TABLE_DDL.items():
     for _i, _ix in enumerate(_INDEXES[_kind]):
         SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {_t}_c{_i} ON {_t}({_ix})")
 
-# A covering index for the type/deleted checks of rid sets: the resource rows hold the JSON bodies,
-# so reading them row by row for thousands of candidate rids costs ten times more than this index.
-SCHEMA.append("CREATE INDEX IF NOT EXISTS resource_rid_type ON resource(rid, type, deleted)")
+# A covering index for the type/deleted/visibility checks of rid sets: the resource rows hold the JSON
+# bodies, so reading them row by row for thousands of candidate rids costs ten times more than this
+# index. Databases made before owners have the narrower (rid, type, deleted) one.
+VIS_INDEX = "resource_rid_vis"
+SCHEMA.append("DROP INDEX IF EXISTS resource_rid_type")
+SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {VIS_INDEX} ON resource(rid, type, deleted, owner, id)")
+# Grants: probed per resource by (grantee, type, id), replaced per basis.
+SCHEMA.append("""CREATE TABLE IF NOT EXISTS access_grant (
+    basis TEXT NOT NULL, grantee TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, until TEXT)""")
+SCHEMA.append("CREATE INDEX IF NOT EXISTS access_grant_target ON access_grant(grantee, type, id, until)")
+SCHEMA.append("CREATE INDEX IF NOT EXISTS access_grant_basis ON access_grant(basis)")
 
 _INSERT = {
     kind: (f"INSERT INTO {KINDS[kind].TABLE}(rid, param, {', '.join(KINDS[kind].COLUMNS)}, grp) "
@@ -89,6 +119,63 @@ def write_index(conn: sqlite3.Connection, rid: int, type: str, entries: Sequence
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:
     for kind in KINDS.values():
         conn.execute(f"DELETE FROM {kind.TABLE} WHERE rid = ?", (rid,))
+
+
+# -- visibility -----------------------------------------------------------------------------------
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def visible(vis: Visibility, row: str, types: Sequence[str] | None = None) -> tuple[str, list[Any]] | None:
+    """The visibility predicate on resource (or history) row ``row`` (columns owner, type, id), or None
+    when it always holds. ``types``: the types the row is known to be one of (folds the shared-type test)."""
+    shared = sorted(vis.shared_types)
+    if types is not None and types and all(t in vis.shared_types for t in types):
+        return None
+    parts: list[str] = []
+    args: list[Any] = []
+    insts = sorted(vis.institutions)
+    if insts:
+        parts.append(f"{row}.owner IN ({_marks(len(insts))})")
+        args.extend(insts)
+    if shared and (types is None or not types or any(t in vis.shared_types for t in types)):
+        parts.append(f"{row}.type IN ({_marks(len(shared))})")
+        args.extend(shared)
+    if insts:
+        parts.append(f"EXISTS (SELECT 1 FROM access_grant g INDEXED BY access_grant_target WHERE g.grantee "
+                     f"IN ({_marks(len(insts))}) AND g.type = {row}.type AND g.id = {row}.id "
+                     f"AND (g.until IS NULL OR g.until > ?))")
+        args.extend([*insts, vis.at])
+    if not parts:
+        return "0", []
+    return "(" + " OR ".join(parts) + ")", args
+
+
+def visible_rid(vis: Visibility, rid: str, types: Sequence[str] | None = None) -> tuple[str, list[Any]] | None:
+    """Visibility of the resource whose rid is the expression ``rid``, through the covering index."""
+    cond = visible(vis, "v", types)
+    if cond is None:
+        return None
+    return (f"EXISTS (SELECT 1 FROM resource v INDEXED BY {VIS_INDEX} WHERE v.rid = {rid} AND {cond[0]})",
+            cond[1])
+
+
+def granted(conn: sqlite3.Connection, vis: Visibility, type: str, id: str) -> bool:
+    insts = sorted(vis.institutions)
+    if not insts:
+        return False
+    return conn.execute(
+        f"SELECT 1 FROM access_grant INDEXED BY access_grant_target WHERE grantee IN ({_marks(len(insts))}) "
+        "AND type = ? AND id = ? AND (until IS NULL OR until > ?) LIMIT 1", [*insts, type, id, vis.at],
+    ).fetchone() is not None
+
+
+def replace_grants(conn: sqlite3.Connection, basis: str, grants: Sequence[Grant]) -> None:
+    conn.execute("DELETE FROM access_grant WHERE basis = ?", (basis,))
+    conn.executemany("INSERT INTO access_grant(basis, grantee, type, id, until) VALUES (?,?,?,?,?)",
+                     [(basis, g.grantee, g.type, g.id, g.until) for g in grants])
 
 
 # -- compilation ----------------------------------------------------------------------------------
@@ -118,8 +205,14 @@ class _Rows:
 
 
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, vis: Visibility | None = None) -> None:
         self._n = count()
+        self.vis = vis
+
+    def visible(self, row: str, types: Sequence[str]) -> tuple[str, list[Any]]:
+        """`` AND <visibility of row>`` and its args ("" when there is no visibility or it always holds)."""
+        cond = None if self.vis is None else visible(self.vis, row, types)
+        return ("", []) if cond is None else (f" AND {cond[0]}", cond[1])
 
     def alias(self, prefix: str) -> str:
         return f"{prefix}{next(self._n)}"
@@ -223,12 +316,13 @@ class _Compiler:
             ref, tg = self.alias("ref"), self.alias("tg")
             kcond, kargs = self._keys(types, c.code, f"{ref}.param")
             inner, iargs = self.criterion(c.criterion, [target], tg)
+            vcond, vargs = self.visible(tg, [target])  # never through a target the caller cannot see
             # From the (usually selective) targets to the references pointing at them; CROSS JOIN
             # fixes that order, which SQLite's planner otherwise reverses (a scan of all references).
             subs.append(f"SELECT {ref}.rid FROM resource {tg} CROSS JOIN {KINDS['reference'].TABLE} {ref} "
                         f"ON {kcond} AND {ref}.ref_id = {tg}.id AND {ref}.ref_type = {tg}.type "
-                        f"WHERE {inner} AND +{tg}.type = ? AND +{tg}.deleted = 0")
-            args.extend([*kargs, *iargs, target])
+                        f"WHERE {inner} AND +{tg}.type = ? AND +{tg}.deleted = 0{vcond}")
+            args.extend([*kargs, *iargs, target, *vargs])
         if not subs:
             return "0", []
         return f"{row}.rid IN ({' UNION '.join(subs)})", args
@@ -236,14 +330,15 @@ class _Compiler:
     def has(self, c: Has, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
         ref, src, tg = self.alias("ref"), self.alias("src"), self.alias("tg")
         inner, iargs = self.criterion(c.criterion, [c.type], src)
+        vcond, vargs = self.visible(src, [c.type])  # never through a source the caller cannot see
         # INDEXED BY: the covering (param, ...) index looks cheaper to SQLite without statistics, but
         # it scans every reference of the parameter per source row.
         table = KINDS["reference"].TABLE
         sub = (f"SELECT {tg}.rid FROM resource {src} CROSS JOIN {table} {ref} INDEXED BY {table}_rid "
                f"ON {ref}.rid = {src}.rid AND {ref}.param = ? "
                f"CROSS JOIN resource {tg} ON {tg}.type = {ref}.ref_type AND {tg}.id = {ref}.ref_id "
-               f"WHERE {inner} AND +{src}.deleted = 0")
-        return f"{row}.rid IN ({sub})", [key(c.type, c.code), *iargs]
+               f"WHERE {inner} AND +{src}.deleted = 0{vcond}")
+        return f"{row}.rid IN ({sub})", [key(c.type, c.code), *iargs, *vargs]
 
 
 def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
@@ -262,11 +357,15 @@ def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
         if types:
             where.append(f"{plus}r.type IN ({','.join('?' * len(types))})")
             args.extend(types)
-    comp = _Compiler()
+    comp = _Compiler(query.visibility)
     for c in query.params:
         cond, cargs = comp.criterion(c, types, "r")
         where.append(cond)
         args.extend(cargs)
+    vis = None if query.visibility is None else visible(query.visibility, "r", types)
+    if vis is not None:
+        where.append(vis[0])
+        args.extend(vis[1])
     return " AND ".join(where), args
 
 
@@ -287,7 +386,7 @@ def index_source(query: SearchQuery) -> tuple[str, list[Any]] | None:
     if any(s.type == "special" for s in query.sort):
         return None  # _id / _lastUpdated sort values are read from the resource rows
     types = [query.type] if query.type else list(query.types)
-    comp = _Compiler()
+    comp = _Compiler(query.visibility)
     positive = [c for c in query.params if isinstance(c, Param) and c.type != "composite"
                 and isinstance(r := comp.rows(c, types), _Rows) and not r.negate]
     if not types or not positive:
@@ -316,6 +415,11 @@ def index_source(query: SearchQuery) -> tuple[str, list[Any]] | None:
                       else comp.criterion(c, types, "r"))
         where.append(cond)
         args.extend(more)
+    # The driving rids have no resource row here: their visibility is probed through the covering index.
+    vis = None if query.visibility is None else visible_rid(query.visibility, "r.rid", types)
+    if vis is not None:
+        where.append(vis[0])
+        args.extend(vis[1])
     return f"({drive}) r WHERE {' AND '.join(where) or '1'}", args
 
 
@@ -360,7 +464,7 @@ def _walk_sorted(conn: sqlite3.Connection, query: SearchQuery) -> list[int] | No
     s = query.sort[0]
     kind = KINDS[s.type]
     types = [query.type] if query.type else list(query.types)
-    comp = _Compiler()
+    comp = _Compiler(query.visibility)
     kcond, args = _Compiler._keys(types, s.code, "s.param")
     conds: list[str] = []
     for c in query.params:
@@ -368,6 +472,10 @@ def _walk_sorted(conn: sqlite3.Connection, query: SearchQuery) -> list[int] | No
                        else comp.criterion(c, types, "s"))
         conds.append(f"({cond})")
         args.extend(cargs)
+    vis = None if query.visibility is None else visible_rid(query.visibility, "s.rid", types)
+    if vis is not None:
+        conds.append(f"({vis[0]})")
+        args.extend(vis[1])
     col = f"s.{kind.SORT_COLUMN}"
     need = query.offset + query.count
     ordered: list[int] = []
@@ -452,7 +560,8 @@ def _in_list(rids: Sequence[int]) -> str:
     return ",".join(str(int(r)) for r in rids)
 
 
-def _apply(conn: sqlite3.Connection, inc: Include, rev: bool, rids: Sequence[int]) -> list[int]:
+def _apply(conn: sqlite3.Connection, inc: Include, rev: bool, rids: Sequence[int], vis: Visibility | None,
+           ) -> list[int]:
     ref_table = KINDS["reference"].TABLE
     args: list[Any] = [key(inc.source_type, inc.code)]
     if not rev:
@@ -461,38 +570,29 @@ def _apply(conn: sqlite3.Connection, inc: Include, rev: bool, rids: Sequence[int
         if inc.target_type:
             sql += " AND tg.type = ?"
             args.append(inc.target_type)
+        cond = None if vis is None else visible(vis, "tg", [inc.target_type] if inc.target_type else None)
     else:
         sql = (f"SELECT DISTINCT ref.rid FROM resource m JOIN {ref_table} ref ON ref.param = ? "
                f"AND ref.ref_id = m.id AND ref.ref_type = m.type WHERE m.rid IN ({_in_list(rids)})")
         if inc.target_type:
             sql += " AND m.type = ?"
             args.append(inc.target_type)
+        cond = None if vis is None else visible_rid(vis, "ref.rid", [inc.source_type])
+    if cond is not None:
+        sql += f" AND {cond[0]}"
+        args.extend(cond[1])
     return [r[0] for r in conn.execute(sql, args)]
 
 
-MAX_ITERATIONS = 10
+MAX_ITERATIONS = include_loop.MAX_ITERATIONS
 
 
 def includes(conn: sqlite3.Connection, query: SearchQuery, rids: Sequence[int]) -> list[int]:
     """The rids included by ``_include``/``_revinclude`` for the page ``rids`` (in rid order, without
-    the matches); ``:iterate`` ones are applied again to what they include, up to a fixed depth."""
-    if not rids or not (query.include or query.revinclude):
-        return []
-    seen = set(rids)
-    found: list[int] = []
-    frontier: Sequence[int] = rids
-    specs = [(i, False) for i in query.include] + [(i, True) for i in query.revinclude]
-    for depth in range(MAX_ITERATIONS):
-        new: list[int] = []
-        for inc, rev in specs:
-            if depth > 0 and not inc.iterate:
-                continue
-            for rid in _apply(conn, inc, rev, frontier):
-                if rid not in seen:
-                    seen.add(rid)
-                    new.append(rid)
-        if not new:
-            break
-        found.extend(new)
-        frontier = new
-    return sorted(found)
+    the matches); ``:iterate`` ones are applied again to what they include, up to a fixed depth
+    (:mod:`fhir_exchange.search.includes`). Resources the query's visibility hides are never included."""
+
+    def lookup(specs: list[include_loop.Spec], frontier: list[int]) -> list[int]:
+        return [rid for inc, rev in specs for rid in _apply(conn, inc, rev, frontier, query.visibility)]
+
+    return include_loop.run(lookup, query.include, query.revinclude, rids, int)

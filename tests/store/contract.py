@@ -21,12 +21,19 @@ What the contract pins down (store/port.py):
 - the unit of work: rollback on exception (nothing visible, not even history), own writes visible
   inside it (read and search), invisible outside until commit;
 - concurrent writers on one version: exactly one wins, the others get VersionConflict;
-- count and reindex.
+- count and reindex;
+- owners: every read path returns the owner each version was written with;
+- grants (replaced per basis, revoked, judged at an instant), message records (a duplicate key
+  conflicts; they roll back with the unit of work), the change feed (every committed write once, in
+  seq order; nothing from a rolled-back unit of work; ``last_change``);
+- visibility compiled into searches (matches, totals, counts, chains, ``_has``, includes, sorts,
+  ``_id``, several types) and history (every level, totals, ``_at``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -37,13 +44,15 @@ import pytest
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.parse import parse
-from fhir_exchange.search.query import SearchQuery
+from fhir_exchange.search.query import AnyOf, Param, ReferenceValue, SearchQuery, Visibility
 from fhir_exchange.store.port import (
     ANY,
     NEW,
+    Grant,
     HistoryQuery,
-    IndexEntry,
+    MessageRecord,
     ResourceStore,
     ResourceVersion,
     VersionConflict,
@@ -63,14 +72,14 @@ def resource(type: str, id: str, version: int, when: str, /, **extra: Any) -> di
     return {"resourceType": type, "id": id, "meta": {"versionId": str(version), "lastUpdated": when}, **extra}
 
 
-def make_version(type: str, id: str, version: int, when: str, /, *, method: str = "PUT",
+def make_version(type: str, id: str, version: int, when: str, /, *, method: str = "PUT", owner: str | None = None,
                  **extra: Any) -> tuple[ResourceVersion, dict[str, Any]]:
     doc = resource(type, id, version, when, **extra)
-    return ResourceVersion(type, id, version, when, False, orjson.dumps(doc), method), doc
+    return ResourceVersion(type, id, version, when, False, orjson.dumps(doc), method, owner), doc
 
 
-def marker(type: str, id: str, version: int, when: str) -> ResourceVersion:
-    return ResourceVersion(type, id, version, when, True, b"", "DELETE")
+def marker(type: str, id: str, version: int, when: str, owner: str | None = None) -> ResourceVersion:
+    return ResourceVersion(type, id, version, when, True, b"", "DELETE", owner)
 
 
 @functools.cache
@@ -81,6 +90,17 @@ def _definitions() -> Definitions:
 def by_identifier(type: str | None, value: str) -> SearchQuery:
     """``identifier=SYS|value``, built by the search module's own parser (so it follows the query model)."""
     return parse(_definitions(), type, [("identifier", f"{SYS}|{value}")], strict=True)
+
+
+def query(type: str | None, *pairs: tuple[str, str], visibility: Visibility | None = None) -> SearchQuery:
+    """A search parsed by the search module's parser, with a visibility."""
+    q = parse(_definitions(), type, list(pairs), strict=True)
+    return dataclasses.replace(q, visibility=visibility)
+
+
+AT = ts(30)  # the instant the visibility tests judge grants at
+# Institution "a", with the Organizations shared (the network's directory).
+VIS_A = Visibility(frozenset({"a"}), frozenset({"Organization"}), AT)
 
 
 class StoreContract:
@@ -95,6 +115,11 @@ class StoreContract:
         for ident in doc.get(self.index_field) or []:
             if isinstance(ident, dict) and ident.get("value"):
                 out.append(IndexEntry("identifier", "token", system=ident.get("system"), code=ident["value"]))
+        # ``subject`` (Type/id): for chains, _has and includes.
+        ref = (doc.get("subject") or {}).get("reference", "")
+        if "/" in ref:
+            t, _, i = ref.partition("/")
+            out.append(IndexEntry("subject", "reference", ref_type=t, ref_id=i))
         return out
 
     async def make_store(self, tmp_path: Path) -> ResourceStore:
@@ -112,15 +137,17 @@ class StoreContract:
     # -- helpers --------------------------------------------------------------------------------
 
     async def put(self, store: ResourceStore, type: str, id: str, version: int, when: str, /, *,
-                  expected: int | None = None, method: str = "PUT", **extra: Any) -> ResourceVersion:
-        v, doc = make_version(type, id, version, when, method=method, **extra)
+                  expected: int | None = None, method: str = "PUT", owner: str | None = None,
+                  **extra: Any) -> ResourceVersion:
+        v, doc = make_version(type, id, version, when, method=method, owner=owner, **extra)
         async with store.transaction() as uow:
             await uow.put(v, doc, expected_version=(version - 1 if version > 1 else NEW) if expected is None
                           else expected)
         return v
 
-    async def delete(self, store: ResourceStore, type: str, id: str, version: int, when: str) -> ResourceVersion:
-        v = marker(type, id, version, when)
+    async def delete(self, store: ResourceStore, type: str, id: str, version: int, when: str, /, *,
+                     owner: str | None = None) -> ResourceVersion:
+        v = marker(type, id, version, when, owner)
         async with store.transaction() as uow:
             await uow.delete(v, expected_version=version - 1)
         return v
@@ -494,3 +521,283 @@ class StoreContract:
             v = await asyncio.wait_for(self.put(store, "Patient", f"after{n}", 1, ts(n)), 10)
             got = await store.read("Patient", f"after{n}")
             assert got is not None and got.body == v.body
+
+    # -- owners ---------------------------------------------------------------------------------
+
+    async def test_owner_round_trips_through_every_read_path(self, store: ResourceStore) -> None:
+        ident = [{"system": SYS, "value": "own"}]
+        await self.put(store, "Patient", "p1", 1, ts(1), owner="org-a", identifier=ident)
+        await self.put(store, "Patient", "p1", 2, ts(2), owner="org-b", identifier=ident)
+        await self.put(store, "Observation", "o1", 1, ts(3), owner="org-a", subject={"reference": "Patient/p1"},
+                       identifier=ident)
+        await self.put(store, "Observation", "o2", 1, ts(4), owner="org-c")
+        await self.delete(store, "Observation", "o2", 2, ts(5), owner="org-d")
+        await self.put(store, "Patient", "none", 1, ts(6))
+        read = await store.read("Patient", "p1")
+        assert read is not None and read.owner == "org-b"
+        assert [(await store.vread("Patient", "p1", n)).owner for n in (1, 2)] == ["org-a", "org-b"]  # type: ignore[union-attr]
+        gone = await store.read("Observation", "o2")
+        assert gone is not None and gone.deleted and gone.owner == "org-d"
+        assert (await store.vread("Observation", "o2", 1)).owner == "org-c"  # type: ignore[union-attr]
+        none = await store.read("Patient", "none")
+        assert none is not None and none.owner is None
+        history = await store.history(HistoryQuery())
+        assert [(v.id, v.version_id, v.owner) for v in history.versions] == [
+            ("none", 1, None), ("o2", 2, "org-d"), ("o2", 1, "org-c"), ("o1", 1, "org-a"), ("p1", 2, "org-b"),
+            ("p1", 1, "org-a")]
+        assert [v.owner for v in (await store.history(HistoryQuery(at=ts(2)))).versions] == ["org-b"]
+        found = await store.search(query("Observation", ("identifier", f"{SYS}|own"),
+                                         ("_include", "Observation:subject")))
+        assert [(m.id, m.owner) for m in found.matches] == [("o1", "org-a")]
+        assert [(m.id, m.owner) for m in found.includes] == [("p1", "org-b")]
+        async with store.transaction() as uow:
+            inside = await uow.read("Patient", "p1")
+            assert inside is not None and inside.owner == "org-b"
+            v, doc = make_version("Patient", "p1", 3, ts(7), owner="org-e", identifier=ident)
+            await uow.put(v, doc, expected_version=2)
+            mine = await uow.search(by_identifier("Patient", "own"))
+            assert [m.owner for m in mine.matches] == ["org-e"]
+
+    # -- grants ---------------------------------------------------------------------------------
+
+    async def test_grants_are_replaced_per_basis_revoked_and_judged_at_an_instant(
+            self, store: ResourceStore) -> None:
+        a = Visibility(frozenset({"a"}), frozenset(), ts(10))
+        async with store.transaction() as uow:
+            assert not await uow.granted(a, "Patient", "p1")
+            await uow.replace_grants("consult/1", [Grant("a", "Patient", "p1"),
+                                                   Grant("a", "Observation", "o1", until=ts(20)),
+                                                   Grant("b", "Patient", "p2")])
+            assert await uow.granted(a, "Patient", "p1")  # its own write
+        assert await store.granted(a, "Patient", "p1")
+        assert await store.granted(a, "Observation", "o1")
+        assert await store.granted(dataclasses.replace(a, at=ts(19)), "Observation", "o1")
+        assert not await store.granted(dataclasses.replace(a, at=ts(20)), "Observation", "o1")  # until is exclusive
+        assert not await store.granted(a, "Patient", "p2")  # granted to b
+        assert not await store.granted(a, "Observation", "p1")  # another type
+        assert await store.granted(Visibility(frozenset({"a", "b"}), frozenset(), ts(10)), "Patient", "p2")
+        assert not await store.granted(Visibility(frozenset(), frozenset({"Patient"}), ts(10)), "Patient", "p1")
+        async with store.transaction() as uow:
+            await uow.replace_grants("consult/2", [Grant("a", "Patient", "p3")])
+        async with store.transaction() as uow:
+            await uow.replace_grants("consult/1", [Grant("a", "Patient", "p2")])  # replaces consult/1 only
+        assert not await store.granted(a, "Patient", "p1")
+        assert not await store.granted(a, "Observation", "o1")
+        assert await store.granted(a, "Patient", "p2")
+        assert await store.granted(a, "Patient", "p3")
+        async with store.transaction() as uow:
+            await uow.replace_grants("consult/1", [])  # revoked
+            assert not await uow.granted(a, "Patient", "p2")
+        assert not await store.granted(a, "Patient", "p2")
+        assert await store.granted(a, "Patient", "p3")
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as uow:
+                await uow.replace_grants("consult/2", [])
+                raise RuntimeError("rolled back")
+        assert await store.granted(a, "Patient", "p3")
+
+    # -- message records ------------------------------------------------------------------------
+
+    async def test_message_records_are_written_once(self, store: ResourceStore) -> None:
+        rec = MessageRecord("urn:source|m1", "sha256:1", b'{"resourceType":"Bundle","id":"r1"}')
+        async with store.transaction() as uow:
+            assert await uow.read_message(rec.key) is None
+            await uow.write_message(rec)
+            assert await uow.read_message(rec.key) == rec
+        async with store.transaction() as uow:
+            assert await uow.read_message(rec.key) == rec
+            assert await uow.read_message("urn:source|m2") is None
+        with pytest.raises(VersionConflict):
+            async with store.transaction() as uow:
+                await uow.write_message(MessageRecord(rec.key, "sha256:2", b"{}"))
+        async with store.transaction() as uow:
+            assert await uow.read_message(rec.key) == rec
+
+    async def test_message_records_roll_back_with_the_unit_of_work(self, store: ResourceStore) -> None:
+        rec = MessageRecord("urn:source|m1", "sha256:1", b"{}")
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as uow:
+                v, doc = make_version("Bundle", "answer", 1, ts(1))
+                await uow.put(v, doc, expected_version=NEW)
+                await uow.write_message(rec)
+                raise RuntimeError("rolled back")
+        async with store.transaction() as uow:
+            assert await uow.read_message(rec.key) is None
+            await uow.write_message(rec)  # the key is free
+        assert await store.read("Bundle", "answer") is None
+
+    # -- change feed ----------------------------------------------------------------------------
+
+    async def test_change_feed_numbers_every_committed_write_once_in_commit_order(
+            self, store: ResourceStore) -> None:
+        assert await store.last_change() == 0
+        assert await store.changes(0) == []
+        await self.put(store, "Patient", "a", 1, ts(1))
+        await self.put(store, "Patient", "a", 2, ts(2))
+        await self.put(store, "Observation", "o", 1, ts(3))
+        await self.delete(store, "Patient", "a", 3, ts(4))
+        async with store.transaction() as uow:  # two writes, one commit
+            for id in ("b", "c"):
+                v, doc = make_version("Patient", id, 1, ts(5))
+                await uow.put(v, doc, expected_version=NEW)
+        feed = await store.changes(0)
+        assert [(c.type, c.id, c.version_id, c.deleted, c.last_updated) for c in feed] == [
+            ("Patient", "a", 1, False, ts(1)), ("Patient", "a", 2, False, ts(2)), ("Observation", "o", 1, False, ts(3)),
+            ("Patient", "a", 3, True, ts(4)), ("Patient", "b", 1, False, ts(5)), ("Patient", "c", 1, False, ts(5))]
+        seqs = [c.seq for c in feed]
+        assert seqs == sorted(set(seqs)) and seqs[0] > 0
+        assert await store.last_change() == seqs[-1]
+        # Paging with a cursor gives each record once.
+        paged: list[int] = []
+        cursor = 0
+        while page := await store.changes(cursor, limit=4):
+            assert len(page) <= 4
+            paged += [c.seq for c in page]
+            cursor = page[-1].seq
+        assert paged == seqs
+        assert await store.changes(seqs[2], limit=1) == [feed[3]]
+        # Rolled back, conflicting and read-only units of work leave no record.
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as uow:
+                v, doc = make_version("Patient", "x", 1, ts(6))
+                await uow.put(v, doc, expected_version=NEW)
+                raise RuntimeError("rolled back")
+        with pytest.raises(VersionConflict):
+            await self.put(store, "Patient", "b", 2, ts(6), expected=5)
+        async with store.transaction() as uow:
+            await uow.read("Patient", "b")
+        assert await store.changes(seqs[-1]) == []
+        assert await store.last_change() == seqs[-1]
+        await self.put(store, "Patient", "b", 2, ts(7))
+        later = await store.changes(seqs[-1])
+        assert [(c.id, c.version_id) for c in later] == [("b", 2)] and later[0].seq > seqs[-1]
+        assert await store.last_change() == later[0].seq
+
+    async def test_change_feed_under_concurrent_writers(self, store: ResourceStore) -> None:
+        await asyncio.gather(*(self.put(store, "Patient", f"p{n}", 1, ts(n)) for n in range(12)))
+        feed = await store.changes(0)
+        assert sorted(c.id for c in feed) == sorted(f"p{n}" for n in range(12))
+        assert [c.seq for c in feed] == sorted({c.seq for c in feed})
+        assert await store.last_change() == feed[-1].seq
+
+    # -- visibility -----------------------------------------------------------------------------
+
+    async def _visibility_fixture(self, store: ResourceStore) -> None:
+        """Institution a owns pa, oa1 (-> pa), oa2 (-> pb); b owns pb, ob1 (-> pa, granted to a), ob2 (-> pb,
+        granted to a until before AT), ob3 (-> pa, not granted); nobody owns pn; org1 (b's) is shared."""
+        def ident(v: str) -> list[dict[str, str]]:
+            return [{"system": SYS, "value": v}]
+
+        await self.put(store, "Patient", "pa", 1, ts(1), owner="a", identifier=ident("pa"))
+        await self.put(store, "Patient", "pb", 1, ts(2), owner="b", identifier=ident("pb"))
+        await self.put(store, "Patient", "pn", 1, ts(3), identifier=ident("pn"))
+        await self.put(store, "Organization", "org1", 1, ts(4), owner="b", identifier=ident("org"))
+        for n, (id, owner, subject, value) in enumerate([
+                ("oa1", "a", "pa", "3"), ("oa2", "a", "pb", "1"), ("ob1", "b", "pa", "2"), ("ob2", "b", "pb", "0"),
+                ("ob3", "b", "pa", "hidden")]):
+            await self.put(store, "Observation", id, 1, ts(5 + n), owner=owner, identifier=ident(value),
+                           subject={"reference": f"Patient/{subject}"})
+        async with store.transaction() as uow:
+            await uow.replace_grants("consult/1", [Grant("a", "Observation", "ob1"),
+                                                   Grant("a", "Observation", "ob2", until=ts(20)),
+                                                   Grant("c", "Observation", "ob3")])
+
+    @staticmethod
+    def ids(versions: Sequence[ResourceVersion]) -> list[str]:
+        return [v.id for v in versions]
+
+    async def test_visibility_filters_matches_totals_and_counts(self, store: ResourceStore) -> None:
+        await self._visibility_fixture(store)
+        got = await store.search(query("Observation", visibility=VIS_A))
+        assert self.ids(got.matches) == ["oa1", "oa2", "ob1"] and got.total == 3
+        got = await store.search(query("Observation"))  # no visibility: everything
+        assert self.ids(got.matches) == ["oa1", "oa2", "ob1", "ob2", "ob3"] and got.total == 5
+        early = dataclasses.replace(VIS_A, at=ts(19))  # ob2's grant still holds
+        assert self.ids((await store.search(query("Observation", visibility=early))).matches) == [
+            "oa1", "oa2", "ob1", "ob2"]
+        counted = await store.search(query("Observation", ("_summary", "count"), visibility=VIS_A))
+        assert counted.total == 3 and counted.matches == []
+        paged = await store.search(query("Observation", ("_count", "2"), ("_offset", "1"), visibility=VIS_A))
+        assert self.ids(paged.matches) == ["oa2", "ob1"] and paged.total == 3
+        indexed = await store.search(query("Observation", ("identifier", f"{SYS}|0,{SYS}|2,{SYS}|hidden"),
+                                           visibility=VIS_A))
+        assert self.ids(indexed.matches) == ["ob1"] and indexed.total == 1
+        assert self.ids((await store.search(query("Patient", visibility=VIS_A))).matches) == ["pa"]
+        assert (await store.search(query("Patient", ("identifier", f"{SYS}|pb"), visibility=VIS_A))).total == 0
+        shared = await store.search(query("Organization", visibility=VIS_A))
+        assert self.ids(shared.matches) == ["org1"]
+        ids = await store.search(query("Observation", ("_id", "ob1,ob3,oa2"), visibility=VIS_A))
+        assert self.ids(ids.matches) == ["oa2", "ob1"] and ids.total == 2
+        nobody = Visibility(frozenset(), frozenset(), AT)
+        assert (await store.search(query("Observation", visibility=nobody))).total == 0
+        c = await store.search(query("Observation", visibility=Visibility(frozenset({"c"}), frozenset(), AT)))
+        assert self.ids(c.matches) == ["ob3"]
+        system = await store.search(query(None, ("_type", "Patient,Organization"), visibility=VIS_A))
+        assert sorted(self.ids(system.matches)) == ["org1", "pa"] and system.total == 2
+
+    async def test_visibility_sorts_only_the_visible(self, store: ResourceStore) -> None:
+        await self._visibility_fixture(store)
+        got = await store.search(query("Observation", ("_sort", "identifier"), visibility=VIS_A))
+        assert self.ids(got.matches) == ["oa2", "ob1", "oa1"] and got.total == 3
+        got = await store.search(query("Observation", ("_sort", "-identifier"), ("_count", "1"), visibility=VIS_A))
+        assert self.ids(got.matches) == ["oa1"]
+        got = await store.search(query("Observation", ("_sort", "-_lastUpdated"), visibility=VIS_A))
+        assert self.ids(got.matches) == ["ob1", "oa2", "oa1"]
+
+    async def test_chains_and_has_never_go_through_invisible_resources(self, store: ResourceStore) -> None:
+        await self._visibility_fixture(store)
+        chain = ("subject:Patient.identifier", f"{SYS}|pb")
+        assert self.ids((await store.search(query("Observation", chain))).matches) == ["oa2", "ob2"]
+        got = await store.search(query("Observation", chain, visibility=VIS_A))
+        assert got.matches == [] and got.total == 0  # oa2 is visible, its subject pb is not
+        got = await store.search(query("Observation", ("subject:Patient.identifier", f"{SYS}|pa"), visibility=VIS_A))
+        assert self.ids(got.matches) == ["oa1", "ob1"]
+        has = ("_has:Observation:subject:identifier", f"{SYS}|hidden")
+        assert self.ids((await store.search(query("Patient", has))).matches) == ["pa"]
+        got = await store.search(query("Patient", has, visibility=VIS_A))
+        assert got.matches == [] and got.total == 0  # pa is visible, ob3 is not
+        got = await store.search(query("Patient", ("_has:Observation:subject:identifier", f"{SYS}|2"),
+                                       visibility=VIS_A))
+        assert self.ids(got.matches) == ["pa"]  # through ob1, granted
+        # A compartment (Patient/pb/Observation: any of its reference parameters) holds only the visible.
+        compartment = AnyOf((Param("subject", "reference", None, (ReferenceValue("Patient", "pb"),)),))
+        got = await store.search(SearchQuery("Observation", (compartment,), visibility=VIS_A))
+        assert self.ids(got.matches) == ["oa2"] and got.total == 1
+        got = await store.search(SearchQuery("Observation", (compartment,)))
+        assert self.ids(got.matches) == ["oa2", "ob2"]
+
+    async def test_includes_never_include_invisible_resources(self, store: ResourceStore) -> None:
+        await self._visibility_fixture(store)
+        got = await store.search(query("Observation", ("_include", "Observation:subject"), visibility=VIS_A))
+        assert self.ids(got.matches) == ["oa1", "oa2", "ob1"]
+        assert self.ids(got.includes) == ["pa"]  # not pb (oa2's subject)
+        got = await store.search(query("Patient", ("_revinclude", "Observation:subject"), visibility=VIS_A))
+        assert self.ids(got.matches) == ["pa"]
+        assert self.ids(got.includes) == ["oa1", "ob1"]  # not ob3
+        got = await store.search(query("Patient", ("_revinclude", "Observation:subject")))
+        assert self.ids(got.includes) == ["oa1", "oa2", "ob1", "ob2", "ob3"]
+        # :iterate from a visible Observation to its visible Patient and back to that Patient's visible ones.
+        got = await store.search(query("Observation", ("_id", "oa1"), ("_include", "Observation:subject"),
+                                       ("_revinclude:iterate", "Observation:subject"), visibility=VIS_A))
+        assert self.ids(got.matches) == ["oa1"] and self.ids(got.includes) == ["pa", "ob1"]
+
+    async def test_history_is_filtered_by_visibility_at_every_level(self, store: ResourceStore) -> None:
+        await self._visibility_fixture(store)
+        await self.put(store, "Patient", "pa", 2, ts(21), owner="b", identifier=[{"system": SYS, "value": "pa"}])
+        page = await store.history(HistoryQuery(visibility=VIS_A))
+        assert [(v.id, v.version_id) for v in page.versions] == [
+            ("ob1", 1), ("oa2", 1), ("oa1", 1), ("org1", 1), ("pa", 1)]
+        assert page.total == 5
+        assert (await store.history(HistoryQuery(count=2, offset=2, visibility=VIS_A))).versions[0].id == "oa1"
+        assert (await store.history(HistoryQuery(count=0, visibility=VIS_A))).total == 5
+        patients = await store.history(HistoryQuery("Patient", visibility=VIS_A))
+        assert [(v.id, v.version_id) for v in patients.versions] == [("pa", 1)] and patients.total == 1
+        assert (await store.history(HistoryQuery("Patient", "pb", visibility=VIS_A))).total == 0
+        assert (await store.history(HistoryQuery("Observation", "ob1", visibility=VIS_A))).total == 1
+        assert (await store.history(HistoryQuery("Organization", visibility=VIS_A))).total == 1
+        # _at: the version current then, if visible: pa was a's at t10, b's at t25.
+        assert [v.id for v in (await store.history(HistoryQuery("Patient", at=ts(10), visibility=VIS_A))).versions
+                ] == ["pa"]
+        assert (await store.history(HistoryQuery("Patient", at=ts(25), visibility=VIS_A))).total == 0
+        assert (await store.history(HistoryQuery(visibility=Visibility(frozenset(), frozenset(), AT)))).total == 0
+        assert (await store.history(HistoryQuery())).total == 10

@@ -1,5 +1,5 @@
 """``fhir-exchange migrate --from sqlite:///... --to mongodb://...``: every resource and every version
-arrives identical (bytes, version ids, lastUpdated, delete markers, methods), search works on the copy,
+arrives identical (bytes, version ids, lastUpdated, delete markers, methods, owners), search works on the copy,
 and a second run copies nothing new.
 """
 
@@ -27,6 +27,7 @@ async def _populate(path: Path) -> None:
         for n in range(40):
             type = ("Patient", "Observation", "Encounter")[n % 3]
             v, doc = make_version(type, f"r{n}", 1, ts(n), method="POST",
+                                  owner=("org-a", "org-b", None, "org-c")[n % 4],
                                   identifier=[{"system": SYS, "value": f"v{n}"}])
             async with store.transaction() as uow:
                 await uow.put(v, doc, expected_version=0)
@@ -34,13 +35,13 @@ async def _populate(path: Path) -> None:
             for version in (2, 3):
                 type = ("Patient", "Observation", "Encounter")[n % 3]
                 v, doc = make_version(type, f"r{n}", version, ts(100 + n * 3 + version), method="PATCH",
-                                      identifier=[{"system": SYS, "value": f"v{n}-{version}"}])
+                                      owner=f"org-{version}", identifier=[{"system": SYS, "value": f"v{n}-{version}"}])
                 async with store.transaction() as uow:
                     await uow.put(v, doc, expected_version=version - 1)
         for n in (1, 5, 9):  # some deleted
             type = ("Patient", "Observation", "Encounter")[n % 3]
             async with store.transaction() as uow:
-                await uow.delete(marker(type, f"r{n}", 2, ts(300 + n)), expected_version=1)
+                await uow.delete(marker(type, f"r{n}", 2, ts(300 + n), "org-x"), expected_version=1)
     finally:
         await store.close()
 
@@ -57,15 +58,16 @@ async def _compare(path: Path, url: str) -> None:
     try:
         src, dst = await _everything(source), await _everything(target)
         assert len(src) == 40 + 20 + 3
-        assert [(v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.body) for v in src] == \
-            [(v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.body) for v in dst]
+        assert [(v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.body, v.owner) for v in src] == \
+            [(v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.body, v.owner) for v in dst]
+        assert {v.owner for v in src} == {"org-a", "org-b", "org-c", None, "org-2", "org-3", "org-x"}
         for v in src:
             got = await target.vread(v.type, v.id, v.version_id)
             assert got is not None and got.body == v.body and got.deleted == v.deleted
             a, b = await source.read(v.type, v.id), await target.read(v.type, v.id)
             assert a is not None and b is not None
-            assert (a.version_id, a.last_updated, a.deleted, a.body) == (b.version_id, b.last_updated, b.deleted,
-                                                                         b.body)
+            assert (a.version_id, a.last_updated, a.deleted, a.body, a.owner) == (
+                b.version_id, b.last_updated, b.deleted, b.body, b.owner)
         assert await target.count() == await source.count() == 37
         # Search values were extracted on the target (the server's indexer), from current versions only.
         def by_value(value: str) -> SearchQuery:

@@ -7,6 +7,7 @@ The server is ``MONGODB_URL`` when set, otherwise a SecantusDB process started b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +18,18 @@ import pytest
 from pymongo import MongoClient
 
 from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.search.query import Visibility
 from fhir_exchange.store.mongo import MongoStore
-from fhir_exchange.store.port import ANY, NEW, HistoryQuery, ResourceStore, ResourceVersion, VersionConflict
+from fhir_exchange.store.port import (
+    ANY,
+    NEW,
+    Grant,
+    HistoryQuery,
+    MessageRecord,
+    ResourceStore,
+    ResourceVersion,
+    VersionConflict,
+)
 from tests.mongo_server import SecantusServer, fresh_db_url, mongo_url  # noqa: F401 - fixtures
 from tests.store.contract import SYS, StoreContract, by_identifier, make_version, ts
 
@@ -150,6 +161,46 @@ def standalone_url() -> Iterator[str]:
         server.cleanup()
 
 
+async def test_standalone_writes_messages_grants_and_the_change_feed(standalone_url: str) -> None:
+    store = MongoStore(standalone_url.rsplit("/", 1)[0] + "/standalone_feed", indexer=StoreContract().indexer)
+    await store.open()
+    try:
+        assert store.supports_transactions is False
+        v, doc = make_version("Patient", "s1", 1, ts(1), owner="a")
+        async with store.transaction() as uow:
+            await uow.put(v, doc, expected_version=NEW)
+        rec = MessageRecord("urn:m|1", "d", b"{}")
+        async with store.transaction() as uow:
+            assert await uow.read_message(rec.key) is None
+            await uow.write_message(rec)
+            assert await uow.read_message(rec.key) == rec
+        with pytest.raises(VersionConflict):
+            async with store.transaction() as uow:
+                await uow.write_message(rec)
+        a = Visibility(frozenset({"a"}), frozenset(), ts(9))
+        async with store.transaction() as uow:
+            await uow.replace_grants("b1", [Grant("a", "Patient", "other")])
+            assert await uow.granted(a, "Patient", "other")  # its own pending replacement
+        assert await store.granted(a, "Patient", "other")
+        with pytest.raises(FhirError) as info:  # a second write of any kind: not atomic here, refused
+            async with store.transaction() as uow:
+                await uow.replace_grants("b1", [])
+                await uow.write_message(MessageRecord("urn:m|2", "d", b"{}"))
+        assert info.value.category is Category.NOT_IMPLEMENTED
+        assert await store.granted(a, "Patient", "other")
+        async with store.transaction() as uow:
+            await uow.delete(ResourceVersion("Patient", "s1", 2, ts(2), True, b"", "DELETE", "a"), expected_version=1)
+        with pytest.raises(VersionConflict):  # a failed write leaves a void seq, never a record
+            async with store.transaction() as uow:
+                await uow.put(v, doc, expected_version=ANY)
+        feed = await store.changes(0)
+        assert [(c.id, c.version_id, c.deleted) for c in feed] == [("s1", 1, False), ("s1", 2, True)]
+        found = await store.search(dataclasses.replace(by_identifier("Patient", "x"), visibility=a))
+        assert found.total == 0
+    finally:
+        await store.close()
+
+
 async def test_standalone_refuses_multi_write_units_and_writes_nothing(
         standalone_url: str, caplog: pytest.LogCaptureFixture) -> None:
     store = MongoStore(standalone_url, indexer=StoreContract().indexer)
@@ -200,3 +251,110 @@ async def test_unreachable_database_is_transient_until_it_comes_up() -> None:
     finally:
         await store.close()
         server.cleanup()
+
+
+# -- change feed: allocation outside the transaction, gaps ------------------------------------------
+
+async def _put(store: MongoStore, id: str, n: int) -> None:
+    v, doc = make_version("Patient", id, 1, ts(n))
+    async with store.transaction() as uow:
+        await uow.put(v, doc, expected_version=NEW)
+
+
+async def test_change_feed_withholds_records_behind_a_gap_until_the_bound_passes(fresh_db_url: str) -> None:  # noqa: F811
+    store = MongoStore(fresh_db_url, indexer=StoreContract().indexer, resource_types=("Patient",), change_gap_s=1.0)
+    await store.open()
+    try:
+        await _put(store, "p1", 1)
+        # A unit of work that allocated its seq and never committed (its process died before commitTransaction).
+        (lost,), _at = await store._allocate(1)
+        await _put(store, "p2", 2)
+        assert [c.id for c in await store.changes(0)] == ["p1"]
+        assert await store.changes(lost - 1) == []
+        assert await store.last_change() == lost - 1  # a reader starting now must not skip the gap
+        await asyncio.sleep(1.3)  # the gap's transaction can no longer commit
+        feed = await store.changes(0)
+        assert [c.id for c in feed] == ["p1", "p2"] and feed[1].seq == lost + 1
+        assert await store.last_change() == lost + 1
+    finally:
+        await store.close()
+
+
+async def test_a_failed_commit_voids_its_seqs_and_void_records_are_never_returned(
+        fresh_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from pymongo.asynchronous.client_session import AsyncClientSession
+    from pymongo.errors import OperationFailure
+
+    store = MongoStore(fresh_db_url, resource_types=("Patient",), change_gap_s=3600)
+    await store.open()
+    try:
+        await _put(store, "p1", 1)
+
+        async def refuse(self: AsyncClientSession) -> None:
+            raise OperationFailure("injected commit failure", code=8000)
+
+        with monkeypatch.context() as m:
+            m.setattr(AsyncClientSession, "commit_transaction", refuse)
+            with pytest.raises(FhirError):
+                async with store.transaction() as uow:
+                    for id in ("x1", "x2"):
+                        v, doc = make_version("Patient", id, 1, ts(2))
+                        await uow.put(v, doc, expected_version=NEW)
+        assert await store.read("Patient", "x1") is None
+        await _put(store, "p2", 3)
+        # No waiting: the void records close the gap at once (the bound here is an hour).
+        feed = await store.changes(0)
+        assert [c.id for c in feed] == ["p1", "p2"]
+        assert feed[1].seq == feed[0].seq + 3  # two seqs were allocated and voided in between
+        assert await store.changes(feed[0].seq, limit=1) == [feed[1]]
+        assert await store.last_change() == feed[1].seq
+    finally:
+        await store.close()
+
+
+async def test_a_later_commit_is_withheld_until_an_earlier_allocation_commits(
+        fresh_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Seqs are allocated in one order and committed in another: the reader never moves past a seq that
+    can still appear, so it sees both, in seq order, once the slower one commits."""
+    from pymongo.asynchronous.client_session import AsyncClientSession
+
+    store = MongoStore(fresh_db_url, resource_types=("Patient",))
+    await store.open()
+    try:
+        await _put(store, "p0", 0)
+        start = await store.last_change()
+        original = AsyncClientSession.commit_transaction
+        release = asyncio.Event()
+        held = asyncio.Event()
+
+        async def slow_first(self: AsyncClientSession) -> None:
+            if not held.is_set():
+                held.set()
+                await release.wait()
+            await original(self)
+
+        monkeypatch.setattr(AsyncClientSession, "commit_transaction", slow_first)
+        slow = asyncio.create_task(_put(store, "slow", 1))
+        await held.wait()  # allocated, not committed
+        await _put(store, "fast", 2)
+        assert (await store.read("Patient", "fast")) is not None
+        assert await store.changes(start) == []
+        assert await store.last_change() == start
+        release.set()
+        await slow
+        feed = await store.changes(start)
+        assert [c.id for c in feed] == ["slow", "fast"]
+        assert await store.last_change() == feed[-1].seq
+    finally:
+        await store.close()
+
+
+async def test_import_and_export_keep_owners(store: MongoStore) -> None:
+    v1, _ = make_version("Patient", "m1", 1, ts(1), owner="org-a")
+    v2, _ = make_version("Patient", "m1", 2, ts(2), owner="org-b")
+    gone = ResourceVersion("Patient", "m2", 1, ts(3), True, b"", "DELETE", "org-c")
+    assert await store.import_versions([v1, v2, gone]) == 3
+    current = await store.read("Patient", "m1")
+    assert current is not None and current.owner == "org-b"
+    assert [(v.id, v.version_id, v.owner) async for v in store.all_versions()] == [
+        ("m1", 1, "org-a"), ("m1", 2, "org-b"), ("m2", 1, "org-c")]

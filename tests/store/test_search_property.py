@@ -1,9 +1,12 @@
 """Property test: every store returns exactly what the in-memory matcher returns
 (https://hl7.org/fhir/R4/search.html), for generated resources and generated queries: strings with
 accents and Hangul, dates with precisions and time zones, tokens, quantities, references, chains,
-``_has``, composites, ``:missing``/``:not``, sorting, paging and includes, ``_text``/``_content`` words
-(narratives with markup, entities, accents and Hangul) and Location ``near`` (radii in every unit,
-across the antimeridian).
+``_has``, composites, ``:missing``/``:not``, sorting, paging and includes (with ``:iterate``),
+``_text``/``_content`` words (narratives with markup, entities, accents and Hangul) and Location ``near``
+(radii in every unit, across the antimeridian). Resources get random owners (a few institutions, or
+none) and random grants (some expired, some replaced, some on resources that do not exist), and each
+query a random visibility (none, or random institutions, shared types and instant), which every
+store must compile into every subquery exactly as the matcher applies it.
 
 The same property runs once per store adapter (``store_adapter`` is parametrized): SQLite on a
 temporary file (with both of its sort strategies), and MongoDB on ``MONGODB_URL`` or the session's
@@ -12,6 +15,7 @@ SecantusDB (tests/mongo_server.py), on a database of this module emptied before 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -25,11 +29,13 @@ from hypothesis import strategies as st
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import FhirError
-from fhir_exchange.search import sqlite as search_sql
 from fhir_exchange.search.extract import make_indexer
+from fhir_exchange.search.index import Indexer
 from fhir_exchange.search.match import Matcher
 from fhir_exchange.search.parse import parse
-from fhir_exchange.store.port import ANY, Indexer, ResourceStore, ResourceVersion
+from fhir_exchange.search.query import Visibility
+from fhir_exchange.store import sqlite_search as search_sql
+from fhir_exchange.store.port import ANY, Grant, ResourceStore, ResourceVersion
 from fhir_exchange.store.sqlite import SqliteStore
 from tests.mongo_server import module_db_url, mongo_url, wipe  # noqa: F401 - fixtures
 
@@ -145,6 +151,39 @@ def dataset(draw: st.DrawFn) -> list[dict[str, Any]]:
     return list(order)
 
 
+INSTITUTIONS = ["a", "b", "c"]
+INSTANTS = ["2024-06-01T00:00:00.000Z", "2024-07-01T00:00:00.000Z", "2024-08-01T00:00:00.000Z"]
+TYPES = ["Patient", "Observation", "Location"]
+
+
+@st.composite
+def access(draw: st.DrawFn, data: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], str | None],
+                                                                   list[tuple[str, list[Grant]]]]:
+    """Owners of the resources, and grant writes in order: (basis, grants) replacing that basis's set."""
+    owners = {(r["resourceType"], r["id"]): draw(st.sampled_from([*INSTITUTIONS, None])) for r in data}
+    keys = [*owners, ("Patient", "p99"), ("Observation", "o99")]  # grants on resources that do not exist too
+    grant = st.builds(Grant, st.sampled_from(INSTITUTIONS), st.just(""), st.just(""),
+                      st.sampled_from([None, *INSTANTS]))
+    writes: list[tuple[str, list[Grant]]] = []
+    for _ in range(draw(st.integers(0, 4))):
+        grants = [dataclasses.replace(g, type=k[0], id=k[1])
+                  for g, k in draw(st.lists(st.tuples(grant, st.sampled_from(keys)), max_size=5))]
+        writes.append((draw(st.sampled_from(["consult/1", "consult/2"])), grants))
+    return owners, writes
+
+
+# Mostly one or two institutions and no shared type (where visibility tells resources apart), sometimes
+# none at all (nothing visible but grants... which need an institution: nothing) or everything shared.
+visibilities = st.one_of(
+    st.none(),
+    st.builds(Visibility, st.frozensets(st.sampled_from(INSTITUTIONS), min_size=1, max_size=2),
+              st.sampled_from([frozenset(), frozenset(), frozenset(), *(frozenset({t}) for t in TYPES)]),
+              st.sampled_from(INSTANTS)),
+    st.builds(Visibility, st.frozensets(st.sampled_from(INSTITUTIONS), max_size=2),
+              st.frozensets(st.sampled_from(TYPES)), st.sampled_from(INSTANTS)),
+)
+
+
 def date_param(draw: st.DrawFn) -> str:
     prefix = draw(st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]))
     return prefix + draw(fhir_date()).replace("+", "%2B")
@@ -163,6 +202,7 @@ def patient_query(draw: st.DrawFn) -> list[tuple[str, str]]:
         lambda: ("active", draw(st.sampled_from(["true", "false"]))),
         lambda: ("_has:Observation:subject:code", draw(st.sampled_from(CODES))),
         lambda: ("_has:Observation:patient:value-quantity", draw(st.sampled_from(["gt80", "le80.5"]))),
+        lambda: ("_has:Observation:subject:status", draw(st.sampled_from(["final", "final,preliminary"]))),
         lambda: ("_id", draw(st.sampled_from(["p0", "p1,p2"]))),
         lambda: (draw(st.sampled_from(["_text", "_text:exact", "_text:contains", "_content", "_content:exact",
                                        "_text:missing"])),
@@ -175,6 +215,8 @@ def patient_query(draw: st.DrawFn) -> list[tuple[str, str]]:
         params.append(("_sort", ",".join(keys)))
     if draw(st.booleans()):
         params.append(("_revinclude", "Observation:subject"))
+        if draw(st.booleans()):  # back from those Observations to their subjects (seen: never twice)
+            params.append(("_include:iterate", "Observation:subject"))
     return params
 
 
@@ -189,8 +231,11 @@ def observation_query(draw: st.DrawFn) -> list[tuple[str, str]]:
                                                          "le150.25|http://unitsofmeasure.org|mm[Hg]",
                                                          "ge60||kg", "eb100", "sa100"]))),
         lambda: ("subject", draw(st.sampled_from(["Patient/p0", "p1", "Patient/p2,Patient/p3"]))),
-        lambda: (draw(st.sampled_from(["subject:Patient.name", "patient.family", "subject:Patient.gender"])),
-                 draw(st.sampled_from(["mul", "김", "male", "elo"]))),
+        lambda: draw(st.sampled_from([("subject:Patient.name", "mul"), ("patient.family", "김"),
+                                      ("subject:Patient.name", "elo"), ("subject:Patient.gender", "male"),
+                                      ("subject:Patient.gender", "female,other"), ("patient.family", "male"),
+                                      ("subject:Patient.name:missing", "false"), ("patient.active:missing", "true"),
+                                      ("subject:Patient._has:Observation:subject:status", "final")])),
         lambda: ("code-value-quantity", draw(st.sampled_from(["8480-6$gt70", "http://loinc.org|8462-4$lt100",
                                                               "29463-7$80"]))),
         lambda: (draw(st.sampled_from(["subject:missing", "code:missing", "date:missing",
@@ -206,6 +251,8 @@ def observation_query(draw: st.DrawFn) -> list[tuple[str, str]]:
         params.append(("_sort", ",".join(keys)))
     if draw(st.booleans()):
         params.append(("_include", "Observation:subject"))
+        if draw(st.booleans()):  # the other Observations of those subjects
+            params.append(("_revinclude:iterate", "Observation:subject"))
     if draw(st.booleans()):
         params.append(("_count", str(draw(st.integers(1, 4)))))
         params.append(("_offset", str(draw(st.integers(0, 4)))))
@@ -225,6 +272,30 @@ def location_query(draw: st.DrawFn) -> list[tuple[str, str]]:
     if draw(st.booleans()):
         params.append(("_count", str(draw(st.integers(1, 4)))))
         params.append(("_offset", str(draw(st.integers(0, 4)))))
+    return params
+
+
+@st.composite
+def visibility_query(draw: st.DrawFn, type: str) -> list[tuple[str, str]]:
+    """Queries made of what visibility must reach inside: one chain or ``_has`` (broad, so that it
+    matches), includes with ``:iterate``, and single-key sorts with small pages (SQLite's index walk)."""
+    if type == "Observation":
+        criteria = [("subject:Patient.gender", "male,female,other"), ("subject:Patient.name:missing", "false"),
+                    ("patient._has:Observation:subject:status", "final,preliminary"), ("status", "final"),
+                    ("subject:missing", "false")]
+        sorts = ["date", "-date", "subject", "-subject", "value-quantity"]
+        includes = [("_include", "Observation:subject"), ("_revinclude:iterate", "Observation:subject")]
+    else:
+        criteria = [("_has:Observation:subject:status", "final,preliminary"), ("_has:Observation:subject:status",
+                    "final"), ("gender", "male,female,other"), ("name:missing", "false")]
+        sorts = ["name", "-name", "birthdate", "-gender"]
+        includes = [("_revinclude", "Observation:subject"), ("_include:iterate", "Observation:subject")]
+    params = draw(st.lists(st.sampled_from(criteria), max_size=1))
+    if draw(st.booleans()):
+        params.append(("_sort", draw(st.sampled_from(sorts))))
+    if draw(st.booleans()):
+        params += [("_count", str(draw(st.integers(1, 3)))), ("_offset", str(draw(st.integers(0, 2))))]
+    params += includes[:draw(st.integers(0, 2))]
     return params
 
 
@@ -311,52 +382,91 @@ def store_adapter(request: pytest.FixtureRequest) -> StoreAdapter:
     return MongoAdapter(request.getfixturevalue("module_db_url"))
 
 
-async def _check(adapter: StoreAdapter, defs: Definitions, resources: list[dict[str, Any]],
-                 queries: list[tuple[str, list[tuple[str, str]]]]) -> None:
+Access = tuple[dict[tuple[str, str], str | None], list[tuple[str, list[Grant]]]]
+Query = tuple[str, list[tuple[str, str]], Visibility | None]
+
+
+async def _check(adapter: StoreAdapter, defs: Definitions, resources: list[dict[str, Any]], acc: Access,
+                 queries: list[Query]) -> None:
+    owners, grant_writes = acc
     async with adapter.store(make_indexer(defs)) as store:
         async with store.transaction() as uow:
             for r in resources:
-                v = ResourceVersion(r["resourceType"], r["id"], 1, r["meta"]["lastUpdated"], False,
-                                    orjson.dumps(r))
+                k = (r["resourceType"], r["id"])
+                v = ResourceVersion(k[0], k[1], 1, r["meta"]["lastUpdated"], False, orjson.dumps(r), "PUT", owners[k])
                 await uow.put(v, r, expected_version=ANY)
-        matcher = Matcher(defs, resources)
-        for type, raw in queries:
+        for basis, grants in grant_writes:
+            async with store.transaction() as uow:
+                await uow.replace_grants(basis, grants)
+        matcher = Matcher(defs, resources, owners)
+        for basis, grants in grant_writes:
+            matcher.replace_grants(basis, grants)
+        for type, raw, vis in queries:
             try:
                 query = parse(defs, type, _unquote(raw), default_count=50, max_count=100, strict=True)
             except FhirError:
                 continue
+            query = dataclasses.replace(query, visibility=vis)
             want = matcher.search(query)
             for n, variant in enumerate(adapter.variants):
                 async with variant():
                     got = await store.search(query)
-                assert [(m.type, m.id) for m in got.matches] == want.matches, (adapter.name, type, raw, n)
-                assert got.total == want.total, (adapter.name, type, raw)
-                assert [(m.type, m.id) for m in got.includes] == want.includes, (adapter.name, type, raw)
+                assert [(m.type, m.id) for m in got.matches] == want.matches, (adapter.name, type, raw, vis, n)
+                assert got.total == want.total, (adapter.name, type, raw, vis, n)
+                assert [(m.type, m.id) for m in got.includes] == want.includes, (adapter.name, type, raw, vis, n)
+                assert all(m.owner == owners[(m.type, m.id)] for m in [*got.matches, *got.includes])
 
 
-def run_property(adapter: StoreAdapter, defs: Definitions, data: list[dict[str, Any]],
-                 pq: list[list[tuple[str, str]]], oq: list[list[tuple[str, str]]],
-                 lq: list[list[tuple[str, str]]]) -> None:
-    queries = [("Patient", q) for q in pq] + [("Observation", q) for q in oq] + [("Location", q) for q in lq]
-    asyncio.run(_check(adapter, defs, data, queries))
+def run_property(adapter: StoreAdapter, defs: Definitions, data: list[dict[str, Any]], acc: Access,
+                 pq: list[tuple[list[tuple[str, str]], Visibility | None]],
+                 oq: list[tuple[list[tuple[str, str]], Visibility | None]],
+                 lq: list[tuple[list[tuple[str, str]], Visibility | None]]) -> None:
+    queries = ([("Patient", q, v) for q, v in pq] + [("Observation", q, v) for q, v in oq]
+               + [("Location", q, v) for q, v in lq])
+    asyncio.run(_check(adapter, defs, data, acc, queries))
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[list[dict[str, Any]], Access]:
+    data = draw(dataset())
+    return data, draw(access(data))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
-@given(data=dataset(), pq=st.lists(patient_query(), max_size=4), oq=st.lists(observation_query(), max_size=4),
-       lq=st.lists(location_query(), max_size=3))
+@given(sc=scenario(), pq=st.lists(st.tuples(patient_query(), visibilities), max_size=4),
+       oq=st.lists(st.tuples(observation_query(), visibilities), max_size=4),
+       lq=st.lists(st.tuples(location_query(), visibilities), max_size=3))
 def test_store_equals_matcher(store_adapter: StoreAdapter, defs: Definitions,
-                              data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
-                              oq: list[list[tuple[str, str]]], lq: list[list[tuple[str, str]]]) -> None:
-    run_property(store_adapter, defs, data, pq, oq, lq)
+                              sc: tuple[list[dict[str, Any]], Access], pq: Any, oq: Any, lq: Any) -> None:
+    run_property(store_adapter, defs, sc[0], sc[1], pq, oq, lq)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(sc=scenario(), pq=st.lists(st.tuples(visibility_query("Patient"), visibilities), min_size=1, max_size=5),
+       oq=st.lists(st.tuples(visibility_query("Observation"), visibilities), min_size=1, max_size=5))
+def test_store_equals_matcher_under_visibility(store_adapter: StoreAdapter, defs: Definitions,
+                                               sc: tuple[list[dict[str, Any]], Access], pq: Any, oq: Any) -> None:
+    run_property(store_adapter, defs, sc[0], sc[1], pq, oq, [])
 
 
 @pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
-@given(data=dataset(), pq=st.lists(patient_query(), max_size=6), oq=st.lists(observation_query(), max_size=6),
-       lq=st.lists(location_query(), max_size=4))
+@given(sc=scenario(), pq=st.lists(st.tuples(patient_query(), visibilities), max_size=6),
+       oq=st.lists(st.tuples(observation_query(), visibilities), max_size=6),
+       lq=st.lists(st.tuples(location_query(), visibilities), max_size=4))
 def test_store_equals_matcher_long(store_adapter: StoreAdapter, defs: Definitions,
-                                   data: list[dict[str, Any]], pq: list[list[tuple[str, str]]],
-                                   oq: list[list[tuple[str, str]]], lq: list[list[tuple[str, str]]]) -> None:
-    run_property(store_adapter, defs, data, pq, oq, lq)
+                                   sc: tuple[list[dict[str, Any]], Access], pq: Any, oq: Any, lq: Any) -> None:
+    run_property(store_adapter, defs, sc[0], sc[1], pq, oq, lq)
+
+
+@pytest.mark.slow
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(sc=scenario(), pq=st.lists(st.tuples(visibility_query("Patient"), visibilities), min_size=1, max_size=6),
+       oq=st.lists(st.tuples(visibility_query("Observation"), visibilities), min_size=1, max_size=6))
+def test_store_equals_matcher_under_visibility_long(store_adapter: StoreAdapter, defs: Definitions,
+                                                    sc: tuple[list[dict[str, Any]], Access], pq: Any, oq: Any) -> None:
+    run_property(store_adapter, defs, sc[0], sc[1], pq, oq, [])

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
 import orjson
 import pytest
 
-from fhir_exchange.store.port import NEW, ResourceStore, VersionConflict
+from fhir_exchange.search.query import Visibility
+from fhir_exchange.store.port import NEW, Grant, MessageRecord, ResourceStore, VersionConflict
 from fhir_exchange.store.sqlite import SqliteStore
-from tests.store.contract import StoreContract, make_version, ts
+from tests.store.contract import SYS, StoreContract, by_identifier, make_version, resource, ts
 
 
 class TestSqliteStore(StoreContract):
@@ -115,3 +117,86 @@ async def test_cancelled_while_begin_waits_for_the_file_lock(tmp_path: Path) -> 
     finally:
         other.close()
         await store.close()
+
+
+async def test_a_database_made_before_owners_grants_messages_and_the_change_feed_is_upgraded(tmp_path: Path) -> None:
+    """The schema as it was before owners: opening adds the columns and tables once, and keeps the data."""
+    path = tmp_path / "old.db"
+    body = orjson.dumps(resource("Patient", "old", 1, ts(1), identifier=[{"system": SYS, "value": "old"}]))
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE resource (rid INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT NULL,
+                version INTEGER NOT NULL, last_updated TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+                body BLOB NOT NULL, UNIQUE (type, id));
+            CREATE INDEX resource_type_lu ON resource(type, last_updated);
+            CREATE INDEX resource_rid_type ON resource(rid, type, deleted);
+            CREATE TABLE history (type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+                last_updated TEXT NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, body BLOB NOT NULL,
+                PRIMARY KEY (type, id, version)) WITHOUT ROWID;
+            CREATE INDEX history_lu ON history(last_updated);
+            CREATE INDEX history_type_lu ON history(type, last_updated);
+            CREATE TABLE search_token (rid INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, text TEXT,
+                grp INTEGER);
+        """)
+        conn.execute("INSERT INTO resource(rid, type, id, version, last_updated, deleted, body) "
+                     "VALUES (1, 'Patient', 'old', 1, ?, 0, ?)", (ts(1), body))
+        conn.execute("INSERT INTO history VALUES ('Patient', 'old', 1, ?, 0, 'POST', ?)", (ts(1), body))
+        conn.execute("INSERT INTO search_token VALUES (1, 'Patient.identifier', ?, 'old', NULL, NULL)", (SYS,))
+    contract = StoreContract()
+    for _ in range(2):  # the second open finds everything in place
+        store = SqliteStore(path, indexer=contract.indexer)
+        await store.open()
+        try:
+            old = await store.read("Patient", "old")
+            assert old is not None and old.body == body and old.owner is None
+            first = await store.vread("Patient", "old", 1)
+            assert first is not None and first.owner is None and first.method == "POST"
+            vis = Visibility(frozenset({"a"}), frozenset(), ts(50))
+            assert (await store.search(dataclasses.replace(by_identifier("Patient", "old"), visibility=vis))).total == 0
+            assert [m.id for m in (await store.search(by_identifier("Patient", "old"))).matches] == ["old"]
+            assert not await store.granted(vis, "Patient", "old")
+        finally:
+            await store.close()
+    store = SqliteStore(path, indexer=contract.indexer)
+    await store.open()
+    try:
+        assert await store.last_change() == 0  # the feed starts with the upgrade
+        v, doc = make_version("Patient", "old", 2, ts(2), owner="a", identifier=[{"system": SYS, "value": "old"}])
+        async with store.transaction() as uow:
+            await uow.put(v, doc, expected_version=1)
+            await uow.replace_grants("b1", [Grant("b", "Patient", "old")])
+            await uow.write_message(MessageRecord("m", "d", b"{}"))
+        vis = Visibility(frozenset({"a"}), frozenset(), ts(50))
+        found = await store.search(dataclasses.replace(by_identifier("Patient", "old"), visibility=vis))
+        assert [(m.id, m.version_id, m.owner) for m in found.matches] == [("old", 2, "a")]
+        assert [(c.id, c.version_id) for c in await store.changes(0)] == [("old", 2)]
+        assert await store.granted(Visibility(frozenset({"b"}), frozenset(), ts(50)), "Patient", "old")
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "resource_rid_vis" in indexes and "resource_rid_type" not in indexes
+        assert [r[1] for r in conn.execute("PRAGMA table_info(resource)")].count("owner") == 1
+        assert [r[1] for r in conn.execute("PRAGMA table_info(history)")].count("owner") == 1
+
+
+async def test_change_seqs_follow_commit_order_across_two_store_instances(tmp_path: Path) -> None:
+    """Two processes' worth of writers on one file: the feed is still one sequence, each write once."""
+    path = tmp_path / "fhir.db"
+    a, b = SqliteStore(path), SqliteStore(path)
+    await a.open()
+    await b.open()
+    try:
+        async def write(store: SqliteStore, n: int) -> None:
+            v, doc = make_version("Patient", f"p{n}", 1, ts(n))
+            async with store.transaction() as uow:
+                await uow.put(v, doc, expected_version=NEW)
+
+        await asyncio.gather(*(write(a if n % 2 else b, n) for n in range(10)))
+        feed = await a.changes(0)
+        assert sorted(c.id for c in feed) == sorted(f"p{n}" for n in range(10))
+        assert [c.seq for c in feed] == list(range(1, 11))
+        assert await b.last_change() == 10
+    finally:
+        await a.close()
+        await b.close()

@@ -17,8 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.query import DATE_MAX, DATE_MIN, PREFIXES, DateValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_date"
 COLUMNS = ("low", "high")

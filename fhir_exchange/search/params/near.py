@@ -21,8 +21,8 @@ import math
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.query import NearValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_near"
 COLUMNS = ("low", "high")  # latitude, longitude (degrees)

@@ -15,9 +15,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params.date import split_prefix
 from fhir_exchange.search.query import NUM_MAX, NUM_MIN, NumberValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_number"
 COLUMNS = ("low", "high")

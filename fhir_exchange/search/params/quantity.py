@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params import number
 from fhir_exchange.search.params._keys import all_of
 from fhir_exchange.search.query import QuantityValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_quantity"
 COLUMNS = ("low", "high", "system", "code", "text")

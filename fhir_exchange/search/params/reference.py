@@ -16,9 +16,9 @@ import re
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params._keys import mkey
 from fhir_exchange.search.query import ReferenceValue, TokenValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_reference"
 COLUMNS = ("ref_type", "ref_id", "ref_version", "uri", "system", "code")

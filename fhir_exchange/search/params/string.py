@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params._keys import mkey, prefix_range
 from fhir_exchange.search.query import StringValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_string"
 COLUMNS = ("text", "code")

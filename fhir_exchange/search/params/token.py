@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params._keys import mkey, prefix_range
 from fhir_exchange.search.params.string import normalize
 from fhir_exchange.search.query import TokenValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_token"
 COLUMNS = ("system", "code", "text")
@@ -50,7 +50,7 @@ def extract(code: str, item: tuple[Any, str | None]) -> list[IndexEntry]:
                 out.append(IndexEntry(code, "token", text=normalize(node["text"])))
         elif typ in ("Identifier", "ContactPoint") or ("value" in node and "code" not in node):
             value = node.get("value")
-            ttype = node.get("type") if isinstance(node.get("type"), dict) else {}
+            ttype: dict[str, Any] = node["type"] if isinstance(node.get("type"), dict) else {}
             ttext = ttype.get("text")
             out.append(IndexEntry(code, "token", system=node.get("system"),
                                   code=None if value is None else str(value),

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params._keys import mkey, prefix_range
 from fhir_exchange.search.query import UriValue
-from fhir_exchange.store.port import IndexEntry
 
 TABLE = "search_uri"
 COLUMNS = ("uri",)
