@@ -232,7 +232,7 @@ def main() -> None:
         full, struct, other = rates([ours, ours_structural, theirs], items, args.seconds, args.rounds)
         rows.append((name, len(items), full * per, struct * per, other * per))
     if (ROOT / "profiles").exists() and KR_CORE.exists():
-        # Core plus the consult profiles each example declares in meta.profile (issue 6's figure).
+        # Core plus the consult profiles each example declares in meta.profile (the 'consult IG' row).
         ig_defs, ig_items = consult_examples()
         ig = Validator(ig_defs)
         ig_structural = Validator(ig_defs, invariants=False)

@@ -10,7 +10,7 @@ Manifest fields: ``rule`` is the constraint key (``cx-*`` ours, ``inv-1``/``bdl-
 validator's message id for structural rules (``sd-cardinality-min``, ``sd-fixed-mismatch``,
 ``sd-pattern-mismatch``, ``sd-type-not-allowed``, ``tx-code-not-in-valueset``); ``element`` the
 element id a structural rule concerns; ``also`` further ids the same defect necessarily raises;
-``design_rule`` the rule number in DESIGN.md; ``needs`` the validator features that must exist for
+``profile`` the profile the example claims; ``needs`` the validator features that must exist for
 the rule to be caught (tests/conformance/test_consult_ig.py marks the case xfail while one is missing).
 """
 
@@ -253,7 +253,7 @@ NAMES = {
 }
 REL = dict(NAMES)  # standalone examples: relative references
 # In Bundles, new resources get urn:uuid fullUrls; resources the exchange already holds (the parties,
-# and a consult created by an earlier exchange) are absolute URLs on the exchange (rule 2).
+# and a consult created by an earlier exchange) are absolute URLs on the exchange (cx-bdl-1).
 UUID = {k: f"urn:uuid:00000000-0000-4000-8000-{i:012d}" for i, k in enumerate(NAMES, start=1)}
 ABS = {k: f"{EXCHANGE}/{v}" for k, v in NAMES.items()}
 
@@ -385,13 +385,13 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
     """(file stem, resource, manifest entry) for every invalid example."""
     cases: list[tuple[str, Json, Json]] = []
 
-    def add(stem: str, base: Json, mutate: Mutation, rule: str, design_rule: int | str, needs: list[str],
+    def add(stem: str, base: Json, mutate: Mutation, rule: str, needs: list[str],
             element: str | None = None, also: list[str] | None = None, profile: str | None = None) -> None:
         res = copy.deepcopy(base)
         mutate(res)
         if profile:
             res["meta"] = meta(profile)
-        info: Json = {"rule": rule, "design_rule": design_rule, "profile": res["meta"]["profile"][0], "needs": needs}
+        info: Json = {"rule": rule, "profile": res["meta"]["profile"][0], "needs": needs}
         if element:
             info["element"] = element
         if also:
@@ -406,120 +406,120 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
     sr, tsk, done = v["ServiceRequest-consult-request"], v["Task-requested"], v["Task-completed"]
     ans, note, hdr = v["Communication-answer"], v["DocumentReference-consult-note"], v["MessageHeader-consult-request"]
 
-    # Patient (rule 16)
-    add("Patient-missing-mrn", pat, lambda r: r["identifier"][0].pop("type"), "cx-pat-1", 16, inv)
+    # Patient (KR Core; PIPA Art. 24-2)
+    add("Patient-missing-mrn", pat, lambda r: r["identifier"][0].pop("type"), "cx-pat-1", inv)
     add("Patient-rrn-system", pat, lambda r: r["identifier"].append(
-        {"system": "http://www.hl7korea.or.kr/Identifier/rrn", "value": "withheld"}), "cx-rrn-1", 16, inv)
+        {"system": "http://www.hl7korea.or.kr/Identifier/rrn", "value": "withheld"}), "cx-rrn-1", inv)
     add("Patient-rrn-value", pat, lambda r: r["identifier"].append(
-        {"system": "http://hospital-a.example.kr/other-id", "value": "480302-1234567"}), "cx-rrn-2", 16, inv)
+        {"system": "http://hospital-a.example.kr/other-id", "value": "480302-1234567"}), "cx-rrn-2", inv)
     add("Patient-identifier-without-system", pat, lambda r: r["identifier"].append({"value": "X-1"}),
-        "sd-cardinality-min", 16, card, element="Patient.identifier.system")
-    # Organization (rule 16)
+        "sd-cardinality-min", card, element="Patient.identifier.system")
+    # Organization (KR Core; HIRA)
     add("Organization-hira-not-normalised", org, lambda r: r["identifier"][0].update(value="1234-5678"),
-        "cx-org-1", 16, inv)
+        "cx-org-1", inv)
     add("Organization-missing-hira", org, lambda r: r["identifier"].__setitem__(
         0, {"system": "http://www.nts.go.kr/business-registration", "value": "1018212345"}),
-        "sd-cardinality-min", 16, [PROFILES, SLICING], element="Organization.identifier:HIRA")
-    add("Organization-missing-active", org, lambda r: r.pop("active"), "sd-cardinality-min", 16, card,
+        "sd-cardinality-min", [PROFILES, SLICING], element="Organization.identifier:HIRA")
+    add("Organization-missing-active", org, lambda r: r.pop("active"), "sd-cardinality-min", card,
         element="Organization.active")
-    # Practitioner (rule 16)
+    # Practitioner (KR Core; PIPA Art. 24-2)
     add("Practitioner-rrn-identifier", prac, lambda r: r["identifier"].append(
-        {"system": "http://hospital-a.example.kr/staff-id", "value": "7501011234567"}), "cx-rrn-2", 16, inv)
+        {"system": "http://hospital-a.example.kr/staff-id", "value": "7501011234567"}), "cx-rrn-2", inv)
     add("Practitioner-missing-licence", prac, lambda r: r["qualification"][0].update(
         identifier=[{"system": "http://hospital-a.example.kr/staff-licence", "value": "102938"}]),
-        "sd-cardinality-min", 16, [PROFILES, SLICING], element="Practitioner.qualification.identifier:MOHW")
-    # PractitionerRole (rules 4, 10)
-    add("PractitionerRole-missing-organization", role, lambda r: r.pop("organization"), "sd-cardinality-min", 4,
-        card, element="PractitionerRole.organization")
-    add("PractitionerRole-missing-practitioner", role, lambda r: r.pop("practitioner"), "sd-cardinality-min", 4,
-        card, element="PractitionerRole.practitioner")
+        "sd-cardinality-min", [PROFILES, SLICING], element="Practitioner.qualification.identifier:MOHW")
+    # PractitionerRole
+    add("PractitionerRole-missing-organization", role, lambda r: r.pop("organization"), "sd-cardinality-min", card,
+        element="PractitionerRole.organization")
+    add("PractitionerRole-missing-practitioner", role, lambda r: r.pop("practitioner"), "sd-cardinality-min", card,
+        element="PractitionerRole.practitioner")
     # Endpoint (connection style)
     add("Endpoint-exchange-system-over-rest", v["Endpoint-exchange-system"],
-        lambda r: r["connectionType"].update(code="hl7-fhir-rest"), "cx-ep-1", "connection style", inv)
+        lambda r: r["connectionType"].update(code="hl7-fhir-rest"), "cx-ep-1", inv)
     add("Endpoint-vpn-emr-without-tls", ep, lambda r: r.update(address="http://emr.hospital-a.example.kr/fhir"),
-        "cx-ep-2", "connection style", inv)
+        "cx-ep-2", inv)
     add("Endpoint-missing-connection-style", ep, lambda r: r.pop("extension"), "sd-cardinality-min",
-        "connection style", [PROFILES, SLICING], element="Endpoint.extension:connectionStyle")
+        [PROFILES, SLICING], element="Endpoint.extension:connectionStyle")
     add("Endpoint-unknown-connection-style", ep, lambda r: r["extension"][0].update(valueCode="fax"),
-        "tx-code-not-in-valueset", "connection style", [PROFILES, SLICING, BINDINGS],
+        "tx-code-not-in-valueset", [PROFILES, SLICING, BINDINGS],
         element="Endpoint.extension:connectionStyle")
-    # Consent (rule 9)
+    # Consent (IHE PCF)
     add("Consent-wrong-category", con, lambda r: r.update(
-        category=[{"coding": [{"system": LOINC, "code": "57016-8"}]}]), "cx-con-1", 9, inv)
+        category=[{"coding": [{"system": LOINC, "code": "57016-8"}]}]), "cx-con-1", inv)
     add("Consent-purpose-not-treat", con, lambda r: r["provision"].update(
         purpose=[{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HPAYMT"}]),
-        "cx-con-2", 9, inv)
+        "cx-con-2", inv)
     add("Consent-no-recipient", con, lambda r: r["provision"]["actor"][0]["role"]["coding"][0].update(code="PRCP"),
-        "cx-con-3", 9, inv)
-    add("Consent-open-ended-period", con, lambda r: r["provision"]["period"].pop("end"), "cx-con-4", 9, inv)
-    add("Consent-status-draft", con, lambda r: r.update(status="draft"), "cx-con-5", 9, inv)
-    add("Consent-deny-provision", con, lambda r: r["provision"].update(type="deny"), "sd-fixed-mismatch", 9, card,
+        "cx-con-3", inv)
+    add("Consent-open-ended-period", con, lambda r: r["provision"]["period"].pop("end"), "cx-con-4", inv)
+    add("Consent-status-draft", con, lambda r: r.update(status="draft"), "cx-con-5", inv)
+    add("Consent-deny-provision", con, lambda r: r["provision"].update(type="deny"), "sd-fixed-mismatch", card,
         element="Consent.provision.type")
     add("Consent-missing-policy-uri", con, lambda r: (r.pop("policy"), r.update(
         policyRule={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]})),
-        "sd-cardinality-min", 9, card, element="Consent.policy")
-    add("Consent-missing-organization", con, lambda r: r.pop("organization"), "sd-cardinality-min", 9, card,
+        "sd-cardinality-min", card, element="Consent.policy")
+    add("Consent-missing-organization", con, lambda r: r.pop("organization"), "sd-cardinality-min", card,
         element="Consent.organization")
-    # ServiceRequest (rules 3-8)
-    add("ServiceRequest-status-on-hold", sr, lambda r: r.update(status="on-hold"), "cx-sr-1", 3, inv)
-    add("ServiceRequest-intent-plan", sr, lambda r: r.update(intent="plan"), "sd-fixed-mismatch", 3, card,
+    # ServiceRequest (BSeR; CA:eReC)
+    add("ServiceRequest-status-on-hold", sr, lambda r: r.update(status="on-hold"), "cx-sr-1", inv)
+    add("ServiceRequest-intent-plan", sr, lambda r: r.update(intent="plan"), "sd-fixed-mismatch", card,
         element="ServiceRequest.intent")
-    add("ServiceRequest-missing-performer", sr, lambda r: r.pop("performer"), "sd-cardinality-min", 4, card,
+    add("ServiceRequest-missing-performer", sr, lambda r: r.pop("performer"), "sd-cardinality-min", card,
         element="ServiceRequest.performer")
-    add("ServiceRequest-missing-requester", sr, lambda r: r.pop("requester"), "sd-cardinality-min", 4, card,
+    add("ServiceRequest-missing-requester", sr, lambda r: r.pop("requester"), "sd-cardinality-min", card,
         element="ServiceRequest.requester")
     add("ServiceRequest-missing-placer-identifier", sr, lambda r: r["identifier"][0]["type"]["coding"][0].update(
-        code="FILL"), "cx-sr-2", 5, inv)
+        code="FILL"), "cx-sr-2", inv)
     add("ServiceRequest-wrong-category", sr, lambda r: r["category"][0]["coding"][0].update(code="consult-question"),
-        "sd-pattern-mismatch", 6, card, element="ServiceRequest.category")
-    add("ServiceRequest-missing-code", sr, lambda r: r.pop("code"), "sd-cardinality-min", 6, card,
+        "sd-pattern-mismatch", card, element="ServiceRequest.category")
+    add("ServiceRequest-missing-code", sr, lambda r: r.pop("code"), "sd-cardinality-min", card,
         element="ServiceRequest.code")
-    add("ServiceRequest-reason-without-text", sr, lambda r: r["reasonCode"][0].pop("text"), "sd-cardinality-min", 7,
-        card, element="ServiceRequest.reasonCode.text")
+    add("ServiceRequest-reason-without-text", sr, lambda r: r["reasonCode"][0].pop("text"), "sd-cardinality-min", card,
+        element="ServiceRequest.reasonCode.text")
     add("ServiceRequest-malformed-kcd8", sr, lambda r: r["reasonCode"][0]["coding"][0].update(code="I639"),
-        "cx-sr-3", 7, inv)
+        "cx-sr-3", inv)
     add("ServiceRequest-missing-consent", sr, lambda r: r.update(
-        supportingInfo=[{"reference": "Observation/mmse", "type": "Observation"}]), "cx-sr-4", 8, inv)
-    # Task (rules 10-14)
+        supportingInfo=[{"reference": "Observation/mmse", "type": "Observation"}]), "cx-sr-4", inv)
+    # Task (R4 workflow option H; BSeR; COW)
     add("Task-basedon-differs-from-focus", tsk, lambda r: r.update(basedOn=[{"reference": "ServiceRequest/other"}]),
-        "cx-task-1", 10, inv)
-    add("Task-missing-owner", tsk, lambda r: r.pop("owner"), "sd-cardinality-min", 10, card, element="Task.owner")
-    add("Task-missing-focus", tsk, lambda r: r.pop("focus"), "sd-cardinality-min", 10, card, element="Task.focus",
+        "cx-task-1", inv)
+    add("Task-missing-owner", tsk, lambda r: r.pop("owner"), "sd-cardinality-min", card, element="Task.owner")
+    add("Task-missing-focus", tsk, lambda r: r.pop("focus"), "sd-cardinality-min", card, element="Task.focus",
         also=["cx-task-1"])
-    add("Task-rejected-without-reason", tsk, lambda r: r.update(status="rejected"), "cx-task-2", 11, inv)
-    add("Task-completed-without-note", done, lambda r: r.pop("output"), "cx-task-3", 12, inv)
+    add("Task-rejected-without-reason", tsk, lambda r: r.update(status="rejected"), "cx-task-2", inv)
+    add("Task-completed-without-note", done, lambda r: r.pop("output"), "cx-task-3", inv)
     add("Task-businessstatus-copies-status", tsk, lambda r: r.update(
         status="in-progress", businessStatus={"coding": [{"system": "http://hl7.org/fhir/task-status",
                                                            "code": "in-progress"}]}),
-        "cx-task-4", 13, [*inv, BINDINGS], also=["tx-code-not-in-valueset"])
+        "cx-task-4", [*inv, BINDINGS], also=["tx-code-not-in-valueset"])
     add("Task-awaiting-information-when-accepted", v["Task-awaiting-information"], lambda r: r.update(
-        status="accepted"), "cx-task-5", 13, inv)
+        status="accepted"), "cx-task-5", inv)
     add("Task-lastmodified-before-authored", tsk, lambda r: r.update(lastModified="2025-03-03T09:00:00+09:00"),
-        "inv-1", 14, [INVARIANTS])
-    # Communication (rule 15)
-    add("Communication-status-in-progress", ans, lambda r: r.update(status="in-progress"), "cx-comm-1", 15, inv)
-    add("Communication-answer-without-question", ans, lambda r: r.pop("inResponseTo"), "cx-comm-2", 15, inv)
-    add("Communication-missing-basedon", ans, lambda r: r.pop("basedOn"), "sd-cardinality-min", 15, card,
+        "inv-1", [INVARIANTS])
+    # Communication (CA:eReC; Ontario eConsult)
+    add("Communication-status-in-progress", ans, lambda r: r.update(status="in-progress"), "cx-comm-1", inv)
+    add("Communication-answer-without-question", ans, lambda r: r.pop("inResponseTo"), "cx-comm-2", inv)
+    add("Communication-missing-basedon", ans, lambda r: r.pop("basedOn"), "sd-cardinality-min", card,
         element="Communication.basedOn")
-    add("Communication-missing-payload", ans, lambda r: r.pop("payload"), "sd-cardinality-min", 15, card,
+    add("Communication-missing-payload", ans, lambda r: r.pop("payload"), "sd-cardinality-min", card,
         element="Communication.payload")
-    # DocumentReference (consult note, rule 12)
+    # DocumentReference (consult note)
     add("DocumentReference-not-a-consult-note", note, lambda r: r["type"]["coding"][0].update(code="18842-5"),
-        "sd-pattern-mismatch", 12, card, element="DocumentReference.type")
+        "sd-pattern-mismatch", card, element="DocumentReference.type")
     add("DocumentReference-attachment-without-content", note, lambda r: r["content"][0]["attachment"].pop("data"),
-        "cx-doc-1", 12, inv)
-    add("DocumentReference-missing-related-request", note, lambda r: r.pop("context"), "sd-cardinality-min", 12,
-        card, element="DocumentReference.context")
-    # MessageHeader (rule 1)
+        "cx-doc-1", inv)
+    add("DocumentReference-missing-related-request", note, lambda r: r.pop("context"), "sd-cardinality-min", card,
+        element="DocumentReference.context")
+    # MessageHeader (messaging.html)
     add("MessageHeader-unknown-event", hdr, lambda r: r["eventCoding"].update(code="referral-request"),
-        "tx-code-not-in-valueset", 1, [PROFILES, BINDINGS], element="MessageHeader.event[x]")
+        "tx-code-not-in-valueset", [PROFILES, BINDINGS], element="MessageHeader.event[x]")
     add("MessageHeader-event-uri", hdr, lambda r: (r.pop("eventCoding"), r.update(
-        eventUri="http://fhir-exchange.org/fhir/consult-request")), "sd-type-not-allowed", 1, card,
+        eventUri="http://fhir-exchange.org/fhir/consult-request")), "sd-type-not-allowed", card,
         element="MessageHeader.event[x]")
-    add("MessageHeader-missing-sender", hdr, lambda r: r.pop("sender"), "sd-cardinality-min", 1, card,
+    add("MessageHeader-missing-sender", hdr, lambda r: r.pop("sender"), "sd-cardinality-min", card,
         element="MessageHeader.sender")
 
-    # Bundles (rules 1, 2 and the cross-resource rules)
+    # Bundles (the message rules, the reference rule and the cross-resource rules)
     req_msg, req_tx = bdl["Bundle-message-consult-request"], bdl["Bundle-transaction-consult-request"]
     binv = [PROFILES, INVARIANTS, RESOLVE]
 
@@ -529,19 +529,19 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
     def header_not_first(b: Json) -> None:
         b["entry"].append(b["entry"].pop(0))
 
-    add("Bundle-message-header-not-first", req_msg, header_not_first, "bdl-12", 1, [INVARIANTS],
+    add("Bundle-message-header-not-first", req_msg, header_not_first, "bdl-12", [INVARIANTS],
         profile="consult-message-bundle")
     add("Bundle-message-focus-outside-bundle", bdl["Bundle-message-consult-status-update"],
         lambda b: res_of(b, "MessageHeader")["focus"].__setitem__(0, {"reference": f"{EXCHANGE}/Task/other"}),
-        "cx-msg-1", 1, [PROFILES, INVARIANTS], profile="consult-message-bundle")
+        "cx-msg-1", [PROFILES, INVARIANTS], profile="consult-message-bundle")
 
     def duplicate_fullurl(b: Json) -> None:
         b["entry"][1]["fullUrl"] = b["entry"][0]["fullUrl"]
 
-    add("Bundle-duplicate-fullurl", bdl["Bundle-transaction-consult-communication"], duplicate_fullurl, "bdl-7", 2,
+    add("Bundle-duplicate-fullurl", bdl["Bundle-transaction-consult-communication"], duplicate_fullurl, "bdl-7",
         [INVARIANTS], also=["bundle-duplicate-fullurl"])
     add("Bundle-reference-outside-bundle", req_tx, lambda b: res_of(b, "Task").update(
-        **{"for": {"reference": "Patient/pat"}}), "cx-bdl-1", 2, [PROFILES, INVARIANTS],
+        **{"for": {"reference": "Patient/pat"}}), "cx-bdl-1", [PROFILES, INVARIANTS],
         also=["cx-bdl-3"])
 
     def other_patient(b: Json) -> None:
@@ -552,9 +552,9 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
         res_of(b, "Consent")["patient"] = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000099"}
         res_of(b, "Consent")["performer"] = [{"reference": "urn:uuid:00000000-0000-4000-8000-000000000099"}]
 
-    add("Bundle-consent-for-another-patient", req_tx, other_patient, "cx-bdl-2", 8, binv)
+    add("Bundle-consent-for-another-patient", req_tx, other_patient, "cx-bdl-2", binv)
     add("Bundle-task-requester-differs", req_tx, lambda b: res_of(b, "Task").update(
-        requester={"reference": ABS["cons_role"]}), "cx-bdl-3", 10, binv)
+        requester={"reference": ABS["cons_role"]}), "cx-bdl-3", binv)
 
     def comm_other_subject(b: Json) -> None:
         b["entry"].insert(1, {"fullUrl": UUID["sr"], "resource": strip_id(service_request(ABS)),
@@ -566,42 +566,39 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
         res_of(b, "Communication")["subject"] = {"reference": f"{EXCHANGE}/Patient/someone-else"}
 
     add("Bundle-communication-about-another-patient", bdl["Bundle-transaction-consult-communication"],
-        comm_other_subject, "cx-bdl-4", 15, binv)
+        comm_other_subject, "cx-bdl-4", binv)
 
     def output_not_note(b: Json) -> None:
         note_entry = next(e for e in b["entry"] if e["resource"]["resourceType"] == "DocumentReference")
         note_entry["resource"] = {"resourceType": "Binary", "contentType": "text/plain", "data": "7IaM6rKs"}
         note_entry["request"] = {"method": "POST", "url": "Binary"}
 
-    add("Bundle-report-output-not-a-note", bdl["Bundle-transaction-consult-report"], output_not_note, "cx-bdl-5",
-        12, binv)
+    add("Bundle-report-output-not-a-note", bdl["Bundle-transaction-consult-report"], output_not_note, "cx-bdl-5", binv)
     add("Bundle-request-wrong-event", req_msg, lambda b: res_of(b, "MessageHeader")["eventCoding"].update(
-        code="consult-report"), "cx-mreq-1", 1, binv)
+        code="consult-report"), "cx-mreq-1", binv)
     add("Bundle-request-consent-withdrawn", req_msg, lambda b: res_of(b, "Consent").update(status="inactive"),
-        "cx-mreq-2", 8, binv)
+        "cx-mreq-2", binv)
     add("Bundle-request-consent-for-other-institution", req_msg, lambda b: res_of(b, "Consent")["provision"][
-        "actor"][0].update(reference={"reference": f"{EXCHANGE}/Organization/hospital-z"}), "cx-mreq-3", 9, binv)
-    add("Bundle-request-without-task", req_msg, lambda b: b["entry"].pop(), "cx-mreq-4", 10, binv)
+        "actor"][0].update(reference={"reference": f"{EXCHANGE}/Organization/hospital-z"}), "cx-mreq-3", binv)
+    add("Bundle-request-without-task", req_msg, lambda b: b["entry"].pop(), "cx-mreq-4", binv)
 
     def focus_sr(b: Json) -> None:
         b["entry"].append(entry(ABS, "sr", service_request(ABS)))
         res_of(b, "MessageHeader")["focus"] = [{"reference": ABS["sr"]}]
 
-    add("Bundle-status-update-focus-not-task", bdl["Bundle-message-consult-status-update"], focus_sr, "cx-mstu-1",
-        1, binv)
+    add("Bundle-status-update-focus-not-task", bdl["Bundle-message-consult-status-update"], focus_sr, "cx-mstu-1", binv)
     add("Bundle-communication-focus-not-communication", bdl["Bundle-message-consult-communication"],
         lambda b: b["entry"].__setitem__(0, {**b["entry"][0], "resource": {**b["entry"][0]["resource"], "eventCoding": {
-            "system": CS + "consult-event", "code": "consult-status-update"}}}), "cx-mcom-1", 1, binv)
+            "system": CS + "consult-event", "code": "consult-status-update"}}}), "cx-mcom-1", binv)
 
     def report_in_progress(b: Json) -> None:
         t = res_of(b, "Task")
         t["status"] = "in-progress"
         t.pop("output")
 
-    add("Bundle-report-task-not-completed", bdl["Bundle-message-consult-report"], report_in_progress, "cx-mrep-1",
-        12, binv)
+    add("Bundle-report-task-not-completed", bdl["Bundle-message-consult-report"], report_in_progress, "cx-mrep-1", binv)
     add("Bundle-cancel-request-still-active", bdl["Bundle-message-consult-cancel"],
-        lambda b: res_of(b, "ServiceRequest").update(status="active"), "cx-mcan-1", 1, binv)
+        lambda b: res_of(b, "ServiceRequest").update(status="active"), "cx-mcan-1", binv)
     return cases
 
 

@@ -4,8 +4,7 @@ A general FHIR server requires no profile; a resource that takes part in a consu
 the consult implementation guide (profiles/): a ServiceRequest whose category is the remote
 consultation, a Task coded from the consult task codes, a Communication categorised as a consult
 question or answer, and a message Bundle carrying a consult event (each event has its own message
-profile). DESIGN.md, consult rules 1-15; issue 6 ("the consult workflow requires the consult
-profiles for resources taking part in a consult").
+profile).
 """
 
 from __future__ import annotations
@@ -60,8 +59,9 @@ def consult_profiles(resource: dict[str, Any]) -> list[str]:
         return [profile("consult-communication")]
     if rt == "Bundle" and resource.get("type") == "message":
         entries = resource.get("entry")
-        first = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
-        header = first.get("resource") if isinstance(first.get("resource"), dict) else {}
+        first: dict[str, Any] = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) \
+            else {}
+        header: dict[str, Any] = first["resource"] if isinstance(first.get("resource"), dict) else {}
         event = header.get("eventCoding") if header.get("resourceType") == "MessageHeader" else None
         if isinstance(event, dict) and event.get("system") == EVENT_SYSTEM and event.get("code") in EVENT_PROFILES:
             return [EVENT_PROFILES[event["code"]]]

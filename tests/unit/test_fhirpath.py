@@ -484,7 +484,7 @@ _TOKENS = st.sampled_from(
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_TOKENS, min_size=1, max_size=14).map("".join))
 def test_only_fhirpath_errors_escape(expression: str) -> None:
-    # Errors are values (DESIGN.md): whatever a client sends, the caller gets FhirPathError.
+    # Errors are values: whatever a client sends, the caller gets FhirPathError.
     try:
         path = compile(expression)
         path.evaluate(PATIENT, variables={"x": 1})

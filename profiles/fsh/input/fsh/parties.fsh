@@ -1,18 +1,19 @@
 // Patients, institutions, practitioners and endpoints taking part in a consult.
-// Derived from KR Core 2.0.0 where it has a profile (DESIGN.md, rule 16).
+// Derived from KR Core 2.0.0 where it has a profile; never identified by a resident registration
+// number (PIPA Art. 24-2).
 
 Invariant: cx-pat-1
-Description: "Rule 16 (KR Core; DESIGN.md): the Patient carries the institution's medical record number: an identifier of type v2-0203 MR with system, value and assigner."
+Description: "The Patient carries the institution's medical record number: an identifier of type v2-0203 MR with system, value and assigner (KR Core)."
 Expression: "identifier.where(type.coding.where(system = 'http://terminology.hl7.org/CodeSystem/v2-0203' and code = 'MR').exists() and system.exists() and value.exists() and assigner.exists()).exists()"
 Severity: #error
 
 Invariant: cx-rrn-1
-Description: "Rule 16 (PIPA Art. 24-2): no identifier uses a resident registration number (주민등록번호) system."
+Description: "No identifier uses a resident registration number (주민등록번호) system (PIPA Art. 24-2)."
 Expression: "identifier.system.all(lower().matches('rrn|resident') = false)"
 Severity: #error
 
 Invariant: cx-rrn-2
-Description: "Rule 16 (PIPA Art. 24-2): no identifier value has the 13-digit resident registration number pattern (YYMMDD-NNNNNNN)."
+Description: "No identifier value has the 13-digit resident registration number pattern YYMMDD-NNNNNNN (PIPA Art. 24-2)."
 Expression: "identifier.value.all(matches('^[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])-?[0-9]{7}$') = false)"
 Severity: #error
 
@@ -20,7 +21,7 @@ Profile: ConsultPatient
 Parent: $krcore-patient
 Id: consult-patient
 Title: "Consult Patient"
-Description: "The patient of a remote consultation: KR Core Patient identified by the requesting institution's medical record number, never by a resident registration number (rule 16)."
+Description: "The patient of a remote consultation: KR Core Patient identified by the requesting institution's medical record number, never by a resident registration number (KR Core; PIPA Art. 24-2)."
 * ^status = #active
 * obeys cx-pat-1 and cx-rrn-1 and cx-rrn-2
 * identifier 1..*
@@ -28,7 +29,7 @@ Description: "The patient of a remote consultation: KR Core Patient identified b
 * identifier.value 1..1
 
 Invariant: cx-org-1
-Description: "Rule 16 (KR Core; HIRA): the HIRA institution identifier (요양기관기호) is in its normalised form: exactly 8 digits, no separators."
+Description: "The HIRA institution identifier (요양기관기호) is in its normalised form: exactly 8 digits, no separators (KR Core; HIRA)."
 Expression: "identifier.where(system = 'http://www.hl7korea.or.kr/Identifier/hira-krnpi').value.all(matches('^[0-9]{8}$'))"
 Severity: #error
 
@@ -36,7 +37,7 @@ Profile: ConsultOrganization
 Parent: $krcore-healthcare-organization
 Id: consult-organization
 Title: "Consult Organization"
-Description: "A healthcare institution taking part in consults (requester or consultant): KR Core healthcare organization with its HIRA institution identifier in normalised form (rule 16)."
+Description: "A healthcare institution taking part in consults (requester or consultant): KR Core healthcare organization with its HIRA institution identifier in normalised form."
 * ^status = #active
 * obeys cx-org-1
 * active 1..1
@@ -46,7 +47,7 @@ Profile: ConsultPractitioner
 Parent: $krcore-medical-doctor
 Id: consult-practitioner
 Title: "Consult Practitioner"
-Description: "A doctor taking part in consults: KR Core medical doctor carrying the MOHW licence identifier (rule 16); never identified by a resident registration number."
+Description: "A doctor taking part in consults: KR Core medical doctor carrying the MOHW licence identifier; never identified by a resident registration number (PIPA Art. 24-2)."
 * ^status = #active
 * obeys cx-rrn-1 and cx-rrn-2
 
@@ -54,7 +55,7 @@ Profile: ConsultPractitionerRole
 Parent: $krcore-practitioner-role
 Id: consult-practitioner-role
 Title: "Consult PractitionerRole"
-Description: "A practitioner acting for an institution in a consult: the requester of a ServiceRequest, or the specialist owning a consult Task (rules 4 and 10)."
+Description: "A practitioner acting for an institution in a consult: the requester of a ServiceRequest, or the specialist owning a consult Task."
 * ^status = #active
 * active 1..1
 * practitioner 1..1
@@ -73,12 +74,12 @@ Context: Endpoint
 * value[x] from ConsultConnectionStyles (required)
 
 Invariant: cx-ep-1
-Description: "Connection style (DESIGN.md): an exchange-system Endpoint receives FHIR messages (connectionType hl7-fhir-msg)."
+Description: "An Endpoint of connection style exchange-system receives FHIR messages: connectionType hl7-fhir-msg (R4 messaging.html)."
 Expression: "extension('http://fhir-exchange.org/fhir/StructureDefinition/consult-connection-style').where(value = 'exchange-system').exists() implies connectionType.code = 'hl7-fhir-msg'"
 Severity: #error
 
 Invariant: cx-ep-2
-Description: "Connection style (DESIGN.md): a VPN-linked EMR Endpoint speaks FHIR REST (connectionType hl7-fhir-rest) over TLS (an https address)."
+Description: "An Endpoint of connection style vpn-emr speaks FHIR REST over TLS: connectionType hl7-fhir-rest and an https address (R4 http.html; security.html)."
 Expression: "extension('http://fhir-exchange.org/fhir/StructureDefinition/consult-connection-style').where(value = 'vpn-emr').exists() implies (connectionType.code = 'hl7-fhir-rest' and address.startsWith('https://'))"
 Severity: #error
 

@@ -1,23 +1,22 @@
-// The consult request (rules 3-8), its coordination Task (rules 10-14), questions and answers
-// (rule 15) and the consult note.
+// The consult request, its coordination Task, the questions and answers about it and the consult note.
 
 Invariant: cx-sr-1
-Description: "Rule 3 (BSeR; COW): a consult ServiceRequest's status is draft, active, revoked, completed or entered-in-error."
+Description: "A consult ServiceRequest's status is draft, active, revoked, completed or entered-in-error (BSeR; COW)."
 Expression: "status = 'draft' or status = 'active' or status = 'revoked' or status = 'completed' or status = 'entered-in-error'"
 Severity: #error
 
 Invariant: cx-sr-2
-Description: "Rule 5 (BSeR): the ServiceRequest has a placer identifier (v2-0203 PLAC) assigned by the requester, with system and value."
+Description: "The ServiceRequest has a placer identifier assigned by the requester: an identifier of type v2-0203 PLAC with system and value (BSeR)."
 Expression: "identifier.where(type.coding.where(system = 'http://terminology.hl7.org/CodeSystem/v2-0203' and code = 'PLAC').exists() and system.exists() and value.exists()).exists()"
 Severity: #error
 
 Invariant: cx-sr-3
-Description: "Rule 7 (KR Core; BSeR): a KCD-8 coding in reasonCode has a well-formed KCD-8 code (letter, two digits, optional . and up to 3 characters)."
+Description: "A KCD-8 coding in reasonCode has a well-formed KCD-8 code: a letter, two digits, then optionally . and up to 3 characters (KR Core; BSeR)."
 Expression: "reasonCode.coding.where(system = 'http://www.hl7korea.or.kr/CodeSystem/kostat-kcd-8').code.all(matches('^[A-Z][0-9]{2}([.][0-9A-Z]{1,3})?$'))"
 Severity: #error
 
 Invariant: cx-sr-4
-Description: "Rule 8 (BSeR): supportingInfo references a Consent (a typed reference: type = 'Consent' or a Consent/[id] URL)."
+Description: "ServiceRequest.supportingInfo references a Consent: a typed reference (type = 'Consent') or a Consent/[id] URL (BSeR)."
 Expression: "supportingInfo.where(type = 'Consent' or reference.matches('(^|/)Consent/[A-Za-z0-9.-]{1,64}(/_history/[A-Za-z0-9.-]{1,64})?$')).exists()"
 Severity: #error
 
@@ -25,7 +24,7 @@ Profile: ConsultServiceRequest
 Parent: ServiceRequest
 Id: consult-service-request
 Title: "Consult ServiceRequest"
-Description: "A remote-consultation request authored by the requesting institution (rules 3-8; BSeR; CA:eReC)."
+Description: "A remote-consultation request authored by the requesting institution (BSeR; CA:eReC)."
 * ^status = #active
 * obeys cx-sr-1 and cx-sr-2 and cx-sr-3 and cx-sr-4
 * identifier 1..*
@@ -47,27 +46,27 @@ Description: "A remote-consultation request authored by the requesting instituti
 * supportingInfo 1..*
 
 Invariant: cx-task-1
-Description: "Rule 10 (BSeR; COW): Task.basedOn, when present, is the single ServiceRequest that Task.focus names."
+Description: "Task.basedOn, when present, is the single ServiceRequest that Task.focus names (BSeR; COW)."
 Expression: "basedOn.exists() implies (basedOn.count() = 1 and basedOn.reference = focus.reference)"
 Severity: #error
 
 Invariant: cx-task-2
-Description: "Rule 11 (R4 referral example; BSeR): statusReason is required when the Task is rejected, cancelled, failed or on-hold."
+Description: "Task.statusReason is required when the Task is rejected, cancelled, failed or on-hold (R4 referral example; BSeR)."
 Expression: "(status = 'rejected' or status = 'cancelled' or status = 'failed' or status = 'on-hold') implies statusReason.exists()"
 Severity: #error
 
 Invariant: cx-task-3
-Description: "Rule 12 (R4 example; COW; CA:eReC): a completed Task has an output of type LOINC 11488-4 referencing the consult note DocumentReference."
+Description: "A completed Task has an output of type LOINC 11488-4 referencing the consult note DocumentReference (R4 example; COW; CA:eReC)."
 Expression: "status = 'completed' implies output.where(type.coding.where(system = 'http://loinc.org' and code = '11488-4').exists() and value.ofType(Reference).reference.exists()).exists()"
 Severity: #error
 
 Invariant: cx-task-4
-Description: "Rule 13 (UMZH; COW): Task.businessStatus is never a copy of a Task.status code."
+Description: "Task.businessStatus is never a copy of a Task.status code (UMZH; COW)."
 Expression: "businessStatus.coding.code.intersect('draft' | 'requested' | 'received' | 'accepted' | 'rejected' | 'ready' | 'cancelled' | 'in-progress' | 'on-hold' | 'failed' | 'completed' | 'entered-in-error').empty()"
 Severity: #error
 
 Invariant: cx-task-5
-Description: "Rule 13 (UMZH; COW): businessStatus awaiting-information only with Task.status received or in-progress."
+Description: "Task.businessStatus is awaiting-information only while Task.status is received or in-progress (UMZH; COW)."
 Expression: "businessStatus.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-business-status' and code = 'awaiting-information').exists() implies (status = 'received' or status = 'in-progress')"
 Severity: #error
 
@@ -75,7 +74,7 @@ Profile: ConsultTask
 Parent: Task
 Id: consult-task
 Title: "Consult Task"
-Description: "Coordination of a consult request, owned by the consultant (rules 10-14; R4 workflow option H; BSeR; COW). Rule 14 (lastModified >= authoredOn) is the core invariant inv-1."
+Description: "Coordination of a consult request, owned by the consultant (R4 workflow option H; BSeR; COW). That lastModified is not before authoredOn is the core invariant inv-1."
 * ^status = #active
 * obeys cx-task-1 and cx-task-2 and cx-task-3 and cx-task-4 and cx-task-5
 * intent = #order
@@ -95,12 +94,12 @@ Description: "Coordination of a consult request, owned by the consultant (rules 
 * businessStatus from ConsultBusinessStatuses (required)
 
 Invariant: cx-comm-1
-Description: "Rule 15 (CA:eReC; Ontario eConsult): a consult Communication's status is completed or entered-in-error."
+Description: "A consult Communication's status is completed or entered-in-error (CA:eReC; Ontario eConsult)."
 Expression: "status = 'completed' or status = 'entered-in-error'"
 Severity: #error
 
 Invariant: cx-comm-2
-Description: "Rule 15 (CA:eReC; Ontario eConsult): an answer refers to the question it answers (inResponseTo)."
+Description: "An answer refers to the question it answers in Communication.inResponseTo (CA:eReC; Ontario eConsult)."
 Expression: "category.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-category' and code = 'consult-answer').exists() implies inResponseTo.exists()"
 Severity: #error
 
@@ -108,7 +107,7 @@ Profile: ConsultCommunication
 Parent: Communication
 Id: consult-communication
 Title: "Consult Communication"
-Description: "A question or answer about a consult between requester and consultant (rule 15)."
+Description: "A question or answer about a consult between requester and consultant (CA:eReC; Ontario eConsult)."
 * ^status = #active
 * obeys cx-comm-1 and cx-comm-2
 * basedOn 1..*
@@ -126,7 +125,7 @@ Description: "A question or answer about a consult between requester and consult
 * inResponseTo only Reference(ConsultCommunication)
 
 Invariant: cx-doc-1
-Description: "Consult note (R4 example; COW): every attachment carries its content inline (data) or by URL (a Binary)."
+Description: "Every attachment of a consult note carries its content inline (data) or by URL (a Binary) (R4 example; COW)."
 Expression: "content.attachment.all(data.exists() or url.exists())"
 Severity: #error
 
@@ -134,7 +133,7 @@ Profile: ConsultNote
 Parent: DocumentReference
 Id: consult-note
 Title: "Consult Note"
-Description: "The consultant's answer to a consult request: a DocumentReference of type LOINC 11488-4 (Consult note) linked to the ServiceRequest (rule 12)."
+Description: "The consultant's answer to a consult request: a DocumentReference of type LOINC 11488-4 (Consult note) linked to the ServiceRequest (R4 example; COW; CA:eReC)."
 * ^status = #active
 * obeys cx-doc-1
 * status = #current

@@ -7,7 +7,7 @@ Title: "ServiceRequest supporting-info"
 * url = "http://fhir-exchange.org/fhir/SearchParameter/ServiceRequest-supporting-info"
 * name = "supporting-info"
 * status = #active
-* description = "Consult requests that reference a resource as supporting information, e.g. every consult covered by a Consent (a withdrawn Consent cancels them: DESIGN.md lifecycle)."
+* description = "Consult requests that reference a resource as supporting information, e.g. every consult covered by a Consent (withdrawing the Consent cancels them)."
 * code = #supporting-info
 * base = #ServiceRequest
 * type = #reference
@@ -27,7 +27,7 @@ Title: "Task output-reference"
 * url = "http://fhir-exchange.org/fhir/SearchParameter/Task-output-reference"
 * name = "output-reference"
 * status = #active
-* description = "Consult Tasks whose output references a resource, e.g. the Task completed with a given consult note (rule 12)."
+* description = "Consult Tasks whose output references a resource, e.g. the Task completed with a given consult note."
 * code = #output-reference
 * base = #Task
 * type = #reference
@@ -42,7 +42,7 @@ Title: "Communication in-response-to"
 * url = "http://fhir-exchange.org/fhir/SearchParameter/Communication-in-response-to"
 * name = "in-response-to"
 * status = #active
-* description = "Answers to a consult question (rule 15)."
+* description = "Answers to a consult question."
 * code = #in-response-to
 * base = #Communication
 * type = #reference
@@ -71,7 +71,7 @@ Title: "Consent recipient"
 * url = "http://fhir-exchange.org/fhir/SearchParameter/Consent-recipient"
 * name = "recipient"
 * status = #active
-* description = "Consents whose permit provision names a recipient (actor with role IRCP): the consent check for an institution reading a consult (DESIGN.md)."
+* description = "Consents whose permit provision names a recipient (actor with role IRCP): the consent check for an institution reading a consult (IHE PCF)."
 * code = #recipient
 * base = #Consent
 * type = #reference

@@ -1,4 +1,4 @@
-// CodeSystems and ValueSets of the consult workflow (DESIGN.md, "Consult domain").
+// CodeSystems and ValueSets of the consult workflow.
 
 CodeSystem: ConsultCategory
 Id: consult-category
@@ -14,14 +14,14 @@ Description: "Categories of remote-consultation requests and of the questions an
 ValueSet: ConsultRequestCategory
 Id: consult-request-category
 Title: "Consult request category"
-Description: "The category of a consult ServiceRequest (rule 6)."
+Description: "The category of a consult ServiceRequest: a remote consultation."
 * ^status = #active
 * ConsultCategory#remote-consultation
 
 ValueSet: ConsultCommunicationCategory
 Id: consult-communication-category
 Title: "Consult communication category"
-Description: "Whether a consult Communication is a question or an answer (rule 15)."
+Description: "Whether a consult Communication is a question or an answer (CA:eReC; Ontario eConsult)."
 * ^status = #active
 * ConsultCategory#consult-question
 * ConsultCategory#consult-answer
@@ -29,7 +29,7 @@ Description: "Whether a consult Communication is a question or an answer (rule 1
 CodeSystem: ConsultTaskCode
 Id: consult-task-code
 Title: "Consult task code"
-Description: "What a consult Task asks its owner to do (rule 10; R4 workflow option H)."
+Description: "What a consult Task asks its owner to do (R4 workflow option H)."
 * ^status = #active
 * ^caseSensitive = true
 * ^content = #complete
@@ -38,14 +38,14 @@ Description: "What a consult Task asks its owner to do (rule 10; R4 workflow opt
 ValueSet: ConsultTaskCodes
 Id: consult-task-code
 Title: "Consult task codes"
-Description: "Codes allowed in Task.code of a consult Task (rule 10)."
+Description: "Codes allowed in Task.code of a consult Task."
 * ^status = #active
 * include codes from system ConsultTaskCode
 
 CodeSystem: ConsultBusinessStatus
 Id: consult-business-status
 Title: "Consult business status"
-Description: "Fine-grained consult progress carried in Task.businessStatus. By design no code equals a Task.status code (rule 13; UMZH; COW)."
+Description: "Fine-grained consult progress carried in Task.businessStatus. By design no code equals a Task.status code (UMZH; COW)."
 * ^status = #active
 * ^caseSensitive = true
 * ^content = #complete
@@ -60,14 +60,14 @@ Description: "Fine-grained consult progress carried in Task.businessStatus. By d
 ValueSet: ConsultBusinessStatuses
 Id: consult-business-status
 Title: "Consult business statuses"
-Description: "Codes allowed in Task.businessStatus of a consult Task (rule 13)."
+Description: "Codes allowed in Task.businessStatus of a consult Task."
 * ^status = #active
 * include codes from system ConsultBusinessStatus
 
 CodeSystem: ConsultEvent
 Id: consult-event
 Title: "Consult message event"
-Description: "Events of FHIR messages exchanged about a consult (rule 1; messaging.html)."
+Description: "Events of FHIR messages exchanged about a consult (messaging.html)."
 * ^status = #active
 * ^caseSensitive = true
 * ^content = #complete
@@ -87,7 +87,7 @@ Description: "Events allowed in MessageHeader.eventCoding of consult messages."
 CodeSystem: ConsultConnectionStyle
 Id: consult-connection-style
 Title: "Consult connection style"
-Description: "How an institution connects to the exchange (DESIGN.md, 'What it is for')."
+Description: "How an institution connects to the exchange: through the exchange's web portal, from its EMR over a VPN link, or from another exchange system by FHIR messages."
 * ^status = #active
 * ^caseSensitive = true
 * ^content = #complete
