@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from fhir_exchange.api.app import build_router, build_services
+from fhir_exchange.api.app import build_router, build_services, load_definitions
 from fhir_exchange.interactions.request import FhirRequest
 from fhir_exchange.settings import Settings
 
@@ -63,7 +63,8 @@ def raw_sqlite(path: Path, bundles: list[dict[str, Any]]) -> float:
 
 
 async def router_ingest(data: Path, bundles: list[dict[str, Any]]) -> float:
-    svc = build_services(Settings(data_dir=data, cache_dir=str(CACHE)))
+    settings = Settings(data_dir=data, cache_dir=str(CACHE))
+    svc = build_services(settings, load_definitions(settings))
     router = build_router(svc)
     await svc.store.open()
     try:

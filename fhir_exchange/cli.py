@@ -70,12 +70,17 @@ def _ignore_signal(signum: int, frame: FrameType | None) -> None:
     return None
 
 
-def _files(paths: Sequence[str]) -> Iterator[Path]:
+def _walk(paths: Sequence[str]) -> Iterator[tuple[Path, bool]]:
+    """Each file with ``True`` when it was named explicitly, ``False`` when found in a folder."""
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(x for x in p.rglob("*.json") if x.is_file())
+            yield from ((x, False) for x in sorted(x for x in p.rglob("*.json") if x.is_file()))
         else:
-            yield p
+            yield p, True
+
+
+def _is_resource(doc: Any) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("resourceType"), str)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -83,41 +88,47 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 async def _load(args: argparse.Namespace) -> int:
-    from fhir_exchange.api.app import build_router, build_services
+    from fhir_exchange.api.app import build_router, build_services, load_definitions
     from fhir_exchange.errors import FhirError
     from fhir_exchange.fhir import jsonio
 
     settings = _settings(args)
-    svc = build_services(settings)
+    svc = build_services(settings, load_definitions(settings))
     router = build_router(svc)
     await svc.store.open()
     await load_stored(svc)  # profiles and SearchParameters written to the server
-    files = list(_files(args.paths))
-    ok = failed = 0
-    started = time.perf_counter()
+    files = list(_walk(args.paths))
+    ok = failed = skipped = 0
+    progress = _Progress(len(files), "files")
     try:
-        for n, f in enumerate(files, 1):
+        for n, (f, explicit) in enumerate(files, 1):
             try:
                 doc: Any = jsonio.loads(f.read_bytes())
+                if not explicit and not _is_resource(doc):  # e.g. a manifest.json next to the examples
+                    progress.note(f"{f}: skipped: not a FHIR resource (no resourceType)")
+                    skipped += 1
+                    progress.update(n)
+                    continue
                 req = _load_request(doc)
                 resp = await router.dispatch(req)
                 problem = _load_problem(resp.json())
                 if problem:
                     failed += 1
-                    print(f"\n{f}: {problem}", file=sys.stderr)
+                    progress.note(f"{f}: {problem}")
                 else:
                     ok += 1
             except FhirError as err:
                 failed += 1
-                print(f"\n{f}: {err.status} {err.diagnostics}", file=sys.stderr)
+                progress.note(f"{f}: {err.status} {err.diagnostics}")
             except (orjson.JSONDecodeError, OSError) as exc:
                 failed += 1
-                print(f"\n{f}: {exc}", file=sys.stderr)
-            _progress(n, len(files), started)
+                progress.note(f"{f}: {exc}")
+            progress.update(n)
     finally:
+        progress.close()
         await svc.store.close()
-    elapsed = time.perf_counter() - started
-    print(f"\nLoaded {ok} of {len(files)} files in {elapsed:.1f} s ({failed} failed)")
+    print(f"Loaded {ok} of {len(files)} files in {progress.elapsed():.1f} s ({failed} failed"
+          + (f", {skipped} skipped: not FHIR resources)" if skipped else ")"))
     return 1 if failed else 0
 
 
@@ -154,21 +165,54 @@ def _load_request(doc: Any) -> Any:
     return FhirRequest("POST", rt, body=doc, base_url="")
 
 
-def _progress(n: int, total: int, started: float) -> None:
-    if not sys.stderr.isatty() and n != total and n % 100:
-        return
-    width = 30
-    done = int(width * n / max(total, 1))
-    rate = n / max(time.perf_counter() - started, 1e-9)
-    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{total} files, {rate:.0f}/s")
-    sys.stderr.flush()
+class _Progress:
+    """A progress bar on stderr, counting ``unit`` (files, versions). On a terminal it is redrawn in place;
+    otherwise (a log file, a pipe) a line is written every 100 and at the end. Either way the output ends
+    with a newline, and :meth:`note` prints a message on a line of its own."""
+
+    def __init__(self, total: int, unit: str, started: float | None = None) -> None:
+        self.total = total
+        self.unit = unit
+        self.started = time.perf_counter() if started is None else started
+        self._open = False  # a bar was drawn on the terminal without its newline
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def update(self, n: int) -> None:
+        tty = sys.stderr.isatty()
+        if not tty and n != self.total and n % 100:
+            return
+        width = 30
+        done = int(width * n / max(self.total, 1))
+        rate = n / max(self.elapsed(), 1e-9)
+        bar = f"[{'#' * done}{'.' * (width - done)}] {n}/{self.total} {self.unit}, {rate:.0f}/s"
+        if tty:
+            sys.stderr.write(f"\r{bar}")
+            self._open = True
+            if n >= self.total:
+                self.close()
+        else:
+            sys.stderr.write(f"{bar}\n")
+        sys.stderr.flush()
+
+    def note(self, message: str) -> None:
+        self.close()
+        print(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._open = False
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     async def go() -> int:
-        from fhir_exchange.api.app import build_services
+        from fhir_exchange.api.app import build_services, load_definitions
 
-        svc = build_services(_settings(args))
+        settings = _settings(args)
+        svc = build_services(settings, load_definitions(settings))
         await svc.store.open()
         await load_stored(svc)  # SearchParameters written to the server take part
         try:
@@ -185,21 +229,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Copy every resource and every version from one store to another, then verify the copy."""
 
     async def go() -> int:
-        from fhir_exchange.api.app import build_services
+        from fhir_exchange.api.app import build_services, load_definitions
         from fhir_exchange.store import open_store
         from fhir_exchange.store.migrate import migrate
 
-        target = build_services(Settings.from_env(store_url=args.to_url)).store  # with the search indexer
+        target_settings = Settings.from_env(store_url=args.to_url)
+        # with the search indexer
+        target = build_services(target_settings, load_definitions(target_settings)).store
         source = open_store(args.from_url)
         await source.open()
         await target.open()
         started = time.perf_counter()
+        bar: _Progress | None = None
+
+        def progress(n: int, total: int) -> None:  # n of total versions copied
+            nonlocal bar
+            bar = bar or _Progress(total, "versions", started)
+            bar.update(n)
+
         try:
-            report = await migrate(source, target, progress=lambda n, total: _progress(n, total, started))
+            report = await migrate(source, target, progress=progress)
         finally:
+            if bar:
+                bar.close()
             await target.close()
             await source.close()
-        print(f"\nMigrated {report.resources} resources, {report.versions} versions ({report.copied} new) "
+        print(f"Migrated {report.resources} resources, {report.versions} versions ({report.copied} new) "
               f"in {time.perf_counter() - started:.1f} s; verification: "
               f"{'every version identical' if report.ok else f'{len(report.mismatches)} mismatches'}")
         for m in report.mismatches[:20]:
@@ -225,16 +280,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"unknown profile: {url}", file=sys.stderr)
             return 2
     validator = Validator(definitions)
-    files = list(_files(args.paths))
     counts = {"error": 0, "warning": 0, "information": 0}
-    failed = 0
-    for f in files:
+    checked = failed = skipped = 0
+    for f, explicit in _walk(args.paths):
         try:
             doc = jsonio.loads(f.read_bytes())
         except (orjson.JSONDecodeError, OSError) as exc:
             print(f"{f}: fatal: {exc}")
+            checked += 1
             failed += 1
             continue
+        if not explicit and not _is_resource(doc):  # e.g. a manifest.json next to the examples
+            print(f"{f}: skipped: not a FHIR resource (no resourceType)", file=sys.stderr)
+            skipped += 1
+            continue
+        checked += 1
         if not isinstance(doc, dict):
             print(f"{f}: fatal: not a FHIR resource (a JSON object)")
             failed += 1
@@ -252,8 +312,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{f}: {i.severity}: {i.diagnostics}{where}")
         if not errors and not args.quiet:
             print(f"{f}: valid")
-    print(f"{len(files)} files: {len(files) - failed} valid, {failed} with errors "
-          f"({counts['error']} errors, {counts['warning']} warnings)")
+    print(f"{checked} files: {checked - failed} valid, {failed} with errors "
+          f"({counts['error']} errors, {counts['warning']} warnings)"
+          + (f"; {skipped} skipped (not FHIR resources)" if skipped else ""))
     return 1 if failed else 0
 
 

@@ -34,6 +34,8 @@ class Settings:
     required_profiles: tuple[str, ...] = field(default_factory=tuple)
     # Require the consult IG's profiles of resources that take part in a consult (consult/profiles.py).
     consult_profiles: bool = True
+    # Seconds between reads of the store's change feed (definitions written by other processes).
+    feed_interval: float = 1.0
 
     @property
     def resolved_store_url(self) -> str:
@@ -74,6 +76,8 @@ def _coerce(type_name: object, raw: str) -> Any:
     t = str(type_name)
     if t == "int":
         return int(raw)
+    if t == "float":
+        return float(raw)
     if t == "Path":
         return Path(raw)
     if t == "bool":

@@ -8,9 +8,10 @@ OperationOutcome, including Starlette's own 404/405 and anything unexpected (500
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,16 +23,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fhir_exchange.api.negotiation import request_kind, response_type
+from fhir_exchange.bundles import install as install_bundles
 from fhir_exchange.clock import Clock
+from fhir_exchange.consult.profiles import consult_profiles
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError, operation_outcome
 from fhir_exchange.fhir import jsonio
-from fhir_exchange.interactions.conformance import load_stored
+from fhir_exchange.interactions import conformance
+from fhir_exchange.interactions.common import http_date
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.validate import install as install_validate
+from fhir_exchange.search.extract import make_indexer
 from fhir_exchange.settings import Settings
 from fhir_exchange.store import open_store
+from fhir_exchange.validation import Validator
 
 log = logging.getLogger("fhir_exchange")
 
@@ -46,43 +53,28 @@ def profile_folders() -> list[Path]:
     return []
 
 
-def build_services(settings: Settings, clock: Clock | None = None) -> Services:
-    from fhir_exchange.search.extract import make_indexer
-    from fhir_exchange.validation import Validator
+def load_definitions(settings: Settings) -> Definitions:
+    """The bundled packages, profiles/ and the packages the settings name."""
+    return Definitions.load([*profile_folders(), *settings.packages], cache_dir=settings.resolved_cache_dir)
 
-    definitions = Definitions.load([*profile_folders(), *settings.packages], cache_dir=settings.resolved_cache_dir)
-    store = open_store(settings.resolved_store_url, make_indexer(definitions))
-    if hasattr(store, "set_resource_types"):  # MongoDB: every type's collection is created at start-up
-        store.set_resource_types(definitions.resource_types())
+
+def build_services(settings: Settings, definitions: Definitions, clock: Clock | None = None) -> Services:
+    """Everything an interaction may use, wired once: the store, the validator, the hooks."""
+    store = open_store(settings.resolved_store_url, make_indexer(definitions), definitions.resource_types())
     svc = Services(settings=settings, definitions=definitions, store=store, validator=Validator(definitions),
                    clock=clock or Clock())
-
-    def track_definitions(resource: dict[str, Any], deleted: bool) -> None:
-        (definitions.remove if deleted else definitions.add)(resource)
-
-    svc.on_conformance_change.append(track_definitions)
+    svc.hooks.guards.append(conformance.package_guard(definitions))
+    svc.hooks.after_commit.append(conformance.track(definitions))
     if settings.consult_profiles:
-        from fhir_exchange.consult.profiles import consult_profiles
-
-        svc.profile_selectors.append(consult_profiles)
+        svc.hooks.profile_selectors.append(consult_profiles)
     settings.required_profile_pairs  # noqa: B018 - a malformed setting fails at start-up, not on a write
     return svc
 
 
 def build_router(svc: Services) -> Router:
     router = Router(svc)
-    try:
-        from fhir_exchange.bundles import install as install_bundles  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        install_bundles(router)
-    try:
-        from fhir_exchange.interactions.validate import install as install_validate  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        install_validate(router)
+    install_bundles(router)
+    install_validate(router.operations)
     return router
 
 
@@ -153,7 +145,13 @@ class FhirEndpoint:
 
     @staticmethod
     def to_http(resp: FhirResponse, media: str, pretty: bool, *, head: bool = False) -> Response:
-        headers = dict(resp.headers)
+        headers: dict[str, str] = {}
+        if resp.etag:
+            headers["ETag"] = resp.etag
+        if resp.last_modified:
+            headers["Last-Modified"] = http_date(resp.last_modified)
+        if resp.location:
+            headers["Location"] = resp.location
         if resp.body is not None and not pretty:
             content: bytes = resp.body
         elif resp.resource is not None or resp.body is not None:
@@ -204,19 +202,37 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(FhirError(Category.FAULT, "Internal server error"))
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, definitions: Definitions | None = None,
+               clock: Clock | None = None) -> Starlette:
+    """The application: ``definitions`` default to :func:`load_definitions` of the settings."""
     settings = settings or Settings.from_env()
-    svc = build_services(settings, clock)
+    svc = build_services(settings, definitions or load_definitions(settings), clock)
     router = build_router(svc)
     endpoint = FhirEndpoint(router, settings)
+    feed = conformance.DefinitionsFeed(svc)
+
+    async def follow_feed() -> None:
+        while True:
+            await asyncio.sleep(settings.feed_interval)
+            try:
+                await feed.poll()
+            except Exception:  # a store hiccup must not end the follower: the next poll retries
+                log.exception("Reading the change feed failed")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.store.open()
+        follower: asyncio.Task[None] | None = None
         try:
-            await load_stored(svc)
+            await feed.start()
+            await conformance.load_stored(svc)
+            follower = asyncio.create_task(follow_feed())
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
+                with suppress(asyncio.CancelledError):
+                    await follower
             await svc.store.close()
 
     base = settings.base_path.rstrip("/")
@@ -231,4 +247,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.services = svc
     app.state.router = router
+    app.state.feed = feed
     return app

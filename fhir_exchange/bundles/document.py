@@ -4,7 +4,7 @@ https://hl7.org/fhir/R4/documents.html
 A ``document`` Bundle is stored with ``POST [base]/Bundle`` (or PUT) like any resource; before it is
 written it must carry an identifier with system and value (bdl-9), a timestamp (bdl-10) and a
 Composition as its first entry (bdl-11). The rule is a write rule for the ``Bundle`` type
-(:attr:`Services.write_rules`), so every write path (create, update, transaction entries) applies it.
+(:attr:`Hooks.rules`), so the one write path applies it whatever the route (create, update, entries).
 The validator may report the same invariants; the rule keeps them enforced whatever profile is used.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_exchange.errors import Issue
-from fhir_exchange.interactions.services import Services
 
 
 def document_rules(bundle: dict[str, Any]) -> list[Issue]:
@@ -35,8 +34,3 @@ def document_rules(bundle: dict[str, Any]) -> list[Issue]:
                             ("Bundle.entry[0].resource",), "bdl-11"))
     return issues
 
-
-def install(svc: Services) -> None:
-    rules = svc.write_rules.setdefault("Bundle", [])
-    if document_rules not in rules:
-        rules.append(document_rules)

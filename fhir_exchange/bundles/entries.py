@@ -3,17 +3,20 @@ https://hl7.org/fhir/R4/bundle.html and https://hl7.org/fhir/R4/http.html#transa
 
 ``entry.request`` becomes a :class:`FhirRequest` (method, url split into path and query, ``ifMatch`` /
 ``ifNoneExist`` / ``ifNoneMatch`` / ``ifModifiedSince`` as the HTTP headers they stand for, the outer
-request's ``Prefer``); a :class:`FhirResponse` or :class:`FhirError` becomes ``entry.response``
+request's actor, base URL and ``Prefer``); a :class:`FhirResponse` or :class:`FhirError` becomes ``entry.response``
 (status, location, etag, lastModified, outcome) plus ``entry.resource``. Resource bodies are spliced
 in as stored bytes, never re-serialised.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
+
+import orjson
 
 from fhir_exchange.errors import FhirError, Issue, invalid
 from fhir_exchange.interactions.bundle_json import splice_bundle
@@ -101,25 +104,18 @@ def entry_request(raw: Any, index: int, outer: FhirRequest) -> Entry:
         value = request.get(key)
         if isinstance(value, str) and value:
             headers[header] = value
-    prefer = outer.header("prefer")
-    if prefer:
-        headers["prefer"] = prefer
     body = raw.get("resource")
     if method in ("POST", "PUT") and not isinstance(body, dict) and not path.endswith("_search"):
         raise invalid(f"{where} ({method} {url}) has no resource", f"{where}.resource", code="required")
     if method == "PATCH":
         body = _patch_body(body, where)
-    req = FhirRequest(method, path, query, headers, body, base)
+    req = outer.derive(method, path, query, headers, body)
     return Entry(index, full_url, req, tuple(p for p in path.split("/") if p))
 
 
 def _patch_body(resource: Any, where: str) -> Any:
     """A PATCH entry carries its JSON Patch as a Binary (http.html#patch, 'Patch in Batch/Transaction')."""
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
-        import base64
-
-        import orjson
-
         data = resource.get("data")
         if not isinstance(data, str):  # base64Binary is a JSON string; b64decode raises TypeError on others
             raise invalid(f"{where}.resource.data must be a base64 string holding the JSON Patch",
@@ -159,8 +155,6 @@ def response_entry(resp: FhirResponse) -> tuple[dict[str, Any], bytes | None]:
         if resp.resource.get("resourceType") == "OperationOutcome":
             response["outcome"] = resp.resource
         else:
-            import orjson
-
             body = orjson.dumps(resp.resource)
     fields["response"] = response
     return fields, body

@@ -2,14 +2,15 @@
 https://hl7.org/fhir/R4/messageheader-operation-process-message.html
 
 ``POST [base]/$process-message`` takes a ``message`` Bundle (or a Parameters with it as ``content``):
-``entry[0]`` is a MessageHeader (bdl-12) whose ``focus`` resolves inside the Bundle (consult rule 1),
+``entry[0]`` is a MessageHeader (bdl-12) whose ``focus`` resolves inside the Bundle (cx-msg-1),
 and its event (``eventCoding``, or ``eventUri``) selects a handler from :class:`MessageHandlers`. The
-consult events (DESIGN.md: consult-request, consult-status-update, consult-communication,
-consult-report, consult-cancel; system :data:`CONSULT_EVENT_SYSTEM`) check the focus structurally
-(the consult profiles plug in through ``meta.profile`` and the validator) and apply the other entries
-to the store in ONE unit of work, with the transaction engine: an entry with ``request`` is processed
-as written, a resource with an id is an update-as-create of that id (exchange systems keep their
-ids), one without is a create whose ``urn:uuid`` fullUrl is replaced in every reference.
+consult events (consult-request, consult-status-update, consult-communication, consult-report,
+consult-cancel; system :data:`CONSULT_EVENT_SYSTEM`) check the focus (the consult profiles plug in
+through the validator; consult-cancel must name a ServiceRequest or Task this server holds) and apply
+the other entries in ONE unit of work with the transaction engine, each entry dispatched through the
+router as the caller's actor: an entry with ``request`` is processed as written, a resource with an
+id is an update-as-create of that id (exchange systems keep their ids), one without is a create
+whose ``urn:uuid`` fullUrl is replaced in every reference.
 
 The answer is a response message (``MessageHeader.response.identifier`` = the request header's id,
 ``code`` ok / transient-error / fatal-error, ``details`` an OperationOutcome) with HTTP 200, as the
@@ -17,12 +18,15 @@ operation's definition returns the response Bundle. A request that is not a mess
 Bundle of type message, no MessageHeader first, a header without id) cannot be answered by a message
 and gets a 400 OperationOutcome.
 
-Reliable messaging (messaging.html#reliable): the response is stored as a ``Bundle`` resource whose id
-is derived from the source endpoint and the message identity (``Bundle.identifier``, else the
-MessageHeader id), written with the "must not exist" precondition inside the unit of work that
-applied the message, under a lock on that id. A repeated message returns the stored response byte
-for byte and changes nothing; this works on every store adapter. ok and fatal-error answers are
-final and stored; transient-error answers are not, so a retry can succeed.
+Reliable messaging (messaging.html#reliable): the response is stored as a message record of the
+store, outside the FHIR namespace (no client can read, write or plant one through the API), keyed by
+the source endpoint and the message identity (``Bundle.identifier``, else the MessageHeader id), with
+a digest of the message's content, written with the "must not exist" precondition inside the unit of
+work that applied the message, under a lock on that key. A repeated message returns the stored
+response byte for byte and changes nothing; the same identity with different content is a 409 (the
+sender reused an id), never the cached reply. The digest covers the Bundle without ``meta`` and
+``timestamp``, which a sender may refresh when it retries. ok and fatal-error answers are final and
+stored; transient-error answers are not, so a retry can succeed.
 
 ``async=true`` is declined with a 400 OperationOutcome (only synchronous processing is offered, which
 the operation allows).
@@ -41,13 +45,12 @@ from fhir_exchange.bundles.transaction import run_entries
 from fhir_exchange.clock import instant
 from fhir_exchange.consult.profiles import EVENT_SYSTEM
 from fhir_exchange.errors import Category, FhirError, Issue, invalid, operation_outcome
-from fhir_exchange.interactions.common import validation_profiles, write_version
+from fhir_exchange.fhir import jsonio
 from fhir_exchange.interactions.operations import Operation
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
-from fhir_exchange.interactions.services import Services
-from fhir_exchange.interactions.unit import UnitContext, unit
-from fhir_exchange.store.port import NEW, VersionConflict
+from fhir_exchange.store.port import MessageRecord, VersionConflict
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class Message:
     header_id: str
     source: str  # MessageHeader.source.endpoint ("" when missing)
     event: str  # "system|code" of eventCoding, or the eventUri
+    request: FhirRequest  # the $process-message request: its actor and base URL go to every entry
 
     def resources(self) -> Iterable[dict[str, Any]]:
         for e in self.bundle.get("entry", [])[1:]:
@@ -71,8 +75,9 @@ class Message:
                 yield e["resource"]
 
 
-MessageHandler = Callable[[Router, UnitContext, Message], Awaitable[list[Issue]]]
-"""Applies a message inside the unit of work; returns informational issues, raises on failure."""
+MessageHandler = Callable[[Router, Repository, Message], Awaitable[list[Issue]]]
+"""Applies a message inside the unit of work of the repository; returns informational issues, raises
+on failure."""
 
 
 @dataclass(slots=True)
@@ -97,12 +102,14 @@ class _Rejected(Exception):
 
 # -- consult events ---------------------------------------------------------------------------------
 
-def consult_handler(focus_types: frozenset[str], check: Callable[[dict[str, Any]], str | None] | None = None,
-                    ) -> MessageHandler:
+FocusCheck = Callable[[Repository, dict[str, Any]], Awaitable[str | None]]
+
+
+def consult_handler(focus_types: frozenset[str], check: FocusCheck | None = None) -> MessageHandler:
     """A consult event: the focus must include one of ``focus_types`` (and pass ``check``); then the
     message's resources are applied as one transaction."""
 
-    async def handle(router: Router, u: UnitContext, message: Message) -> list[Issue]:
+    async def handle(router: Router, w: Repository, message: Message) -> list[Issue]:
         focus = [r for r in _focus_resources(message) if r.get("resourceType") in focus_types]
         if not focus:
             raise _Rejected([Issue("error", "business-rule",
@@ -110,21 +117,26 @@ def consult_handler(focus_types: frozenset[str], check: Callable[[dict[str, Any]
                                    ("Bundle.entry[0].resource.focus",), "msg-focus-type")])
         if check is not None:
             for r in focus:
-                problem = check(r)
+                problem = await check(w, r)
                 if problem:
                     raise _Rejected([Issue("error", "business-rule", problem, ("Bundle.entry[0].resource.focus",),
                                            "msg-focus-state")])
-        return await apply_entries(router, u, message)
+        return await apply_entries(router, w, message)
 
     return handle
 
 
-def _cancel_check(resource: dict[str, Any]) -> str | None:
-    rt, status = resource.get("resourceType"), resource.get("status")
+async def _cancel_check(w: Repository, resource: dict[str, Any]) -> str | None:
+    rt, status, rid = resource.get("resourceType"), resource.get("status"), resource.get("id")
     if rt == "ServiceRequest" and status not in ("revoked", "entered-in-error"):
         return f"consult-cancel needs the ServiceRequest revoked, not '{status}'"
     if rt == "Task" and status not in ("cancelled", "rejected", "entered-in-error"):
         return f"consult-cancel needs the Task cancelled, not '{status}'"
+    # A cancellation cancels something this server holds: it never creates the request it cancels.
+    held = await w.read(str(rt), rid) if isinstance(rid, str) and rid else None
+    if held is None or held.deleted:
+        name = f"{rt}/{rid}" if isinstance(rid, str) and rid else f"a {rt} without an id"
+        return f"consult-cancel names {name}, which this server does not hold"
     return None
 
 
@@ -137,9 +149,9 @@ CONSULT_EVENTS: dict[str, MessageHandler] = {
 }
 
 
-async def apply_entries(router: Router, u: UnitContext, message: Message) -> list[Issue]:
-    """Store the message's resources (every entry after the header) as one transaction inside ``u``."""
-    outer = FhirRequest("POST", "", base_url="")
+async def apply_entries(router: Router, w: Repository, message: Message) -> list[Issue]:
+    """Apply the message's resources (every entry after the header) as one transaction inside the unit of
+    work of ``w``, each entry a request derived from the $process-message request (same actor, base)."""
     entries: list[Entry] = []
     for index, raw in enumerate(message.bundle.get("entry", [])):
         if index == 0:
@@ -149,8 +161,8 @@ async def apply_entries(router: Router, u: UnitContext, message: Message) -> lis
             rt, rid = res.get("resourceType"), res.get("id")
             request = {"method": "PUT", "url": f"{rt}/{rid}"} if rid else {"method": "POST", "url": str(rt)}
             raw = {**raw, "request": request}
-        entries.append(entry_request(raw, index, outer))
-    responses = await run_entries(router, u, entries)
+        entries.append(entry_request(raw, index, message.request))
+    responses = await run_entries(router, w, entries)
     return [Issue("information", "informational", f"{r.status} {(r.location or '').split('/_history/')[0]}".strip(),
                   (f"Bundle.entry[{e.index}]",))
             for e, r in zip(entries, responses, strict=True)]
@@ -163,51 +175,51 @@ def install(router: Router, handlers: MessageHandlers | None = None) -> MessageH
     for code, handler in CONSULT_EVENTS.items():
         registry.handlers.setdefault(f"{CONSULT_EVENT_SYSTEM}|{code}", handler)
 
-    async def run(svc: Services, req: FhirRequest, type: str | None, id: str | None) -> FhirResponse:
-        return await process_message(router, registry, req)
+    async def run(repo: Repository, req: FhirRequest, type: str | None, id: str | None) -> FhirResponse:
+        return await process_message(router, registry, repo, req)
 
     router.operations.register(Operation("process-message", run, PROCESS_MESSAGE, system=True, affects_state=True))
     return registry
 
 
-async def process_message(router: Router, handlers: MessageHandlers, req: FhirRequest) -> FhirResponse:
-    svc = router.services
+async def process_message(router: Router, handlers: MessageHandlers, repo: Repository,
+                          req: FhirRequest) -> FhirResponse:
     if (req.query_value("async") or "").lower() == "true":
         raise invalid("Asynchronous message processing (async=true) is not supported: send the message "
                       "without async, it is processed synchronously", "async", code="not-supported")
-    message = parse_message(req.body)
-    rid = response_id(message)
+    message = parse_message(req.body, req)
+    key, digest = message_key(message), content_digest(message)
     try:
-        async with unit(svc) as u:
-            prior = await _prior(u, rid)
+        async with repo.unit() as w:
+            prior = await _prior(w, key, digest)
             if prior is not None:
                 return prior
             try:
-                handler = _check(svc, handlers, message)
-                info = await handler(router, u, message)
+                handler = _check(w, handlers, message)
+                info = await handler(router, w, message)
             except _Rejected:
                 raise
             except FhirError as err:
                 if err.category is Category.TRANSIENT:
                     raise
                 raise _Rejected(err.issues) from None
-            return await _store(svc, u, rid, _response(svc, req, message, rid, "ok", info))
+            return await _store(w, key, digest, _response(w, message, key, "ok", info))
     except _Rejected as rejected:  # the message changed nothing; store and send the fatal-error answer
         issues = rejected.issues
     except FhirError as err:
         if err.category is not Category.TRANSIENT:
             raise
-        body = _response(svc, req, message, rid, "transient-error", err.issues)
+        body = _response(repo, message, key, "transient-error", err.issues)
         body.pop("id")  # not stored: a retry may succeed
         return FhirResponse(200, resource=body)
-    async with unit(svc) as u:
-        prior = await _prior(u, rid)
+    async with repo.unit() as w:
+        prior = await _prior(w, key, digest)
         if prior is not None:
             return prior
-        return await _store(svc, u, rid, _response(svc, req, message, rid, "fatal-error", issues))
+        return await _store(w, key, digest, _response(w, message, key, "fatal-error", issues))
 
 
-def parse_message(body: Any) -> Message:
+def parse_message(body: Any, request: FhirRequest) -> Message:
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         content = [p.get("resource") for p in body.get("parameter") or []
                    if isinstance(p, dict) and p.get("name") == "content"]
@@ -236,11 +248,12 @@ def parse_message(body: Any) -> Message:
         event = f"{coding.get('system') or ''}|{coding.get('code') or ''}"
     else:
         event = str(header.get("eventUri") or "")
-    return Message(body, header, header_id, endpoint if isinstance(endpoint, str) else "", event)
+    return Message(body, header, header_id, endpoint if isinstance(endpoint, str) else "", event, request)
 
 
-def response_id(message: Message) -> str:
-    """The id of the stored response: the same for a repeated message from the same source."""
+def message_key(message: Message) -> str:
+    """The key of the stored response (also its Bundle id): the same for a repeated message from the
+    same source."""
     ident = message.bundle.get("identifier")
     if isinstance(ident, dict) and ident.get("value"):
         key = f"identifier:{ident.get('system') or ''}|{ident['value']}"
@@ -249,15 +262,21 @@ def response_id(message: Message) -> str:
     return "msg-" + hashlib.sha256(f"{message.source}\n{key}".encode()).hexdigest()[:56]
 
 
-def _profile_issues(svc: Services, message: Message) -> list[Issue]:
+def content_digest(message: Message) -> str:
+    """What a repeated message must repeat: the Bundle without ``meta`` and ``timestamp``."""
+    content = {k: v for k, v in message.bundle.items() if k not in ("meta", "timestamp")}
+    return hashlib.sha256(jsonio.canonical(content)).hexdigest()
+
+
+def _profile_issues(w: Repository, message: Message) -> list[Issue]:
     """The message Bundle against the profiles its event requires (the consult message profiles)."""
-    profiles = validation_profiles(svc, message.bundle)
+    profiles = w.profiles(message.bundle)
     if not profiles:
         return []
-    return svc.validator.validate(message.bundle, profiles=profiles, resource_type="Bundle")
+    return w.svc.validator.validate(message.bundle, profiles=profiles, resource_type="Bundle")
 
 
-def _check(svc: Services, handlers: MessageHandlers, message: Message) -> MessageHandler:
+def _check(w: Repository, handlers: MessageHandlers, message: Message) -> MessageHandler:
     issues: list[Issue] = []
     if not message.source:
         issues.append(Issue("error", "required", "MessageHeader.source.endpoint is required",
@@ -266,7 +285,7 @@ def _check(svc: Services, handlers: MessageHandlers, message: Message) -> Messag
         issues.append(Issue("error", "required", "The MessageHeader has no event (eventCoding or eventUri)",
                             ("Bundle.entry[0].resource.event",)))
     issues.extend(_unresolved_focus(message))
-    issues.extend(i for i in _profile_issues(svc, message) if i.severity in ("error", "fatal"))
+    issues.extend(i for i in _profile_issues(w, message) if i.severity in ("error", "fatal"))
     handler = handlers.get(message.event)
     if handler is None and message.event.strip("|"):
         issues.append(Issue("error", "not-supported", f"Unknown message event '{message.event}'",
@@ -315,29 +334,33 @@ def _focus_resources(message: Message) -> list[dict[str, Any]]:
     return [keys[r] for r in _focus_refs(message) if isinstance(r, str) and r in keys]
 
 
-async def _prior(u: UnitContext, rid: str) -> FhirResponse | None:
-    await u.uow.lock_key(f"message:{rid}")
-    v = await u.uow.read("Bundle", rid)
-    if v is None or v.deleted:
+async def _prior(w: Repository, key: str, digest: str) -> FhirResponse | None:
+    await w.uow.lock_key(f"message:{key}")
+    record = await w.uow.read_message(key)
+    if record is None:
         return None
-    return FhirResponse(200, body=v.body)
+    if record.digest != digest:
+        raise FhirError(Category.CONFLICT, "This message's identity (source endpoint and Bundle.identifier or "
+                        "MessageHeader.id) was already used for a message with different content: a new message "
+                        "needs a new id", code="duplicate")
+    return FhirResponse(200, body=record.body)
 
 
-async def _store(svc: Services, u: UnitContext, rid: str, response: dict[str, Any]) -> FhirResponse:
+async def _store(w: Repository, key: str, digest: str, response: dict[str, Any]) -> FhirResponse:
+    body = jsonio.dumps(response)
     try:
-        v = await write_version(svc, u.uow, "Bundle", rid, response, expected_version=NEW, current=None,
-                                method="POST")
+        await w.uow.write_message(MessageRecord(key, digest, body))
     except VersionConflict:  # another node answered the same message first
-        prior = await _prior(u, rid)
+        prior = await _prior(w, key, digest)
         if prior is None:
             raise
         return prior
-    return FhirResponse(200, body=v.body)
+    return FhirResponse(200, body=body)
 
 
-def _response(svc: Services, req: FhirRequest, message: Message, rid: str, code: str,
-              issues: list[Issue]) -> dict[str, Any]:
-    header_id, outcome_id = svc.clock.new_id(), svc.clock.new_id()
+def _response(repo: Repository, message: Message, key: str, code: str, issues: list[Issue]) -> dict[str, Any]:
+    clock = repo.svc.clock
+    header_id, outcome_id = clock.new_id(), clock.new_id()
     header: dict[str, Any] = {"resourceType": "MessageHeader", "id": header_id}
     # The event is echoed from the request, which may be anything: only a well-formed Coding's string
     # members or a string eventUri go into the stored response (not junk, nor a 900-level nest).
@@ -350,14 +373,14 @@ def _response(svc: Services, req: FhirRequest, message: Message, rid: str, code:
         header["eventUri"] = message.header["eventUri"]
     if message.source:
         header["destination"] = [{"endpoint": message.source}]
-    header["source"] = {"name": "fhir-exchange", "endpoint": f"{req.base_url or 'urn:fhir-exchange'}"}
+    header["source"] = {"name": "fhir-exchange", "endpoint": f"{message.request.base_url or 'urn:fhir-exchange'}"}
     header["response"] = {"identifier": message.header_id, "code": code,
                           "details": {"reference": f"urn:uuid:{outcome_id}"}}
     if not issues:
         issues = [Issue("information", "informational", "Message processed")]
     return {
-        "resourceType": "Bundle", "id": rid, "type": "message", "timestamp": instant(svc.clock.now()),
-        "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{svc.clock.new_id()}"},
+        "resourceType": "Bundle", "id": key, "type": "message", "timestamp": instant(clock.now()),
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{clock.new_id()}"},
         "entry": [
             {"fullUrl": f"urn:uuid:{header_id}", "resource": header},
             {"fullUrl": f"urn:uuid:{outcome_id}", "resource": {"id": outcome_id, **operation_outcome(issues)}},

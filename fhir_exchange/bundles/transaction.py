@@ -1,16 +1,21 @@
 """transaction: https://hl7.org/fhir/R4/http.html#transaction
 
-``POST [base]`` with a ``transaction`` Bundle: all entries succeed or none does. Everything runs in
-ONE store unit of work, in the order the spec prescribes (http.html#trules): DELETE, then POST, then
-PUT/PATCH, then GET/HEAD; the response entries keep the request's order.
+``POST [base]`` with a ``transaction`` Bundle: all entries succeed or none does. The Bundle is first
+planned, then every entry is executed through :meth:`Router.dispatch` (the same path as an HTTP
+request, as the request's actor) inside ONE unit of work, in the order the spec prescribes
+(http.html#trules): DELETE, then POST, then PUT/PATCH, then GET/HEAD; the response entries keep the
+request's order.
 
-- Ids: a POST gets a server id before anything is written, so that ``urn:uuid:`` / ``urn:oid:``
-  fullUrls (and a POST's own absolute fullUrl) can be replaced in every resource of the Bundle first
-  (:mod:`fhir_exchange.bundles.references`); each resource is then validated once, as it is written.
-- Conditional create/update/patch/delete (``ifNoneExist``, ``PUT Type?criteria``...) are resolved
-  inside the unit of work (serialised per criteria by the store), so concurrent transactions with
-  the same conditional creates yield one resource. Two POSTs with the same ``ifNoneExist`` are one
-  resource named twice and are refused like any other overlap.
+The plan:
+- Ids: a POST gets a server id before anything is written (:attr:`FhirRequest.assigned_id`), so that
+  ``urn:uuid:`` / ``urn:oid:`` fullUrls (and a POST's own absolute fullUrl) can be replaced in every
+  resource of the Bundle first (:mod:`fhir_exchange.bundles.references`); each resource is validated
+  once, by the interaction that writes it.
+- Conditional create/update/patch/delete (``ifNoneExist``, ``PUT Type?criteria``...) are matched by the
+  repository inside the unit of work (serialised per criteria by the store, so concurrent
+  transactions with the same conditional creates yield one resource); the repository remembers each
+  match for the unit of work, so the dispatched entry finds exactly what the plan found. Two POSTs with
+  the same ``ifNoneExist`` are one resource named twice and are refused like any other overlap.
 - Conditional references (``Patient?identifier=...``) resolve to the single match: none is a 400,
   several a 412. A criteria equal to the ``ifNoneExist`` of a POST in the same Bundle resolves to that
   entry's resource, as HAPI FHIR does.
@@ -19,8 +24,8 @@ PUT/PATCH, then GET/HEAD; the response entries keep the request's order.
   fullUrl) with the status the entry itself would have had (e.g. 412, 422).
 - No entry cap: the work is a few passes over the entries with dicts keyed by fullUrl and identity,
   so memory is proportional to the Bundle.
-- GET/HEAD entries go through the router with the shared unit of work, so they read what the
-  transaction wrote (read and search; vread and history read committed state).
+- GET/HEAD entries read inside the unit of work, so they see what the transaction wrote (read and
+  search; vread and history read committed state).
 """
 
 from __future__ import annotations
@@ -30,14 +35,12 @@ from typing import Any
 
 from fhir_exchange.bundles.entries import Entry, bundle_entries, entry_request, located, response_bundle, response_entry
 from fhir_exchange.bundles.references import conditional, is_urn, references, rewrite
-from fhir_exchange.errors import FhirError, invalid, precondition_failed
-from fhir_exchange.interactions import create, delete, patch, update
-from fhir_exchange.interactions.common import check_id, check_type, require_resource_body, validate
-from fhir_exchange.interactions.conditional import criteria_pairs, matches
+from fhir_exchange.errors import Category, FhirError, invalid, precondition_failed
+from fhir_exchange.interactions.common import check_id, check_type, require_resource_body
+from fhir_exchange.interactions.repository import Repository, criteria_pairs
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
-from fhir_exchange.interactions.unit import UnitContext, unit
-from fhir_exchange.store.port import ResourceVersion
+from fhir_exchange.interactions.update import check_body_id
 
 
 @dataclass(slots=True)
@@ -45,14 +48,13 @@ class _Step:
     entry: Entry
     type: str = ""
     id: str | None = None  # the resolved target
-    resource: dict[str, Any] | None = None  # the body to write (POST/PUT), rewritten in place
-    matched: ResourceVersion | None = None  # a conditional create that found its resource
+    matched: bool = False  # a conditional create that found its resource: nothing of it is written
 
 
 async def process_transaction(router: Router, req: FhirRequest, bundle: dict[str, Any]) -> FhirResponse:
     entries = parse_entries(bundle, req)
-    async with unit(router.services) as u:
-        responses = await run_entries(router, u, entries)
+    async with Repository(router.services, req.actor).unit() as w:
+        responses = await run_entries(router, w, entries)
     out = []
     for entry, resp in zip(entries, responses, strict=True):
         if entry.method == "HEAD":
@@ -76,10 +78,12 @@ def parse_entries(bundle: dict[str, Any], req: FhirRequest) -> list[Entry]:
     return entries
 
 
-async def run_entries(router: Router, u: UnitContext, entries: list[Entry]) -> list[FhirResponse]:
-    """Process ``entries`` as one transaction inside ``u``; the answers in entry order."""
+async def run_entries(router: Router, w: Repository, entries: list[Entry]) -> list[FhirResponse]:
+    """Plan ``entries`` as one transaction and execute them through the router in the unit of work of
+    ``w``; the answers in entry order."""
     svc = router.services
-    uow = u.uow
+    unit = w.in_unit
+    assert unit is not None
     responses: dict[int, FhirResponse] = {}  # by entry index
     claimed: dict[str, int] = {}
     mapping: dict[str, str] = {}
@@ -94,6 +98,12 @@ async def run_entries(router: Router, u: UnitContext, entries: list[Entry]) -> l
         if other != step.entry.index:
             raise invalid(f"Entries {other} and {step.entry.index} both act on {key}: a transaction may "
                           f"touch a resource once", step.entry.where())
+
+    async def run(entry: Entry) -> None:
+        try:
+            responses[entry.index] = await router.dispatch(entry.req, unit)
+        except FhirError as err:
+            raise located(err, entry) from None
 
     for entry in entries:
         try:
@@ -117,42 +127,39 @@ async def run_entries(router: Router, u: UnitContext, entries: list[Entry]) -> l
         except FhirError as err:
             raise located(err, entry) from None
 
-    # 1. DELETE
+    # 1. DELETE: targets claimed, then executed (conditional creates below must not match what they delete).
     for step in deletes:
         try:
             if step.id is None:
-                step.id = await delete.conditional_target(svc, uow, step.type, step.entry.req.query)
-            if step.id is None:
-                responses[step.entry.index] = delete.nothing_matched(step.type)
-                continue
-            claim(f"{step.type}/{step.id}", step)
-            responses[step.entry.index] = await delete.delete_in(svc, u, step.entry.req, step.type, step.id)
+                found = await w.match_one(step.type, step.entry.req.query, "Conditional delete refused")
+                step.id = found.id if found is not None else None
+            if step.id is not None:
+                claim(f"{step.type}/{step.id}", step)
         except FhirError as err:
             raise located(err, step.entry) from None
+        await run(step.entry)
 
     # 2. Identities of everything POST / PUT / PATCH will write, so references can be replaced first.
     for step in posts:
         entry = step.entry
         try:
-            step.resource = dict(require_resource_body(entry.req, step.type))
-            step.resource.pop("id", None)
+            resource = dict(require_resource_body(entry.req, step.type))
+            resource.pop("id", None)
+            entry.req.body = resource
             condition = entry.req.header("if-none-exist")
             if condition:
                 pairs = criteria_pairs(condition)
                 key = (step.type, tuple(sorted(pairs)))
                 claim(f"{step.type}?{'&'.join(f'{k}={v}' for k, v in key[1])}", step)
-                found = await matches(svc, uow, step.type, pairs)
-                if len(found) > 1:
-                    raise precondition_failed(f"If-None-Exist '{condition}' matches more than one {step.type}")
-                if found:
-                    step.matched = found[0]
-                    step.id = found[0].id
+                found = await w.match_one(step.type, pairs, f"If-None-Exist '{condition}'")
+                if found is not None:
+                    step.id, step.matched = found.id, True
                     claim(f"{step.type}/{step.id}", step)
                 else:
-                    step.id = svc.clock.new_id()
+                    step.id = entry.req.assigned_id = svc.clock.new_id()
                     pending_creates[key] = step.id
             else:
-                step.id = svc.clock.new_id()
+                step.id = entry.req.assigned_id = svc.clock.new_id()
             _map_full_url(mapping, entry, step.type, step.id)
         except FhirError as err:
             raise located(err, entry) from None
@@ -160,67 +167,44 @@ async def run_entries(router: Router, u: UnitContext, entries: list[Entry]) -> l
         entry = step.entry
         try:
             if entry.method == "PUT":
-                step.resource = require_resource_body(entry.req, step.type)
+                resource = require_resource_body(entry.req, step.type)
                 if step.id is None:
-                    body_id = step.resource.get("id")
+                    body_id = resource.get("id")
                     if body_id is not None:
                         check_id(body_id)
-                    step.id = await update.conditional_target(svc, uow, step.type, entry.req.query, body_id)
-                    step.resource = step.resource | {"id": step.id}
+                    found = await w.match_one(step.type, entry.req.query, "Conditional update refused")
+                    step.id = found.id if found is not None else (body_id or svc.clock.new_id())
+                    entry.req.assigned_id = step.id
                 else:
-                    update.check_body_id(step.resource, step.id)
+                    check_body_id(resource, step.id)
                 _map_full_url(mapping, entry, step.type, step.id)
             elif step.id is None:
-                step.id = await patch.conditional_target(svc, uow, step.type, entry.req.query)
+                found = await w.match_one(step.type, entry.req.query, "Conditional patch refused")
+                if found is None:
+                    raise FhirError(Category.NOT_FOUND, f"No {step.type} matches the criteria")
+                step.id = found.id
             claim(f"{step.type}/{step.id}", step)
         except FhirError as err:
             raise located(err, entry) from None
 
     # 3. Conditional references, resolved once per criteria string; then every link replaced.
-    for step in (*posts, *puts):
-        if step.resource is None or step.matched is not None:
-            continue
+    writes = [s for s in (*posts, *puts) if s.entry.method in ("POST", "PUT") and not s.matched]
+    for step in writes:
         try:
-            for ref in references(step.resource):
+            for ref in references(step.entry.req.body):
                 if ref not in mapping and (cond := conditional(ref)) is not None:
-                    mapping[ref] = await _resolve_conditional(svc, uow, cond, pending_creates)
+                    mapping[ref] = await _resolve_conditional(w, cond, pending_creates)
         except FhirError as err:
             raise located(err, step.entry) from None
     if mapping:
-        for step in (*posts, *puts):
-            if step.resource is not None and step.matched is None:
-                rewrite(step.resource, mapping)
+        for step in writes:
+            rewrite(step.entry.req.body, mapping)
 
-    # 4. POST, then PUT / PATCH: each resource validated once, as it is written.
+    # 4. POST, then PUT / PATCH, then 5. GET / HEAD: each through the router, in the unit of work.
     for step in (*posts, *puts):
-        entry = step.entry
-        assert step.id is not None
-        try:
-            if entry.method == "POST":
-                if step.matched is not None:
-                    resp = create.existing(entry.req, step.matched)
-                else:
-                    assert step.resource is not None
-                    issues = validate(svc, step.resource)
-                    resp = await create.create_in(svc, u, entry.req, step.type, step.id, step.resource, issues)
-            elif entry.method == "PUT":
-                assert step.resource is not None
-                issues = validate(svc, step.resource)
-                resp = await update.update_in(svc, u, entry.req, step.type, step.id, step.resource, issues,
-                                              location=True)
-            else:
-                resp = await patch.patch_in(svc, u, entry.req, step.type, step.id)
-        except FhirError as err:
-            raise located(err, entry) from None
-        responses[entry.index] = resp
-
-    # 5. GET / HEAD, through the router, reading inside the unit of work.
+        await run(step.entry)
     for entry in reads:
-        try:
-            responses[entry.index] = await router.dispatch(entry.req, u)
-        except FhirError as err:
-            raise located(err, entry) from None
-
+        await run(entry)
     return [responses[e.index] for e in entries]
 
 
@@ -241,15 +225,15 @@ def _map_full_url(mapping: dict[str, str], entry: Entry, type: str, id: str) -> 
         mapping[full_url] = target
 
 
-async def _resolve_conditional(svc: Any, uow: Any, cond: tuple[str, str],
+async def _resolve_conditional(w: Repository, cond: tuple[str, str],
                                pending: dict[tuple[str, tuple[tuple[str, str], ...]], str]) -> str:
     type, criteria = cond
-    check_type(svc, type)
+    check_type(w.svc, type)
     pairs = criteria_pairs(criteria)
     created = pending.get((type, tuple(sorted(pairs))))
     if created is not None:
         return f"{type}/{created}"
-    found = await matches(svc, uow, type, pairs)
+    found = await w.match(type, pairs)
     if len(found) > 1:
         raise precondition_failed(f"The conditional reference '{type}?{criteria}' matches more than one {type}")
     if not found:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fhir_exchange.definitions.package import Package, load_package
+
+T = TypeVar("T")
 
 PACKAGES_DIR = Path(__file__).resolve().parent.parent / "packages"
 CORE_PACKAGE = PACKAGES_DIR / "hl7.fhir.r4.core-4.0.1.tgz"
@@ -38,6 +40,11 @@ CONFORMANCE_TYPES = frozenset(
 )
 
 
+def _stored_version(resource: dict[str, Any]) -> tuple[Any, Any]:
+    meta = resource.get("meta")
+    return (meta.get("versionId"), meta.get("lastUpdated")) if isinstance(meta, dict) else (None, None)
+
+
 def _version_key(v: str | None) -> tuple[Any, ...]:
     parts: list[Any] = []
     for p in (v or "").replace("-", ".").split("."):
@@ -59,13 +66,14 @@ class Definitions:
         # (package, filename) -> resourceType, so iter() parses only the files of the type it wants.
         self._file_types: dict[tuple[int, str], str] = {}
         self.generation = 0  # bumped on every change, so derived caches know when to rebuild
+        self._derived: dict[str, tuple[int, Any]] = {}
         for p in packages:
             self.add_package(p)
 
     @classmethod
     def load(cls, paths: Iterable[Path | str] = (), *, cache_dir: Path | None = None,
              include_core: bool = True) -> Definitions:
-        pkgs = []
+        pkgs: list[Package] = []
         if include_core:
             pkgs.extend(load_package(p, cache_dir) for p in BUNDLED_PACKAGES)
         for p in paths:
@@ -90,11 +98,16 @@ class Definitions:
             self._changed()
 
     def add(self, resource: dict[str, Any]) -> None:
-        """Register a conformance resource written to the server; usable at once."""
+        """Register a conformance resource written to the server; usable at once. Adding the version
+        already registered changes nothing (the change feed replays what this process wrote)."""
         rt = resource.get("resourceType")
         if rt not in CONFORMANCE_TYPES:
             return
         with self._lock:
+            known = self._by_type_id.get((rt, resource.get("id") or ""))
+            if known is not None and known[0] is None and isinstance(known[1], dict) and \
+                    _stored_version(known[1]) == _stored_version(resource) != (None, None):
+                return
             url = resource.get("url")
             if url:
                 versions = self._by_url[url]
@@ -105,12 +118,42 @@ class Definitions:
             self._changed()
 
     def remove(self, resource: dict[str, Any]) -> None:
+        """Forget a conformance resource written to the server (it was deleted); packages stay."""
         with self._lock:
             url = resource.get("url")
-            if url and url in self._by_url:
-                self._by_url[url] = [v for v in self._by_url[url] if v[1] is not None
-                                     or v[2].get("id") != resource.get("id")]  # type: ignore[union-attr]
+            if isinstance(url, str) and url in self._by_url:
+                kept = [v for v in self._by_url[url] if v[1] is not None
+                        or not isinstance(v[2], dict) or v[2].get("id") != resource.get("id")]
+                if kept:
+                    self._by_url[url] = kept
+                else:
+                    del self._by_url[url]
+            key = (str(resource.get("resourceType")), str(resource.get("id")))
+            if key in self._by_type_id and self._by_type_id[key][0] is None:
+                del self._by_type_id[key]
             self._changed()
+
+    def package_of(self, url: str) -> str | None:
+        """``name#version`` of the loaded package that defines the canonical ``url`` (None: no package
+        does). Such canonicals belong to their package: the server never lets a write override them."""
+        with self._lock:
+            for _version, pkg, _ref in self._by_url.get(url, ()):
+                if pkg is not None:
+                    return f"{pkg.name}#{pkg.version}"
+        return None
+
+    def derived(self, key: str, build: Callable[[], T]) -> T:
+        """A value derived from the definitions (search parameter tables, terminology), built once per
+        :attr:`generation` and dropped when the definitions change."""
+        with self._lock:
+            hit = self._derived.get(key)
+            if hit is not None and hit[0] == self.generation:
+                return hit[1]
+            generation = self.generation
+        value = build()
+        with self._lock:
+            self._derived[key] = (generation, value)
+        return value
 
     def _note_base_sd(self, type_name: str, url: str) -> None:
         if url == f"http://hl7.org/fhir/StructureDefinition/{type_name}":

@@ -72,3 +72,8 @@ def _default(obj: Any) -> Any:
 def dumps(obj: Any, *, pretty: bool = False) -> bytes:
     """Serialise like ``orjson.dumps``, writing :class:`Decimal` values as their original text."""
     return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def canonical(obj: Any) -> bytes:
+    """``obj`` with sorted keys: equal for documents that say the same, whatever their key order."""
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_SORT_KEYS)

@@ -1,20 +1,20 @@
 """capabilities: https://hl7.org/fhir/R4/http.html#capabilities
 
-``GET [base]/metadata`` answers a CapabilityStatement generated from the router's route table, the
-operation registry and the loaded definitions, never from a hand-written list.
+``GET [base]/metadata`` answers a CapabilityStatement generated from the route table (routes and
+operations) and the loaded definitions, never from a hand-written list.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fhir_exchange import FHIR_VERSION, __version__
+from fhir_exchange.clock import instant
 from fhir_exchange.fhir import jsonio
-from fhir_exchange.interactions.request import FhirRequest
-
-if TYPE_CHECKING:
-    from fhir_exchange.interactions.router import Router
+from fhir_exchange.interactions.routes import RouteTable
+from fhir_exchange.interactions.search import declared_includes, declared_search_params
+from fhir_exchange.interactions.services import Services
 
 _TYPE_ORDER = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                "search-type"]
@@ -28,32 +28,19 @@ class StatementCache:
     key: tuple[Any, ...] | None = None
     body: bytes = b""
 
-    def get(self, router: Router, req: FhirRequest) -> bytes:
-        key = (router.services.definitions.generation, req.base_url,
-               tuple((r.method, r.pattern, r.interaction, r.level) for r in router.routes),
-               tuple(sorted(router.operations.operations)), router.bundle_processor is not None)
+    def get(self, svc: Services, table: RouteTable, base_url: str) -> bytes:
+        key = (svc.definitions.generation, base_url, table.fingerprint())
         if key != self.key:
-            self.body = jsonio.dumps(capability_statement(router, req))
+            self.body = jsonio.dumps(capability_statement(svc, table, base_url))
             self.key = key
         return self.body
 
 
-def search_params_for(router: Router, type: str) -> list[dict[str, Any]]:
-    declare = getattr(router, "declared_search_params", None)
-    if declare is not None:
-        out: list[dict[str, Any]] = declare(type)
-        return out
-    return []
-
-
-def capability_statement(router: Router, req: FhirRequest) -> dict[str, Any]:
-    svc = router.services
-    type_interactions = [r.interaction for r in router.routes if r.level in ("type", "instance")]
+def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dict[str, Any]:
+    type_interactions = table.interactions("type") | table.interactions("instance")
     type_codes = [c for c in _TYPE_ORDER if c in type_interactions]
-    system_codes = sorted({r.interaction for r in router.routes
-                           if r.level == "system" and r.interaction != "capabilities"
-                           and (r.interaction not in ("batch", "transaction") or router.bundle_processor)})
-    ops = list(router.operations.operations.values())
+    system_codes = sorted(table.interactions("system") - {"capabilities"})
+    ops = list(table.operations.operations.values())
     resources = []
     for type in svc.definitions.resource_types():
         entry: dict[str, Any] = {
@@ -68,16 +55,14 @@ def capability_statement(router: Router, req: FhirRequest) -> dict[str, Any]:
             "conditionalUpdate": True,
             "conditionalDelete": "single",
         }
-        params = search_params_for(router, type)
+        params = declared_search_params(svc, type)
         if params:
             entry["searchParam"] = params
-        includes = getattr(router, "declared_includes", None)
-        if includes is not None:
-            inc, rev = includes(type)
-            if inc:
-                entry["searchInclude"] = inc
-            if rev:
-                entry["searchRevInclude"] = rev
+        inc, rev = declared_includes(svc, type)
+        if inc:
+            entry["searchInclude"] = inc
+        if rev:
+            entry["searchRevInclude"] = rev
         type_ops = [o for o in ops if (o.type or o.instance) and (not o.resource_types or type in o.resource_types)]
         if type_ops:
             entry["operation"] = [{"name": o.name, "definition": o.definition} for o in type_ops]
@@ -93,11 +78,11 @@ def capability_statement(router: Router, req: FhirRequest) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-29",
+        "date": instant(svc.clock.now()),  # when this statement was generated (FHIR dateTime)
         "publisher": "fhir-exchange",
         "kind": "instance",
         "software": {"name": "fhir-exchange", "version": __version__},
-        "implementation": {"description": "fhir-exchange FHIR R4 server", "url": req.base_url},
+        "implementation": {"description": "fhir-exchange FHIR R4 server", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "application/json"],
         "patchFormat": ["application/json-patch+json"],

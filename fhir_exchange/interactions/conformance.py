@@ -1,20 +1,28 @@
 """Conformance resources written to the server live in the store and in :class:`Definitions`.
 
-Writes reach Definitions through ``Services.on_conformance_change`` after their commit; at start-up
-:func:`load_stored` adds every stored one again, so a StructureDefinition, ValueSet, CodeSystem,
-SearchParameter or Questionnaire PUT before a restart still validates and searches after it
-(https://hl7.org/fhir/R4/validation.html: the server validates against the profiles it knows).
+A write reaches the Definitions of the process that made it through a commit hook (:func:`track`), and
+those of every other process on the same store through the change feed (:class:`DefinitionsFeed`); at
+start-up :func:`load_stored` adds every stored one again, so a StructureDefinition, ValueSet,
+CodeSystem, SearchParameter or Questionnaire PUT before a restart still validates and searches after
+it (https://hl7.org/fhir/R4/validation.html: the server validates against the profiles it knows).
+
+A canonical URL defined by a loaded package (the core specification, KR Core, the consult IG) belongs
+to that package: :func:`package_guard` refuses a write that would override it (a ValueSet PUT with
+the administrative-gender URL must not make every Patient write fail).
 """
 
 from __future__ import annotations
 
 import logging
 
-import orjson
-
+from fhir_exchange.definitions import Definitions
 from fhir_exchange.definitions.definitions import CONFORMANCE_TYPES
+from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.fhir import jsonio
+from fhir_exchange.interactions.hooks import Change, CommitHook, Guard, WriteUnit
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.search.query import SearchQuery
+from fhir_exchange.store.port import ChangeRecord, ResourceVersion
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +37,7 @@ async def load_stored(svc: Services) -> int:
         while True:
             result = await svc.store.search(SearchQuery(type=type, count=_PAGE, offset=offset, total="none"))
             for v in result.matches:
-                svc.definitions.add(orjson.loads(v.body))
+                svc.definitions.add(jsonio.loads(v.body))
             loaded += len(result.matches)
             if len(result.matches) < _PAGE:
                 break
@@ -37,3 +45,69 @@ async def load_stored(svc: Services) -> int:
     if loaded:
         log.info("Loaded %d conformance resources from the store", loaded)
     return loaded
+
+
+def package_guard(definitions: Definitions) -> Guard:
+    async def guard(change: Change, unit: WriteUnit) -> None:
+        if change.type not in CONFORMANCE_TYPES or change.after is None:
+            return
+        url = change.after.get("url")
+        if isinstance(url, str) and (package := definitions.package_of(url)) is not None:
+            raise FhirError(Category.UNPROCESSABLE,
+                            f"The canonical URL {url} is defined by the loaded package {package}; a {change.type} "
+                            f"written to the server may not override it (use a URL of your own)",
+                            (f"{change.type}.url",), code="business-rule")
+
+    return guard
+
+
+def track(definitions: Definitions) -> CommitHook:
+    """Keep this process's definitions in step with the conformance resources it writes."""
+
+    def hook(change: Change, version: ResourceVersion) -> None:
+        if change.type not in CONFORMANCE_TYPES:
+            return
+        if change.after is None:
+            before = change.before_resource()
+            if before is not None:
+                definitions.remove(before)
+        else:
+            definitions.add(jsonio.loads(version.body))
+
+    return hook
+
+
+class DefinitionsFeed:
+    """Applies the conformance writes of every process on the same store, read from its change feed."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.cursor = 0
+
+    async def start(self) -> None:
+        """Begin after what is committed now (load_stored has read everything up to here)."""
+        self.cursor = await self.svc.store.last_change()
+
+    async def poll(self) -> int:
+        """Apply the conformance changes committed since the last poll; returns how many."""
+        applied = 0
+        while True:
+            records = await self.svc.store.changes(self.cursor, 500)
+            for record in records:
+                if record.type in CONFORMANCE_TYPES:
+                    await self._apply(record)
+                    applied += 1
+                self.cursor = record.seq
+            if len(records) < 500:
+                return applied
+
+    async def _apply(self, record: ChangeRecord) -> None:
+        defs = self.svc.definitions
+        if record.deleted:
+            previous = await self.svc.store.vread(record.type, record.id, record.version_id - 1)
+            if previous is not None and not previous.deleted:
+                defs.remove(jsonio.loads(previous.body))
+            return
+        v = await self.svc.store.vread(record.type, record.id, record.version_id)
+        if v is not None and not v.deleted:
+            defs.add(jsonio.loads(v.body))

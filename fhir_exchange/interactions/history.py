@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from fhir_exchange.clock import instant
 from fhir_exchange.errors import invalid, not_found
 from fhir_exchange.interactions.bundle_json import splice_bundle
 from fhir_exchange.interactions.common import check_id, check_type, etag
 from fhir_exchange.interactions.paging import page_links
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
-from fhir_exchange.interactions.services import Services
 from fhir_exchange.store.port import HistoryQuery
 
 MAX_OFFSET = 2**62
@@ -54,13 +55,15 @@ def _int_param(req: FhirRequest, name: str, default: int, maximum: int | None = 
     return min(n, maximum) if maximum is not None else n
 
 
-async def history(svc: Services, req: FhirRequest, type: str | None = None, id: str | None = None) -> FhirResponse:
+async def history(repo: Repository, req: FhirRequest, type: str | None = None, id: str | None = None
+                  ) -> FhirResponse:
+    svc = repo.svc
     if type is not None:
         check_type(svc, type)
     if id is not None:
         check_id(id)
         assert type is not None
-        if await svc.store.read(type, id) is None:
+        if await repo.read(type, id) is None:
             raise not_found(f"Resource {type}/{id} is not known")
     count = _int_param(req, "_count", svc.settings.default_count, svc.settings.max_count)
     # Far past the end is an empty page; the cap keeps the value inside the stores' 64-bit integers.
@@ -68,12 +71,12 @@ async def history(svc: Services, req: FhirRequest, type: str | None = None, id: 
     since = _instant_param(req, "_since")
     at = _instant_param(req, "_at")
     till = _instant_param(req, "_till") or instant(svc.clock.now())
-    page = await svc.store.history(HistoryQuery(type, id, since, at, till, count, offset))
+    page = await repo.history(HistoryQuery(type, id, since, at, till, count, offset))
 
     path = "/".join(p for p in (type, id, "_history") if p)
     base = f"{req.base_url}/{path}"
     params = [(k, v) for k, v in req.query if k in ("_since", "_at")] + [("_till", till)]
-    entries = []
+    entries: list[tuple[dict[str, Any], bytes | None]] = []
     for v in page.versions:
         full_url = f"{req.base_url}/{v.type}/{v.id}"
         if v.deleted:

@@ -1,15 +1,16 @@
-"""Extended operations (https://hl7.org/fhir/R4/operations.html): a registry the router and the
-CapabilityStatement both read, so the two cannot drift."""
+"""Extended operations (https://hl7.org/fhir/R4/operations.html): a registry that the router and the
+CapabilityStatement both read (through the route table), so the two cannot drift."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
-from fhir_exchange.interactions.services import Services
 
-OperationHandler = Callable[[Services, FhirRequest, str | None, str | None], Awaitable[FhirResponse]]
+OperationHandler = Callable[[Repository, FhirRequest, str | None, str | None], Awaitable[FhirResponse]]
+"""(repository of the request, request, type or None, id or None) -> response."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 ``PATCH [base]/[type]/[id]`` with a JSON Patch document (RFC 6902, ``application/json-patch+json``).
 The patched resource is validated like an update; it may not change its type or id.
 Conditional patch: ``PATCH [base]/[type]?criteria`` (exactly one match, else 404/412).
+FHIRPath Patch (a ``Parameters`` body) is not supported: it is refused naming JSON Patch.
 """
 
 from __future__ import annotations
@@ -18,18 +19,16 @@ from fhir_exchange.interactions.common import (
     check_type,
     parse_if_match,
     prefer_return,
-    validate,
     version_response,
-    write_version,
 )
-from fhir_exchange.interactions.conditional import matches
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
-from fhir_exchange.interactions.services import Services
-from fhir_exchange.interactions.unit import UnitContext, notify, unit
-from fhir_exchange.store.port import UnitOfWork
 
 
 def _apply(doc: dict[str, Any], ops: Any, type: str, id: str) -> dict[str, Any]:
+    if isinstance(ops, dict) and ops.get("resourceType") == "Parameters":
+        raise FhirError(Category.UNSUPPORTED_MEDIA_TYPE, "FHIRPath Patch (a Parameters body) is not supported: "
+                        "send a JSON Patch (application/json-patch+json)", code="not-supported")
     if not isinstance(ops, list):
         raise invalid("A JSON Patch body must be an array of operations", code="structure")
     try:
@@ -46,43 +45,26 @@ def _apply(doc: dict[str, Any], ops: Any, type: str, id: str) -> dict[str, Any]:
     return patched
 
 
-async def patch(svc: Services, req: FhirRequest, type: str, id: str | None,
-                ctx: UnitContext | None = None) -> FhirResponse:
-    check_type(svc, type)
+async def patch(repo: Repository, req: FhirRequest, type: str, id: str | None) -> FhirResponse:
+    check_type(repo.svc, type)
     if id is not None:
         check_id(id)
-    async with unit(svc, ctx) as u:
+    async with repo.unit() as w:
         if id is None:
-            id = await conditional_target(svc, u.uow, type, req.query)
-        return await patch_in(svc, u, req, type, id)
-
-
-async def conditional_target(svc: Services, uow: UnitOfWork, type: str, query: list[tuple[str, str]]) -> str:
-    """The single resource a conditional patch changes (none: 404, several: 412)."""
-    found = await matches(svc, uow, type, query)
-    if len(found) > 1:
-        raise precondition_failed(f"The criteria match more than one {type}: the patch is refused")
-    if not found:
-        raise not_found(f"No {type} matches the criteria")
-    return found[0].id
-
-
-async def patch_in(svc: Services, u: UnitContext, req: FhirRequest, type: str, id: str) -> FhirResponse:
-    """Apply the JSON Patch of ``req`` to ``type/id`` inside ``u``."""
-    if_match = parse_if_match(req)
-    uow = u.uow
-    current = await uow.read(type, id)
-    if current is None:
-        raise not_found(f"Resource {type}/{id} is not known")
-    if current.deleted:  # as read answers; HAPI FHIR too since hapi-fhir#3788 (PATCH had undeleted it)
-        raise gone(f"Resource {type}/{id} was deleted (version {current.version_id})")
-    if if_match is not None and if_match != current.version_id:
-        raise precondition_failed(
-            f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
-        )
-    patched = _apply(jsonio.loads(current.body), req.body, type, id)
-    issues = validate(svc, patched)
-    v = await write_version(svc, uow, type, id, patched, expected_version=current.version_id,
-                            current=current, method="PATCH")
-    notify(svc, u, patched, deleted=False)
-    return prefer_return(req, version_response(req, v), issues)
+            found = await w.match_one(type, req.query, "Conditional patch refused")
+            if found is None:
+                raise not_found(f"No {type} matches the criteria")
+            id = found.id
+        if_match = parse_if_match(req)
+        current = await w.current(type, id)
+        if current is None or not await w.visible(current):
+            raise not_found(f"Resource {type}/{id} is not known")
+        if current.deleted:  # as read answers; HAPI FHIR too since hapi-fhir#3788 (PATCH had undeleted it)
+            raise gone(f"Resource {type}/{id} was deleted (version {current.version_id})")
+        if if_match is not None and if_match != current.version_id:
+            raise precondition_failed(
+                f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
+            )
+        draft = w.prepare(type, _apply(jsonio.loads(current.body), req.body, type, id))
+        written = await w.write(draft, type, id, current=current, method="PATCH")
+    return prefer_return(req, version_response(req, written.version), written.issues)

@@ -1,6 +1,7 @@
 """read: https://hl7.org/fhir/R4/http.html#read
 
-``GET [base]/[type]/[id]``. A deleted resource answers 410 Gone, an unknown one 404. With
+``GET [base]/[type]/[id]``. A deleted resource answers 410 Gone, an unknown one 404 (and so does one
+the actor may not see: 404, not 403, for what the caller may not know exists). With
 ``If-None-Match`` naming the current version the answer is 304 (http.html#cread).
 """
 
@@ -10,17 +11,17 @@ import re
 
 from fhir_exchange.errors import gone, not_found
 from fhir_exchange.interactions.common import check_id, check_type, version_response
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
-from fhir_exchange.interactions.services import Services
-from fhir_exchange.interactions.unit import UnitContext
 from fhir_exchange.store.port import ResourceVersion
 
 
-async def current_version(svc: Services, type: str, id: str, ctx: UnitContext | None = None) -> ResourceVersion:
-    check_type(svc, type)
+async def current_version(repo: Repository, type: str, id: str) -> ResourceVersion:
+    """The live current version the actor may see (404 unknown or not visible, 410 deleted)."""
+    check_type(repo.svc, type)
     check_id(id)
-    # Inside a transaction Bundle, read what its earlier entries wrote.
-    v = await (ctx.uow if ctx is not None else svc.store).read(type, id)
+    # Inside a transaction Bundle, the repository reads what its earlier entries wrote.
+    v = await repo.read(type, id)
     if v is None:
         raise not_found(f"Resource {type}/{id} is not known")
     if v.deleted:
@@ -28,8 +29,8 @@ async def current_version(svc: Services, type: str, id: str, ctx: UnitContext | 
     return v
 
 
-async def read(svc: Services, req: FhirRequest, type: str, id: str, ctx: UnitContext | None = None) -> FhirResponse:
-    v = await current_version(svc, type, id, ctx)
+async def read(repo: Repository, req: FhirRequest, type: str, id: str) -> FhirResponse:
+    v = await current_version(repo, type, id)
     inm = req.header("if-none-match")
     if inm:
         tags = {m for m in re.findall(r'"([^"]*)"', inm)}

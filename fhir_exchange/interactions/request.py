@@ -1,13 +1,18 @@
 """HTTP-free request and response of the FHIR router.
 
-The api layer turns an HTTP request into a :class:`FhirRequest`; batch and transaction entries are
-turned into the same object, so both go through one dispatcher.
+The api layer turns an HTTP request into a :class:`FhirRequest`; Bundle entries, the entries of a
+message and portal pages are turned into the same object, so all go through one dispatcher. The
+response carries typed fields (status, version, location...); only the api layer renders them as
+HTTP headers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from fhir_exchange.fhir import jsonio
+from fhir_exchange.security.actor import SYSTEM, Actor
 
 
 @dataclass(slots=True)
@@ -18,6 +23,10 @@ class FhirRequest:
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None  # parsed JSON (dict or list) or None
     base_url: str = ""  # absolute FHIR base, no trailing slash
+    actor: Actor = SYSTEM  # who is asking; copied into every request derived from this one
+    # The id a transaction's plan gave a create or a conditional update that creates (its urn:uuid
+    # references were rewritten to it before anything was written). Never set from HTTP.
+    assigned_id: str | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -30,6 +39,16 @@ class FhirRequest:
             if k == name:
                 return v
         return None
+
+    def derive(self, method: str, path: str, query: list[tuple[str, str]] | None = None,
+               headers: dict[str, str] | None = None, body: Any = None) -> FhirRequest:
+        """A request made on behalf of this one (a Bundle entry, a message's content): same actor and
+        base URL, and the outer ``Prefer`` unless the derived request states its own."""
+        derived_headers = dict(headers or {})
+        prefer = self.header("prefer")
+        if prefer and "prefer" not in derived_headers:
+            derived_headers["prefer"] = prefer
+        return FhirRequest(method, path, query or [], derived_headers, body, self.base_url, self.actor)
 
     @property
     def prefer(self) -> dict[str, str]:
@@ -49,18 +68,16 @@ class FhirResponse:
     status: int
     resource: dict[str, Any] | None = None  # the body as JSON, or
     body: bytes | None = None  # the body as stored bytes (fast path; never re-serialised)
-    headers: dict[str, str] = field(default_factory=dict)
-    # Filled for resource-returning interactions so that Prefer and batch entries can use them.
+    # What the api layer renders as ETag, Last-Modified and Location (and Bundle entries as
+    # response.etag / lastModified / location).
     location: str | None = None
-    etag: str | None = None
+    etag: str | None = None  # W/"<versionId>"
     last_modified: str | None = None  # FHIR instant
 
     def json(self) -> dict[str, Any] | None:
         if self.resource is not None:
             return self.resource
         if self.body:
-            from fhir_exchange.fhir import jsonio
-
             loaded: dict[str, Any] = jsonio.loads(self.body)
             return loaded
         return None

@@ -17,13 +17,13 @@ from dataclasses import replace
 from typing import Any
 
 from fhir_exchange.fhir import jsonio
-from fhir_exchange.fhir.subsetting import SummaryElements, apply
 from fhir_exchange.interactions.bundle_json import splice_bundle
 from fhir_exchange.interactions.common import check_id, check_type
 from fhir_exchange.interactions.paging import page_links
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
-from fhir_exchange.interactions.unit import UnitContext
+from fhir_exchange.interactions.subsetting import SummaryElements, apply
 from fhir_exchange.search.parse import parse
 from fhir_exchange.store.port import ResourceVersion
 
@@ -36,11 +36,11 @@ def _entry_body(v: ResourceVersion, summaries: SummaryElements | None, summary: 
     return v.body
 
 
-async def search(svc: Services, req: FhirRequest, type: str | None = None,
-                 summaries: SummaryElements | None = None, ctx: UnitContext | None = None,
+async def search(repo: Repository, req: FhirRequest, type: str | None = None,
+                 summaries: SummaryElements | None = None,
                  compartment: tuple[str, str] | None = None) -> FhirResponse:
-    # Inside a transaction Bundle, search sees what its earlier entries wrote.
-    store = ctx.uow if ctx is not None else svc.store
+    # Inside a transaction Bundle, the repository's search sees what its earlier entries wrote.
+    svc = repo.svc
     if type is not None:
         check_type(svc, type)
     if compartment is not None:
@@ -50,12 +50,12 @@ async def search(svc: Services, req: FhirRequest, type: str | None = None,
     query = parse(svc.definitions, type, req.query, default_count=svc.settings.default_count,
                   max_count=svc.settings.max_count, strict=strict, compartment=compartment)
     if query.summary == "count":
-        result = await store.search(replace(query, count=0, include=(), revinclude=(), sort=(),
+        result = await repo.search(replace(query, count=0, include=(), revinclude=(), sort=(),
                                             total="accurate"))
         head: dict[str, Any] = {"resourceType": "Bundle", "id": svc.clock.new_id(), "type": "searchset",
                                 "total": result.total}
         return FhirResponse(200, resource=head)
-    result = await store.search(query)
+    result = await repo.search(query)
     entries: list[tuple[dict[str, Any], bytes | None]] = []
     for v in result.matches:
         entries.append(({"fullUrl": f"{req.base_url}/{v.type}/{v.id}", "search": {"mode": "match"}},
@@ -122,11 +122,11 @@ def declared_includes(svc: Services, type: str) -> tuple[list[str], list[str]]:
 # -- $reindex --------------------------------------------------------------------------------------
 
 
-async def reindex_operation(svc: Services, req: FhirRequest, type: str | None, id: str | None) -> FhirResponse:
+async def reindex_operation(repo: Repository, req: FhirRequest, type: str | None, id: str | None) -> FhirResponse:
     """``POST [base]/$reindex`` and ``POST [base]/[type]/$reindex``: re-extract the search index of the
     current resources, so that SearchParameters written to the server apply to existing data (as
     HAPI FHIR's ``$reindex``)."""
-    n = await svc.store.reindex(type)
+    n = await repo.svc.store.reindex(type)
     return FhirResponse(200, resource={
         "resourceType": "Parameters",
         "parameter": [{"name": "count", "valueInteger": n}],

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fhir_exchange.clock import Clock
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Issue
+from fhir_exchange.interactions.hooks import Hooks
+from fhir_exchange.search.query import Visibility
+from fhir_exchange.security.actor import Actor
 from fhir_exchange.settings import Settings
 from fhir_exchange.store.port import ResourceStore
 
@@ -18,8 +21,17 @@ class ResourceValidator(Protocol):
                  resource_type: str | None = None) -> list[Issue]: ...
 
 
-WriteRule = Callable[[dict[str, Any]], list[Issue]]
-"""A rule a resource of one type must pass before it is stored (e.g. document Bundles: bdl-9/10/11)."""
+class AccessPolicy(Protocol):
+    """What an actor may see: a :class:`Visibility` the stores compile into every query (None: all)."""
+
+    def visibility(self, actor: Actor, at: str) -> Visibility | None: ...
+
+
+class OpenAccess:
+    """Every actor sees everything: the server before authentication exists, and ``auth=off``."""
+
+    def visibility(self, actor: Actor, at: str) -> Visibility | None:
+        return None
 
 
 @dataclass(slots=True)
@@ -29,9 +41,5 @@ class Services:
     store: ResourceStore
     validator: ResourceValidator
     clock: Clock = field(default_factory=Clock)
-    # Hooks run after a conformance resource is written or deleted (definitions, search params).
-    on_conformance_change: list[Callable[[dict[str, Any], bool], None]] = field(default_factory=list)
-    # Extra write rules per resource type, run by every write path after validation.
-    write_rules: dict[str, list[WriteRule]] = field(default_factory=dict)
-    # Pick the profiles a resource must conform to from its content (e.g. a consult ServiceRequest).
-    profile_selectors: list[Callable[[dict[str, Any]], list[str]]] = field(default_factory=list)
+    hooks: Hooks = field(default_factory=Hooks)
+    access: AccessPolicy = field(default_factory=OpenAccess)

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 
 from fhir_exchange.errors import Issue, invalid, operation_outcome
-from fhir_exchange.interactions.common import check_id, validation_profiles
-from fhir_exchange.interactions.operations import Operation
+from fhir_exchange.interactions.common import check_id
+from fhir_exchange.interactions.operations import Operation, OperationRegistry
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
-from fhir_exchange.interactions.services import Services
 
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 MODES = frozenset({"create", "update", "delete", "profile"})
@@ -47,8 +47,9 @@ def _parameters(body: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
     return resource, values
 
 
-async def validate_operation(svc: Services, req: FhirRequest, type: str | None, id: str | None) -> FhirResponse:
+async def validate_operation(repo: Repository, req: FhirRequest, type: str | None, id: str | None) -> FhirResponse:
     assert type is not None
+    svc = repo.svc
     resource, values = _parameters(req.body)
     mode = req.query_value("mode") or values.get("mode")
     profile = req.query_value("profile") or values.get("profile")
@@ -60,7 +61,7 @@ async def validate_operation(svc: Services, req: FhirRequest, type: str | None, 
     if resource is None:
         if id is None:
             raise invalid("$validate needs a resource: the body, or the 'resource' parameter of a Parameters body")
-        current = await svc.store.read(type, id)
+        current = await repo.read(type, id)
         if current is None or current.deleted:
             raise invalid(f"$validate: {type}/{id} is not stored, and no resource was given")
         if mode == "delete":
@@ -79,11 +80,11 @@ async def validate_operation(svc: Services, req: FhirRequest, type: str | None, 
                                 (f"{type}.id",)))
     if mode == "delete":
         target = id or resource.get("id")
-        stored = await svc.store.read(type, target) if isinstance(target, str) else None
+        stored = await repo.read(type, target) if isinstance(target, str) else None
         if stored is None or stored.deleted:
             issues.append(Issue("error", "not-found", f"{type}/{target} is not stored: nothing to delete"))
         return _outcome(issues or [Issue("information", "informational", f"{type}/{target} may be deleted")])
-    profiles = validation_profiles(svc, resource)
+    profiles = repo.profiles(resource)
     if profile:
         resolved = svc.definitions.resolve(profile)
         if resolved is None:
@@ -103,9 +104,7 @@ async def validate_operation(svc: Services, req: FhirRequest, type: str | None, 
                                 (), "profile-wrong-type"))
             return _outcome(issues)
         profiles = [*profiles, profile]
-    issues.extend(svc.validator.validate(resource, profiles=profiles, resource_type=type))
-    for rule in svc.write_rules.get(type, ()):
-        issues.extend(rule(resource))
+    issues.extend(repo.check(resource, profiles=profiles))
     return _outcome(issues)
 
 
@@ -115,6 +114,6 @@ def _outcome(issues: list[Issue]) -> FhirResponse:
     return FhirResponse(200, resource=operation_outcome(issues))
 
 
-def install(router: Any) -> None:
-    router.operations.register(Operation("validate", validate_operation, DEFINITION, type=True, instance=True,
+def install(operations: OperationRegistry) -> None:
+    operations.register(Operation("validate", validate_operation, DEFINITION, type=True, instance=True,
                                          methods=("POST", "GET")))

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from fhir_exchange.errors import gone, not_found
 from fhir_exchange.interactions.common import check_id, check_type, parse_version_id, version_response
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
-from fhir_exchange.interactions.services import Services
 
 
-async def vread(svc: Services, req: FhirRequest, type: str, id: str, vid: str) -> FhirResponse:
-    check_type(svc, type)
+async def vread(repo: Repository, req: FhirRequest, type: str, id: str, vid: str) -> FhirResponse:
+    check_type(repo.svc, type)
     check_id(id)
-    v = await svc.store.vread(type, id, parse_version_id(vid))
+    v, known = await repo.vread(type, id, parse_version_id(vid))
     if v is None:
-        if await svc.store.read(type, id) is None:
+        if not known:
             raise not_found(f"Resource {type}/{id} is not known")
         raise not_found(f"Resource {type}/{id} has no version {vid}")
     if v.deleted:

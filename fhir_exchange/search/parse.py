@@ -10,9 +10,7 @@ a 400 only with ``strict`` (``Prefer: handling=strict``); otherwise it is ignore
 
 from __future__ import annotations
 
-import weakref
 from datetime import datetime
-from typing import Any
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import invalid
@@ -36,6 +34,7 @@ from fhir_exchange.search.query import (
     TokenValue,
     Value,
 )
+from fhir_exchange.validation.terminology import Terminology
 
 RESULT_PARAMS = frozenset({"_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format",
                            "_pretty", "_include", "_revinclude", "_type"})
@@ -43,16 +42,9 @@ IGNORED = frozenset({"_format", "_pretty"})
 SUMMARY = frozenset({"true", "false", "text", "data", "count"})
 TOTAL = frozenset({"none", "estimate", "accurate"})
 
-_terminologies: weakref.WeakKeyDictionary[Definitions, Any] = weakref.WeakKeyDictionary()
-
-
-def _terminology(defs: Definitions) -> Any:
-    from fhir_exchange.validation.terminology import Terminology
-
-    t = _terminologies.get(defs)
-    if t is None:
-        t = _terminologies[defs] = Terminology(defs)
-    return t
+def _terminology(defs: Definitions) -> Terminology:
+    """The local terminology that expands ``:in``/``:below`` ValueSets, kept with the definitions."""
+    return defs.derived("search.terminology", lambda: Terminology(defs))
 
 
 class _Unknown(Exception):

@@ -12,8 +12,6 @@ CapabilityStatement.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 
 from fhir_exchange.definitions import Definitions
@@ -39,17 +37,6 @@ class SearchParam:
     targets: tuple[str, ...]
     components: tuple[Component, ...]
     url: str
-
-
-class _Cache:
-    def __init__(self) -> None:
-        self.generation = -1
-        self.by_type: dict[str, dict[str, SearchParam]] = {}
-        self.lock = threading.Lock()
-
-
-_caches: weakref.WeakKeyDictionary[Definitions, _Cache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
 
 
 def _is_domain_resource(defs: Definitions, type: str) -> bool:
@@ -90,19 +77,12 @@ def _build(defs: Definitions, type: str) -> dict[str, SearchParam]:
 
 
 def params_for(defs: Definitions, type: str) -> dict[str, SearchParam]:
-    """The supported search parameters of ``type``, by code."""
-    with _caches_lock:
-        cache = _caches.get(defs)
-        if cache is None:
-            cache = _caches[defs] = _Cache()
-    with cache.lock:
-        if cache.generation != defs.generation:
-            cache.by_type.clear()
-            cache.generation = defs.generation
-        hit = cache.by_type.get(type)
-        if hit is None:
-            hit = cache.by_type[type] = _build(defs, type)
-        return hit
+    """The supported search parameters of ``type``, by code (built once per type and definitions generation)."""
+    by_type: dict[str, dict[str, SearchParam]] = defs.derived("search.params", dict)
+    hit = by_type.get(type)
+    if hit is None:
+        hit = by_type.setdefault(type, _build(defs, type))
+    return hit
 
 
 def common_params(defs: Definitions) -> dict[str, SearchParam]:

@@ -1,0 +1,1 @@
+"""Who is asking, and what they may see and do: the actor, institutions and clients, access decisions."""

@@ -5,7 +5,7 @@ resource that holds it and ``%rootResource`` the outermost one; a result of ``fa
 is reported with the constraint's severity (error or warning) and its key in the diagnostics.
 
 Evaluation is layered for speed: the compiled subset of :mod:`fhirpath_fast` first; the project's
-full engine (``fhir_exchange.fhir.fhirpath``, when present) or fhirpathpy for the rest. An
+full engine (:mod:`fhir_exchange.fhir.fhirpath`, fhirpathpy plus the FHIR functions) for the rest. An
 expression that neither can evaluate is reported once as information ("not evaluated"), never as a
 failure of the resource.
 
@@ -15,11 +15,11 @@ invariants are written as implications, and an empty one has nothing to hold aga
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from fhir_exchange.fhir import fhirpath
 from fhir_exchange.validation.fhirpath_fast import Unsupported, compile_fast, touches
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.schema import Constraint
@@ -40,46 +40,14 @@ class FullEngine(Protocol):
 class _ProjectEngine:
     """``fhir_exchange.fhir.fhirpath``: the project's engine (fhirpathpy plus the FHIR functions)."""
 
-    def __init__(self, module: Any) -> None:
-        self.m = module
-
     def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any,
                  resolve: Resolve | None = None) -> list[Any]:
-        compiled = self.m.compile(expression)  # lru-cached by the module
+        compiled = fhirpath.compile(expression)  # lru-cached by the module
         return list(compiled.evaluate(resource, node, root_resource=root, context_path=type_path,
                                       resolver=resolve))
 
     def holds(self, result: list[Any]) -> bool:
-        return bool(self.m.constraint_holds(result))
-
-
-class _FhirpathpyEngine:
-    """Plain fhirpathpy, for when the project's engine is not available."""
-
-    def __init__(self) -> None:
-        import fhirpathpy
-        from fhirpathpy.models import models
-
-        self.fp = fhirpathpy
-        self.model = models["r4"]
-
-    def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any,
-                 resolve: Resolve | None = None) -> list[Any]:
-        ctx = {"resource": resource, "rootResource": root}
-        return list(self.fp.evaluate(node, {"base": type_path, "expression": expression}, ctx, self.model))
-
-    def holds(self, result: list[Any]) -> bool:
-        return not (len(result) == 1 and result[0] is False)
-
-
-def _load_full_engine() -> FullEngine:
-    try:
-        module = importlib.import_module("fhir_exchange.fhir.fhirpath")
-        if hasattr(module, "compile") and hasattr(module, "constraint_holds"):
-            return _ProjectEngine(module)
-    except ImportError:
-        pass
-    return _FhirpathpyEngine()
+        return bool(fhirpath.constraint_holds(result))
 
 
 # Errata of the R4 core definitions, corrected as the HL7 reference validator corrects them.
@@ -128,7 +96,7 @@ class InvariantChecker:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    self._engine = _load_full_engine()
+                    self._engine = _ProjectEngine()
         return self._engine
 
     def _fast_fn(self, expression: str) -> Any:

@@ -16,13 +16,11 @@ from tests.api.minimal import MinimalFactory
 
 
 @pytest.fixture
-async def app(settings: Settings, definitions: Definitions, monkeypatch: pytest.MonkeyPatch
-              ) -> AsyncIterator[Starlette]:
+async def app(settings: Settings, definitions: Definitions) -> AsyncIterator[Starlette]:
     """Overrides the root ``app``: same composition root, but the session's Definitions (their lazy caches
     are costly to rebuild per test). Tests here must not write conformance resources."""
-    monkeypatch.setattr(Definitions, "load", classmethod(lambda cls, *a, **kw: definitions))
     generation = definitions.generation
-    application = create_app(settings)
+    application = create_app(settings, definitions=definitions)
     assert application.state.services.definitions is definitions
     await application.state.services.store.open()
     try:

@@ -52,5 +52,10 @@ async def test_create_and_read_back(module_client: tuple[httpx.AsyncClient, Mini
     assert {k: v for k, v in doc.items() if k not in ("id", "meta")} == body
     assert doc["meta"]["versionId"] == "1"
     assert read.headers["etag"] == 'W/"1"'
+    # Writing back what was read changes nothing: no new version (as HAPI FHIR answers).
     put = await client.put(f"/{type}/{rid}", json=doc)
+    assert put.status_code == 200 and put.json() == doc
+    # A change (a tag) makes version 2.
+    tagged = {**doc, "meta": {**doc["meta"], "tag": [{"system": "urn:test", "code": "t"}]}}
+    put = await client.put(f"/{type}/{rid}", json=tagged)
     assert put.status_code == 200 and put.json()["meta"]["versionId"] == "2"

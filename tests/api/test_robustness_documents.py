@@ -466,8 +466,9 @@ async def _post_message(client: httpx.AsyncClient, message: Any) -> None:
     before = await snapshot(client)
     resp = await client.post("/$process-message", content=json.dumps(message).encode(),
                              headers={"content-type": "application/fhir+json"})
-    assert resp.status_code in (200, 400), (resp.status_code, resp.text)
-    if resp.status_code == 400:
+    # 409: an earlier example used the same message identity for other content (never the cached reply).
+    assert resp.status_code in (200, 400, 409), (resp.status_code, resp.text)
+    if resp.status_code in (400, 409):
         error_body(resp)
         assert await snapshot(client) == before
         return

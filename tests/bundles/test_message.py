@@ -77,6 +77,37 @@ async def test_repeated_message_returns_original_response_and_changes_nothing(cl
     assert (await client.get("/ServiceRequest")).json()["total"] == 2
 
 
+async def test_a_reused_message_id_with_other_content_is_refused(client: httpx.AsyncClient) -> None:
+    first = await client.post("/$process-message", json=consult_request())
+    assert header(first.json())["response"]["code"] == "ok"
+    resent = consult_request()
+    resent["timestamp"] = "2024-05-01T10:05:00Z"  # a retry may refresh the timestamp: still the same message
+    assert (await client.post("/$process-message", json=resent)).content == first.content
+    other = consult_request()
+    other["entry"][1]["resource"]["code"] = {"text": "another consult"}
+    r = await client.post("/$process-message", json=other)
+    assert r.status_code == 409 and r.json()["resourceType"] == "OperationOutcome", r.text
+    assert "different content" in r.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/ServiceRequest")).json()["total"] == 1
+
+
+async def test_message_answers_live_outside_the_fhir_namespace(client: httpx.AsyncClient) -> None:
+    first = await client.post("/$process-message", json=consult_request())
+    key = first.json()["id"]
+    # The stored answer is no Bundle resource: a client can neither read it nor plant one for a future message.
+    assert (await client.get(f"/Bundle/{key}")).status_code == 404
+    assert (await client.get("/Bundle")).json()["total"] == 0
+    future = consult_request(ident="msg-future")
+    planted = {"resourceType": "Bundle", "type": "message", "timestamp": "2024-05-01T10:00:00Z", "entry": [
+        {"fullUrl": "urn:uuid:x", "resource": {"resourceType": "MessageHeader", "id": "x", "source": {"endpoint": SRC},
+                                              "eventUri": "urn:planted", "response": {"identifier": "mh-1",
+                                                                                     "code": "ok"}}}]}
+    reply_id = (await client.post("/$process-message", json=consult_request(ident="msg-probe"))).json()["id"]
+    assert (await client.put(f"/Bundle/{reply_id}", json={**planted, "id": reply_id})).status_code == 201
+    answer = await client.post("/$process-message", json=future)
+    assert header(answer.json())["response"]["code"] == "ok" and "urn:planted" not in answer.text
+
+
 async def test_unknown_event_and_bad_focus_get_fatal_error(client: httpx.AsyncClient) -> None:
     bad = consult_request()
     bad["entry"][0]["resource"]["eventCoding"]["code"] = "no-such-event"
@@ -116,6 +147,13 @@ async def test_consult_cancel_needs_revoked_request(client: httpx.AsyncClient) -
     ok = copy.deepcopy(msg)
     ok["identifier"]["value"] = "urn:uuid:msg-6"
     ok["entry"][1]["resource"]["status"] = "revoked"
+    r = await client.post("/$process-message", json=ok)
+    # A cancellation never creates the request it cancels: the server does not hold sr-9.
+    assert header(r.json())["response"]["code"] == "fatal-error", r.text
+    assert "does not hold" in r.text
+    assert (await client.get("/ServiceRequest/sr-9")).status_code == 404
+    assert (await client.put("/ServiceRequest/sr-9", json=sr)).status_code == 201
+    ok["identifier"]["value"] = "urn:uuid:msg-7"
     r = await client.post("/$process-message", json=ok)
     assert header(r.json())["response"]["code"] == "ok", r.text
     assert (await client.get("/ServiceRequest/sr-9")).json()["status"] == "revoked"

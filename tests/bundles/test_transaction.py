@@ -6,8 +6,9 @@ import httpx
 from starlette.applications import Starlette
 
 from fhir_exchange.bundles.references import rewrite
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest
-from fhir_exchange.interactions.unit import unit
+from fhir_exchange.security.actor import SYSTEM
 from tests.bundles.helpers import SYS, bundle, entry, patient, status
 
 
@@ -201,10 +202,10 @@ async def test_large_transaction_without_cap(client: httpx.AsyncClient) -> None:
 async def test_get_entry_reads_inside_the_unit_of_work(app: Starlette) -> None:
     router = app.state.router
     svc = app.state.services
-    async with unit(svc) as u:
-        created = await router.dispatch(FhirRequest("POST", "Patient", body=patient("uow-1")), u)
+    async with Repository(svc, SYSTEM).unit() as w:
+        created = await router.dispatch(FhirRequest("POST", "Patient", body=patient("uow-1")), w.in_unit)
         pid = created.json()["id"]  # type: ignore[index]
-        inside = await router.dispatch(FhirRequest("GET", f"Patient/{pid}"), u)
+        inside = await router.dispatch(FhirRequest("GET", f"Patient/{pid}"), w.in_unit)
         assert inside.status == 200
         assert await svc.store.read("Patient", pid) is None  # not committed yet
     assert (await svc.store.read("Patient", pid)) is not None

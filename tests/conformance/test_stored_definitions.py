@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -83,3 +84,49 @@ async def test_reindex_command_uses_search_parameters_written_to_the_server(sett
         r = await client.get("/Patient", params={"nickname": "bong"}, headers={"Prefer": "handling=strict"})
         assert r.status_code == 200, r.text
         assert r.json()["total"] == 1
+
+
+async def test_definitions_written_by_another_process_apply_within_the_feed_interval(settings: Settings) -> None:
+    """Two processes on one store: a profile and a SearchParameter written through one reach the other
+    through the store's change feed, and so does their deletion."""
+    fast = dataclasses.replace(settings, feed_interval=0.05)
+    sp = {"resourceType": "SearchParameter", "id": "nickname", "url": "http://example.org/fhir/SearchParameter/nick",
+          "name": "nickname", "status": "active", "code": "nickname", "base": ["Patient"], "type": "string",
+          "expression": "Patient.name.where(use='nickname').given", "description": "A nickname"}
+    async with server(fast) as writer, server(fast) as reader:
+        before = await reader.post("/Patient/$validate", params={"profile": PROFILE["url"]},
+                                   json={"resourceType": "Patient"})
+        assert any("not known" in e for e in _errors(before.json())), before.text
+        assert (await writer.put(f"/StructureDefinition/{PROFILE['id']}", json=PROFILE)).status_code == 201
+        assert (await writer.put("/SearchParameter/nickname", json=sp)).status_code == 201
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            r = await reader.post("/Patient/$validate", params={"profile": PROFILE["url"]},
+                                  json={"resourceType": "Patient"})
+            strict = await reader.get("/Patient", params={"nickname": "x"}, headers={"Prefer": "handling=strict"})
+            if any("birthDate" in e for e in _errors(r.json())) and strict.status_code == 200:
+                break
+        else:
+            raise AssertionError(f"the reader never saw the profile and the parameter: {r.text} {strict.text}")
+        assert (await writer.delete("/SearchParameter/nickname")).status_code == 200
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            strict = await reader.get("/Patient", params={"nickname": "x"}, headers={"Prefer": "handling=strict"})
+            if strict.status_code == 400:
+                break
+        else:
+            raise AssertionError("the reader still searches by a deleted SearchParameter")
+
+
+async def test_a_loaded_package_s_canonical_is_never_overridden(settings: Settings) -> None:
+    gender = "http://hl7.org/fhir/ValueSet/administrative-gender"
+    async with server(settings) as client:
+        r = await client.put("/ValueSet/hijack", json={"resourceType": "ValueSet", "id": "hijack", "url": gender,
+                                                        "status": "active", "compose": {"include": [
+                                                            {"system": "http://example.org/x", "concept": [
+                                                                {"code": "nobody"}]}]}})
+        assert r.status_code == 422, r.text
+        assert "hl7.fhir.r4.core#4.0.1" in r.json()["issue"][0]["diagnostics"]
+        assert (await client.get("/ValueSet/hijack")).status_code == 404
+        created = await client.post("/Patient", json={"resourceType": "Patient", "gender": "female"})
+        assert created.status_code == 201, created.text

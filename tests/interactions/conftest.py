@@ -51,18 +51,16 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-def shared_definitions(definitions: Definitions, monkeypatch: pytest.MonkeyPatch) -> Definitions:
-    """The composition root, but with the session's Definitions (their lazy caches are costly to rebuild
-    per test). Tests using it must not write conformance resources, which would change them."""
-    monkeypatch.setattr(Definitions, "load", classmethod(lambda cls, *a, **kw: definitions))
+def shared_definitions(definitions: Definitions) -> Definitions:
+    """The session's Definitions (their lazy caches are costly to rebuild per test). Tests using them
+    must not write conformance resources, which would change them."""
     return definitions
 
 
 @pytest.fixture
 async def services(settings: Settings, fake_clock: FakeClock, shared_definitions: Definitions
                    ) -> AsyncIterator[Services]:
-    svc = build_services(settings, fake_clock.clock())
-    assert svc.definitions is shared_definitions
+    svc = build_services(settings, shared_definitions, fake_clock.clock())
     generation = shared_definitions.generation
     await svc.store.open()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fhir_exchange.api.app import build_router, build_services
+from fhir_exchange.api.app import build_router, build_services, load_definitions
 from fhir_exchange.interactions.request import FhirRequest
 from fhir_exchange.settings import Settings
 from tests.conftest import CACHE_DIR
@@ -21,7 +21,8 @@ def patient_params(doc: dict) -> set[str]:
 
 async def test_statement_follows_definitions_and_routes(tmp_path: Path) -> None:
     # Its own Definitions: this test writes a conformance resource.
-    svc = build_services(Settings(data_dir=tmp_path, cache_dir=str(CACHE_DIR)))
+    settings = Settings(data_dir=tmp_path, cache_dir=str(CACHE_DIR))
+    svc = build_services(settings, load_definitions(settings))
     router = build_router(svc)
     await svc.store.open()
     try:
@@ -35,7 +36,7 @@ async def test_statement_follows_definitions_and_routes(tmp_path: Path) -> None:
         assert "nickname" in patient_params(after)
         other_base = (await router.dispatch(FhirRequest("GET", "metadata", base_url="http://b/fhir"))).json() or {}
         assert other_base["implementation"]["url"] == "http://b/fhir"
-        router.routes = [r for r in router.routes if r.interaction != "vread"]
+        router.table.routes = [r for r in router.table.routes if r.interaction != "vread"]
         fewer = (await router.dispatch(FhirRequest("GET", "metadata", base_url="http://b/fhir"))).json() or {}
         assert "vread" not in {i["code"] for i in fewer["rest"][0]["resource"][0]["interaction"]}
     finally:

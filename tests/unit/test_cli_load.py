@@ -22,3 +22,16 @@ def test_a_message_answered_fatal_error_counts_as_failed(tmp_path: Path, capsys:
     assert main(["load", "--data-dir", str(tmp_path), str(bad)]) == 1
     captured = capsys.readouterr()
     assert "(1 failed)" in captured.out and "cx-mcan-1" in captured.err
+
+
+def test_a_folder_s_json_that_is_not_a_resource_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"files": ["Patient.json"]}')
+    (folder / "Patient.json").write_text('{"resourceType": "Patient", "gender": "other"}')
+    assert main(["load", "--data-dir", str(tmp_path / "data"), str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert "Loaded 1 of 2 files" in captured.out and "1 skipped" in captured.out
+    assert "manifest.json: skipped" in captured.err
+    # Named explicitly, it is an error.
+    assert main(["load", "--data-dir", str(tmp_path / "data"), str(folder / "manifest.json")]) == 1
