@@ -101,9 +101,12 @@ class Matcher:
                    for _b, g in self.grants)
 
     def visible(self, k: Key, vis: Visibility | None) -> bool:
-        """Owned by one of the institutions, of a shared type, or granted to one of them at ``vis.at``."""
+        """Of a readable type, and owned by one of the institutions, of a shared type, or granted to one
+        of them at ``vis.at``."""
         if vis is None:
             return True
+        if not vis.readable(k[0]):
+            return False
         owner = self.owners.get(k)
         return (owner is not None and owner in vis.institutions) or k[0] in vis.shared_types or self.granted(vis, k)
 

@@ -179,15 +179,22 @@ class Visibility:
     """Which stored resources one caller may see; every store compiles it into every subquery of a
     search or history (matches, totals, chains, ``_has``, includes, sort walks), never as a filter after.
 
-    A resource is visible when its owner is one of ``institutions``, when its type is one of
-    ``shared_types`` (the network's directory and the conformance resources), or when a grant to one of
-    ``institutions`` covers it and is still valid at ``at`` (grant ``until`` is None or later than ``at``).
-    No visibility (``None`` on a query) means everything: the local/system actor.
+    A resource is visible only if its type is readable (one of ``types``, the caller's scopes; every
+    type when ``types`` is None) AND it is owned, shared or granted: its owner is one of
+    ``institutions``, or its type is one of ``shared_types`` (the network's directory and the
+    conformance resources), or a grant to one of ``institutions`` covers it and is still valid at ``at``
+    (grant ``until`` is None or later than ``at``). An empty ``types`` makes nothing visible. No
+    visibility (``None`` on a query) means everything: the local/system actor.
     """
 
     institutions: frozenset[str] = frozenset()
     shared_types: frozenset[str] = frozenset()
     at: str = ""  # FHIR instant the grants are judged at (the request's time)
+    types: frozenset[str] | None = None  # the only types the caller may read (its scopes); None: every type
+
+    def readable(self, type: str) -> bool:
+        """Whether resources of ``type`` may be read at all (before ownership, sharing and grants)."""
+        return self.types is None or type in self.types
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,11 @@ Layout (docs/scaling.md explains the sharded form):
   replaced per basis inside the unit of work; searches stage the ids granted on a type (see
   :mod:`fhir_exchange.store.mongo_search` for the visibility clause);
 - ``messages``: stored answers to FHIR messages (``_id`` = the message key), written in the unit of work;
+- ``records``: internal records (:class:`~fhir_exchange.store.port.Record`), ``{_id: "kind|key", k: kind,
+  n: key, v: value (binary), x: expires or null}``, each call one single-document operation outside any
+  session (so on a standalone server too); ``put_record(if_absent=True)`` is an upsert filtered on
+  ``{_id, x <= now}``: an unexpired record does not match, the upsert's insert then hits the ``_id``
+  and fails with a duplicate key, which answers False (of concurrent callers exactly one writes);
 - ``changes`` and ``counters``: the change feed, below.
 
 Change feed. Every committed put/delete gets a ``changes`` document ``{_id: seq, t, i, v, del, lu, at}``.
@@ -119,6 +124,7 @@ from fhir_exchange.store.port import (
     HistoryPage,
     HistoryQuery,
     MessageRecord,
+    Record,
     ResourceVersion,
     SearchResult,
     VersionConflict,
@@ -132,10 +138,11 @@ HISTORY = "history"
 LOCKS = "locks"
 GRANTS = "grants"
 MESSAGES = "messages"
+RECORDS = "records"
 CHANGES = "changes"
 COUNTERS = "counters"
 SCHEMA = "schema"  # one marker document: which index definitions were created for which collections
-INTERNAL = frozenset({HISTORY, LOCKS, GRANTS, MESSAGES, CHANGES, COUNTERS, SCHEMA})
+INTERNAL = frozenset({HISTORY, LOCKS, GRANTS, MESSAGES, CHANGES, COUNTERS, SCHEMA, RECORDS})
 OWN = mongo_search.OWNER
 HISTORY_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
     ([("lu", DESCENDING)], "by_lastUpdated"),
@@ -145,6 +152,10 @@ HISTORY_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
 GRANT_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
     ([("g", ASCENDING), ("t", ASCENDING), ("i", ASCENDING)], "by_grantee"),
     ([("b", ASCENDING)], "by_basis"),
+]
+RECORD_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
+    ([("k", ASCENDING), ("n", ASCENDING)], "by_kind"),  # list_records: one kind in key order
+    ([("x", ASCENDING)], "by_expiry"),  # purge_records
 ]
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")
 _CURRENT = {"v": 1, "lu": 1, "del": 1, "body": 1, "m": 1, OWN: 1}
@@ -156,7 +167,7 @@ _COMMIT_BUDGET_S = 10.0  # how long an unknown commit result is retried
 _LOCK_TTL_S = 3600  # lock documents are garbage after this (a conditional create takes milliseconds)
 # Changes whenever an index definition changes, so that a start-up after an upgrade re-creates them.
 INDEX_VERSION = hashlib.sha256(repr((HISTORY_INDEXES, mongo_search.TYPE_INDEXES, _LOCK_TTL_S, GRANT_INDEXES,
-                                     (MESSAGES, CHANGES))).encode()).hexdigest()[:16]
+                                     (MESSAGES, CHANGES), RECORD_INDEXES)).encode()).hexdigest()[:16]
 CHANGE_GAP_S = 60.0  # how long a gap in the change feed may still be filled by a commit (transaction lifetime)
 _WRITE_CONFLICT = 112
 _NO_SUCH_TRANSACTION = 251
@@ -251,6 +262,18 @@ def _grant_filter(vis: Visibility, type: str | None) -> dict[str, Any]:
 
 def _grant_docs(basis: str, grants: Sequence[Grant]) -> list[dict[str, Any]]:
     return [{"b": basis, "g": g.grantee, "t": g.type, "i": g.id, "u": g.until} for g in grants]
+
+
+def record_id(kind: str, key: str) -> str:
+    return f"{kind}|{key}"
+
+
+def _unexpired(now: str) -> dict[str, Any]:
+    return {"$or": [{"x": None}, {"x": {"$gt": now}}]}
+
+
+def _record(doc: dict[str, Any]) -> Record:
+    return Record(doc["k"], doc["n"], bytes(doc["v"]), doc.get("x"))
 
 
 def history_id(type: str, id: str, version_id: int) -> str:
@@ -660,6 +683,7 @@ class MongoStore:
         self._locks: AsyncCollection[dict[str, Any]]
         self._grants: AsyncCollection[dict[str, Any]]
         self._messages: AsyncCollection[dict[str, Any]]
+        self._records: AsyncCollection[dict[str, Any]]
         self._changes: AsyncCollection[dict[str, Any]]
         self._counters: AsyncCollection[dict[str, Any]]
         self._ready = False
@@ -703,6 +727,7 @@ class MongoStore:
         self._locks = db[LOCKS]
         self._grants = db[GRANTS]
         self._messages = db[MESSAGES]
+        self._records = db[RECORDS]
         self._changes = db[CHANGES]
         # The counter is as durable as a commit: a lost increment would hand out a committed seq again.
         self._counters = db[COUNTERS].with_options(write_concern=WriteConcern("majority", j=True))
@@ -757,6 +782,8 @@ class MongoStore:
         await self._locks.create_index("at", name="expire", expireAfterSeconds=_LOCK_TTL_S)
         for keys, name in GRANT_INDEXES:
             await self._grants.create_index(keys, name=name)
+        for keys, name in RECORD_INDEXES:
+            await self._records.create_index(keys, name=name)
         # Written inside transactions: they must exist before one starts (see set_resource_types).
         for name in (MESSAGES, CHANGES):
             if name not in existing:
@@ -918,6 +945,50 @@ class MongoStore:
         await self._ensure_ready()
         with _translated():
             return await self._granted_one(visibility, type, id, None)
+
+    # -- internal records -------------------------------------------------------------------------
+
+    async def get_record(self, kind: str, key: str, *, now: str) -> Record | None:
+        await self._ensure_ready()
+        with _translated():
+            doc = await self._records.find_one({"_id": record_id(kind, key), "k": kind, **_unexpired(now)})
+        return None if doc is None else _record(doc)
+
+    async def put_record(self, record: Record, *, if_absent: bool = False, now: str = "") -> bool:
+        await self._ensure_ready()
+        rid = record_id(record.kind, record.key)
+        fields = {"k": record.kind, "n": record.key, "v": record.value, "x": record.expires}
+        # An expired record (x <= now; a null x never is) is replaced; an unexpired one does not match, so
+        # the upsert inserts and the _id makes that a duplicate key: not written.
+        filt: dict[str, Any] = {"_id": rid, "x": {"$lte": now}} if if_absent else {"_id": rid}
+        for _attempt in range(3):
+            try:
+                await self._records.update_one(filt, {"$set": fields}, upsert=True)
+                return True
+            except DuplicateKeyError:
+                if if_absent:
+                    return False
+                # A plain upsert raced another one's insert: the document exists now, the next one updates it.
+            except PyMongoError as exc:
+                raise translate(exc) from exc
+        raise _transient(f"The record {rid} is being written concurrently; it was not written. Retry.",
+                         _RETRY_AFTER_CONFLICT)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        await self._ensure_ready()
+        with _translated():
+            return (await self._records.delete_one({"_id": record_id(kind, key), "k": kind})).deleted_count > 0
+
+    async def list_records(self, kind: str, *, now: str) -> list[Record]:
+        await self._ensure_ready()
+        with _translated():
+            docs = await self._records.find({"k": kind, **_unexpired(now)}).sort("n", ASCENDING).to_list()
+        return [_record(d) for d in docs]
+
+    async def purge_records(self, now: str) -> int:
+        await self._ensure_ready()
+        with _translated():
+            return (await self._records.delete_many({"x": {"$lte": now}})).deleted_count
 
     # -- change feed ------------------------------------------------------------------------------
 

@@ -52,7 +52,10 @@ staged chain and ``_has`` queries) and of each include step. On a shared type th
 other it is ``{$or: [{own: {$in: institutions}}, {_id: {$in: ids granted on that type}}]}`` (``own``
 is the owner stored beside the resource), the granted ids staged once per type and search from the
 ``grants`` collection (grantee in the institutions, ``until`` absent or later than ``at``) through a
-callback the store provides, in the same session.
+callback the store provides, in the same session. On a type the caller may not read (``types`` set on
+the visibility and the type not in it) the clause is :data:`FALSE`: the search of that collection, a
+chain or ``_has`` staged on it and an include step onto it match nothing. History documents of every
+type get ``{t: {$in: readable types}}`` beside the clause. With ``types`` None nothing changes.
 """
 
 from __future__ import annotations
@@ -205,6 +208,8 @@ def _or(clauses: list[dict[str, Any]]) -> dict[str, Any]:
 
 def visibility_clause(vis: Visibility, type: str, granted_ids: Sequence[str]) -> dict[str, Any] | None:
     """The visibility clause on collection ``type`` (None: everything is visible, FALSE: nothing)."""
+    if not vis.readable(type):
+        return FALSE
     if type in vis.shared_types:
         return None
     ors: list[dict[str, Any]] = []
@@ -219,6 +224,21 @@ def visibility_clause(vis: Visibility, type: str, granted_ids: Sequence[str]) ->
 
 async def history_clause(vis: Visibility, type: str | None, granted: Granted) -> dict[str, Any] | None:
     """The visibility clause on ``history`` documents (``t``, ``i``, ``own``) of ``type`` (None: all)."""
+    if type is not None and not vis.readable(type):
+        return FALSE
+    readable: dict[str, Any] | None = None  # the readable types, when the type is not known
+    if type is None and vis.types is not None:
+        if not vis.types:
+            return FALSE
+        readable = {"t": {"$in": sorted(vis.types)}}
+    reach = await _history_reach(vis, type, granted)
+    if readable is None or reach is FALSE:
+        return reach
+    return readable if reach is None else all_of(readable, reach)
+
+
+async def _history_reach(vis: Visibility, type: str | None, granted: Granted) -> dict[str, Any] | None:
+    """Owned, shared or granted (the clause of :func:`history_clause` without the readable types)."""
     if type is not None and type in vis.shared_types:
         return None
     ors: list[dict[str, Any]] = []
@@ -228,7 +248,8 @@ async def history_clause(vis: Visibility, type: str | None, granted: Granted) ->
         ors.append({"t": {"$in": sorted(vis.shared_types)}})
     by_type: dict[str, list[str]] = {}
     for t, i in await granted(vis, type):
-        by_type.setdefault(t, []).append(i)
+        if vis.readable(t):  # the grants on other types would match nothing beside the type clause
+            by_type.setdefault(t, []).append(i)
     ors += [{"t": t, "i": {"$in": ids}} for t, ids in sorted(by_type.items())]
     if not ors:
         return FALSE
@@ -252,7 +273,8 @@ class Compiler:
             return None
         if type not in self._vis:
             ids: list[str] = []
-            if type not in vis.shared_types and vis.institutions and self._granted is not None:
+            if (vis.readable(type) and type not in vis.shared_types and vis.institutions
+                    and self._granted is not None):
                 ids = sorted({i for _t, i in await self._granted(vis, type)})
             self._vis[type] = visibility_clause(vis, type, ids)
         return self._vis[type]

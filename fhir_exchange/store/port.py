@@ -9,6 +9,10 @@ The server, not the store, decides versions: ``put`` receives the full resource 
 ``meta.versionId`` and ``meta.lastUpdated`` already set and an ``expected_version`` precondition
 that the store checks atomically (optimistic locking; two writers on one version: one wins, the
 other gets :class:`VersionConflict`).
+
+Beside the FHIR resources a store keeps internal :class:`Record` s (registered clients, the token-signing
+secret, used client-assertion ids...): shared by every process on the store, never reachable through
+the FHIR API (no search, read, history or change feed sees them) and written outside units of work.
 """
 
 from __future__ import annotations
@@ -110,6 +114,21 @@ class MessageRecord:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An internal record (authentication data shared by every process on the store), outside the FHIR
+    namespace. ``(kind, key)`` names it; an expired record (``expires <= now``) is absent."""
+
+    kind: str  # "client", "secret", "jti", ...: a name without "|"
+    key: str
+    value: bytes
+    expires: str | None = None  # FHIR instant (UTC ms, compare as text); None: never
+
+    def __post_init__(self) -> None:
+        if "|" in self.kind:  # a store may key records by "kind|key"
+            raise ValueError(f"A record kind has no '|': {self.kind!r}")
+
+
 class UnitOfWork(Protocol):
     async def read(self, type: str, id: str) -> ResourceVersion | None:
         """The current version (a deleted marker included), or None if never written."""
@@ -176,4 +195,31 @@ class ResourceStore(Protocol):
 
     async def last_change(self) -> int:
         """The ``seq`` of the newest committed write (0 when none): where a new reader starts."""
+        ...
+
+    # -- internal records: each call atomic on its own, outside any unit of work ----------------------
+
+    async def get_record(self, kind: str, key: str, *, now: str) -> Record | None:
+        """The record ``(kind, key)``; None when absent or expired (``expires <= now``)."""
+        ...
+
+    async def put_record(self, record: Record, *, if_absent: bool = False, now: str = "") -> bool:
+        """Write ``record`` (insert or replace); True. With ``if_absent`` it writes only when no record
+        ``(kind, key)`` unexpired at ``now`` exists (an expired one is replaced) and returns whether it
+        wrote: of concurrent callers with one key, in any processes, exactly one gets True (how a
+        replayed client-assertion id is detected). ``now`` "" counts no record as expired. Not to be
+        called while the calling task holds a unit of work of this store (SQLite serialises record
+        writes behind units of work and refuses that rather than wait for itself)."""
+        ...
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Delete the record ``(kind, key)`` (expired or not); whether one was there."""
+        ...
+
+    async def list_records(self, kind: str, *, now: str) -> list[Record]:
+        """The records of ``kind`` unexpired at ``now``, ordered by key (code point order)."""
+        ...
+
+    async def purge_records(self, now: str) -> int:
+        """Delete every record expired at ``now``; how many were deleted."""
         ...

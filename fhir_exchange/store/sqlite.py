@@ -11,8 +11,15 @@ history row; ``access_grant`` (grants, replaced per basis; see :mod:`fhir_exchan
 for how visibility is compiled into queries); ``message`` (stored answers to FHIR messages, keyed by
 message); ``change`` (the change feed: one row per committed put/delete, ``seq`` an AUTOINCREMENT key
 written in the writing transaction; writers are serialised, so seq order is commit order and a reader
-never sees a lower seq appear after a higher one). Opening a database made before these adds them
+never sees a lower seq appear after a higher one); ``record`` (internal records, :class:`Record`, keyed
+by (kind, key), outside the FHIR namespace). Opening a database made before these adds them
 (``ALTER TABLE ... ADD COLUMN owner``, ``CREATE TABLE IF NOT EXISTS``).
+
+Record writes are single autocommit statements on the writer connection, taken under the unit-of-work
+lock: between the hops of a unit of work that connection is inside its transaction, and a record
+written there would commit or roll back with it. ``put_record(if_absent=True)`` is one ``INSERT ...
+ON CONFLICT DO UPDATE ... WHERE expires <= now``: SQLite's write lock makes it atomic across
+processes, and its change count says whether it wrote.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +48,7 @@ from fhir_exchange.store.port import (
     HistoryPage,
     HistoryQuery,
     MessageRecord,
+    Record,
     ResourceVersion,
     SearchResult,
     VersionConflict,
@@ -82,6 +91,13 @@ SCHEMA: list[str] = [
         version INTEGER NOT NULL,
         deleted INTEGER NOT NULL,
         last_updated TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS record (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        expires TEXT,
+        PRIMARY KEY (kind, key)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS record_expires ON record(expires)",
 ]
 # Columns added since the first schema: (table, column, DDL type), added once to older databases.
 ADDED_COLUMNS = [("resource", "owner", "TEXT"), ("history", "owner", "TEXT")]
@@ -89,6 +105,10 @@ ADDED_COLUMNS = [("resource", "owner", "TEXT"), ("history", "owner", "TEXT")]
 _MAX_INT = 2**63 - 1  # LIMIT/OFFSET beyond SQLite's 64-bit integers raise OverflowError
 
 _COLS = "type, id, version, last_updated, deleted, body, owner"
+_UNEXPIRED = "(expires IS NULL OR expires > ?)"
+# The units of work the current task runs inside (its own, or its parent task's when it was made): a
+# record write of the same store there, while the unit is open, would wait for it, and it for the write.
+_IN_UNIT: ContextVar[tuple[SqliteUnitOfWork, ...]] = ContextVar("sqlite_in_unit", default=())
 _MAX_PENDING = 512  # buffered writes of a unit of work before they are run (bounds the memory they hold)
 
 
@@ -116,6 +136,10 @@ def _add_columns(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _record(r: tuple[Any, ...]) -> Record:
+    return Record(r[0], r[1], bytes(r[2]), r[3])
+
+
 def _change(conn: sqlite3.Connection, version: ResourceVersion, deleted: bool) -> None:
     conn.execute("INSERT INTO change(type, id, version, deleted, last_updated) VALUES (?,?,?,?,?)",
                  (version.type, version.id, version.version_id, int(deleted), version.last_updated))
@@ -134,6 +158,7 @@ class SqliteUnitOfWork:
         self._pending: list[Callable[[], None]] = []
         # BEGIN IMMEDIATE runs in the first hop to the writer thread, not in one of its own.
         self.begun = False
+        self.ended = False
 
     async def _run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the writer thread after the writes buffered so far (read-your-writes)."""
@@ -362,6 +387,7 @@ class SqliteStore:
     async def transaction(self) -> AsyncIterator[SqliteUnitOfWork]:
         async with self._write_lock:
             uow = SqliteUnitOfWork(self)
+            held = _IN_UNIT.set((*_IN_UNIT.get(), uow))
             try:
                 yield uow
                 pending = uow.take_pending()
@@ -381,6 +407,9 @@ class SqliteStore:
                 if uow.begun:
                     await self._on_writer(self._rollback)
                 raise
+            finally:
+                uow.ended = True
+                _IN_UNIT.reset(held)
 
     async def read(self, type: str, id: str) -> ResourceVersion | None:
         def go(conn: sqlite3.Connection) -> ResourceVersion | None:
@@ -487,6 +516,52 @@ class SqliteStore:
     async def last_change(self) -> int:
         return await self._on_reader(lambda conn: conn.execute("SELECT coalesce(max(seq), 0) FROM change")
                                      .fetchone()[0])
+
+    # -- internal records ---------------------------------------------------------------------------
+
+    async def _record_write(self, sql: str, args: Sequence[Any]) -> int:
+        """One autocommit statement on the writer connection, outside any unit of work; its change count."""
+        if any(u._store is self and not u.ended for u in _IN_UNIT.get()):
+            raise FhirError(Category.FAULT, "A record is written while this task holds a unit of work of the "
+                                            "same SQLite store: the write would wait for that unit of work forever")
+
+        def go() -> int:
+            self._rollback()  # a transaction left open here is a cancelled unit of work's (see _begin)
+            return self._writer_conn.execute(sql, args).rowcount
+
+        async with self._write_lock:
+            return await self._on_writer(go)
+
+    async def get_record(self, kind: str, key: str, *, now: str) -> Record | None:
+        def go(conn: sqlite3.Connection) -> Record | None:
+            r = conn.execute(f"SELECT kind, key, value, expires FROM record WHERE kind=? AND key=? AND {_UNEXPIRED}",
+                             (kind, key, now)).fetchone()
+            return None if r is None else _record(r)
+
+        return await self._on_reader(go)
+
+    async def put_record(self, record: Record, *, if_absent: bool = False, now: str = "") -> bool:
+        sql = ("INSERT INTO record(kind, key, value, expires) VALUES (?,?,?,?) ON CONFLICT(kind, key) "
+               "DO UPDATE SET value=excluded.value, expires=excluded.expires")
+        args: list[Any] = [record.kind, record.key, record.value, record.expires]
+        if if_absent:  # the existing row is replaced only when it has expired: no change otherwise
+            sql += " WHERE record.expires <= ?"
+            args.append(now)
+        return await self._record_write(sql, args) > 0
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        return await self._record_write("DELETE FROM record WHERE kind=? AND key=?", (kind, key)) > 0
+
+    async def list_records(self, kind: str, *, now: str) -> list[Record]:
+        def go(conn: sqlite3.Connection) -> list[Record]:
+            rows = conn.execute(f"SELECT kind, key, value, expires FROM record WHERE kind=? AND {_UNEXPIRED} "
+                                "ORDER BY key", (kind, now))
+            return [_record(r) for r in rows]
+
+        return await self._on_reader(go)
+
+    async def purge_records(self, now: str) -> int:
+        return await self._record_write("DELETE FROM record WHERE expires <= ?", (now,))
 
     async def reindex(self, type: str | None = None) -> int:
         import orjson

@@ -15,12 +15,14 @@ values last, ``rid`` breaking ties.
 
 Visibility (:class:`fhir_exchange.search.query.Visibility`) is a predicate on a resource row,
 :func:`visible`: ``owner IN (institutions) OR type IN (shared types) OR EXISTS (a grant to one of the
-institutions on (type, id) whose until is NULL or later than at)``; constant parts are folded (a type
-known to be shared needs no predicate at all). It is compiled into every subquery that reads
-resources: the match set (so counts, pages and sort walks), chain targets, ``_has`` sources and each
-include step. Where the rows come from the index tables alone (:func:`index_source`, the sort walk),
-it is probed per rid through ``resource_rid_vis``, a covering index of (rid, type, deleted, owner, id),
-never the resource row with its JSON body. Without visibility the SQL is exactly what it was.
+institutions on (type, id) whose until is NULL or later than at)``, ANDed with ``type IN (readable
+types)`` when the caller's types are limited (its scopes); constant parts are folded (a type known to
+be shared and readable needs no predicate at all, a type known to be unreadable is "0"). It is
+compiled into every subquery that reads resources: the match set (so counts, pages and sort walks),
+chain targets, ``_has`` sources and each include step. Where the rows come from the index tables
+alone (:func:`index_source`, the sort walk), it is probed per rid through ``resource_rid_vis``, a
+covering index of (rid, type, deleted, owner, id), never the resource row with its JSON body.
+Without visibility, or with every type readable (``types`` None), the SQL is exactly what it was.
 """
 
 from __future__ import annotations
@@ -130,7 +132,28 @@ def _marks(n: int) -> str:
 
 def visible(vis: Visibility, row: str, types: Sequence[str] | None = None) -> tuple[str, list[Any]] | None:
     """The visibility predicate on resource (or history) row ``row`` (columns owner, type, id), or None
-    when it always holds. ``types``: the types the row is known to be one of (folds the shared-type test)."""
+    when it always holds. ``types``: the types the row is known to be one of (folds the type tests).
+
+    With readable types (``vis.types``) it is ``row.type IN (readable) AND (owned OR shared OR granted)``,
+    the type test left out when every known type is readable and "0" when none is."""
+    if vis.types is None:
+        return _reach(vis, row, types)
+    known = sorted(set(types)) if types else None
+    readable = [t for t in known if t in vis.types] if known is not None else sorted(vis.types)
+    if not readable:
+        return "0", []
+    # Below, the row is known to be of a readable type: the reach test folds with that knowledge.
+    reach = _reach(vis, row, readable)
+    if known is not None and len(readable) == len(known):
+        return reach
+    cond, args = f"{row}.type IN ({_marks(len(readable))})", list(readable)
+    if reach is None:
+        return cond, args
+    return f"({cond} AND {reach[0]})", [*args, *reach[1]]
+
+
+def _reach(vis: Visibility, row: str, types: Sequence[str] | None = None) -> tuple[str, list[Any]] | None:
+    """Owned, shared or granted (the predicate of :func:`visible` without the readable types)."""
     shared = sorted(vis.shared_types)
     if types is not None and types and all(t in vis.shared_types for t in types):
         return None
@@ -520,6 +543,10 @@ def _stream_sorted(conn: sqlite3.Connection, query: SearchQuery, matched: set[in
 
 def execute(conn: sqlite3.Connection, query: SearchQuery) -> tuple[list[int], int | None]:
     """The rids of the matching current resources (one page, in order) and the total."""
+    vis = query.visibility
+    known = [query.type] if query.type else list(query.types)
+    if vis is not None and vis.types is not None and known and not any(vis.readable(t) for t in known):
+        return [], None if query.total == "none" else 0  # no searched type is readable (the SQL says "0")
     source = index_source(query)
     if source is None:
         where, args = where_clause(query)

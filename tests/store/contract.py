@@ -27,7 +27,11 @@ What the contract pins down (store/port.py):
   conflicts; they roll back with the unit of work), the change feed (every committed write once, in
   seq order; nothing from a rolled-back unit of work; ``last_change``);
 - visibility compiled into searches (matches, totals, counts, chains, ``_has``, includes, sorts,
-  ``_id``, several types) and history (every level, totals, ``_at``).
+  ``_id``, several types) and history (every level, totals, ``_at``), the readable types (scopes)
+  included: an unreadable type is never matched, chained through, included or listed in history;
+- internal records outside the FHIR namespace: round trip, expiry (``expires <= now`` is absent),
+  ``if_absent`` (only over nothing or an expired record; of concurrent callers exactly one writes),
+  listing by key, delete and purge.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from fhir_exchange.store.port import (
     Grant,
     HistoryQuery,
     MessageRecord,
+    Record,
     ResourceStore,
     ResourceVersion,
     VersionConflict,
@@ -596,6 +601,96 @@ class StoreContract:
                 raise RuntimeError("rolled back")
         assert await store.granted(a, "Patient", "p3")
 
+    # -- internal records -----------------------------------------------------------------------
+
+    async def test_records_round_trip_outside_the_fhir_namespace(self, store: ResourceStore) -> None:
+        rec = Record("client", "c1", b'{"jwks": {}}')
+        assert await store.get_record("client", "c1", now=ts(1)) is None
+        assert await store.put_record(rec)
+        assert await store.get_record("client", "c1", now=ts(1)) == rec
+        assert await store.get_record("secret", "c1", now=ts(1)) is None  # kinds are apart
+        binary = Record("secret", "c1", bytes(range(256)))
+        assert await store.put_record(binary)
+        assert await store.get_record("secret", "c1", now=ts(1)) == binary
+        replaced = Record("client", "c1", b"{}", ts(50))
+        assert await store.put_record(replaced)  # an upsert
+        assert await store.get_record("client", "c1", now=ts(1)) == replaced
+        assert await store.get_record("client", "c1|x", now=ts(1)) is None
+        # Never reachable through the FHIR API: no resource, search hit, history entry or change.
+        assert await store.count() == 0
+        assert (await store.search(SearchQuery(None))).total == 0
+        assert (await store.history(HistoryQuery())).total == 0
+        assert await store.changes(0) == [] and await store.last_change() == 0
+        with pytest.raises(ValueError):
+            Record("a|b", "c", b"")
+
+    async def test_records_expire(self, store: ResourceStore) -> None:
+        rec = Record("jti", "c1|j1", b"", ts(10))
+        assert await store.put_record(rec)
+        assert await store.get_record("jti", "c1|j1", now=ts(9)) == rec
+        assert await store.get_record("jti", "c1|j1", now=ts(10)) is None  # expires <= now: expired
+        assert await store.get_record("jti", "c1|j1", now=ts(11)) is None
+        assert await store.list_records("jti", now=ts(9)) == [rec]
+        assert await store.list_records("jti", now=ts(10)) == []
+
+    async def test_put_record_if_absent_writes_only_over_nothing_or_an_expired_record(
+            self, store: ResourceStore) -> None:
+        first = Record("jti", "c1|j1", b"1", ts(10))
+        assert await store.put_record(first, if_absent=True, now=ts(5))
+        assert not await store.put_record(Record("jti", "c1|j1", b"2", ts(20)), if_absent=True, now=ts(9))
+        assert await store.get_record("jti", "c1|j1", now=ts(5)) == first  # untouched
+        second = Record("jti", "c1|j1", b"3", ts(30))
+        assert await store.put_record(second, if_absent=True, now=ts(10))  # the first expired at ts(10)
+        assert await store.get_record("jti", "c1|j1", now=ts(10)) == second
+        assert not await store.put_record(Record("jti", "c1|j1", b"4"), if_absent=True, now=ts(29))
+        # A record that never expires is never replaced by if_absent; a plain put replaces it.
+        secret = Record("secret", "access-token", b"k1")
+        assert await store.put_record(secret, if_absent=True, now=ts(1))
+        assert not await store.put_record(Record("secret", "access-token", b"k2"), if_absent=True, now=ts(59))
+        assert await store.get_record("secret", "access-token", now=ts(59)) == secret
+        assert await store.put_record(Record("secret", "access-token", b"k3"))
+        got = await store.get_record("secret", "access-token", now=ts(59))
+        assert got is not None and got.value == b"k3"
+        # Without now no record counts as expired.
+        assert not await store.put_record(Record("jti", "c1|j1", b"5"), if_absent=True)
+        # A deleted record is absent.
+        assert await store.delete_record("secret", "access-token")
+        assert await store.put_record(Record("secret", "access-token", b"k4"), if_absent=True, now=ts(1))
+
+    async def test_concurrent_put_record_if_absent_exactly_one_writes(self, store: ResourceStore) -> None:
+        """How a replayed client assertion id is detected: of concurrent claims, exactly one is first."""
+        async def claim(n: int, expires: str, now: str) -> bool:
+            return await store.put_record(Record("jti", "c1|same", f"{n}".encode(), expires), if_absent=True, now=now)
+
+        results = await asyncio.gather(*(claim(n, ts(30), ts(1)) for n in range(10)))
+        assert results.count(True) == 1
+        got = await store.get_record("jti", "c1|same", now=ts(1))
+        assert got is not None and got.value == f"{results.index(True)}".encode()
+        # The same race over an expired record: again exactly one replaces it.
+        results = await asyncio.gather(*(claim(n, ts(50), ts(40)) for n in range(10)))
+        assert results.count(True) == 1
+        got = await store.get_record("jti", "c1|same", now=ts(40))
+        assert got is not None and got.value == f"{results.index(True)}".encode() and got.expires == ts(50)
+
+    async def test_records_are_listed_by_key_deleted_and_purged(self, store: ResourceStore) -> None:
+        for key, expires in [("b", None), ("a", ts(20)), ("c", ts(10)), ("é", None), ("B", ts(40))]:
+            assert await store.put_record(Record("client", key, key.encode(), expires))
+        assert await store.put_record(Record("jti", "x", b"", ts(5)))
+        listed = await store.list_records("client", now=ts(1))
+        assert [r.key for r in listed] == ["B", "a", "b", "c", "é"]  # code point order
+        assert listed[0] == Record("client", "B", b"B", ts(40))
+        assert [r.key for r in await store.list_records("client", now=ts(10))] == ["B", "a", "b", "é"]
+        assert await store.list_records("institution", now=ts(1)) == []
+        assert await store.delete_record("client", "b")
+        assert not await store.delete_record("client", "b")
+        assert not await store.delete_record("jti", "b")
+        assert await store.get_record("client", "b", now=ts(1)) is None
+        assert await store.purge_records(ts(20)) == 3  # client c and a, jti x: expires <= now
+        assert await store.purge_records(ts(20)) == 0
+        assert [r.key for r in await store.list_records("client", now=ts(1))] == ["B", "é"]
+        assert await store.get_record("client", "c", now=ts(1)) is None  # gone, even judged before it expired
+        assert await store.list_records("jti", now=ts(1)) == []
+
     # -- message records ------------------------------------------------------------------------
 
     async def test_message_records_are_written_once(self, store: ResourceStore) -> None:
@@ -801,3 +896,85 @@ class StoreContract:
         assert (await store.history(HistoryQuery("Patient", at=ts(25), visibility=VIS_A))).total == 0
         assert (await store.history(HistoryQuery(visibility=Visibility(frozenset(), frozenset(), AT)))).total == 0
         assert (await store.history(HistoryQuery())).total == 10
+
+    async def test_only_readable_types_are_visible(self, store: ResourceStore) -> None:
+        """The caller's scopes: a type it may not read is never matched, counted, chained through,
+        included or listed in history, even when it is shared, owned or granted."""
+        await self._visibility_fixture(store)
+        obs = dataclasses.replace(VIS_A, types=frozenset({"Observation"}))
+        pat = dataclasses.replace(VIS_A, types=frozenset({"Patient", "Organization"}))
+        both = dataclasses.replace(VIS_A, types=frozenset({"Patient", "Observation"}))
+        none = dataclasses.replace(VIS_A, types=frozenset())
+        every = dataclasses.replace(VIS_A, types=None)
+
+        async def found(q: SearchQuery) -> tuple[list[str], int | None]:
+            got = await store.search(q)
+            return self.ids(got.matches), got.total
+
+        assert await found(query("Observation", visibility=obs)) == (["oa1", "oa2", "ob1"], 3)
+        assert await found(query("Observation", visibility=pat)) == ([], 0)
+        assert await found(query("Observation", ("_summary", "count"), visibility=pat)) == ([], 0)
+        assert await found(query("Observation", ("identifier", f"{SYS}|2"), visibility=pat)) == ([], 0)
+        assert await found(query("Observation", ("_sort", "identifier"), visibility=obs)) == (["oa2", "ob1", "oa1"], 3)
+        assert await found(query("Patient", visibility=obs)) == ([], 0)
+        assert await found(query("Patient", visibility=pat)) == (["pa"], 1)
+        assert await found(query("Organization", visibility=obs)) == ([], 0)  # shared, but not readable
+        assert await found(query("Organization", visibility=pat)) == (["org1"], 1)
+        assert await found(query("Observation", visibility=none)) == ([], 0)
+        assert await found(query("Organization", visibility=none)) == ([], 0)
+        for vis in (every, both):
+            assert await found(query("Observation", visibility=vis)) == (["oa1", "oa2", "ob1"], 3)
+        # Several types: only the readable ones.
+        system = await store.search(query(None, ("_type", "Patient,Organization,Observation"), visibility=obs))
+        assert sorted(self.ids(system.matches)) == ["oa1", "oa2", "ob1"] and system.total == 3
+        system = await store.search(query(None, ("_type", "Patient,Organization,Observation"), visibility=pat))
+        assert sorted(self.ids(system.matches)) == ["org1", "pa"] and system.total == 2
+        system = await store.search(query(None, ("_type", "Patient,Organization"), visibility=obs))
+        assert system.matches == [] and system.total == 0
+        # Chains and _has never go through an unreadable type.
+        chain = ("subject:Patient.identifier", f"{SYS}|pa")
+        assert await found(query("Observation", chain, visibility=both)) == (["oa1", "ob1"], 2)
+        assert await found(query("Observation", chain, visibility=obs)) == ([], 0)
+        has = ("_has:Observation:subject:identifier", f"{SYS}|2")
+        assert await found(query("Patient", has, visibility=both)) == (["pa"], 1)
+        assert await found(query("Patient", has, visibility=pat)) == ([], 0)
+        # Includes: neither direction reaches an unreadable type, at any :iterate depth.
+        got = await store.search(query("Observation", ("_include", "Observation:subject"), visibility=obs))
+        assert self.ids(got.matches) == ["oa1", "oa2", "ob1"] and got.includes == []
+        got = await store.search(query("Observation", ("_include", "Observation:subject:Patient"), visibility=obs))
+        assert got.includes == []
+        got = await store.search(query("Patient", ("_revinclude", "Observation:subject"), visibility=pat))
+        assert self.ids(got.matches) == ["pa"] and got.includes == []
+        got = await store.search(query("Patient", ("_revinclude", "Observation:subject"), visibility=both))
+        assert self.ids(got.includes) == ["oa1", "ob1"]
+        for vis, includes in ((both, ["pa", "ob1"]), (obs, []), (every, ["pa", "ob1"])):
+            got = await store.search(query("Observation", ("_id", "oa1"), ("_include", "Observation:subject"),
+                                           ("_revinclude:iterate", "Observation:subject"), visibility=vis))
+            assert self.ids(got.matches) == ["oa1"] and self.ids(got.includes) == includes, vis
+
+    async def test_history_lists_only_readable_types(self, store: ResourceStore) -> None:
+        await self._visibility_fixture(store)
+        await self.put(store, "Patient", "pa", 2, ts(21), owner="b", identifier=[{"system": SYS, "value": "pa"}])
+        obs = dataclasses.replace(VIS_A, types=frozenset({"Observation"}))
+        pat = dataclasses.replace(VIS_A, types=frozenset({"Patient", "Organization"}))
+        page = await store.history(HistoryQuery(visibility=obs))
+        assert [(v.id, v.version_id) for v in page.versions] == [("ob1", 1), ("oa2", 1), ("oa1", 1)]
+        assert page.total == 3
+        page = await store.history(HistoryQuery(visibility=pat))
+        assert [(v.id, v.version_id) for v in page.versions] == [("org1", 1), ("pa", 1)] and page.total == 2
+        assert (await store.history(HistoryQuery(count=1, offset=1, visibility=obs))).versions[0].id == "oa2"
+        assert (await store.history(HistoryQuery("Patient", visibility=obs))).total == 0
+        assert (await store.history(HistoryQuery("Patient", "pa", visibility=obs))).total == 0
+        assert (await store.history(HistoryQuery("Organization", visibility=obs))).total == 0  # shared, unreadable
+        assert (await store.history(HistoryQuery("Organization", visibility=pat))).total == 1
+        assert (await store.history(HistoryQuery("Observation", "ob1", visibility=obs))).total == 1
+        assert (await store.history(HistoryQuery("Observation", "ob1", visibility=pat))).total == 0
+        assert [v.id for v in (await store.history(HistoryQuery("Patient", at=ts(10), visibility=pat))).versions
+                ] == ["pa"]
+        assert (await store.history(HistoryQuery("Patient", at=ts(10), visibility=obs))).total == 0
+        assert [v.id for v in (await store.history(HistoryQuery(at=ts(10), visibility=pat))).versions
+                ] == ["org1", "pa"]
+        none = dataclasses.replace(VIS_A, types=frozenset())
+        assert (await store.history(HistoryQuery(visibility=none))).total == 0
+        assert (await store.history(HistoryQuery("Organization", visibility=none))).total == 0
+        assert (await store.history(HistoryQuery(visibility=dataclasses.replace(VIS_A, types=None)))).total == 5

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,6 +20,7 @@ from pymongo import MongoClient
 
 from fhir_exchange.errors import Category, FhirError
 from fhir_exchange.search.query import Visibility
+from fhir_exchange.store import mongo_search
 from fhir_exchange.store.mongo import MongoStore
 from fhir_exchange.store.port import (
     ANY,
@@ -26,12 +28,13 @@ from fhir_exchange.store.port import (
     Grant,
     HistoryQuery,
     MessageRecord,
+    Record,
     ResourceStore,
     ResourceVersion,
     VersionConflict,
 )
 from tests.mongo_server import SecantusServer, fresh_db_url, mongo_url  # noqa: F401 - fixtures
-from tests.store.contract import SYS, StoreContract, by_identifier, make_version, ts
+from tests.store.contract import SYS, StoreContract, by_identifier, make_version, query, ts
 
 
 class TestMongoStore(StoreContract):
@@ -145,6 +148,7 @@ async def test_indexes_are_created_idempotently_at_start(fresh_db_url: str) -> N
         history = set(db["history"].index_information())
         assert {"by_lastUpdated", "type_by_lastUpdated", "instance_by_version"} <= history
         assert db["locks"].index_information()["expire"]["expireAfterSeconds"] > 0
+        assert {"by_kind", "by_expiry"} <= set(db["records"].index_information())
 
 
 # -- standalone server: no transactions ------------------------------------------------------------
@@ -197,6 +201,16 @@ async def test_standalone_writes_messages_grants_and_the_change_feed(standalone_
         assert [(c.id, c.version_id, c.deleted) for c in feed] == [("s1", 1, False), ("s1", 2, True)]
         found = await store.search(dataclasses.replace(by_identifier("Patient", "x"), visibility=a))
         assert found.total == 0
+        # Internal records are single-document writes: a standalone server has them all.
+        assert await store.put_record(Record("jti", "c|j", b"", ts(10)), if_absent=True, now=ts(1))
+        assert not await store.put_record(Record("jti", "c|j", b"", ts(10)), if_absent=True, now=ts(2))
+        claims = await asyncio.gather(*(store.put_record(Record("jti", "c|k", b"", ts(10)), if_absent=True, now=ts(1))
+                                        for _ in range(10)))
+        assert claims.count(True) == 1
+        assert await store.put_record(Record("jti", "c|j", b"again", ts(20)), if_absent=True, now=ts(10))
+        assert [r.key for r in await store.list_records("jti", now=ts(10))] == ["c|j"]
+        assert await store.purge_records(ts(10)) == 1  # c|k
+        assert await store.delete_record("jti", "c|j") and await store.list_records("jti", now=ts(1)) == []
     finally:
         await store.close()
 
@@ -358,3 +372,48 @@ async def test_import_and_export_keep_owners(store: MongoStore) -> None:
     assert current is not None and current.owner == "org-b"
     assert [(v.id, v.version_id, v.owner) async for v in store.all_versions()] == [
         ("m1", 1, "org-a"), ("m1", 2, "org-b"), ("m2", 1, "org-c")]
+
+
+# -- readable types in the compiled filters ----------------------------------------------------------
+
+async def test_readable_types_change_no_filter_when_they_cover_the_searched_types() -> None:
+    """``types`` None and ``types`` covering the type compile to the same filters; an unreadable type's
+    is FALSE without staging anything (its grants, chain targets or _has sources)."""
+    staged: list[tuple[str, dict[str, Any]]] = []
+
+    async def find(type: str, filt: dict[str, Any], projection: dict[str, Any]) -> list[dict[str, Any]]:
+        staged.append((type, filt))
+        return [{"_id": "p1", "_s": {"ref": ["subject|Patient|p1"]}}]
+
+    async def granted(vis: Visibility, type: str | None) -> list[tuple[str, str]]:
+        staged.append((f"grants {type}", {}))
+        return [("Observation", "ob1"), ("Patient", "p9")] if type is None else [(type, "g1")]
+
+    vis = Visibility(frozenset({"a"}), frozenset({"Organization"}), ts(30))
+    covering = dataclasses.replace(vis, types=frozenset({"Observation", "Patient", "Organization"}))
+    for type, pairs in [("Observation", ()), ("Patient", (("identifier", f"{SYS}|1"),)),
+                        ("Observation", (("subject:Patient.identifier", f"{SYS}|1"),)),
+                        ("Patient", (("_has:Observation:subject:identifier", f"{SYS}|1"),)), ("Organization", ())]:
+        q = query(type, *pairs)
+        filters = []
+        for v in (vis, covering):
+            staged.clear()
+            filters.append((await mongo_search.Compiler(find, v, granted).filter(q.params, type), list(staged)))
+        assert filters[0] == filters[1]
+    assert await mongo_search.history_clause(vis, "Patient", granted) == await mongo_search.history_clause(
+        covering, "Patient", granted)
+    assert await mongo_search.history_clause(vis, None, granted) == {  # as before readable types existed
+        "$or": [{"own": {"$in": ["a"]}}, {"t": {"$in": ["Organization"]}}, {"t": "Observation", "i": {"$in": ["ob1"]}},
+                {"t": "Patient", "i": {"$in": ["p9"]}}]}
+    obs = dataclasses.replace(vis, types=frozenset({"Observation"}))
+    staged.clear()
+    assert await mongo_search.Compiler(find, obs, granted).filter([], "Patient") is mongo_search.FALSE
+    chain = query("Observation", ("subject:Patient.identifier", f"{SYS}|1")).params
+    assert await mongo_search.Compiler(find, obs, granted).filter(chain, "Observation") is mongo_search.FALSE
+    assert staged == [("grants Observation", {})]  # nothing staged on Patient, not even its grants
+    assert await mongo_search.history_clause(obs, "Patient", granted) is mongo_search.FALSE
+    assert await mongo_search.history_clause(obs, None, granted) == {  # Patient p9's grant left out
+        "t": {"$in": ["Observation"]},
+        "$or": [{"own": {"$in": ["a"]}}, {"t": {"$in": ["Organization"]}}, {"t": "Observation", "i": {"$in": ["ob1"]}}]}
+    assert await mongo_search.history_clause(dataclasses.replace(vis, types=frozenset()), None, granted) is (
+        mongo_search.FALSE)

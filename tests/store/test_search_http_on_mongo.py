@@ -22,7 +22,8 @@ from tests.store.test_search_http import ids, search
 
 @pytest.fixture
 def settings(tmp_path: Path, wiped_db_url: str) -> Settings:  # noqa: F811
-    return Settings(data_dir=tmp_path, store_url=wiped_db_url, cache_dir=str(CACHE_DIR), max_body_bytes=1024 * 1024)
+    return Settings(data_dir=tmp_path, store_url=wiped_db_url, cache_dir=str(CACHE_DIR),
+                    max_body_bytes=1024 * 1024, auth=False)
 
 
 async def test_the_app_runs_on_mongodb(client: httpx.AsyncClient) -> None:

@@ -5,8 +5,9 @@ accents and Hangul, dates with precisions and time zones, tokens, quantities, re
 ``_text``/``_content`` words (narratives with markup, entities, accents and Hangul) and Location ``near``
 (radii in every unit, across the antimeridian). Resources get random owners (a few institutions, or
 none) and random grants (some expired, some replaced, some on resources that do not exist), and each
-query a random visibility (none, or random institutions, shared types and instant), which every
-store must compile into every subquery exactly as the matcher applies it.
+query a random visibility (none, or random institutions, shared types, instant and readable types:
+every type, or a random subset of the generated ones, sometimes empty), which every store must
+compile into every subquery exactly as the matcher applies it.
 
 The same property runs once per store adapter (``store_adapter`` is parametrized): SQLite on a
 temporary file (with both of its sort strategies), and MongoDB on ``MONGODB_URL`` or the session's
@@ -172,15 +173,20 @@ def access(draw: st.DrawFn, data: list[dict[str, Any]]) -> tuple[dict[tuple[str,
     return owners, writes
 
 
+# The caller's readable types (its scopes): every type, or a subset of the generated ones (sometimes
+# none, sometimes all of them: the same results as every type), often one end of the Observation ->
+# Patient references only (what chains, _has and includes must not cross).
+readable_types = st.one_of(st.none(), st.frozensets(st.sampled_from(TYPES)),
+                           st.sampled_from([frozenset({"Observation"}), frozenset({"Patient", "Location"})]))
 # Mostly one or two institutions and no shared type (where visibility tells resources apart), sometimes
 # none at all (nothing visible but grants... which need an institution: nothing) or everything shared.
 visibilities = st.one_of(
     st.none(),
     st.builds(Visibility, st.frozensets(st.sampled_from(INSTITUTIONS), min_size=1, max_size=2),
               st.sampled_from([frozenset(), frozenset(), frozenset(), *(frozenset({t}) for t in TYPES)]),
-              st.sampled_from(INSTANTS)),
+              st.sampled_from(INSTANTS), readable_types),
     st.builds(Visibility, st.frozensets(st.sampled_from(INSTITUTIONS), max_size=2),
-              st.frozensets(st.sampled_from(TYPES)), st.sampled_from(INSTANTS)),
+              st.frozensets(st.sampled_from(TYPES)), st.sampled_from(INSTANTS), readable_types),
 )
 
 

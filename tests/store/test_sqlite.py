@@ -10,10 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from fhir_exchange.errors import FhirError
 from fhir_exchange.search.query import Visibility
-from fhir_exchange.store.port import NEW, Grant, MessageRecord, ResourceStore, VersionConflict
+from fhir_exchange.store import sqlite_search as search_sql
+from fhir_exchange.store.port import NEW, Grant, HistoryQuery, MessageRecord, Record, ResourceStore, VersionConflict
 from fhir_exchange.store.sqlite import SqliteStore
-from tests.store.contract import SYS, StoreContract, by_identifier, make_version, resource, ts
+from tests.store.contract import SYS, VIS_A, StoreContract, by_identifier, make_version, query, resource, ts
 
 
 class TestSqliteStore(StoreContract):
@@ -171,6 +173,8 @@ async def test_a_database_made_before_owners_grants_messages_and_the_change_feed
         assert [(m.id, m.version_id, m.owner) for m in found.matches] == [("old", 2, "a")]
         assert [(c.id, c.version_id) for c in await store.changes(0)] == [("old", 2)]
         assert await store.granted(Visibility(frozenset({"b"}), frozenset(), ts(50)), "Patient", "old")
+        assert await store.put_record(Record("client", "c1", b"{}"), if_absent=True, now=ts(50))
+        assert await store.get_record("client", "c1", now=ts(50)) == Record("client", "c1", b"{}")
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
@@ -200,3 +204,106 @@ async def test_change_seqs_follow_commit_order_across_two_store_instances(tmp_pa
     finally:
         await a.close()
         await b.close()
+
+
+# -- internal records ------------------------------------------------------------------------------
+
+async def test_concurrent_if_absent_records_across_two_store_instances(tmp_path: Path) -> None:
+    """Two processes' worth of stores on one file claim one client assertion id: exactly one is first."""
+    path = tmp_path / "fhir.db"
+    a, b = SqliteStore(path), SqliteStore(path)
+    await a.open()
+    await b.open()
+    try:
+        async def claim(n: int) -> bool:
+            store = a if n % 2 else b
+            return await store.put_record(Record("jti", "c1|j1", str(n).encode(), ts(30)), if_absent=True, now=ts(1))
+
+        results = await asyncio.gather(*(claim(n) for n in range(10)))
+        assert results.count(True) == 1
+        got = await b.get_record("jti", "c1|j1", now=ts(1))
+        assert got is not None and got.value == str(results.index(True)).encode()
+        assert await a.list_records("jti", now=ts(1)) == [got]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_record_written_while_a_unit_of_work_is_open_is_not_rolled_back_with_it(tmp_path: Path) -> None:
+    """The writer connection is inside the unit of work's transaction between its hops: a record write
+    waits for the unit of work to end instead of joining (and rolling back with) it."""
+    store = SqliteStore(tmp_path / "fhir.db", indexer=StoreContract().indexer)
+    await store.open()
+    try:
+        begun, release = asyncio.Event(), asyncio.Event()
+
+        async def unit() -> None:
+            async with store.transaction() as uow:
+                v, doc = make_version("Patient", "p1", 1, ts(1))
+                await uow.put(v, doc, expected_version=NEW)
+                await uow.read("Patient", "p1")  # the BEGIN and the put have run: the transaction is open
+                begun.set()
+                await release.wait()
+                raise RuntimeError("rolled back")
+
+        task = asyncio.create_task(unit())
+        await begun.wait()
+        write = asyncio.create_task(store.put_record(Record("client", "c1", b"{}")))
+        await asyncio.sleep(0.05)
+        assert not write.done()  # behind the unit of work
+        release.set()
+        with pytest.raises(RuntimeError):
+            await task
+        assert await write
+        assert await store.get_record("client", "c1", now=ts(1)) == Record("client", "c1", b"{}")
+        assert await store.read("Patient", "p1") is None
+        # Inside its own unit of work a task is refused at once rather than waiting for itself forever.
+        async with store.transaction() as uow:
+            await uow.read("Patient", "p1")
+            with pytest.raises(FhirError):
+                await asyncio.wait_for(store.put_record(Record("client", "c2", b"{}")), 5)
+            with pytest.raises(FhirError):
+                await asyncio.wait_for(store.purge_records(ts(1)), 5)
+            assert await store.get_record("client", "c1", now=ts(1)) is not None  # reads are fine
+        assert await store.put_record(Record("client", "c2", b"{}"))  # and after it
+    finally:
+        await store.close()
+
+
+# -- readable types in the compiled SQL ------------------------------------------------------------
+
+def test_readable_types_change_no_sql_when_they_cover_the_searched_types() -> None:
+    """``types`` None and ``types`` covering every searched type compile to the same SQL; otherwise a
+    type test, "0" for an unreadable searched type."""
+    covering = dataclasses.replace(VIS_A, types=frozenset({"Observation", "Patient", "Encounter"}))
+    for type, pairs in [("Observation", ()), ("Patient", (("identifier", f"{SYS}|1"),)),
+                        ("Observation", (("subject:Patient.identifier", f"{SYS}|1"), ("_sort", "date"))),
+                        ("Patient", (("_has:Observation:subject:identifier", f"{SYS}|1"),))]:
+        q = query(type, *pairs, visibility=VIS_A)
+        assert search_sql.where_clause(q) == search_sql.where_clause(dataclasses.replace(q, visibility=covering))
+        assert search_sql.index_source(q) == search_sql.index_source(dataclasses.replace(q, visibility=covering))
+    assert search_sql.visible(VIS_A, "r", ["Organization"]) is None  # shared: no predicate
+    assert search_sql.visible(covering, "r", ["Organization"]) == ("0", [])  # shared, but not readable
+    assert search_sql.visible(dataclasses.replace(VIS_A, types=frozenset()), "r", ["Patient"]) == ("0", [])
+    obs = dataclasses.replace(VIS_A, types=frozenset({"Observation"}))
+    sql, args = search_sql.where_clause(query(None, ("_type", "Patient,Observation"), visibility=obs))
+    assert "r.type IN (?)" in sql and "Observation" in args
+    # Unknown types (system history): the readable ones are listed.
+    cond = search_sql.visible(obs, "h", None)
+    assert cond is not None and cond[0].startswith("(h.type IN (?) AND ") and cond[1][0] == "Observation"
+    assert search_sql.visible(dataclasses.replace(VIS_A, types=frozenset({"Organization"})), "h", None) == (
+        "h.type IN (?)", ["Organization"])  # readable and shared: nothing else to test
+
+
+async def test_history_at_instance_level_with_readable_types(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "fhir.db", indexer=StoreContract().indexer)
+    await store.open()
+    try:
+        v, doc = make_version("Patient", "p1", 1, ts(1), owner="a")
+        async with store.transaction() as uow:
+            await uow.put(v, doc, expected_version=NEW)
+        for types, total in ((None, 1), (frozenset({"Patient"}), 1), (frozenset({"Observation"}), 0)):
+            vis = dataclasses.replace(VIS_A, types=types)
+            assert (await store.history(HistoryQuery("Patient", "p1", visibility=vis))).total == total
+    finally:
+        await store.close()
