@@ -63,7 +63,7 @@ def raw_sqlite(path: Path, bundles: list[dict[str, Any]]) -> float:
 
 
 async def router_ingest(data: Path, bundles: list[dict[str, Any]]) -> float:
-    settings = Settings(data_dir=data, cache_dir=str(CACHE))
+    settings = Settings(data_dir=data, cache_dir=str(CACHE), auth=False)
     svc = build_services(settings, load_definitions(settings))
     router = build_router(svc)
     await svc.store.open()
@@ -83,7 +83,7 @@ async def http_ingest(data: Path, bundles: list[dict[str, Any]]) -> float:
 
     from fhir_exchange.api.app import create_app
 
-    app = create_app(Settings(data_dir=data, cache_dir=str(CACHE), max_body_bytes=512 * 1024 * 1024))
+    app = create_app(Settings(data_dir=data, cache_dir=str(CACHE), max_body_bytes=512 * 1024 * 1024, auth=False))
     await app.state.services.store.open()
     try:
         bodies = [orjson.dumps(b) for b in bundles]

@@ -1,4 +1,4 @@
-"""Command line: ``fhir-exchange serve | load | reindex | migrate | validate``."""
+"""Command line: ``fhir-exchange serve | load | reindex | migrate | validate | institution | client``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,6 +29,10 @@ def _settings(args: argparse.Namespace) -> Settings:
             port=getattr(args, "port", None),
             data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
             store_url=getattr(args, "store", None),
+            auth=False if getattr(args, "no_auth", False) else None,
+            certfile=getattr(args, "certfile", None),
+            keyfile=getattr(args, "keyfile", None),
+            client_ca=getattr(args, "client_ca", None),
         )
         level = settings.log_level.lower()
         if level != "trace" and not isinstance(logging.getLevelName(level.upper()), int):  # trace: uvicorn's
@@ -57,9 +62,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # -15/143) or raise KeyboardInterrupt. Stopping is the normal end of a service, so these handlers make
     # the re-raise a no-op and ``serve`` exits 0.
     previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    tls: dict[str, Any] = {}
+    if settings.certfile:
+        tls = {"ssl_certfile": settings.certfile, "ssl_keyfile": settings.keyfile or None}
+        if settings.client_ca:
+            from fhir_exchange.api.tls import ClientCertH11Protocol
+
+            # A client certificate is asked for and verified; those without one still use tokens.
+            tls.update(ssl_ca_certs=settings.client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL, http=ClientCertH11Protocol)
+    elif settings.client_ca:
+        print("fhir-exchange: --client-ca needs --certfile (TLS served by this process)", file=sys.stderr)
+        return 2
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=10, **tls)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -68,6 +84,119 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _ignore_signal(signum: int, frame: FrameType | None) -> None:
     return None
+
+
+# -- institutions and clients ---------------------------------------------------------------------
+
+def _admin_store(args: argparse.Namespace) -> tuple[Settings, Any]:
+    from fhir_exchange.api.app import build_router, build_services, load_definitions
+
+    settings = _settings(args)
+    svc = build_services(settings, load_definitions(settings))
+    return settings, build_router(svc)
+
+
+def _base_url(settings: Settings) -> str:
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    scheme = "https" if settings.certfile else "http"
+    return f"{scheme}://{settings.host}:{settings.port}{settings.base_path}"
+
+
+def _run_admin(args: argparse.Namespace, work: Callable[[Settings, Any, Any], Awaitable[Any]]) -> int:
+    from fhir_exchange.api.enrolment import EnrolmentError
+    from fhir_exchange.security.registry import Registry
+
+    async def go() -> int:
+        settings, router = _admin_store(args)
+        svc = router.services
+        await svc.open()
+        try:
+            result = await work(settings, router, Registry(svc.store))
+        except EnrolmentError as exc:
+            print(f"fhir-exchange: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await svc.close()
+        if isinstance(result, list):
+            for item in result:
+                print(orjson.dumps(item).decode())
+        elif result is not None:
+            print(orjson.dumps(result).decode())
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_institution_add(args: argparse.Namespace) -> int:
+    from fhir_exchange.api.enrolment import add_institution
+
+    async def work(settings: Settings, router: Any, registry: Any) -> Any:
+        return await add_institution(router, registry, name=args.name, hira_id=args.hira_id,
+                                     connection=args.connection, endpoint_address=args.endpoint_address,
+                                     base_url=_base_url(settings))
+
+    return _run_admin(args, work)
+
+
+def cmd_institution_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    async def work(settings: Settings, router: Any, registry: Any) -> Any:
+        return [asdict(i) for i in await registry.institutions(_now(router))]
+
+    return _run_admin(args, work)
+
+
+def _now(router: Any) -> str:
+    from fhir_exchange.clock import instant
+
+    return instant(router.services.clock.now())
+
+
+def cmd_client_add(args: argparse.Namespace) -> int:
+    from fhir_exchange.api.auth import TOKEN_PATH
+    from fhir_exchange.api.enrolment import EnrolmentError, add_client
+
+    async def work(settings: Settings, router: Any, registry: Any) -> Any:
+        jwks = None
+        if args.jwks:
+            try:
+                jwks = orjson.loads(Path(args.jwks).read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise EnrolmentError(f"--jwks {args.jwks}: {exc}") from None
+        return await add_client(registry, institution=args.institution, jwks=jwks, scopes=args.scope,
+                                admin=args.admin, cert_subject=args.cert_subject,
+                                token_endpoint=f"{_base_url(settings)}/{TOKEN_PATH}", now=_now(router))
+
+    return _run_admin(args, work)
+
+
+def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
+    from fhir_exchange.api.enrolment import EnrolmentError
+
+    async def work(settings: Settings, router: Any, registry: Any) -> Any:
+        client = await registry.set_disabled(args.client_id, disabled, _now(router))
+        if client is None:
+            raise EnrolmentError(f"No client {args.client_id}")
+        return {"client_id": client.client_id, "disabled": client.disabled}
+
+    return _run_admin(args, work)
+
+
+def cmd_client_disable(args: argparse.Namespace) -> int:
+    return _set_disabled(args, True)
+
+
+def cmd_client_enable(args: argparse.Namespace) -> int:
+    return _set_disabled(args, False)
+
+
+def cmd_client_list(args: argparse.Namespace) -> int:
+    async def work(settings: Settings, router: Any, registry: Any) -> Any:
+        return [{k: v for k, v in c.to_json().items() if k != "jwks"} for c in await registry.clients(_now(router))]
+
+    return _run_admin(args, work)
 
 
 def _walk(paths: Sequence[str]) -> Iterator[tuple[Path, bool]]:
@@ -95,7 +224,7 @@ async def _load(args: argparse.Namespace) -> int:
     settings = _settings(args)
     svc = build_services(settings, load_definitions(settings))
     router = build_router(svc)
-    await svc.store.open()
+    await svc.open()
     await load_stored(svc)  # profiles and SearchParameters written to the server
     files = list(_walk(args.paths))
     ok = failed = skipped = 0
@@ -126,7 +255,7 @@ async def _load(args: argparse.Namespace) -> int:
             progress.update(n)
     finally:
         progress.close()
-        await svc.store.close()
+        await svc.close()
     print(f"Loaded {ok} of {len(files)} files in {progress.elapsed():.1f} s ({failed} failed"
           + (f", {skipped} skipped: not FHIR resources)" if skipped else ")"))
     return 1 if failed else 0
@@ -213,12 +342,12 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
         settings = _settings(args)
         svc = build_services(settings, load_definitions(settings))
-        await svc.store.open()
+        await svc.open()
         await load_stored(svc)  # SearchParameters written to the server take part
         try:
             n = await svc.store.reindex(args.type)
         finally:
-            await svc.store.close()
+            await svc.close()
         print(f"Reindexed {n} resources")
         return 0
 
@@ -324,8 +453,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the FHIR API at http://HOST:PORT/fhir")
     serve.add_argument("--host", help="interface (env FHIR_EXCHANGE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (env FHIR_EXCHANGE_PORT, default 8080)")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="serve without authentication: every caller acts as the system (development only; "
+                            "env FHIR_EXCHANGE_AUTH=off)")
+    serve.add_argument("--certfile", help="serve TLS with this certificate (PEM; env FHIR_EXCHANGE_CERTFILE)")
+    serve.add_argument("--keyfile", help="the certificate's private key (PEM; env FHIR_EXCHANGE_KEYFILE)")
+    serve.add_argument("--client-ca", help="verify client certificates against these CAs (PEM) and map a "
+                                           "registered subject to its client (env FHIR_EXCHANGE_CLIENT_CA)")
     _add_store_options(serve)
     serve.set_defaults(func=cmd_serve)
+    institution = sub.add_parser("institution", help="register institutions of the network")
+    isub = institution.add_subparsers(dest="action", required=True)
+    iadd = isub.add_parser("add", help="register an institution; prints its organization id as JSON")
+    iadd.add_argument("--name", required=True)
+    iadd.add_argument("--hira-id", required=True, help="HIRA institution identifier (8 digits)")
+    iadd.add_argument("--connection", required=True, choices=["portal", "emr", "exchange"])
+    iadd.add_argument("--endpoint-address", help="the institution's endpoint URL (EMR or exchange system base)")
+    _add_store_options(iadd)
+    iadd.set_defaults(func=cmd_institution_add)
+    ilist = isub.add_parser("list", help="the registered institutions, as JSON lines")
+    _add_store_options(ilist)
+    ilist.set_defaults(func=cmd_institution_list)
+    client = sub.add_parser("client", help="register and disable system clients (SMART Backend Services)")
+    csub = client.add_subparsers(dest="action", required=True)
+    cadd = csub.add_parser("add", help="register a client of an institution; prints client_id and token_endpoint")
+    cadd.add_argument("--institution", required=True, help="the institution's Organization id")
+    cadd.add_argument("--jwks", help="file holding the client's public JWKS (RS384 or ES384 keys)")
+    cadd.add_argument("--scope", action="append", default=[],
+                      help="a SMART v2 system scope it may be granted (repeatable; default system/*.cruds)")
+    cadd.add_argument("--admin", action="store_true",
+                      help="may manage conformance resources, run $reindex and register institutions/clients")
+    cadd.add_argument("--cert-subject", help="subject of the client certificate it may also authenticate with")
+    _add_store_options(cadd)
+    cadd.set_defaults(func=cmd_client_add)
+    cdis = csub.add_parser("disable", help="refuse the client's tokens from now on")
+    cdis.add_argument("client_id")
+    _add_store_options(cdis)
+    cdis.set_defaults(func=cmd_client_disable)
+    cen = csub.add_parser("enable", help="accept the client's tokens again")
+    cen.add_argument("client_id")
+    _add_store_options(cen)
+    cen.set_defaults(func=cmd_client_enable)
+    clist = csub.add_parser("list", help="the registered clients, as JSON lines (keys not shown)")
+    _add_store_options(clist)
+    clist.set_defaults(func=cmd_client_list)
     load = sub.add_parser("load", help="load resources and Bundles (files or folders) into the store")
     load.add_argument("paths", nargs="+")
     _add_store_options(load)

@@ -25,6 +25,7 @@ class Category(enum.Enum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     NOT_ACCEPTABLE = "not-acceptable"
     TOO_LARGE = "too-large"
+    TOO_MANY_REQUESTS = "too-many-requests"
     NOT_IMPLEMENTED = "not-implemented"
     TRANSIENT = "transient"
     FAULT = "fault"
@@ -42,6 +43,7 @@ HTTP_STATUS: dict[Category, int] = {
     Category.PRECONDITION_FAILED: 412,
     Category.TOO_LARGE: 413,
     Category.UNSUPPORTED_MEDIA_TYPE: 415,
+    Category.TOO_MANY_REQUESTS: 429,
     Category.UNPROCESSABLE: 422,
     Category.FAULT: 500,
     Category.NOT_IMPLEMENTED: 501,
@@ -62,6 +64,7 @@ DEFAULT_ISSUE_CODE: dict[Category, str] = {
     Category.UNSUPPORTED_MEDIA_TYPE: "not-supported",
     Category.NOT_ACCEPTABLE: "not-supported",
     Category.TOO_LARGE: "too-costly",
+    Category.TOO_MANY_REQUESTS: "throttled",
     Category.NOT_IMPLEMENTED: "not-supported",
     Category.TRANSIENT: "transient",
     Category.FAULT: "exception",

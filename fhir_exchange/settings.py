@@ -36,12 +36,51 @@ class Settings:
     consult_profiles: bool = True
     # Seconds between reads of the store's change feed (definitions written by other processes).
     feed_interval: float = 1.0
+    # Authentication (SMART Backend Services bearer tokens, or a registered client certificate). Off
+    # (FHIR_EXCHANGE_AUTH=off, serve --no-auth) every caller acts as the system: development only.
+    auth: bool = True
+    token_lifetime: int = 300  # seconds an access token is valid
+    # Audit every request into its own store (sqlite: <store>-audit.db beside the store; mongodb: the
+    # database name + "_audit"); only while authentication is on (without it there is no "who").
+    audit_store_url: str = ""
+    # Browsers: origins allowed by CORS (comma-separated; "*" for any). None by default.
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    # Requests per second a client may make (a token bucket of twice that burst); 0: no limit.
+    rate_limit: float = 100.0
+    # A TLS-terminating reverse proxy in front may pass the verified client certificate's subject in
+    # this header; it is believed only from these proxy addresses.
+    client_cert_header: str = ""
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    # TLS served directly: certificate and key; client certificates verified against client_ca.
+    certfile: str = ""
+    keyfile: str = ""
+    client_ca: str = ""
 
     @property
     def resolved_store_url(self) -> str:
         if self.store_url:
             return self.store_url
         return f"sqlite:///{(Path(self.data_dir) / 'fhir.db').resolve()}"
+
+    @property
+    def resolved_audit_store_url(self) -> str:
+        if self.audit_store_url:
+            return self.audit_store_url
+        url = self.resolved_store_url
+        if url.startswith("sqlite:"):
+            path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+            if path in ("", ":memory:"):
+                return "sqlite:///:memory:"
+            stem, dot, ext = path.rpartition(".")
+            return f"sqlite:///{stem}-audit.{ext}" if dot and "/" not in ext else f"sqlite:///{path}-audit"
+        scheme, _, rest = url.partition("://")
+        hosts, slash, path = rest.partition("/")
+        if not slash:
+            hosts, _, query = hosts.partition("?")
+            db = ""
+        else:
+            db, _, query = path.partition("?")
+        return f"{scheme}://{hosts}/{db or 'fhir_exchange'}_audit" + (f"?{query}" if query else "")
 
     @property
     def required_profile_pairs(self) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ def definitions() -> Definitions:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, cache_dir=str(CACHE_DIR), max_body_bytes=1024 * 1024)
+    return Settings(data_dir=tmp_path, cache_dir=str(CACHE_DIR), max_body_bytes=1024 * 1024, auth=False)
 
 
 @pytest.fixture

@@ -18,24 +18,33 @@ from urllib.parse import parse_qsl
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhir_exchange.api.auth import SMART_CONFIGURATION_PATH, TOKEN_PATH, Authenticator
 from fhir_exchange.api.negotiation import request_kind, response_type
 from fhir_exchange.bundles import install as install_bundles
-from fhir_exchange.clock import Clock
+from fhir_exchange.clock import Clock, instant
 from fhir_exchange.consult.profiles import consult_profiles
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError, operation_outcome
 from fhir_exchange.fhir import jsonio
 from fhir_exchange.interactions import conformance
+from fhir_exchange.interactions.access import isolation_guard, provenance_hook
 from fhir_exchange.interactions.common import http_date
+from fhir_exchange.interactions.everything import install as install_everything
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.interactions.validate import install as install_validate
 from fhir_exchange.search.extract import make_indexer
+from fhir_exchange.security.access import Isolation
+from fhir_exchange.security.actor import SYSTEM, Actor
+from fhir_exchange.security.audit import AuditSink, AuditTrail, audit_event
+from fhir_exchange.security.registry import Registry
 from fhir_exchange.settings import Settings
 from fhir_exchange.store import open_store
 from fhir_exchange.validation import Validator
@@ -60,9 +69,15 @@ def load_definitions(settings: Settings) -> Definitions:
 
 def build_services(settings: Settings, definitions: Definitions, clock: Clock | None = None) -> Services:
     """Everything an interaction may use, wired once: the store, the validator, the hooks."""
-    store = open_store(settings.resolved_store_url, make_indexer(definitions), definitions.resource_types())
+    indexer = make_indexer(definitions)
+    store = open_store(settings.resolved_store_url, indexer, definitions.resource_types())
     svc = Services(settings=settings, definitions=definitions, store=store, validator=Validator(definitions),
                    clock=clock or Clock())
+    if settings.auth:
+        svc.access = Isolation()
+        svc.audit_store = open_store(settings.resolved_audit_store_url, indexer, ["AuditEvent"])
+        svc.hooks.guards.append(isolation_guard)
+        svc.hooks.on_write.append(provenance_hook)
     svc.hooks.guards.append(conformance.package_guard(definitions))
     svc.hooks.after_commit.append(conformance.track(definitions))
     if settings.consult_profiles:
@@ -75,15 +90,19 @@ def build_router(svc: Services) -> Router:
     router = Router(svc)
     install_bundles(router)
     install_validate(router.operations)
+    install_everything(router.operations)
     return router
 
 
 class FhirEndpoint:
-    """The catch-all FHIR route: HTTP in, :class:`FhirRequest` to the router, HTTP out."""
+    """The catch-all FHIR route: HTTP in, the actor established, :class:`FhirRequest` to the router,
+    HTTP out, and the request's AuditEvent written before the answer leaves (fail closed)."""
 
-    def __init__(self, router: Router, settings: Settings) -> None:
+    def __init__(self, router: Router, settings: Settings, auth: Authenticator, audit: AuditSink | None) -> None:
         self.router = router
         self.settings = settings
+        self.auth = auth
+        self.audit = audit
 
     def base_url(self, request: Request) -> str:
         if self.settings.public_base_url:
@@ -93,18 +112,48 @@ class FhirEndpoint:
     async def handle(self, request: Request) -> Response:
         pretty = request.query_params.get("_pretty") == "true"
         media = "application/fhir+json"
+        actor: Actor = SYSTEM if not self.settings.auth else Actor(client_id="anonymous")
+        trail = AuditTrail()
+        path = request.path_params.get("path", "")
+        diagnostics = ""
         try:
             media = response_type(request.query_params.get("_format"), request.headers.get("accept"))
-            freq = await self.to_fhir_request(request)
+            actor = await self.auth.actor(request, self.base_url(request), path.strip("/"))
+            freq = await self.to_fhir_request(request, actor, trail)
             resp = await self.router.dispatch(freq)
-            return self.to_http(resp, media, pretty, head=request.method == "HEAD")
+            response = self.to_http(resp, media, pretty, head=request.method == "HEAD")
         except FhirError as err:
-            return error_response(err, media, pretty)
+            response, diagnostics = error_response(err, media, pretty), err.diagnostics
         except Exception:  # never a stack trace to the client
             log.exception("Unhandled error on %s %s", request.method, request.url.path)
-            return error_response(FhirError(Category.FAULT, "Internal server error"), media, pretty)
+            response = error_response(FhirError(Category.FAULT, "Internal server error"), media, pretty)
+            diagnostics = "Internal server error"
+        if self.audit is None:
+            return response
+        try:
+            await self.record(request, actor, trail, response.status_code, diagnostics)
+        except Exception:  # fail closed: no answer leaves without its audit record
+            log.exception("The audit record of %s %s could not be written", request.method, request.url.path)
+            return error_response(FhirError(Category.TRANSIENT, "The audit record could not be written: the "
+                                            "request was not answered", headers={"Retry-After": "5"}), media, pretty)
+        return response
 
-    async def to_fhir_request(self, request: Request) -> FhirRequest:
+    async def record(self, request: Request, actor: Actor, trail: AuditTrail, status: int, diagnostics: str) -> None:
+        assert self.audit is not None
+        event = audit_event(actor=actor, trail=trail, method=request.method, path=request.url.path,
+                            query=request.url.query, status=status, diagnostics=diagnostics,
+                            address=request.client.host if request.client else None,
+                            recorded=instant(self.router.services.clock.now()), server=self.base_url(request))
+        await self.audit.record(event, actor.institution, frozenset(trail.owners))
+
+    async def token(self, request: Request) -> Response:
+        return await self.auth.token(request, self.base_url(request))
+
+    async def smart_configuration(self, request: Request) -> Response:
+        return Response(orjson.dumps(self.auth.smart_configuration(self.base_url(request))),
+                        media_type="application/json")
+
+    async def to_fhir_request(self, request: Request, actor: Actor, trail: AuditTrail) -> FhirRequest:
         path = request.path_params.get("path", "")
         query = [(k, v) for k, v in request.query_params.multi_items()]
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -126,7 +175,7 @@ class FhirEndpoint:
             elif request.method in ("PUT", "PATCH") or (request.method == "POST" and not path.endswith("_search")
                                                        and "$" not in path):
                 raise FhirError(Category.INVALID, "The request has no body", code="required")
-        return FhirRequest(request.method, path, query, headers, body, self.base_url(request))
+        return FhirRequest(request.method, path, query, headers, body, self.base_url(request), actor, trail)
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -208,7 +257,9 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
     settings = settings or Settings.from_env()
     svc = build_services(settings, definitions or load_definitions(settings), clock)
     router = build_router(svc)
-    endpoint = FhirEndpoint(router, settings)
+    registry = Registry(svc.store)
+    audit = AuditSink(svc.audit_store, svc.clock.new_id) if svc.audit_store is not None else None
+    endpoint = FhirEndpoint(router, settings, Authenticator(settings, registry, svc.clock), audit)
     feed = conformance.DefinitionsFeed(svc)
 
     async def follow_feed() -> None:
@@ -221,7 +272,10 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await svc.store.open()
+        if not settings.auth:
+            log.warning("AUTHENTICATION IS OFF (FHIR_EXCHANGE_AUTH=off): every caller acts as the system, sees "
+                        "every institution's data and is not audited. Use it for local development only.")
+        await svc.open()
         follower: asyncio.Task[None] | None = None
         try:
             await feed.start()
@@ -233,19 +287,32 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
                 follower.cancel()
                 with suppress(asyncio.CancelledError):
                     await follower
-            await svc.store.close()
+            await svc.close()
 
     base = settings.base_path.rstrip("/")
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    middleware = []
+    if settings.cors_origins:
+        origins = list(settings.cors_origins)
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=origins, allow_credentials="*" not in origins, allow_methods=methods,
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-Match", "If-None-Match", "If-None-Exist",
+                           "If-Modified-Since", "Prefer", "X-Request-Id"],
+            expose_headers=["ETag", "Location", "Last-Modified", "Content-Location", "WWW-Authenticate",
+                            "Retry-After"]))
     app = Starlette(
         routes=[
+            Route(f"{base}/{TOKEN_PATH}", endpoint.token, methods=["POST"]),
+            Route(f"{base}/{SMART_CONFIGURATION_PATH}", endpoint.smart_configuration, methods=["GET"]),
             Route(base or "/", endpoint.handle, methods=methods),
             Route(f"{base}/{{path:path}}", endpoint.handle, methods=methods),
         ],
+        middleware=middleware,
         exception_handlers={404: _not_found, 405: _not_allowed, 500: _server_error},
         lifespan=lifespan,
     )
     app.state.services = svc
     app.state.router = router
     app.state.feed = feed
+    app.state.registry = registry
     return app

@@ -253,13 +253,15 @@ def parse_message(body: Any, request: FhirRequest) -> Message:
 
 def message_key(message: Message) -> str:
     """The key of the stored response (also its Bundle id): the same for a repeated message from the
-    same source."""
+    same source and sender. The sending institution is part of it, so that no institution can read or
+    collide with another's answers by sending a message with the same identity."""
     ident = message.bundle.get("identifier")
     if isinstance(ident, dict) and ident.get("value"):
         key = f"identifier:{ident.get('system') or ''}|{ident['value']}"
     else:
         key = f"header:{message.header_id}"
-    return "msg-" + hashlib.sha256(f"{message.source}\n{key}".encode()).hexdigest()[:56]
+    sender = message.request.actor.institution or ""
+    return "msg-" + hashlib.sha256(f"{sender}\n{message.source}\n{key}".encode()).hexdigest()[:56]
 
 
 def content_digest(message: Message) -> str:

@@ -36,6 +36,23 @@ class StatementCache:
         return self.body
 
 
+def security(svc: Services, base_url: str) -> dict[str, Any]:
+    """``rest.security``: SMART Backend Services (and where to get a token), or that there is none."""
+    cors = bool(svc.settings.cors_origins)
+    if not svc.settings.auth:
+        return {"cors": cors, "description": "Authentication is off: every caller acts as the system (development)."}
+    return {
+        "cors": cors,
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}],
+                     "text": "SMART Backend Services: OAuth 2.0 client credentials with a private_key_jwt assertion"}],
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": [{"url": "token", "valueUri": f"{base_url}/auth/token"}]}],
+        "description": "Every request needs a bearer token (or a registered client certificate); an institution "
+                       "sees what it owns, the shared directory and what a consent grants it.",
+    }
+
+
 def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dict[str, Any]:
     type_interactions = table.interactions("type") | table.interactions("instance")
     type_codes = [c for c in _TYPE_ORDER if c in type_interactions]
@@ -75,6 +92,7 @@ def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dic
     sys_ops = [o for o in ops if o.system]
     if sys_ops:
         rest["operation"] = [{"name": o.name, "definition": o.definition} for o in sys_ops]
+    rest["security"] = security(svc, base_url)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -50,6 +50,15 @@ class WriteUnit(Protocol):
 
     def after_commit(self, fn: Callable[[], Awaitable[None] | None]) -> None: ...
 
+    async def visible(self, v: ResourceVersion) -> bool:
+        """Whether the actor may see ``v`` (ownership, the shared directory, grants)."""
+        ...
+
+    async def record(self, type: str, resource: dict[str, Any]) -> ResourceVersion:
+        """Store a resource the server makes (a Provenance) in the unit of work: no validation, guards
+        or hooks."""
+        ...
+
 
 ProfileSelector = Callable[[dict[str, Any]], list[str]]
 """Profiles a resource must conform to, read from its content (e.g. a consult ServiceRequest)."""

@@ -24,6 +24,11 @@ class Operation:
     resource_types: tuple[str, ...] = ()  # empty: every type
     affects_state: bool = False
     methods: tuple[str, ...] = ("POST",)
+    # The SMART permission (c r u d s) it needs on its type (or on scope_type at system level); None:
+    # what it does is checked where it does it (a message's entries, a validated body).
+    permission: str | None = None
+    scope_type: str | None = None
+    admin: bool = False  # only admin clients (and the system) may run it
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ async def current_version(repo: Repository, type: str, id: str) -> ResourceVersi
     check_type(repo.svc, type)
     check_id(id)
     # Inside a transaction Bundle, the repository reads what its earlier entries wrote.
-    v = await repo.read(type, id)
+    v = await repo.access(type, id)
     if v is None:
         raise not_found(f"Resource {type}/{id} is not known")
     if v.deleted:

@@ -27,7 +27,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from fhir_exchange.clock import instant
@@ -38,6 +38,7 @@ from fhir_exchange.interactions.services import Services
 from fhir_exchange.search.parse import parse
 from fhir_exchange.search.query import SearchQuery, Visibility
 from fhir_exchange.security.actor import Actor
+from fhir_exchange.security.audit import AuditTrail, Decision
 from fhir_exchange.store.port import NEW, HistoryPage, HistoryQuery, ResourceVersion, SearchResult, UnitOfWork
 
 # Issue codes meaning "the JSON does not fit the structure" (400); everything else that fails
@@ -60,6 +61,16 @@ def criteria_pairs(criteria: str) -> list[tuple[str, str]]:
     if not pairs:
         raise invalid("Conditional criteria are empty")
     return pairs
+
+
+class ReadPort(Protocol):
+    """What both a store and a unit of work answer: the reads a repository makes."""
+
+    async def read(self, type: str, id: str) -> ResourceVersion | None: ...
+
+    async def search(self, query: Any) -> SearchResult: ...
+
+    async def granted(self, visibility: Visibility, type: str, id: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +101,12 @@ class Unit:
 
 
 class Repository:
-    def __init__(self, svc: Services, actor: Actor, unit: Unit | None = None) -> None:
+    def __init__(self, svc: Services, actor: Actor, unit: Unit | None = None,
+                 trail: AuditTrail | None = None) -> None:
         self.svc = svc
         self.actor = actor
         self._unit = unit
+        self.trail = trail if trail is not None else AuditTrail()
         self._visibility: Visibility | None = None
         self._visibility_known = False
 
@@ -108,7 +121,7 @@ class Repository:
             return
         async with self.svc.store.transaction() as uow:
             unit = Unit(uow)
-            yield Repository(self.svc, self.actor, unit)
+            yield Repository(self.svc, self.actor, unit, self.trail)
         for fn in unit.commit_hooks:
             result = fn()
             if inspect.isawaitable(result):
@@ -144,21 +157,48 @@ class Repository:
         return self._visibility
 
     async def visible(self, v: ResourceVersion) -> bool:
+        """Whether the actor may see ``v``; the decision and its reason go to the request's audit trail."""
         vis = self.visibility
-        if vis is None or v.owner in vis.institutions or v.type in vis.shared_types:
+        if vis is None:
             return True
-        reader = self._unit.uow if self._unit is not None else self.svc.store
-        return await reader.granted(vis, v.type, v.id)
+        target = f"{v.type}/{v.id}"
+        if vis.types is not None and v.type not in vis.types:
+            self.trail.decide(Decision(target, False, "the token's scopes do not cover the type", v.owner))
+            return False
+        if v.owner is not None and v.owner in vis.institutions:
+            reason = "owner"
+        elif v.type in vis.shared_types:
+            reason = "shared directory"
+        elif await self._reader(v.type).granted(vis, v.type, v.id):
+            reason = "grant"
+        else:
+            self.trail.decide(Decision(target, False, "not visible to the institution", v.owner))
+            return False
+        self.trail.decide(Decision(target, True, reason, v.owner))
+        return True
+
+    def _reader(self, type: str | None) -> ReadPort:
+        """Where resources of ``type`` are read: AuditEvents from the audit store, the rest from the
+        unit of work when there is one (it sees its own writes), else the store."""
+        if type == "AuditEvent" and self.svc.audit_store is not None:
+            return self.svc.audit_store
+        return self._unit.uow if self._unit is not None else self.svc.store
 
     # -- reads ------------------------------------------------------------------------------------
 
     async def read(self, type: str, id: str) -> ResourceVersion | None:
         """The current version (a deletion marker included) if the actor may see it; else None.
         Inside a unit of work it reads what earlier entries of the unit wrote."""
-        reader = self._unit.uow if self._unit is not None else self.svc.store
-        v = await reader.read(type, id)
+        v = await self._reader(type).read(type, id)
         if v is None or not await self.visible(v):
             return None
+        return v
+
+    async def access(self, type: str, id: str) -> ResourceVersion | None:
+        """:meth:`read`, recorded in the audit trail as an access (the read interactions use it)."""
+        v = await self.read(type, id)
+        if v is not None:
+            self.trail.touched(v, "R")
         return v
 
     async def vread(self, type: str, id: str, version_id: int) -> tuple[ResourceVersion | None, bool]:
@@ -166,17 +206,27 @@ class Repository:
         current = await self.read(type, id)
         if current is None:
             return None, False
-        return await self.svc.store.vread(type, id, version_id), True
+        store = self.svc.audit_store if type == "AuditEvent" and self.svc.audit_store is not None else self.svc.store
+        v = await store.vread(type, id, version_id)
+        if v is not None:
+            self.trail.touched(v, "R")
+        return v, True
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
-        return await self.svc.store.history(replace(query, visibility=self.visibility))
+        store = self.svc.audit_store if query.type == "AuditEvent" and self.svc.audit_store is not None \
+            else self.svc.store
+        page = await store.history(replace(query, visibility=self.visibility))
+        for v in page.versions:
+            self.trail.touched(v, "R", {})
+        return page
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Search as the actor; inside a unit of work it sees what earlier entries wrote."""
         query = replace(query, visibility=self.visibility)
-        if self._unit is not None:
-            return await self._unit.uow.search(query)
-        return await self.svc.store.search(query)
+        result = await self._reader(query.type).search(query)
+        for v in (*result.matches, *result.includes):
+            self.trail.touched(v, "R", {})  # the patients of a search come from its criteria, not its bodies
+        return result
 
     # -- conditional matching ---------------------------------------------------------------------
 
@@ -269,11 +319,23 @@ class Repository:
             version = ResourceVersion(type, id, (current.version_id + 1) if current else 1,
                                       stored["meta"]["lastUpdated"], False, body, method, owner)
             await unit.uow.put(version, stored, expected_version=current.version_id if current else NEW)
+        self.trail.touched(version, {"POST": "C", "DELETE": "D"}.get(method, "U"), after)
         for hook in hooks.on_write:
             await hook(change, version, self)
         for commit_hook in hooks.after_commit:
             self.after_commit(_bind(commit_hook, change, version))
         return Written(version, issues)
+
+    async def record(self, type: str, resource: dict[str, Any]) -> ResourceVersion:
+        """Store a resource the server makes (a Provenance) in this unit of work, owned by the actor's
+        institution: no validation, no guards, no hooks (the server's own record of a write)."""
+        unit = self._require_unit()
+        id = self.svc.clock.new_id()
+        at = self._after(None)
+        stored, body = self._stored(type, id, resource, None, at)
+        version = ResourceVersion(type, id, 1, at, False, body, "POST", self.actor.institution)
+        await unit.uow.put(version, stored, expected_version=NEW)
+        return version
 
     def _after(self, current: ResourceVersion | None) -> str:
         now = self.now()

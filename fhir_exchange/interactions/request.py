@@ -13,6 +13,7 @@ from typing import Any
 
 from fhir_exchange.fhir import jsonio
 from fhir_exchange.security.actor import SYSTEM, Actor
+from fhir_exchange.security.audit import AuditTrail
 
 
 @dataclass(slots=True)
@@ -24,6 +25,8 @@ class FhirRequest:
     body: Any = None  # parsed JSON (dict or list) or None
     base_url: str = ""  # absolute FHIR base, no trailing slash
     actor: Actor = SYSTEM  # who is asking; copied into every request derived from this one
+    # What the request did, for its AuditEvent: shared with every request derived from this one.
+    trail: AuditTrail = field(default_factory=AuditTrail)
     # The id a transaction's plan gave a create or a conditional update that creates (its urn:uuid
     # references were rewritten to it before anything was written). Never set from HTTP.
     assigned_id: str | None = None
@@ -48,7 +51,7 @@ class FhirRequest:
         prefer = self.header("prefer")
         if prefer and "prefer" not in derived_headers:
             derived_headers["prefer"] = prefer
-        return FhirRequest(method, path, query or [], derived_headers, body, self.base_url, self.actor)
+        return FhirRequest(method, path, query or [], derived_headers, body, self.base_url, self.actor, self.trail)
 
     @property
     def prefer(self) -> dict[str, str]:

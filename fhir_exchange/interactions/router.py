@@ -19,6 +19,22 @@ from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.routes import Route, RouteTable, match
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.interactions.subsetting import SummaryElements, apply
+from fhir_exchange.security import scopes
+from fhir_exchange.security.actor import Actor
+
+# The SMART v2 permission each interaction needs on its type (security/scopes.py).
+_PERMISSIONS = {"read": "r", "vread": "r", "history-instance": "r", "search-type": "s", "history-type": "s",
+                "search-system": "s", "history-system": "s", "create": "c", "update": "u", "patch": "u",
+                "delete": "d"}
+
+
+def check_scope(actor: Actor, type: str | None, permission: str) -> None:
+    """Refuse (403) what the actor's token does not permit; inside Bundles too (entries come here)."""
+    if actor.system or scopes.permits(actor.scopes, type, permission):
+        return
+    what = type or "every type"
+    raise FhirError(Category.FORBIDDEN, f"The access token's scopes do not permit '{permission}' on {what} "
+                    f"(SMART v2: system/{type or '*'}.{permission})", code="forbidden")
 
 
 class Router:
@@ -73,8 +89,8 @@ class Router:
         segments = tuple(path.split("/")) if path else ()
         if "" in segments:  # Patient//_history is not the type's history
             raise invalid(f"The path /{req.path} has an empty segment", code="not-found")
-        repo = Repository(self.services, req.actor, unit)
-        op = self._operation(method, segments)
+        repo = Repository(self.services, req.actor, unit, req.trail)
+        op = self._operation(method, segments, req)
         if op is not None:
             if unit is not None:
                 # A 400, not a 501: the same operation works outside the Bundle, so the request is what
@@ -90,6 +106,11 @@ class Router:
             if route.method != method:
                 allowed.add(route.method)
                 continue
+            type = params.get("ctype") or params.get("type")
+            req.trail.route(route.interaction, type, params.get("id") if "ctype" not in params else None)
+            permission = _PERMISSIONS.get(route.interaction)
+            if permission is not None:
+                check_scope(req.actor, type, permission)
             resp = await route.handler(repo, req, **params)
             return self._subset(req, resp) if route.interaction in ("read", "vread") else resp
         is_type = self.services.definitions.is_resource_type
@@ -103,7 +124,7 @@ class Router:
             raise FhirError(Category.NOT_FOUND, f"Unknown resource type '{segments[0]}'", code="not-supported")
         raise not_found(f"No FHIR interaction at /{req.path}")
 
-    def _operation(self, method: str, segments: tuple[str, ...]
+    def _operation(self, method: str, segments: tuple[str, ...], req: FhirRequest
                    ) -> Callable[[Repository, FhirRequest], Awaitable[FhirResponse]] | None:
         if not segments or not segments[-1].startswith("$"):
             return None
@@ -123,6 +144,11 @@ class Router:
                             headers={"Allow": ", ".join(op.methods)})
         type_ = segments[0] if len(segments) >= 2 else None
         id_ = segments[1] if len(segments) == 3 else None
+        req.trail.route("operation", type_, id_)
+        if op.admin and not (req.actor.system or req.actor.admin):
+            raise FhirError(Category.FORBIDDEN, f"${name} needs an admin client", code="forbidden")
+        if op.permission is not None:
+            check_scope(req.actor, type_ or op.scope_type, op.permission)
 
         async def run(repo: Repository, req: FhirRequest) -> FhirResponse:
             return await op.handler(repo, req, type_, id_)

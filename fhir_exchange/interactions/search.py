@@ -138,4 +138,4 @@ def register_operations(registry: Any) -> None:
 
     registry.register(Operation("reindex", reindex_operation,
                                 "urn:fhir-exchange:OperationDefinition/reindex",
-                                system=True, type=True, affects_state=True, methods=("POST",)))
+                                system=True, type=True, affects_state=True, methods=("POST",), admin=True))

@@ -43,3 +43,15 @@ class Services:
     clock: Clock = field(default_factory=Clock)
     hooks: Hooks = field(default_factory=Hooks)
     access: AccessPolicy = field(default_factory=OpenAccess)
+    # Where AuditEvents live (their own store, append-only); None while auditing is off.
+    audit_store: ResourceStore | None = None
+
+    async def open(self) -> None:
+        await self.store.open()
+        if self.audit_store is not None:
+            await self.audit_store.open()
+
+    async def close(self) -> None:
+        if self.audit_store is not None:
+            await self.audit_store.close()
+        await self.store.close()

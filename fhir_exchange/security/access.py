@@ -16,6 +16,7 @@ from fhir_exchange.definitions.definitions import CONFORMANCE_TYPES
 from fhir_exchange.errors import Category, FhirError
 from fhir_exchange.search.query import Visibility
 from fhir_exchange.security.actor import Actor
+from fhir_exchange.security.scopes import readable_types
 from fhir_exchange.store.port import ResourceVersion
 
 DIRECTORY_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "HealthcareService", "Endpoint",
@@ -33,7 +34,8 @@ class Isolation:
     def visibility(self, actor: Actor, at: str) -> Visibility | None:
         if actor.system:
             return None
-        return Visibility(frozenset({actor.institution}) if actor.institution else frozenset(), self.shared_types, at)
+        return Visibility(frozenset({actor.institution}) if actor.institution else frozenset(), self.shared_types, at,
+                          readable_types(actor.scopes))
 
 
 def check_write(actor: Actor, type: str, current: ResourceVersion | None, *, visible: bool) -> None:

@@ -75,7 +75,7 @@ def readable_types(scopes: frozenset[str]) -> frozenset[str] | None:
 def grant(asked: str, allowed: frozenset[str]) -> list[str]:
     """The scopes a token carries: each asked scope narrowed to what ``allowed`` permits, permission by
     permission (``system/*.cruds`` asked with ``system/Patient.rs`` allowed gives ``system/Patient.rs``)."""
-    allowed_scopes = parse_all(allowed)
+    allowed_scopes = parse_all(sorted(allowed))
     out: list[str] = []
     for want in parse_all(asked):
         if want.type == "*":

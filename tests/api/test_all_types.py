@@ -27,7 +27,7 @@ async def module_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
     # Its own app and Definitions: conformance types (StructureDefinition, ValueSet...) written here
     # change the server's definitions.
     tmp: Path = tmp_path_factory.mktemp("all-types")
-    app = create_app(Settings(data_dir=tmp, cache_dir=str(CACHE_DIR)))
+    app = create_app(Settings(data_dir=tmp, cache_dir=str(CACHE_DIR), auth=False))
     svc = app.state.services
     await svc.store.open()
     try:

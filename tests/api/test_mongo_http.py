@@ -21,7 +21,7 @@ async def test_unreachable_mongodb_answers_503_until_it_is_up(tmp_path: Path) ->
         pytest.skip("starts its own SecantusDB")
     server = SecantusServer()
     settings = Settings(data_dir=tmp_path, cache_dir=str(CACHE_DIR),
-                        store_url=server.url + "late?serverSelectionTimeoutMS=300")
+                        store_url=server.url + "late?serverSelectionTimeoutMS=300", auth=False)
     app = create_app(settings)
     await app.state.services.store.open()  # the lifespan's start-up: must not fail
     transport = httpx.ASGITransport(app=app)

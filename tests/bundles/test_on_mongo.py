@@ -24,5 +24,6 @@ from tests.mongo_server import module_db_url, mongo_url, wiped_db_url  # noqa: F
 @pytest.fixture
 def settings(tmp_path: Path, wiped_db_url: str) -> Settings:  # noqa: F811
     # As in test_message: the engine with minimal messages; the consult profiles do not depend on the store.
-    return Settings(data_dir=tmp_path, store_url=wiped_db_url, cache_dir=str(CACHE_DIR), max_body_bytes=1024 * 1024,
+    return Settings(data_dir=tmp_path, store_url=wiped_db_url, cache_dir=str(CACHE_DIR),
+                    max_body_bytes=1024 * 1024, auth=False,
                     consult_profiles=False)

@@ -29,6 +29,7 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["FHIR_EXCHANGE_CACHE_DIR"] = str(CACHE_DIR)
     env["FHIR_EXCHANGE_LOG_LEVEL"] = "warning"
+    env["FHIR_EXCHANGE_AUTH"] = "off"  # the open server; authentication has its own end-to-end tests
     env.pop("FHIR_EXCHANGE_STORE_URL", None)
     return env
 

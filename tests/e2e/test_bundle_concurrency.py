@@ -31,7 +31,7 @@ def _free_port() -> int:
 def server(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "FHIR_EXCHANGE_CACHE_DIR": str(ROOT / ".pytest_cache" / "fhir-packages"),
-           "FHIR_EXCHANGE_LOG_LEVEL": "warning"}
+           "FHIR_EXCHANGE_LOG_LEVEL": "warning", "FHIR_EXCHANGE_AUTH": "off"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fhir_exchange", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--data-dir", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -21,7 +21,7 @@ def patient_params(doc: dict) -> set[str]:
 
 async def test_statement_follows_definitions_and_routes(tmp_path: Path) -> None:
     # Its own Definitions: this test writes a conformance resource.
-    settings = Settings(data_dir=tmp_path, cache_dir=str(CACHE_DIR))
+    settings = Settings(data_dir=tmp_path, cache_dir=str(CACHE_DIR), auth=False)
     svc = build_services(settings, load_definitions(settings))
     router = build_router(svc)
     await svc.store.open()

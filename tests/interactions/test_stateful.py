@@ -33,7 +33,8 @@ class RestModel(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.tmp = tempfile.TemporaryDirectory()
-        self.svc = build_services(Settings(data_dir=Path(self.tmp.name), cache_dir=str(CACHE_DIR)), DEFINITIONS[0])
+        settings = Settings(data_dir=Path(self.tmp.name), cache_dir=str(CACHE_DIR), auth=False)
+        self.svc = build_services(settings, DEFINITIONS[0])
         self.router = build_router(self.svc)
         self.loop.run_until_complete(self.svc.store.open())
         # id -> versions; a version is the content dict, or None for a deletion.

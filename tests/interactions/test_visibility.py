@@ -16,8 +16,8 @@ from fhir_exchange.security.actor import Actor
 from tests.bundles.helpers import SYS, bundle, entry, patient
 
 BASE = "http://x/fhir"
-A = Actor(institution="org-a", client_id="a")
-B = Actor(institution="org-b", client_id="b")
+A = Actor(institution="org-a", client_id="a", scopes=frozenset({"system/*.cruds"}))
+B = Actor(institution="org-b", client_id="b", scopes=frozenset({"system/*.cruds"}))
 
 
 class OwnOnly:
