@@ -3,8 +3,11 @@
 Starts ``python -m fhir_exchange serve`` (uvicorn, SQLite store in a temporary folder) and a trivial
 Starlette app returning a fixed JSON body, served the same way (``uvicorn.run``, one worker, same log
 level), one after the other. Concurrent httpx clients then drive: GET of the bare app, create
-(``POST /fhir/Patient``) and read (``GET /fhir/Patient/{id}``) of the real server. Each phase is bounded
-by a request count and a time limit. Prints requests/s, p50/p95 latency and the ratio to the bare limit.
+(``POST /fhir/Patient``) and read (``GET /fhir/Patient/{id}``) of the real server, first open
+(``FHIR_EXCHANGE_AUTH=off``), then secured as deployed: an institution and a client registered with the
+command line, a SMART Backend Services token, isolation, a Provenance per write and an AuditEvent per
+request. Each phase is bounded by a request count and a time limit. Prints requests/s, p50/p95
+latency, the ratio to the bare limit, and the ratio of each secured phase to the same open one.
 
     .venv/bin/python bench/bench_rest.py                       # defaults: 3000 requests or 15 s per phase
     .venv/bin/python bench/bench_rest.py --count 500 --seconds 5 --concurrency 8   # quick
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -32,6 +36,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.smart_client import get_token, keygen  # noqa: E402 - after the repository is on the path
 
 BARE_APP = textwrap.dedent(
     """
@@ -111,13 +118,13 @@ class Result:
 
 async def drive(name: str, base: str, concurrency: int, count: int, seconds: float,
                 make: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
-                expect: int) -> Result:
+                expect: int, headers: dict[str, str] | None = None) -> Result:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     errors = 0
     issued = 0
     deadline = time.perf_counter() + seconds
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30, headers=headers) as client:
         # Warm up connections (and lazy caches) outside the measurement.
         await asyncio.gather(*(make(client, -1 - n) for n in range(concurrency)))
 
@@ -143,28 +150,41 @@ async def drive(name: str, base: str, concurrency: int, count: int, seconds: flo
     return Result(name, len(latencies), errors, elapsed, latencies)
 
 
+def cli(data: Path, env: dict[str, str], *args: str) -> dict[str, object]:
+    run = subprocess.run([sys.executable, "-m", "fhir_exchange", *args, "--data-dir", str(data)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    out: dict[str, object] = json.loads(run.stdout.strip().splitlines()[-1])
+    return out
+
+
+async def phases(label: str, base: str, args: argparse.Namespace, headers: dict[str, str] | None = None
+                 ) -> list[Result]:
+    ids: list[str] = []
+
+    async def create(c: httpx.AsyncClient, n: int) -> httpx.Response:
+        resp = await c.post("/Patient", json=PATIENT)
+        if resp.status_code == 201:
+            ids.append(resp.json()["id"])
+        return resp
+
+    return [
+        await drive(f"create {label}", base, args.concurrency, args.count, args.seconds, create, 201, headers),
+        await drive(f"read   {label}", base, args.concurrency, args.count, args.seconds,
+                    lambda c, n: c.get(f"/Patient/{ids[n % len(ids)]}"), 200, headers),
+    ]
+
+
 async def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
-    env = dict(os.environ, FHIR_EXCHANGE_LOG_LEVEL="warning")
+    env = dict(os.environ, FHIR_EXCHANGE_LOG_LEVEL="warning", FHIR_EXCHANGE_RATE_LIMIT="0")
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
         bare_script = Path(tmp) / "bare_app.py"
         bare_script.write_text(BARE_APP)
-        bare_port, port = free_port(), free_port()
+        bare_port = free_port()
         bare = subprocess.Popen([sys.executable, str(bare_script), str(bare_port)], cwd=ROOT)
-        server = subprocess.Popen([sys.executable, "-m", "fhir_exchange", "serve", "--port", str(port),
-                                   "--data-dir", str(Path(tmp) / "data")], cwd=ROOT, env=env)
+        bare_base = f"http://127.0.0.1:{bare_port}/fhir"
         try:
-            bare_base = f"http://127.0.0.1:{bare_port}/fhir"
-            base = f"http://127.0.0.1:{port}/fhir"
             wait_ready(f"{bare_base}/metadata", bare)
-            wait_ready(f"{base}/metadata", server)
-            ids: list[str] = []
-
-            async def create(c: httpx.AsyncClient, n: int) -> httpx.Response:
-                resp = await c.post("/Patient", json=PATIENT)
-                if resp.status_code == 201:
-                    ids.append(resp.json()["id"])
-                return resp
 
             def bare_get(c: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
                 return c.get("/Patient/bare")
@@ -173,14 +193,39 @@ async def run(args: argparse.Namespace) -> list[Result]:
             # two figures show how much the background load moved during the run.
             results.append(await drive("bare Starlette GET (before)", bare_base, args.concurrency, args.count,
                                        args.seconds, bare_get, 200))
-            results.append(await drive("create  POST /Patient", base, args.concurrency, args.count,
-                                       args.seconds, create, 201))
-            results.append(await drive("read    GET /Patient/{id}", base, args.concurrency, args.count,
-                                       args.seconds, lambda c, n: c.get(f"/Patient/{ids[n % len(ids)]}"), 200))
+            port = free_port()
+            server = subprocess.Popen([sys.executable, "-m", "fhir_exchange", "serve", "--port", str(port),
+                                       "--data-dir", str(Path(tmp) / "open")], cwd=ROOT,
+                                      env=dict(env, FHIR_EXCHANGE_AUTH="off"))
+            try:
+                base = f"http://127.0.0.1:{port}/fhir"
+                wait_ready(f"{base}/metadata", server)
+                results.extend(await phases("(open)", base, args))
+            finally:
+                stop(server)
+            secured = Path(tmp) / "secured"
+            port = free_port()
+            base = f"http://127.0.0.1:{port}/fhir"
+            secure_env = dict(env, FHIR_EXCHANGE_AUTH="on", FHIR_EXCHANGE_PUBLIC_BASE_URL=base)
+            org = cli(secured, secure_env, "institution", "add", "--name", "Bench", "--hira-id", "12345678",
+                      "--connection", "emr")
+            jwks, pem = keygen("bench")
+            (Path(tmp) / "bench.jwks.json").write_text(json.dumps(jwks))
+            client = cli(secured, secure_env, "client", "add", "--institution", str(org["organization"]),
+                         "--jwks", str(Path(tmp) / "bench.jwks.json"))
+            server = subprocess.Popen([sys.executable, "-m", "fhir_exchange", "serve", "--port", str(port),
+                                       "--data-dir", str(secured)], cwd=ROOT, env=secure_env)
+            try:
+                wait_ready(f"{base}/metadata", server)
+                token = get_token(str(client["client_id"]), pem, str(client["token_endpoint"]), "system/*.cruds",
+                                  kid="bench")
+                headers = {"Authorization": f"Bearer {token['access_token']}"}
+                results.extend(await phases("(auth + audit)", base, args, headers))
+            finally:
+                stop(server)
             results.append(await drive("bare Starlette GET (after)", bare_base, args.concurrency, args.count,
                                        args.seconds, bare_get, 200))
         finally:
-            stop(server)
             stop(bare)
     return results
 
@@ -194,12 +239,18 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
         f"load average {load:.1f} at the end",
         "'vs bare' divides by the better of the two bare-Starlette rows.",
         "",
-        f"{'phase':<30}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'vs bare':>9}",
+        "'vs open' divides a secured phase by the same phase of the open server (aim: at least 0.85).",
+        "",
+        f"{'phase':<30}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'vs bare':>9}"
+        f"{'vs open':>9}",
     ]
+    by_name = {r.name: r for r in results}
     for r in results:
         ratio = r.rate / bare if bare else float("nan")
+        open_ = by_name.get(r.name.replace("(auth + audit)", "(open)")) if "(auth" in r.name else None
+        vs_open = f"{r.rate / open_.rate:>9.2f}" if open_ and open_.rate else f"{'':>9}"
         lines.append(f"{r.name:<30}{r.ok:>9}{r.errors:>8}{r.rate:>10.0f}{r.pct(0.5):>9.2f}{r.pct(0.95):>9.2f}"
-                     f"{ratio:>9.2f}")
+                     f"{ratio:>9.2f}{vs_open}")
     return "\n".join(lines)
 
 

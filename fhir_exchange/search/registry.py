@@ -20,6 +20,9 @@ INDEXED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "ref
 BASE_TYPES = frozenset({"Resource", "DomainResource"})
 # Parameters without a FHIRPath expression, extracted by fulltext.py (the "expression" is a marker).
 FULLTEXT = {"_text": "%narrative-words", "_content": "%content-words"}
+# The server's own records of what was done (one per request, one per write) are searched by their
+# coded elements; indexing every word of them would double the cost of each request they record.
+NOT_WORD_INDEXED = frozenset({"AuditEvent", "Provenance"})
 SPECIAL = frozenset({"near"})  # the special parameters we index (type "special" in the query model)
 
 
@@ -51,6 +54,8 @@ def _build(defs: Definitions, type: str) -> dict[str, SearchParam]:
         if (code in FULLTEXT and type not in sp.get("base", ()) and "DomainResource" in sp.get("base", ())
                 and not _is_domain_resource(defs, type)):
             continue  # _text on Bundle, Binary, Parameters: they have no narrative
+        if code in FULLTEXT and type in NOT_WORD_INDEXED:
+            continue
         if code in FULLTEXT and kind == "string" and not expr:
             expr = FULLTEXT[code]
         if not code or code in out or not expr or not (
