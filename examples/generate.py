@@ -133,7 +133,7 @@ def consent(r: dict[str, str]) -> Json:
         "policy": [{"uri": "https://hospital-a.example.kr/policies/remote-consultation"}],
         "provision": {
             "type": "permit",
-            "period": {"start": "2025-03-03", "end": "2025-09-03"},
+            "period": {"start": "2025-03-03", "end": "2035-03-03"},  # ten years: the examples stay valid
             "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                                             "code": "IRCP"}]},
                        "reference": {"reference": r["cons_org"]}}],

@@ -36,6 +36,11 @@ class Settings:
     consult_profiles: bool = True
     # Seconds between reads of the store's change feed (definitions written by other processes).
     feed_interval: float = 1.0
+    # The consult workflow: its rules on every write of a consult resource, consent-based access.
+    consult_workflow: bool = True
+    consult_grace_days: int = 30  # the consultant reads a completed consult this many days
+    consult_networks: bool = True  # a partner requests consults only from a hub it is affiliated with
+    consult_sweep_interval: float = 60.0  # seconds between sweeps (consents ending, follow-ups overdue)
     # Authentication (SMART Backend Services bearer tokens, or a registered client certificate). Off
     # (FHIR_EXCHANGE_AUTH=off, serve --no-auth) every caller acts as the system: development only.
     auth: bool = True

@@ -29,10 +29,12 @@ from fhir_exchange.api.negotiation import request_kind, response_type
 from fhir_exchange.bundles import install as install_bundles
 from fhir_exchange.clock import Clock, instant
 from fhir_exchange.consult.profiles import consult_profiles
+from fhir_exchange.consult.workflow import Settings as WorkflowSettings
+from fhir_exchange.consult.workflow import Workflow
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError, operation_outcome
 from fhir_exchange.fhir import jsonio
-from fhir_exchange.interactions import conformance
+from fhir_exchange.interactions import conformance, consult
 from fhir_exchange.interactions.access import isolation_guard, provenance_hook
 from fhir_exchange.interactions.common import http_date
 from fhir_exchange.interactions.everything import install as install_everything
@@ -73,6 +75,9 @@ def build_services(settings: Settings, definitions: Definitions, clock: Clock | 
     store = open_store(settings.resolved_store_url, indexer, definitions.resource_types())
     svc = Services(settings=settings, definitions=definitions, store=store, validator=Validator(definitions),
                    clock=clock or Clock())
+    if settings.consult_workflow:
+        # First: it vouches for the consultant's changes to the requester's Task before isolation judges.
+        svc.hooks.guards.append(consult.guard(consult_workflow(settings, definitions), svc))
     if settings.auth:
         svc.access = Isolation()
         svc.audit_store = open_store(settings.resolved_audit_store_url, indexer, ["AuditEvent"])
@@ -84,6 +89,11 @@ def build_services(settings: Settings, definitions: Definitions, clock: Clock | 
         svc.hooks.profile_selectors.append(consult_profiles)
     settings.required_profile_pairs  # noqa: B018 - a malformed setting fails at start-up, not on a write
     return svc
+
+
+def consult_workflow(settings: Settings, definitions: Definitions) -> Workflow:
+    return Workflow(definitions, WorkflowSettings(grace_days=settings.consult_grace_days,
+                                                  networks=settings.consult_networks))
 
 
 def build_router(svc: Services) -> Router:
@@ -270,23 +280,35 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
             except Exception:  # a store hiccup must not end the follower: the next poll retries
                 log.exception("Reading the change feed failed")
 
+    sweep = consult.Sweep(svc, consult_workflow(settings, svc.definitions))
+
+    async def sweep_consults() -> None:
+        while True:
+            await asyncio.sleep(settings.consult_sweep_interval)
+            try:
+                await sweep.run()
+            except Exception:  # the next sweep retries
+                log.exception("The consult sweep failed")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not settings.auth:
             log.warning("AUTHENTICATION IS OFF (FHIR_EXCHANGE_AUTH=off): every caller acts as the system, sees "
                         "every institution's data and is not audited. Use it for local development only.")
         await svc.open()
-        follower: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         try:
             await feed.start()
             await conformance.load_stored(svc)
-            follower = asyncio.create_task(follow_feed())
+            background.append(asyncio.create_task(follow_feed()))
+            if settings.consult_workflow:
+                background.append(asyncio.create_task(sweep_consults()))
             yield
         finally:
-            if follower is not None:
-                follower.cancel()
+            for task in background:
+                task.cancel()
                 with suppress(asyncio.CancelledError):
-                    await follower
+                    await task
             await svc.close()
 
     base = settings.base_path.rstrip("/")
@@ -315,4 +337,5 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
     app.state.router = router
     app.state.feed = feed
     app.state.registry = registry
+    app.state.sweep = sweep
     return app

@@ -43,18 +43,18 @@ def _codings(value: Any) -> Iterator[dict[str, Any]]:
             yield item
 
 
-def _has(value: Any, system: str, codes: frozenset[str] | None = None) -> bool:
+def has_code(value: Any, system: str, codes: frozenset[str] | None = None) -> bool:
     return any(c.get("system") == system and (codes is None or c.get("code") in codes) for c in _codings(value))
 
 
 def consult_profiles(resource: dict[str, Any]) -> list[str]:
     rt = resource.get("resourceType")
-    if rt == "ServiceRequest" and _has(resource.get("category"), CATEGORY_SYSTEM,
+    if rt == "ServiceRequest" and has_code(resource.get("category"), CATEGORY_SYSTEM,
                                        frozenset({"remote-consultation"})):
         return [profile("consult-service-request")]
-    if rt == "Task" and _has(resource.get("code"), TASK_CODE_SYSTEM):
+    if rt == "Task" and has_code(resource.get("code"), TASK_CODE_SYSTEM):
         return [profile("consult-task")]
-    if rt == "Communication" and _has(resource.get("category"), CATEGORY_SYSTEM,
+    if rt == "Communication" and has_code(resource.get("category"), CATEGORY_SYSTEM,
                                       frozenset({"consult-question", "consult-answer"})):
         return [profile("consult-communication")]
     if rt == "Bundle" and resource.get("type") == "message":

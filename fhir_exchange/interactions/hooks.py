@@ -28,6 +28,9 @@ class Change:
     before: ResourceVersion | None  # the stored version it replaces (a deletion marker included), or None
     after: dict[str, Any] | None  # the resource written (meta not yet set by the server); None: a delete
     method: str  # POST | PUT | PATCH | DELETE
+    # Set by a guard that vouches for a write to a resource another institution owns (the consult
+    # workflow lets the consultant change the requester's Task): the isolation guard then lets it pass.
+    authorized_by: str | None = None
     _before_resource: dict[str, Any] | None = None
 
     @property
@@ -57,6 +60,17 @@ class WriteUnit(Protocol):
     async def record(self, type: str, resource: dict[str, Any]) -> ResourceVersion:
         """Store a resource the server makes (a Provenance) in the unit of work: no validation, guards
         or hooks."""
+        ...
+
+    def before_commit(self, key: str, check: Callable[[], Awaitable[None]]) -> None:
+        """Run ``check`` once (per ``key``) when the unit of work is about to commit, after every write
+        of it: rules across resources that a transaction may write in any order. Raising rolls back."""
+        ...
+
+    async def write_as_system(self, type: str, id: str, resource: dict[str, Any] | None, *,
+                              method: str) -> ResourceVersion:
+        """A write the server makes on its own account (a withdrawn consent cancels its consults)
+        through the whole write path, in this unit of work; ``resource`` None deletes."""
         ...
 
 

@@ -37,7 +37,7 @@ from fhir_exchange.interactions.hooks import Change
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.search.parse import parse
 from fhir_exchange.search.query import SearchQuery, Visibility
-from fhir_exchange.security.actor import Actor
+from fhir_exchange.security.actor import SYSTEM, Actor
 from fhir_exchange.security.audit import AuditTrail, Decision
 from fhir_exchange.store.port import NEW, HistoryPage, HistoryQuery, ResourceVersion, SearchResult, UnitOfWork
 
@@ -98,6 +98,7 @@ class Unit:
     uow: UnitOfWork
     commit_hooks: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     matches: dict[str, list[ResourceVersion]] = field(default_factory=dict)
+    checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)  # before the commit
 
 
 class Repository:
@@ -122,6 +123,11 @@ class Repository:
         async with self.svc.store.transaction() as uow:
             unit = Unit(uow)
             yield Repository(self.svc, self.actor, unit, self.trail)
+            # Checks queued by guards run after every write of the unit, before it commits; one
+            # may queue another (a cascade), so run until none is left.
+            while unit.checks:
+                key = next(iter(unit.checks))
+                await unit.checks.pop(key)()
         for fn in unit.commit_hooks:
             result = fn()
             if inspect.isawaitable(result):
@@ -142,6 +148,16 @@ class Repository:
         if self._unit is None:
             raise RuntimeError("after_commit outside a unit of work")
         self._unit.commit_hooks.append(fn)
+
+    def before_commit(self, key: str, check: Callable[[], Awaitable[None]]) -> None:
+        self._require_unit().checks.setdefault(key, check)
+
+    async def write_as_system(self, type: str, id: str, resource: dict[str, Any] | None, *,
+                              method: str) -> ResourceVersion:
+        system = Repository(self.svc, SYSTEM, self._require_unit(), self.trail)
+        current = await system.current(type, id)
+        draft = system.prepare(type, resource) if resource is not None else None
+        return (await system.write(draft, type, id, current=current, method=method)).version
 
     # -- visibility -------------------------------------------------------------------------------
 

@@ -34,3 +34,19 @@ def provenance(actor: Actor, target: ResourceVersion) -> dict[str, Any]:
         "activity": {"coding": [{"system": _OPERATION, "code": activity}]},
         "agent": agents,
     }
+
+
+def server_provenance(target: ResourceVersion, reason: str, because: str) -> dict[str, Any]:
+    """The Provenance of a change the server makes on its own account (a withdrawn consent cancels its
+    consults): the agent is the exchange, the reason says why, ``entity`` what caused it."""
+    activity = _ACTIVITY.get(target.method, "UPDATE")
+    return {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"{target.type}/{target.id}/_history/{target.version_id}"}],
+        "recorded": target.last_updated,
+        "activity": {"coding": [{"system": _OPERATION, "code": activity}], "text": reason},
+        "reason": [{"text": reason}],
+        "agent": [{"type": {"coding": [{"system": _PARTICIPANT, "code": "assembler", "display": "Assembler"}]},
+                   "who": {"display": "fhir-exchange (the server)"}}],
+        "entity": [{"role": "source", "what": {"reference": because}}],
+    }

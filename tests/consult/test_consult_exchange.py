@@ -4,12 +4,15 @@ take part in a consult are held to the consult profiles on every write path."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from fhir_exchange.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ROOT / "examples" / "bundles"
@@ -33,8 +36,47 @@ def _strip_profiles(resource: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+EXCHANGE = "https://exchange.fhir-exchange.org/fhir"
+VALID = ROOT / "examples" / "valid"
+# The state each example presupposes (the consult's Task status before it; None: nothing yet).
+BEFORE = {"consult-request": None, "consult-status-update": "accepted", "consult-communication": "in-progress",
+          "consult-report": "in-progress", "consult-cancel": "requested"}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The examples' absolute references name this exchange: serve them at that base."""
+    return dataclasses.replace(settings, public_base_url=EXCHANGE)
+
+
+async def _held(client: httpx.AsyncClient, task_status: str | None) -> None:
+    """The directory, and (for the later steps) the consult as the request created it, its Task moved on
+    to ``task_status`` through legal transitions."""
+    for name in ("Organization-requester", "Organization-consultant", "Endpoint-vpn-emr", "Endpoint-exchange-system",
+                 "Practitioner-requester", "PractitionerRole-requester", "PractitionerRole-consultant"):
+        res = _load(VALID / f"{name}.json")
+        assert (await client.put(f"/{res['resourceType']}/{res['id']}", json=res)).status_code in (200, 201)
+    doc = _load(VALID / "PractitionerRole-consultant.json")
+    prac = {"resourceType": "Practitioner", "id": "cons-doc", **{k: v for k, v in _load(
+        VALID / "Practitioner-requester.json").items() if k not in ("resourceType", "id")}}
+    assert (await client.put("/Practitioner/cons-doc", json=prac)).status_code in (200, 201), doc
+    if task_status is None:
+        return
+    for name in ("Patient-consult-patient", "Consent-remote-consultation", "ServiceRequest-consult-request",
+                 "Task-requested"):
+        res = _load(VALID / f"{name}.json")
+        r = await client.put(f"/{res['resourceType']}/{res['id']}", json=res)
+        assert r.status_code == 201, r.text
+    task = _load(VALID / "Task-requested.json")
+    for status in {"requested": [], "accepted": ["accepted"], "in-progress": ["accepted", "in-progress"]}[task_status]:
+        task = {**task, "status": status, "owner": {"reference": "PractitionerRole/cons-role"}}
+        r = await client.put("/Task/task", json=task)
+        assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("path", sorted(BUNDLES.glob("Bundle-transaction-*.json")), ids=lambda p: p.stem)
 async def test_transaction_examples_commit(client: httpx.AsyncClient, path: Path) -> None:
+    await _held(client, BEFORE[path.stem.removeprefix("Bundle-transaction-")])
     r = await client.post("", json=_load(path))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -44,15 +86,19 @@ async def test_transaction_examples_commit(client: httpx.AsyncClient, path: Path
 
 @pytest.mark.parametrize("path", sorted(BUNDLES.glob("Bundle-message-*.json")), ids=lambda p: p.stem)
 async def test_message_examples_answer_ok(client: httpx.AsyncClient, path: Path) -> None:
-    message = _load(path)
-    if path.stem.endswith("consult-cancel"):  # a cancellation cancels a consult the server holds
-        sr = next(e["resource"] for e in message["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
-        held = await client.put(f"/ServiceRequest/{sr['id']}", json={**sr, "status": "active"})
-        assert held.status_code == 201, held.text
-    r = await client.post("/$process-message", json=message)
+    await _held(client, BEFORE[path.stem.removeprefix("Bundle-message-")])
+    r = await client.post("/$process-message", json=_load(path))
     assert r.status_code == 200, r.text
     header = r.json()["entry"][0]["resource"]
     assert header["response"]["code"] == "ok", r.text
+
+
+async def test_revoking_a_request_before_work_began_cancels_its_task(client: httpx.AsyncClient) -> None:
+    await _held(client, "requested")
+    r = await client.post("", json=_load(BUNDLES / "Bundle-transaction-consult-cancel.json"))
+    assert r.status_code == 200, r.text
+    task = (await client.get("/Task/task")).json()
+    assert task["status"] == "cancelled" and task["statusReason"]["text"].startswith("The requester revoked")
 
 
 async def test_message_breaking_its_event_profile_gets_fatal_error(client: httpx.AsyncClient) -> None:

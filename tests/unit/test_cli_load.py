@@ -11,10 +11,22 @@ from fhir_exchange.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_load_the_consult_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    paths = [str(ROOT / "examples/valid"), str(ROOT / "examples/bundles")]
+def test_load_the_directory_and_a_consult_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the README loads: the directory of the examples, then a consult request as a transaction and
+    as a message (the other example Bundles are later steps of a consult: they need its earlier state)."""
+    valid = ROOT / "examples/valid"
+    paths = [*(str(p) for p in sorted(valid.glob("Organization-*.json"))),
+             *(str(p) for p in sorted(valid.glob("Practitioner*.json"))),
+             str(ROOT / "examples/bundles/Bundle-transaction-consult-request.json"),
+             str(ROOT / "examples/bundles/Bundle-message-consult-request.json")]
     assert main(["load", "--data-dir", str(tmp_path), *paths]) == 0
     assert "(0 failed)" in capsys.readouterr().out
+
+
+def test_a_later_step_without_its_consult_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    step = ROOT / "examples/bundles/Bundle-transaction-consult-status-update.json"
+    assert main(["load", "--data-dir", str(tmp_path), str(step)]) == 1
+    assert "cw-" in capsys.readouterr().err
 
 
 def test_a_message_answered_fatal_error_counts_as_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
