@@ -191,6 +191,39 @@ def completed_task(r: dict[str, str]) -> Json:
     return t
 
 
+def follow_up_task(r: dict[str, str]) -> Json:
+    """The follow-up the consult note recommends, after the patient's discharge: a Task with code follow-up,
+    partOf the first consult's Task, on the same ServiceRequest, due by restriction.period.end."""
+    t = task(r)
+    t.update({
+        "id": "follow-up",
+        "partOf": [{"reference": r["task"]}],
+        "code": {"coding": [{"system": CS + "consult-task-code", "code": "follow-up"}]},
+        "authoredOn": "2025-04-01T09:00:00+09:00",
+        "lastModified": "2025-04-01T09:00:00+09:00",
+        "restriction": {"period": {"start": "2025-04-01", "end": "2025-04-15"}},
+        "owner": {"reference": r["cons_role"]},
+    })
+    # Keep the element order of a Task (partOf after basedOn, restriction after owner) for readability.
+    order = ["resourceType", "id", "meta", "basedOn", "partOf", "status", "businessStatus", "intent", "code",
+             "focus", "for", "authoredOn", "lastModified", "requester", "owner", "restriction"]
+    return {k: t[k] for k in order if k in t}
+
+
+def network(r: dict[str, str]) -> Json:
+    """The partner (the requester) is affiliated with the hub (the consultant) for neurology and neurosurgery."""
+    dept = "http://www.hl7korea.or.kr/CodeSystem/hira-medical-department"
+    return {
+        "resourceType": "OrganizationAffiliation", "id": "network-b-a", "meta": meta("consult-network"),
+        "active": True,
+        "period": {"start": "2025-01-01"},
+        "organization": {"reference": r["cons_org"]},
+        "participatingOrganization": {"reference": r["req_org"]},
+        "specialty": [{"coding": [{"system": dept, "code": "02", "display": "신경과"}]},
+                      {"coding": [{"system": dept, "code": "06", "display": "신경외과"}]}],
+    }
+
+
 def communication(r: dict[str, str], answer: bool = False) -> Json:
     c: Json = {
         "resourceType": "Communication", "id": "answer" if answer else "question",
@@ -218,6 +251,8 @@ def consult_note(r: dict[str, str]) -> Json:
         "status": "current",
         "docStatus": "final",
         "type": {"coding": [{"system": LOINC, "code": "11488-4", "display": "Consult note"}]},
+        "category": [{"coding": [{"system": CS + "consult-recommendation", "code": "follow-up-consult",
+                                  "display": "Follow-up consult"}]}],
         "subject": {"reference": r["pat"]},
         "date": "2025-03-05T15:50:00+09:00",
         "author": [{"reference": r["cons_role"]}],
@@ -249,11 +284,12 @@ NAMES = {
     "req_doc": "Practitioner/req-doc", "cons_doc": "Practitioner/cons-doc",
     "req_ep": "Endpoint/hospital-a-emr", "cons_ep": "Endpoint/hospital-b-hie",
     "note": "DocumentReference/note", "question": "Communication/question", "answer": "Communication/answer",
-    "header": "MessageHeader/header",
+    "header": "MessageHeader/header", "follow_up": "Task/follow-up",
 }
 REL = dict(NAMES)  # standalone examples: relative references
 # In Bundles, new resources get urn:uuid fullUrls; resources the exchange already holds (the parties,
-# and a consult created by an earlier exchange) are absolute URLs on the exchange (cx-bdl-1).
+# and a consult created by an earlier exchange) are absolute URLs on the exchange (cx-bdl-1; a relative
+# Type/id, a resource the receiving server holds, is allowed too).
 UUID = {k: f"urn:uuid:00000000-0000-4000-8000-{i:012d}" for i, k in enumerate(NAMES, start=1)}
 ABS = {k: f"{EXCHANGE}/{v}" for k, v in NAMES.items()}
 
@@ -271,6 +307,15 @@ def parties(r: dict[str, str]) -> dict[str, Json]:
         "req_role": practitioner_role("req-role", r["req_doc"], r["req_org"], "21", "재활의학과"),
         "cons_role": practitioner_role("cons-role", r["cons_doc"], r["cons_org"], "02", "신경과"),
     }
+
+
+def overdue_follow_up(r: dict[str, str]) -> Json:
+    """The follow-up past its due date, as the server's sweep leaves it."""
+    t = follow_up_task(r)
+    t["id"] = "follow-up-overdue"
+    t["status"] = "accepted"
+    t["businessStatus"] = {"coding": [{"system": CS + "consult-business-status", "code": "overdue"}], "text": "overdue"}
+    return {k: t[k] for k in ("resourceType", "id", "meta", "basedOn", "partOf", "status", "businessStatus", *t)}
 
 
 def valid_resources() -> dict[str, Json]:
@@ -293,6 +338,9 @@ def valid_resources() -> dict[str, Json]:
         "Task-awaiting-information": {**task(r, "in-progress", "awaiting-information"),
                                       "owner": {"reference": r["cons_role"]}},
         "Task-completed": completed_task(r),
+        "Task-follow-up": follow_up_task(r),
+        "Task-follow-up-overdue": overdue_follow_up(r),
+        "OrganizationAffiliation-consult-network": network(r),
         "Communication-question": communication(r),
         "Communication-answer": communication(r, answer=True),
         "DocumentReference-consult-note": consult_note(r),
@@ -494,6 +542,11 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
         "cx-task-4", [*inv, BINDINGS], also=["tx-code-not-in-valueset"])
     add("Task-awaiting-information-when-accepted", v["Task-awaiting-information"], lambda r: r.update(
         status="accepted"), "cx-task-5", inv)
+    follow = v["Task-follow-up"]
+    add("Task-follow-up-without-partof", follow, lambda r: r.pop("partOf"), "cx-task-6", inv)
+    add("Task-follow-up-without-due-date", follow, lambda r: r.pop("restriction"), "cx-task-7", inv)
+    add("Task-overdue-on-consult", tsk, lambda r: r.update(businessStatus={"coding": [
+        {"system": CS + "consult-business-status", "code": "overdue"}]}), "cx-task-8", inv)
     add("Task-lastmodified-before-authored", tsk, lambda r: r.update(lastModified="2025-03-03T09:00:00+09:00"),
         "inv-1", [INVARIANTS])
     # Communication (CA:eReC; Ontario eConsult)
@@ -510,6 +563,18 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
         "cx-doc-1", inv)
     add("DocumentReference-missing-related-request", note, lambda r: r.pop("context"), "sd-cardinality-min", card,
         element="DocumentReference.context")
+    add("DocumentReference-unknown-recommendation", note, lambda r: r["category"][0]["coding"][0].update(
+        code="admit", display="Admit"), "tx-code-not-in-valueset", [PROFILES, SLICING, BINDINGS],
+        element="DocumentReference.category:recommendation")
+    add("DocumentReference-two-recommendations", note, lambda r: r["category"].append(
+        {"coding": [{"system": CS + "consult-recommendation", "code": "transfer-routine"}]}),
+        "sd-cardinality-max", [PROFILES, SLICING], element="DocumentReference.category:recommendation")
+    # OrganizationAffiliation (consult network)
+    net = v["OrganizationAffiliation-consult-network"]
+    add("OrganizationAffiliation-hub-is-partner", net, lambda r: r.update(
+        participatingOrganization=dict(r["organization"])), "cx-net-1", inv)
+    add("OrganizationAffiliation-missing-active", net, lambda r: r.pop("active"), "sd-cardinality-min", card,
+        element="OrganizationAffiliation.active")
     # MessageHeader (messaging.html)
     add("MessageHeader-unknown-event", hdr, lambda r: r["eventCoding"].update(code="referral-request"),
         "tx-code-not-in-valueset", [PROFILES, BINDINGS], element="MessageHeader.event[x]")
@@ -541,7 +606,8 @@ def invalid_examples(valid: dict[str, Json], bdl: dict[str, Json]) -> list[tuple
     add("Bundle-duplicate-fullurl", bdl["Bundle-transaction-consult-communication"], duplicate_fullurl, "bdl-7",
         [INVARIANTS], also=["bundle-duplicate-fullurl"])
     add("Bundle-reference-outside-bundle", req_tx, lambda b: res_of(b, "Task").update(
-        **{"for": {"reference": "Patient/pat"}}), "cx-bdl-1", [PROFILES, INVARIANTS],
+        **{"for": {"reference": "urn:uuid:99999999-0000-4000-8000-000000000000"}}), "cx-bdl-1",
+        [PROFILES, INVARIANTS],
         also=["cx-bdl-3"])
 
     def other_patient(b: Json) -> None:

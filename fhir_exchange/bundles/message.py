@@ -197,6 +197,7 @@ async def process_message(router: Router, handlers: MessageHandlers, repo: Repos
             try:
                 handler = _check(w, handlers, message)
                 info = await handler(router, w, message)
+                await w.run_checks()
             except _Rejected:
                 raise
             except FhirError as err:

@@ -53,7 +53,9 @@ class _Step:
 
 async def process_transaction(router: Router, req: FhirRequest, bundle: dict[str, Any]) -> FhirResponse:
     entries = parse_entries(bundle, req)
-    async with Repository(router.services, req.actor).unit() as w:
+    repo = Repository(router.services, req.actor, trail=req.trail)
+    check_profiles(repo, bundle)
+    async with repo.unit() as w:
         responses = await run_entries(router, w, entries)
     out = []
     for entry, resp in zip(entries, responses, strict=True):
@@ -61,6 +63,18 @@ async def process_transaction(router: Router, req: FhirRequest, bundle: dict[str
             resp.body = resp.resource = None
         out.append(response_entry(resp))
     return response_bundle("transaction-response", router.services.clock.new_id(), out)
+
+
+def check_profiles(repo: Repository, bundle: dict[str, Any]) -> None:
+    """A transaction carrying a consult is held to the consult transaction Bundle profile (the rules
+    across its entries) before any entry is processed, as ``$validate`` of the same Bundle would be."""
+    profiles = repo.profiles(bundle)
+    if not profiles:
+        return
+    issues = repo.svc.validator.validate(bundle, profiles=profiles, resource_type="Bundle")
+    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    if errors:
+        raise FhirError(Category.UNPROCESSABLE, errors[0].diagnostics, issues=errors)
 
 
 def parse_entries(bundle: dict[str, Any], req: FhirRequest) -> list[Entry]:
@@ -189,11 +203,18 @@ async def run_entries(router: Router, w: Repository, entries: list[Entry]) -> li
 
     # 3. Conditional references, resolved once per criteria string; then every link replaced.
     writes = [s for s in (*posts, *puts) if s.entry.method in ("POST", "PUT") and not s.matched]
+    base = entries[0].req.base_url if entries else ""
     for step in writes:
         try:
             for ref in references(step.entry.req.body):
-                if ref not in mapping and (cond := conditional(ref)) is not None:
+                if ref in mapping:
+                    continue
+                if (cond := conditional(ref)) is not None:
                     mapping[ref] = await _resolve_conditional(w, cond, pending_creates)
+                elif base and ref.startswith(base + "/"):
+                    # A full URL on this server's own base names a resource it holds: stored relative, so
+                    # that search, the consult rules and access see the same link as "Type/id".
+                    mapping[ref] = ref[len(base) + 1:]
         except FhirError as err:
             raise located(err, step.entry) from None
     if mapping:

@@ -10,7 +10,9 @@ Consent, the Task or the request is reflected at once (:func:`grants`):
   resources those reference in turn) while a cited Consent permits it (active, same patient,
   purpose TREAT, the consultant as recipient, within its period: the grant ends with the period),
   while the Task is live (rejected, cancelled, failed or entered in error: no access; completed: a
-  read-only grace period), and except what a deny provision of the Consent withholds;
+  read-only grace period from the last completion of its Tasks, a follow-up's included, which does not
+  run while the institution owns an open Task of the consult), and except what a deny provision of the
+  Consent withholds;
 - the **requester's institution** may read what the consultant wrote in its consult (questions,
   answers, the consult note and its attachments), with no end.
 
@@ -93,7 +95,11 @@ async def grants(workflow: Workflow, r: Reader, sr_id: str, now: str) -> list[Gr
         inst = await r.institution(performer)
         if inst and inst != requester:
             consultants[inst] = performer
-    completed = [t for t in consult_tasks if model.status_code(t) == "completed"]
+    # The grace runs from the last completion of the consult's Tasks (a follow-up's included), and only for
+    # an institution that owns no open Task of the consult (a follow-up still to do is live work).
+    completed = [t for t in tasks if model.status_code(t) == "completed"]
+    working = {await r.institution(model.reference(t.get("owner"))) for t in tasks
+               if model.status_code(t) in model.OPEN_TASK}
     grace_end: str | None = None
     if completed:
         done = max(_completed_at(t) for t in completed)
@@ -104,7 +110,7 @@ async def grants(workflow: Workflow, r: Reader, sr_id: str, now: str) -> list[Gr
         decision = await workflow.consent_decision(r, sr, inst, party, now)
         if not decision.permitted:
             continue
-        until = _min(decision.until, grace_end)
+        until = _min(decision.until, None if inst in working else grace_end)
         consents = [c for c in [await r.get(f"Consent/{cid}") for cid in model.consents_of(sr)] if c is not None]
         for ref in (*own, *related):
             if await r.owner(ref) == inst:
@@ -136,8 +142,9 @@ async def grants(workflow: Workflow, r: Reader, sr_id: str, now: str) -> list[Gr
 
 
 def _completed_at(task: dict[str, Any]) -> str:
-    value = task.get("lastModified") or (task.get("meta") or {}).get("lastUpdated") or ""
-    return str(value)
+    """When the server recorded the completed Task (``meta.lastUpdated``, which the server owns), not
+    ``Task.lastModified``: that is the client's say, and would let the grace end at once or never."""
+    return str((task.get("meta") or {}).get("lastUpdated") or "")
 
 
 async def withdrawn_requests(r: Reader, consent_id: str) -> list[dict[str, Any]]:

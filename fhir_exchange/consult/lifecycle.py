@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_exchange.consult import model
+
 ERROR = "entered-in-error"
 
 REQUEST_TRANSITIONS: dict[str | None, frozenset[str]] = {
@@ -53,7 +55,8 @@ CONSULTANT_SETS = frozenset({"received", "accepted", "rejected", "in-progress", 
                              ERROR})
 
 # What the requester may change on its consult's Task; the rest is the consultant's (but never these).
-REQUESTER_TASK_FIELDS = frozenset({"status", "statusReason", "owner", "businessStatus", "input", "lastModified",
+REQUESTER_TASK_FIELDS = frozenset({"status", "statusReason", "owner", "businessStatus", "input", "restriction",
+                                   "lastModified",
                                    "note", "meta", "text"})
 FIXED_TASK_FIELDS = frozenset({"basedOn", "focus", "for", "requester", "intent", "code", "authoredOn",
                                "partOf", "instantiatesCanonical", "instantiatesUri"})
@@ -67,7 +70,18 @@ def legal(transitions: dict[str | None, frozenset[str]], before: str | None, aft
 
 
 def changed_fields(before: dict[str, Any] | None, after: dict[str, Any]) -> set[str]:
-    """The top-level elements whose value differs (meta aside)."""
+    """The top-level elements whose value differs (meta aside). References are compared by what they name
+    (``Type/id``, as every consult rule reads them): a message names the Task's request by its full URL
+    where the stored Task has the relative reference, and that changes nothing."""
     before = before or {}
     keys = (set(before) | set(after)) - {"meta", "id", "resourceType"}
-    return {k for k in keys if before.get(k) != after.get(k)}
+    return {k for k in keys if _named(before.get(k)) != _named(after.get(k))}
+
+
+def _named(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (model.reference(value) or v) if k == "reference" and isinstance(v, str) else _named(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_named(v) for v in value]
+    return value

@@ -57,6 +57,16 @@ def consult_profiles(resource: dict[str, Any]) -> list[str]:
     if rt == "Communication" and has_code(resource.get("category"), CATEGORY_SYSTEM,
                                       frozenset({"consult-question", "consult-answer"})):
         return [profile("consult-communication")]
+    if rt == "DocumentReference" and has_code(resource.get("type"), "http://loinc.org", frozenset({"11488-4"})) \
+            and _related_request(resource):
+        return [profile("consult-note")]
+    if rt == "Bundle" and resource.get("type") == "transaction":
+        entries = resource.get("entry")
+        for e in entries if isinstance(entries, list) else []:
+            inner = e.get("resource") if isinstance(e, dict) else None
+            if isinstance(inner, dict) and inner.get("resourceType") != "Bundle" and consult_profiles(inner):
+                return [profile("consult-transaction-bundle")]
+        return []
     if rt == "Bundle" and resource.get("type") == "message":
         entries = resource.get("entry")
         first: dict[str, Any] = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) \
@@ -66,3 +76,11 @@ def consult_profiles(resource: dict[str, Any]) -> list[str]:
         if isinstance(event, dict) and event.get("system") == EVENT_SYSTEM and event.get("code") in EVENT_PROFILES:
             return [EVENT_PROFILES[event["code"]]]
     return []
+
+
+def _related_request(resource: dict[str, Any]) -> bool:
+    """A note about a ServiceRequest (``context.related``): the consult note of a consult."""
+    context = resource.get("context")
+    related = context.get("related") if isinstance(context, dict) else None
+    return any(isinstance(r, dict) and isinstance(r.get("reference"), str) and "ServiceRequest/" in r["reference"]
+               for r in (related if isinstance(related, list) else []))

@@ -83,17 +83,17 @@ class Reader:
 
     async def institution(self, ref: str | None) -> str | None:
         """The Organization id a party reference stands for (the organization of a PractitionerRole,
-        the provider of a HealthcareService)."""
+        the provider of a HealthcareService); None when it names no Organization the server holds."""
         if not ref:
             return None
         if ref.startswith("Organization/"):
-            return ref.split("/", 1)[1]
-        party = await self.get(ref)
-        if party is None:
-            return None
-        key = {"PractitionerRole": "organization", "HealthcareService": "providedBy", "Endpoint":
-               "managingOrganization"}.get(ref.split("/", 1)[0])
-        return model.id_of(model.reference(party.get(key)), "Organization") if key else None
+            org: str | None = ref.split("/", 1)[1]
+        else:
+            party = await self.get(ref)
+            key = {"PractitionerRole": "organization", "HealthcareService": "providedBy", "Endpoint":
+                   "managingOrganization"}.get(ref.split("/", 1)[0])
+            org = model.id_of(model.reference(party.get(key)), "Organization") if party is not None and key else None
+        return org if org and await self.get(f"Organization/{org}") is not None else None
 
 
 @dataclass(slots=True)
@@ -106,6 +106,7 @@ class Verdict:
     deferred: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     consults: set[str] = field(default_factory=set)  # ServiceRequest ids
     consents: set[str] = field(default_factory=set)  # Consent ids
+    withdrawn: set[str] = field(default_factory=set)  # Consent ids that just stopped being active
     revoked: set[str] = field(default_factory=set)  # ServiceRequest ids the requester just revoked
 
 
@@ -168,15 +169,18 @@ class Workflow:
             raise refused("cw-transition", f"a consult ServiceRequest does not go from {was or 'nothing'} to "
                           f"{becomes}", "ServiceRequest.status")
         if before is None and not actor.system:
-            requester = await r.institution(model.reference(after.get("requester")))
-            if requester != actor.institution:
-                raise refused("cw-requester-role", "the ServiceRequest's requester must be a PractitionerRole (or "
-                              "the Organization) of the institution that writes it", "ServiceRequest.requester",
-                              who=True)
-        verdict.deferred[f"request:{id}"] = lambda: self.check_request(self.reader(r.uow), actor, id, now)
+            requester_ref = model.reference(after.get("requester"))
+            if await r.institution(requester_ref) is None:  # its PractitionerRole may come later in a transaction
+                verdict.deferred[f"requester:{id}"] = lambda: self.check_requester_role(
+                    self.reader(r.uow), actor, requester_ref)
+            else:
+                await self.check_requester_role(r, actor, requester_ref)
+        created = before is None or not model.is_request(before)
+        verdict.deferred[f"request:{id}"] = lambda: self.check_request(self.reader(r.uow), actor, id, now,
+                                                                       created=created)
         if becomes == "revoked" and was != "revoked":
             tasks = await r.find("Task", [("focus", f"ServiceRequest/{id}")])
-            started = [t for t in tasks if model.task_kind(t) == "consult"
+            started = [t for t in tasks if model.task_kind(t) is not None
                        and model.status_code(t) in ("in-progress", "on-hold")]
             if started:
                 raise refused("cw-request-revoke", "the consultant has started: the requester asks for an abort "
@@ -185,8 +189,15 @@ class Workflow:
             verdict.revoked.add(id)
         verdict.consults.add(id)
 
-    async def check_request(self, r: Reader, actor: Actor, id: str, now: str) -> None:
-        """The facts a consult request rests on, against the unit of work's state."""
+    async def check_requester_role(self, r: Reader, actor: Actor, requester_ref: str | None) -> None:
+        if await r.institution(requester_ref) != actor.institution:
+            raise refused("cw-requester-role", "the ServiceRequest's requester must be a PractitionerRole (or "
+                          "the Organization) of the institution that writes it", "ServiceRequest.requester",
+                          who=True)
+
+    async def check_request(self, r: Reader, actor: Actor, id: str, now: str, *, created: bool = True) -> None:
+        """The facts a consult request rests on, against the unit of work's state (the network rule when
+        it is requested: an affiliation that ends later does not stop the consult from completing)."""
         sr = await r.get(f"ServiceRequest/{id}")
         if sr is None or not model.is_request(sr):
             return
@@ -215,12 +226,14 @@ class Workflow:
             if not any(model.status_code(t) == "completed" for t in tasks if model.task_kind(t) == "consult"):
                 raise refused("cw-request-completed", "a consult ServiceRequest is completed once its Task is",
                               "ServiceRequest.status")
-        if self.settings.networks and not actor.system and requester is not None:
+        if created and self.settings.networks and not actor.system and requester is not None:
             await self.check_network(r, requester, consultant, sr, now)
 
     async def consent_decision(self, r: Reader, sr: dict[str, Any], consultant: str | None,
                                performer: str | None, now: str) -> Decision:
-        """The best decision among the Consents the request cites (a permit wins)."""
+        """The best decision among the Consents the request cites (a permit wins). The consultant is named
+        by its Organization or by one of its PractitionerRoles or HealthcareServices, whichever the
+        request's performer or the Task's owner is."""
         recipients = {f"Organization/{consultant}"} if consultant else set()
         if performer:
             recipients.add(performer)
@@ -228,7 +241,9 @@ class Workflow:
         last = Decision(False, "the ServiceRequest cites no Consent", "cw-consent-exists")
         for cid in model.consents_of(sr):
             consent = await r.get(f"Consent/{cid}")
-            decision = decide(consent, patient=patient, recipients=recipients, now=now)
+            named = {ref for ref in model.consent_recipients(consent or {})
+                     if consultant and await r.institution(ref) == consultant}
+            decision = decide(consent, patient=patient, recipients=recipients | named, now=now)
             if consent is None:
                 decision = Decision(False, f"Consent/{cid} does not exist", "cw-consent-exists")
             elif decision.permitted:
@@ -241,17 +256,23 @@ class Workflow:
                                                                 ("participating-organization",
                                                                  f"Organization/{partner}")])
         departments = {(c.get("system"), c.get("code")) for c in model.codings(sr.get("code"))}
+        limited = False
         for aff in affiliations:
             if aff.get("active") is False:
+                continue
+            # The hub's own affiliation (or the server's): anyone may write a directory entry naming a hub.
+            if r.owners.get(f"OrganizationAffiliation/{aff.get('id')}") not in (hub, None):
                 continue
             start, end = model.period(aff.get("period"))
             if (start and start > now[: len(start)]) or (end and end < now[: len(end)]):
                 continue
             offered = {(c.get("system"), c.get("code")) for c in model.codings(aff.get("specialty"))}
-            if offered and not offered & departments:
-                raise refused("cw-network", f"Organization/{hub} does not offer this department to "
-                              f"Organization/{partner} (OrganizationAffiliation.specialty)", "ServiceRequest.code")
-            return
+            if not offered or offered & departments:
+                return  # one affiliation of the pair offering the department is enough
+            limited = True
+        if limited:
+            raise refused("cw-network", f"Organization/{hub} does not offer this department to "
+                          f"Organization/{partner} (OrganizationAffiliation.specialty)", "ServiceRequest.code")
         raise refused("cw-network", f"Organization/{partner} is not a partner of Organization/{hub}: a consult "
                       "is requested from a hub the institution is affiliated with (OrganizationAffiliation)",
                       "ServiceRequest.performer")
@@ -270,9 +291,12 @@ class Workflow:
         if not actor.system:
             requester = await r.requester(sr_id) if sr_id else None
             if before is None:
-                if requester != actor.institution:
-                    raise refused("cw-task-requester", "the consult Task is created by the institution that "
-                                  "requested the consult", "Task.focus", who=True)
+                if sr_id and await r.get(f"ServiceRequest/{sr_id}") is None:
+                    # The ServiceRequest may come later in the same transaction: decided before the commit.
+                    verdict.deferred[f"task-creator:{id}"] = lambda: self.check_task_creator(
+                        self.reader(r.uow), actor, sr_id)
+                else:
+                    await self.check_task_creator(r, actor, sr_id)
             else:
                 consultant = await r.institution(model.reference(before.get("owner")))
                 changed = lifecycle.changed_fields(before, after)
@@ -312,6 +336,13 @@ class Workflow:
         if sr_id:
             verdict.consults.add(sr_id)
 
+    async def check_task_creator(self, r: Reader, actor: Actor, sr_id: str | None) -> None:
+        if sr_id and await r.get(f"ServiceRequest/{sr_id}") is None:
+            return  # check_task refuses a Task whose ServiceRequest the server does not hold (cw-task-focus)
+        if await r.requester(sr_id) != actor.institution:
+            raise refused("cw-task-requester", "the consult Task is created by the institution that requested the "
+                          "consult", "Task.focus", who=True)
+
     async def check_task(self, r: Reader, id: str, now: str) -> None:
         task = await r.get(f"Task/{id}")
         if task is None or model.task_kind(task) is None:
@@ -322,9 +353,18 @@ class Workflow:
         if sr is None or not model.is_request(sr):
             raise refused("cw-task-focus", f"the Task's focus ServiceRequest/{sr_id} is not a consult request the "
                           "server holds", "Task.focus")
-        if status == "requested" and model.status_code(sr) != "active":
+        kind = model.task_kind(task)
+        # A follow-up after discharge or transfer may come once the first consult closed its request.
+        open_request = ("active", "completed") if kind == "follow-up" else ("active",)
+        if status == "requested" and model.status_code(sr) not in open_request:
             raise refused("cw-task-focus", f"a consult is requested on an active ServiceRequest, not a "
                           f"{model.status_code(sr)} one", "Task.focus")
+        if kind == "follow-up":
+            parents = [p for p in model.references(task.get("partOf")) if p.startswith("Task/")]
+            parent = await r.get(parents[0]) if len(parents) == 1 else None
+            if parent is None or model.task_kind(parent) != "consult" or model.request_of(parent) != sr_id:
+                raise refused("cw-follow-up", "a follow-up is partOf the first consult's Task of the same "
+                              "ServiceRequest", "Task.partOf")
         if model.reference(task.get("for")) != model.reference(sr.get("subject")):
             raise refused("cw-task-subject", "Task.for is the ServiceRequest's subject", "Task.for")
         if model.reference(task.get("requester")) != model.reference(sr.get("requester")):
@@ -364,7 +404,9 @@ class Workflow:
             if organization is not None and organization != actor.institution:
                 raise refused("cw-consent-organization", "a Consent is recorded by the institution it names "
                               "(Consent.organization)", "Consent.organization", who=True)
-        verdict.consents.add(id)  # the requests citing it are decided again; a withdrawal cancels them
+        verdict.consents.add(id)  # the requests citing it are decided again
+        if model.status_code(before) == "active" and model.status_code(after) != "active":
+            verdict.withdrawn.add(id)  # withdrawn: the consults relying on it are cancelled
 
     # -- Communication and the consult note -------------------------------------------------------
 
@@ -374,18 +416,26 @@ class Workflow:
             raise refused("cw-no-delete", "a consult Communication is entered-in-error, never deleted")
         sr_id = model.request_of(after)
         if before is None:
-            parties = await self._parties(r, sr_id)
             if not actor.system:
-                if actor.institution not in parties:
-                    raise refused("cw-comm-party", "only the two parties of the consult write its Communications",
-                                  "Communication.basedOn", who=True)
-                sender = await r.institution(model.reference(after.get("sender")))
-                if sender != actor.institution:
-                    raise refused("cw-comm-party", "the sender is of the institution that writes the "
-                                  "Communication", "Communication.sender", who=True)
+                sender_ref = model.reference(after.get("sender"))
+                if sr_id and await r.get(f"ServiceRequest/{sr_id}") is None:
+                    # The ServiceRequest may come later in the same transaction: decided before the commit.
+                    verdict.deferred[f"communication-writer:{id}"] = lambda: self.check_communication_writer(
+                        self.reader(r.uow), actor, sr_id, sender_ref)
+                else:
+                    await self.check_communication_writer(r, actor, sr_id, sender_ref)
             verdict.deferred[f"communication:{id}"] = lambda: self.check_communication(self.reader(r.uow), id)
         if sr_id:
             verdict.consults.add(sr_id)
+
+    async def check_communication_writer(self, r: Reader, actor: Actor, sr_id: str | None,
+                                         sender_ref: str | None) -> None:
+        if actor.institution not in await self._parties(r, sr_id):
+            raise refused("cw-comm-party", "only the two parties of the consult write its Communications",
+                          "Communication.basedOn", who=True)
+        if await r.institution(sender_ref) != actor.institution:
+            raise refused("cw-comm-party", "the sender is of the institution that writes the Communication",
+                          "Communication.sender", who=True)
 
     async def check_communication(self, r: Reader, id: str) -> None:
         comm = await r.get(f"Communication/{id}")
@@ -416,14 +466,22 @@ class Workflow:
         doc = after if after is not None else before
         assert doc is not None
         sr_id = model.request_of(doc)
+        if after is None and sr_id:
+            raise refused("cw-no-delete", "a consult note is superseded or entered-in-error, never deleted")
         if before is None and not actor.system and sr_id:
-            consultant = await self._consultant(r, sr_id)
-            if consultant != actor.institution:
-                raise refused("cw-note-party", "the consult note is written by the consultant's institution",
-                              "DocumentReference.context.related", who=True)
+            if await r.get(f"ServiceRequest/{sr_id}") is None:
+                # The ServiceRequest may come later in the same transaction: decided before the commit.
+                verdict.deferred[f"note-writer:{id}"] = lambda: self.check_note_writer(self.reader(r.uow), actor, sr_id)
+            else:
+                await self.check_note_writer(r, actor, sr_id)
         if after is not None and sr_id:
             verdict.deferred[f"note:{id}"] = lambda: self.check_note(self.reader(r.uow), id)
             verdict.consults.add(sr_id)
+
+    async def check_note_writer(self, r: Reader, actor: Actor, sr_id: str) -> None:
+        if await self._consultant(r, sr_id) != actor.institution:
+            raise refused("cw-note-party", "the consult note is written by the consultant's institution",
+                          "DocumentReference.context.related", who=True)
 
     async def check_note(self, r: Reader, id: str) -> None:
         note = await r.get(f"DocumentReference/{id}")

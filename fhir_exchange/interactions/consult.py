@@ -44,7 +44,9 @@ def guard(workflow: Workflow, svc: Services) -> Guard:
         for sr_id in verdict.revoked:
             unit.before_commit(f"revoked:{sr_id}", partial(request_revoked, workflow, unit, sr_id))
         for cid in verdict.consents:
-            unit.before_commit(f"consent:{cid}", partial(consent_changed, workflow, unit, cid, now))
+            withdrawn = cid in verdict.withdrawn
+            unit.before_commit(f"{'withdrawn' if withdrawn else 'consent'}:{cid}",
+                               partial(consent_changed, workflow, unit, cid, now, withdrawn))
         for sr_id in verdict.consults:
             unit.before_commit(f"grants:{sr_id}", partial(regrant, workflow, unit, sr_id, now))
 
@@ -56,10 +58,12 @@ async def regrant(workflow: Workflow, unit: WriteUnit, sr_id: str, now: str) -> 
     await unit.uow.replace_grants(f"consult:{sr_id}", await access.grants(workflow, r, sr_id, now))
 
 
-async def consent_changed(workflow: Workflow, unit: WriteUnit, consent_id: str, now: str) -> None:
-    """A Consent changed: withdrawn, its consults are cancelled; in every case they are decided again."""
+async def consent_changed(workflow: Workflow, unit: WriteUnit, consent_id: str, now: str, withdrawn: bool) -> None:
+    """A Consent changed: withdrawn (it was active and is no longer), its consults are cancelled; in every
+    case they are decided again. A Consent written inactive withdraws nothing: a request citing it in the
+    same transaction is refused (cw-consent-active), not created and cancelled."""
     r = workflow.reader(unit.uow)
-    for sr in await access.withdrawn_requests(r, consent_id):
+    for sr in await access.withdrawn_requests(r, consent_id) if withdrawn else []:
         await cancel(workflow, unit, sr, WITHDRAWN, f"Consent/{consent_id}")
     for sr in await r.find("ServiceRequest", [("supporting-info", f"Consent/{consent_id}")]):
         unit.before_commit(f"grants:{sr['id']}", partial(regrant, workflow, unit, str(sr["id"]), now))

@@ -123,11 +123,8 @@ class Repository:
         async with self.svc.store.transaction() as uow:
             unit = Unit(uow)
             yield Repository(self.svc, self.actor, unit, self.trail)
-            # Checks queued by guards run after every write of the unit, before it commits; one
-            # may queue another (a cascade), so run until none is left.
-            while unit.checks:
-                key = next(iter(unit.checks))
-                await unit.checks.pop(key)()
+            # Checks queued by guards run after every write of the unit, before it commits.
+            await Repository(self.svc, self.actor, unit, self.trail).run_checks()
         for fn in unit.commit_hooks:
             result = fn()
             if inspect.isawaitable(result):
@@ -148,6 +145,15 @@ class Repository:
         if self._unit is None:
             raise RuntimeError("after_commit outside a unit of work")
         self._unit.commit_hooks.append(fn)
+
+    async def run_checks(self) -> None:
+        """Run the checks queued for the end of the unit of work now (one may queue another: a
+        cascade, so until none is left). A message handler runs them itself, so that a broken rule is
+        answered by a fatal-error response message like the other rules of the message."""
+        unit = self._require_unit()
+        while unit.checks:
+            key = next(iter(unit.checks))
+            await unit.checks.pop(key)()
 
     def before_commit(self, key: str, check: Callable[[], Awaitable[None]]) -> None:
         self._require_unit().checks.setdefault(key, check)

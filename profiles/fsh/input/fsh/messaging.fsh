@@ -20,8 +20,8 @@ Description: "The header of a consult message: a consult event, the sending inst
 * focus 1..*
 
 Invariant: cx-bdl-1
-Description: "Every reference is local to the Bundle (a fullUrl, or Type/id of an entry, or #contained) or an absolute http(s) URL, whose institution the server checks (R4 bundle.html; UMZH)."
-Expression: "descendants().ofType(Reference).reference.where(startsWith('#').not()).all(($this in %resource.entry.fullUrl) or matches('^https?://') or (%resource.entry.resource.select(resourceType + '/' + id) contains $this))"
+Description: "Every reference is local to the Bundle (a fullUrl, or Type/id of an entry, or #contained), a resource the receiving server holds (a relative Type/id) or an absolute http(s) URL, whose institution the server checks (R4 bundle.html; UMZH)."
+Expression: "descendants().ofType(Reference).reference.where(startsWith('#').not()).all(($this in %resource.entry.fullUrl) or matches('^https?://') or matches('^[A-Z][A-Za-z]+/[A-Za-z0-9.-]{1,64}(/_history/[A-Za-z0-9.-]{1,64})?$') or (%resource.entry.resource.select(resourceType + '/' + id) contains $this))"
 Severity: #error
 
 Invariant: cx-bdl-2

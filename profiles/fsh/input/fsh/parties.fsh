@@ -93,3 +93,26 @@ Description: "How an institution connects to the exchange: its connection style 
 * extension contains ConsultConnectionStyleExtension named connectionStyle 1..1
 * managingOrganization 1..1
 * managingOrganization only Reference(ConsultOrganization)
+
+Invariant: cx-net-1
+Description: "The hub and the partner of a network affiliation are two different organizations (R4 OrganizationAffiliation)."
+Expression: "organization.reference != participatingOrganization.reference"
+Severity: #error
+
+Profile: ConsultNetwork
+Parent: OrganizationAffiliation
+Id: consult-network
+Title: "Consult network"
+Description: "A partner institution's membership of a hub's consult network: the partner (participatingOrganization) requests consults from the hub (organization), in the departments the hub offers it (specialty; none: every department), while the affiliation is active and within its period (R4 OrganizationAffiliation)."
+* ^status = #active
+* obeys cx-net-1
+* active 1..1
+* period ^short = "When the partner may request consults from the hub"
+* organization 1..1
+* organization only Reference(ConsultOrganization)
+* organization ^short = "The hub: the institution consulted"
+* participatingOrganization 1..1
+* participatingOrganization only Reference(ConsultOrganization)
+* participatingOrganization ^short = "The partner: the institution that requests consults"
+* specialty from $krcore-departments (extensible)
+* specialty ^short = "Departments the hub offers the partner (HIRA medical department); none: every department"

@@ -70,13 +70,28 @@ Description: "Task.businessStatus is awaiting-information only while Task.status
 Expression: "businessStatus.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-business-status' and code = 'awaiting-information').exists() implies (status = 'received' or status = 'in-progress')"
 Severity: #error
 
+Invariant: cx-task-6
+Description: "A follow-up Task (code follow-up) is partOf exactly one Task: the first consult's Task (R4 workflow; COW)."
+Expression: "code.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-task-code' and code = 'follow-up').exists() implies partOf.count() = 1"
+Severity: #error
+
+Invariant: cx-task-7
+Description: "A follow-up Task has a due date: Task.restriction.period.end (R4 Task.restriction; COW)."
+Expression: "code.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-task-code' and code = 'follow-up').exists() implies restriction.period.end.exists()"
+Severity: #error
+
+Invariant: cx-task-8
+Description: "Task.businessStatus is overdue only on a follow-up Task, whose due date has a meaning (R4 Task.restriction; COW)."
+Expression: "businessStatus.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-business-status' and code = 'overdue').exists() implies code.coding.where(system = 'http://fhir-exchange.org/fhir/CodeSystem/consult-task-code' and code = 'follow-up').exists()"
+Severity: #error
+
 Profile: ConsultTask
 Parent: Task
 Id: consult-task
 Title: "Consult Task"
-Description: "Coordination of a consult request, owned by the consultant (R4 workflow option H; BSeR; COW). That lastModified is not before authoredOn is the core invariant inv-1."
+Description: "Coordination of a consult request, owned by the consultant (R4 workflow option H; BSeR; COW): the consult itself (code consult) or a follow-up consult after discharge or transfer (code follow-up: partOf the first consult's Task, focus the same ServiceRequest, due by restriction.period.end). That lastModified is not before authoredOn is the core invariant inv-1."
 * ^status = #active
-* obeys cx-task-1 and cx-task-2 and cx-task-3 and cx-task-4 and cx-task-5
+* obeys cx-task-1 and cx-task-2 and cx-task-3 and cx-task-4 and cx-task-5 and cx-task-6 and cx-task-7 and cx-task-8
 * intent = #order
 * code 1..1
 * code from ConsultTaskCodes (required)
@@ -92,6 +107,7 @@ Description: "Coordination of a consult request, owned by the consultant (R4 wor
 * owner 1..1
 * owner only Reference(ConsultOrganization or ConsultPractitionerRole)
 * businessStatus from ConsultBusinessStatuses (required)
+* partOf only Reference(ConsultTask)
 
 Invariant: cx-comm-1
 Description: "A consult Communication's status is completed or entered-in-error (CA:eReC; Ontario eConsult)."
@@ -133,12 +149,21 @@ Profile: ConsultNote
 Parent: DocumentReference
 Id: consult-note
 Title: "Consult Note"
-Description: "The consultant's answer to a consult request: a DocumentReference of type LOINC 11488-4 (Consult note) linked to the ServiceRequest (R4 example; COW; CA:eReC)."
+Description: "The consultant's answer to a consult request: a DocumentReference of type LOINC 11488-4 (Consult note) linked to the ServiceRequest, with the consultant's coded recommendation as a category (R4 example; COW; CA:eReC)."
 * ^status = #active
 * obeys cx-doc-1
 * status = #current
 * type 1..1
 * type = $loinc#11488-4
+* category ^slicing.discriminator.type = #pattern
+* category ^slicing.discriminator.path = "$this"
+* category ^slicing.rules = #open
+* category ^slicing.description = "The recommendation is the category whose coding is from the consult-recommendation CodeSystem."
+* category contains recommendation 0..1
+* category[recommendation] ^short = "What the consultant recommends"
+* category[recommendation] ^definition = "The consultant's recommendation: manage locally, transfer (routine or urgent), or a follow-up consult. The server reads the first category coding from the consult-recommendation CodeSystem."
+* category[recommendation] from ConsultRecommendations (required)
+* category[recommendation] ^patternCodeableConcept.coding.system = "http://fhir-exchange.org/fhir/CodeSystem/consult-recommendation"
 * subject 1..1
 * subject only Reference(ConsultPatient)
 * date 1..1

@@ -34,6 +34,7 @@ Description: "What a consult Task asks its owner to do (R4 workflow option H)."
 * ^caseSensitive = true
 * ^content = #complete
 * #consult "Fulfil remote consultation" "Triage the referenced consult request and, when accepted, answer it with a consult note."
+* #follow-up "Fulfil follow-up consultation" "A follow-up consult after discharge or transfer: partOf the first consult's Task, focus the same ServiceRequest, due by Task.restriction.period.end; answered with a consult note like the first."
 
 ValueSet: ConsultTaskCodes
 Id: consult-task-code
@@ -56,6 +57,7 @@ Description: "Fine-grained consult progress carried in Task.businessStatus. By d
 * #report-drafting "Report in preparation" "The consult note is being written."
 * #report-available "Report available" "The consult note has been issued."
 * #abort-requested "Abort requested" "The requester asked for the consult to be stopped after work began."
+* #overdue "Overdue" "A follow-up consult is past its due date (Task.restriction.period.end) and not finished; set by the server."
 
 ValueSet: ConsultBusinessStatuses
 Id: consult-business-status
@@ -63,6 +65,25 @@ Title: "Consult business statuses"
 Description: "Codes allowed in Task.businessStatus of a consult Task."
 * ^status = #active
 * include codes from system ConsultBusinessStatus
+
+CodeSystem: ConsultRecommendation
+Id: consult-recommendation
+Title: "Consult recommendation"
+Description: "What the consultant recommends in the consult note (DocumentReference.category): where the patient is managed next and whether a follow-up consult is needed."
+* ^status = #active
+* ^caseSensitive = true
+* ^content = #complete
+* #manage-locally "Manage locally" "Keep managing the patient at the requesting hospital, following the consult note's advice."
+* #transfer-routine "Transfer (routine)" "Transfer the patient to the consultant institution (or another with the service) as a planned admission or outpatient visit."
+* #transfer-urgent "Transfer (urgent)" "Transfer the patient urgently, e.g. through the emergency department."
+* #follow-up-consult "Follow-up consult" "Manage locally and request a follow-up consult (a Task with code follow-up) by a due date."
+
+ValueSet: ConsultRecommendations
+Id: consult-recommendation
+Title: "Consult recommendations"
+Description: "Codes allowed in the recommendation category of a consult note."
+* ^status = #active
+* include codes from system ConsultRecommendation
 
 CodeSystem: ConsultEvent
 Id: consult-event
