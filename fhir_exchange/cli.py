@@ -1,4 +1,5 @@
-"""Command line: ``fhir-exchange serve | load | reindex | migrate | validate | institution | client``."""
+"""Command line: ``fhir-exchange serve | load | reindex | migrate | validate | institution | client | network |
+demo``."""
 
 from __future__ import annotations
 
@@ -197,6 +198,28 @@ def cmd_client_list(args: argparse.Namespace) -> int:
         return [{k: v for k, v in c.to_json().items() if k != "jwks"} for c in await registry.clients(_now(router))]
 
     return _run_admin(args, work)
+
+
+def cmd_network_add(args: argparse.Namespace) -> int:
+    from fhir_exchange.api.enrolment import add_network
+
+    async def work(settings: Settings, router: Any, registry: Any) -> Any:
+        return await add_network(router, registry, hub=args.hub, partner=args.partner, specialties=args.specialty,
+                                 base_url=_base_url(settings))
+
+    return _run_admin(args, work)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fhir_exchange.api.demo import DemoError, run_demo
+
+    settings = _settings(args)
+    try:
+        asyncio.run(run_demo(settings, _base_url(settings), out=print))
+    except DemoError as exc:
+        print(f"fhir-exchange: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _walk(paths: Sequence[str]) -> Iterator[tuple[Path, bool]]:
@@ -497,6 +520,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     clist = csub.add_parser("list", help="the registered clients, as JSON lines (keys not shown)")
     _add_store_options(clist)
     clist.set_defaults(func=cmd_client_list)
+    network = sub.add_parser("network", help="consult networks: which partner asks which hub")
+    nsub = network.add_subparsers(dest="action", required=True)
+    nadd = nsub.add_parser("add", help="affiliate a partner with a hub (an OrganizationAffiliation written as the "
+                                       "hub); prints its id as JSON")
+    nadd.add_argument("--hub", required=True, help="the hub's Organization id (a registered institution)")
+    nadd.add_argument("--partner", required=True, help="the partner's Organization id (a registered institution)")
+    nadd.add_argument("--specialty", action="append", default=[], metavar="CODE",
+                      help="a HIRA medical department code the hub offers the partner (repeatable; default: all)")
+    _add_store_options(nadd)
+    nadd.set_defaults(func=cmd_network_add)
+    demo = sub.add_parser("demo", help="seed three pilot-like networks and walk two consults end to end "
+                                       "(use a fresh --data-dir)")
+    _add_store_options(demo)
+    demo.set_defaults(func=cmd_demo)
     load = sub.add_parser("load", help="load resources and Bundles (files or folders) into the store")
     load.add_argument("paths", nargs="+")
     _add_store_options(load)

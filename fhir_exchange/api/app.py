@@ -41,6 +41,7 @@ from fhir_exchange.interactions.everything import install as install_everything
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.interactions.stats import install as install_stats
 from fhir_exchange.interactions.validate import install as install_validate
 from fhir_exchange.search.extract import make_indexer
 from fhir_exchange.security.access import Isolation
@@ -101,6 +102,7 @@ def build_router(svc: Services) -> Router:
     install_bundles(router)
     install_validate(router.operations)
     install_everything(router.operations)
+    install_stats(router.operations)
     return router
 
 

@@ -6,6 +6,12 @@ identifier, the consult IG's profile) and an Endpoint saying how it connects (po
 private link, exchange system), written through the router as the new institution itself (so it
 owns them), plus a registry record. A client gets a random id, its JWKS (public keys only), the
 scopes it may be granted, and optionally a client-certificate subject and admin rights.
+
+A network (what ``fhir-exchange network add`` does) is an OrganizationAffiliation: the hub
+(``organization``) takes consults from a partner (``participatingOrganization``), for the departments
+in ``specialty`` (all of them when there is none), from today on. It is written through the router as
+the hub (so the hub owns it: only the hub ends or changes it); the consult workflow's rule cw-network
+reads it when the partner requests a consult from the hub.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ HIRA = "http://www.hl7korea.or.kr/Identifier/hira-krnpi"
 PROFILE = "http://fhir-exchange.org/fhir/StructureDefinition/"
 STYLE = f"{PROFILE}consult-connection-style"
 DEFAULT_SCOPES = ("system/*.cruds",)
+DEPARTMENTS = "http://www.hl7korea.or.kr/CodeSystem/hira-medical-department"
+NETWORK_PROFILE = f"{PROFILE}consult-network"
 
 
 class EnrolmentError(ValueError):
@@ -105,3 +113,47 @@ async def add_client(registry: Registry, *, institution: str, jwks: Any, scopes:
     await registry.add_client(client)
     return {"client_id": client.client_id, "token_endpoint": token_endpoint, "institution": institution,
             "scopes": list(client.scopes), "admin": admin}
+
+
+def departments(router: Router) -> dict[str, str]:
+    """The HIRA medical department codes (KR Core's CodeSystem) with their display."""
+    cs = router.services.definitions.resolve(DEPARTMENTS) or {}
+    return {str(c["code"]): str(c.get("display", "")) for c in cs.get("concept") or [] if isinstance(c, dict)
+            and c.get("code")}
+
+
+async def add_network(router: Router, registry: Registry, *, hub: str, partner: str, specialties: list[str],
+                      base_url: str) -> dict[str, Any]:
+    """Affiliate ``partner`` with ``hub`` (Organization ids of registered institutions): an active
+    OrganizationAffiliation from today (the UTC date, as the workflow compares it with UTC instants),
+    written as the hub."""
+    svc = router.services
+    now = instant(svc.clock.now())
+    for role, org in (("--hub", hub), ("--partner", partner)):
+        if await registry.institution(org, now) is None:
+            raise EnrolmentError(f"{role}: Organization/{org} is not a registered institution "
+                                 "(fhir-exchange institution add)")
+    if hub == partner:
+        raise EnrolmentError("An institution is not its own partner: --hub and --partner differ")
+    known = departments(router)
+    unknown = [code for code in specialties if code not in known]
+    if unknown:
+        raise EnrolmentError(f"--specialty: not HIRA medical department codes ({DEPARTMENTS}): {', '.join(unknown)}")
+    aff_id = svc.clock.new_id()
+    affiliation: dict[str, Any] = {
+        "resourceType": "OrganizationAffiliation", "id": aff_id, "active": True, "period": {"start": now[:10]},
+        "organization": {"reference": f"Organization/{hub}"},
+        "participatingOrganization": {"reference": f"Organization/{partner}"}}
+    if svc.definitions.resolve(NETWORK_PROFILE) is not None:
+        affiliation["meta"] = {"profile": [NETWORK_PROFILE]}
+    if specialties:
+        affiliation["specialty"] = [{"coding": [{"system": DEPARTMENTS, "code": code, "display": known[code]}]}
+                                    for code in dict.fromkeys(specialties)]
+    actor = Actor(institution=hub, client_id="enrolment", scopes=frozenset(DEFAULT_SCOPES))
+    try:
+        await router.dispatch(FhirRequest("PUT", f"OrganizationAffiliation/{aff_id}", body=affiliation,
+                                          base_url=base_url, actor=actor))
+    except FhirError as err:
+        raise EnrolmentError(f"The affiliation was refused: {err.diagnostics}") from None
+    return {"affiliation": aff_id, "hub": hub, "partner": partner, "specialties": list(dict.fromkeys(specialties)),
+            "start": now[:10]}

@@ -97,3 +97,12 @@ def denied(consent: dict[str, Any], resource: dict[str, Any], now: str) -> tuple
             continue
         return True, None
     return False, (to_instant(min(starts)) if starts else None)
+
+
+def in_period(start: str | None, end: str | None, now: str) -> bool:
+    """Whether the instant ``now`` lies within a FHIR Period (dates or dateTimes with any offset, each
+    at its precision: an end date lasts the whole day)."""
+    at = now_micros(now)
+    low = micros(start) if start else None
+    high = micros(end) if end else None
+    return (low is None or at >= low[0]) and (high is None or at < high[1])

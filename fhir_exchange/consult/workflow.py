@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_exchange.consult import lifecycle, model
-from fhir_exchange.consult.consent import Decision, decide
+from fhir_exchange.consult.consent import Decision, decide, in_period
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError, Issue
 from fhir_exchange.fhir import jsonio
@@ -264,7 +264,7 @@ class Workflow:
             if r.owners.get(f"OrganizationAffiliation/{aff.get('id')}") not in (hub, None):
                 continue
             start, end = model.period(aff.get("period"))
-            if (start and start > now[: len(start)]) or (end and end < now[: len(end)]):
+            if not in_period(start, end, now):
                 continue
             offered = {(c.get("system"), c.get("code")) for c in model.codings(aff.get("specialty"))}
             if not offered or offered & departments:

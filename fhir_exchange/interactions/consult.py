@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_exchange.clock import instant
 from fhir_exchange.consult import access, model
+from fhir_exchange.consult.consent import in_period
 from fhir_exchange.consult.workflow import Workflow
 from fhir_exchange.interactions.hooks import Change, Guard, WriteUnit
 from fhir_exchange.interactions.repository import Repository
@@ -126,7 +127,7 @@ class Sweep:
                 if model.task_kind(task) != "follow-up" or model.business_status(task) == "overdue":
                     continue
                 due = model.period((task.get("restriction") or {}).get("period"))[1]
-                if due is not None and due < now[: len(due)]:
+                if due is not None and not in_period(None, due, now):
                     overdue = {**{k: v for k, v in task.items() if k != "meta"}, "businessStatus": {"coding": [
                         {"system": model.BUSINESS_STATUS_SYSTEM, "code": "overdue"}], "text": "overdue"}}
                     await w.write_as_system("Task", str(task["id"]), overdue, method="PUT")
