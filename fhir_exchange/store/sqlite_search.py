@@ -39,6 +39,7 @@ from fhir_exchange.search.params import KINDS
 from fhir_exchange.search.query import (
     AnyOf,
     Chain,
+    CompositeValue,
     Criterion,
     Has,
     IdIn,
@@ -305,7 +306,7 @@ class _Compiler:
         subs: list[str] = []
         args: list[Any] = []
         for v in p.values:
-            assert hasattr(v, "parts")
+            assert isinstance(v, CompositeValue)
             aliases = [self.alias("c") for _ in p.components]
             joins: list[str] = []
             conds: list[str] = []

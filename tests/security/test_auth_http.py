@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 
 from fhir_exchange.api.app import create_app
 from fhir_exchange.definitions import Definitions
@@ -261,3 +262,20 @@ async def test_message_answers_are_per_sending_institution(exchange: Exchange) -
     assert other.status_code == 200 and other.json()["id"] != first.json()["id"]
     same = await b.post("/$process-message", json=message("female"))
     assert same.status_code == 409  # B's own identity reused by B with other content
+
+
+async def test_a_request_whose_audit_record_cannot_be_written_fails_closed(exchange: Exchange,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    a = await exchange.as_(exchange.a)
+    pid = (await a.post("/Patient", json=PATIENT)).json()["id"]
+    audit_store = exchange.app.state.services.audit_store
+
+    def broken() -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(audit_store, "transaction", broken)  # nothing may be answered without its record
+    r = await a.get(f"/Patient/{pid}")
+    assert r.status_code == 503 and "audit" in oo(r)["issue"][0]["diagnostics"]
+    assert r.headers["retry-after"] and "gender" not in r.text
+    monkeypatch.undo()
+    assert (await a.get(f"/Patient/{pid}")).status_code == 200
