@@ -41,8 +41,10 @@ def _min(a: str | None, b: str | None) -> str | None:
     return min(a, b)
 
 
-async def graph(r: Reader, sr: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """(the consult's own resources, what they reference): ``Type/id`` references."""
+async def graph(r: Reader, sr: dict[str, Any],
+                tasks: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, set[str]]]:
+    """(the consult's own resources, what they reference, the references reached only one level further
+    mapped to what they were reached through): ``Type/id`` references."""
     sr_id = str(sr.get("id"))
     own = [f"ServiceRequest/{sr_id}"]
     own += [f"Task/{t['id']}" for t in tasks]
@@ -65,12 +67,16 @@ async def graph(r: Reader, sr: dict[str, Any], tasks: list[dict[str, Any]]) -> t
                                                                             "Observation/", "DiagnosticReport/",
                                                                             "Media/", "ImagingStudy/"))]
     related += supporting
+    first = set(related) | set(own)
+    via: dict[str, set[str]] = {}
     for ref in list(dict.fromkeys(supporting)):  # one level further: a report's results, a note's Binary
         target = await r.get(ref)
         if target is not None:
-            related += [x for x in model.outgoing(target) if not x.startswith(("Organization/", "Practitioner",
-                                                                               "Location/", "Endpoint/"))]
-    return list(dict.fromkeys(own)), [x for x in dict.fromkeys(related) if x not in own]
+            for x in model.outgoing(target):
+                if not x.startswith(("Organization/", "Practitioner", "Location/", "Endpoint/")) and x not in first:
+                    via.setdefault(x, set()).add(ref)
+                    related.append(x)
+    return list(dict.fromkeys(own)), [x for x in dict.fromkeys(related) if x not in own], via
 
 
 async def grants(workflow: Workflow, r: Reader, sr_id: str, now: str) -> list[Grant]:
@@ -79,7 +85,7 @@ async def grants(workflow: Workflow, r: Reader, sr_id: str, now: str) -> list[Gr
         return []
     requester = await r.requester(sr_id)
     tasks = [t for t in await r.find("Task", [("focus", f"ServiceRequest/{sr_id}")]) if model.task_kind(t)]
-    own, related = await graph(r, sr, tasks)
+    own, related, via = await graph(r, sr, tasks)
     out: list[Grant] = []
     performer = next(iter(model.references(sr.get("performer"))), None)
     consultants: dict[str, str | None] = {}  # institution -> party reference
@@ -112,9 +118,10 @@ async def grants(workflow: Workflow, r: Reader, sr_id: str, now: str) -> list[Gr
             continue
         until = _min(decision.until, None if inst in working else grace_end)
         consents = [c for c in [await r.get(f"Consent/{cid}") for cid in model.consents_of(sr)] if c is not None]
+        # What a deny provision withholds, it withholds with what is reached only through it (a withheld
+        # DocumentReference's Binary); such a resource is shown while any way to it is.
+        shown: dict[str, str | None] = {}  # reference -> the instant it is withheld from (None: never)
         for ref in (*own, *related):
-            if await r.owner(ref) == inst:
-                continue  # its own
             target = await r.get(ref)
             if target is None:
                 continue
@@ -123,8 +130,17 @@ async def grants(workflow: Workflow, r: Reader, sr_id: str, now: str) -> list[Gr
                 w, f = denied(consent, target, now)
                 withheld = withheld or w
                 from_ = _min(from_, f)
+            if ref in via and not withheld:
+                parents = [p for p in via[ref] if p in shown]
+                if not parents:
+                    withheld = True
+                elif all(shown[p] is not None for p in parents):
+                    from_ = _min(from_, max(str(shown[p]) for p in parents))
             if withheld:
                 continue
+            shown[ref] = from_
+            if await r.owner(ref) == inst:
+                continue  # its own
             type, id = ref.split("/", 1)
             out.append(Grant(inst, type, id, _min(until, from_)))
     if requester is not None:

@@ -131,6 +131,27 @@ async def test_a_deny_provision_for_a_security_label_withholds_what_carries_it(n
     assert await visible(hub, f"Observation/{restricted['id']}")
 
 
+async def test_what_is_reached_only_through_a_withheld_resource_is_withheld_with_it(net: Network) -> None:
+    partner, hub = net.partner, net.hub
+    c = Consult(partner, hub)
+    await written(partner, c.patient_resource())
+    binary = await written(partner, {"resourceType": "Binary", "id": new_id("bin"), "contentType": "application/pdf",
+                                     "data": "JVBERi0xLjQK"})
+    doc = await written(partner, {
+        "resourceType": "DocumentReference", "id": new_id("doc"), "status": "current",
+        "subject": {"reference": f"Patient/{c.patient}"},
+        "content": [{"attachment": {"contentType": "application/pdf", "url": f"Binary/{binary['id']}"}}]})
+    await written(partner, c.consent_resource(deny=[deny_class("DocumentReference")]))
+    await written(partner, c.request_resource(supporting=[f"DocumentReference/{doc['id']}"]))
+    await written(partner, c.task_resource())
+    assert await sees_consult(hub, c)
+    assert not await visible(hub, f"DocumentReference/{doc['id']}")
+    assert not await visible(hub, f"Binary/{binary['id']}")
+    await written(partner, c.consent_resource())  # the denial lifted: both readable at once
+    assert await visible(hub, f"DocumentReference/{doc['id']}")
+    assert await visible(hub, f"Binary/{binary['id']}")
+
+
 # -- when access ends -------------------------------------------------------------------------------
 
 
