@@ -28,6 +28,10 @@ sender reused an id), never the cached reply. The digest covers the Bundle witho
 ``timestamp``, which a sender may refresh when it retries. ok and fatal-error answers are final and
 stored; transient-error answers are not, so a retry can succeed.
 
+Routing: once a message is applied, the routes registered on :class:`MessageHandlers` run in its unit of
+work; the notifier's forwarder (notify/forward.py) queues a message whose ``MessageHeader.destination``
+names an exchange-system institution for that system's ``$process-message``, and says so in the answer.
+
 ``async=true`` is declined with a 400 OperationOutcome (only synchronous processing is offered, which
 the operation allows).
 """
@@ -39,6 +43,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from fhir_exchange.bundles.entries import Entry, entry_request
 from fhir_exchange.bundles.transaction import run_entries
@@ -79,10 +84,15 @@ MessageHandler = Callable[[Router, Repository, Message], Awaitable[list[Issue]]]
 """Applies a message inside the unit of work of the repository; returns informational issues, raises
 on failure."""
 
+MessageRoute = Callable[[Repository, Message], Awaitable[list[Issue]]]
+"""Runs once a message was applied, in its unit of work, to send it on (notify/forward.py queues it for a
+destination institution's exchange system after the commit); returns informational issues for the answer."""
+
 
 @dataclass(slots=True)
 class MessageHandlers:
     handlers: dict[str, MessageHandler] = field(default_factory=dict)
+    routes: list[MessageRoute] = field(default_factory=list)
 
     def register(self, event: str, handler: MessageHandler) -> None:
         """``event``: ``system|code`` of an eventCoding, or an eventUri."""
@@ -179,7 +189,16 @@ def install(router: Router, handlers: MessageHandlers | None = None) -> MessageH
         return await process_message(router, registry, repo, req)
 
     router.operations.register(Operation("process-message", run, PROCESS_MESSAGE, system=True, affects_state=True))
+    _INSTALLED[router] = registry
     return registry
+
+
+_INSTALLED: WeakKeyDictionary[Router, MessageHandlers] = WeakKeyDictionary()
+
+
+def message_handlers(router: Router) -> MessageHandlers:
+    """The handlers (and routes) :func:`install` registered on ``router``, for the composition root."""
+    return _INSTALLED[router]
 
 
 async def process_message(router: Router, handlers: MessageHandlers, repo: Repository,
@@ -198,6 +217,8 @@ async def process_message(router: Router, handlers: MessageHandlers, repo: Repos
                 handler = _check(w, handlers, message)
                 info = await handler(router, w, message)
                 await w.run_checks()
+                for route in handlers.routes:
+                    info = [*info, *await route(w, message)]
             except _Rejected:
                 raise
             except FhirError as err:
