@@ -3,6 +3,9 @@
 Loads N resources (patients, consults = ServiceRequest + Task, observations) through the store with
 index extraction, then times typical searches (parse + SQL + loading the page) and prints a table,
 next to a machine baseline measured in the same run (raw SQLite inserts/s, a trivial indexed SELECT).
+A second table times combinations of two and three criteria of different selectivity (with and without
+``_sort``) against each of their criteria alone with the same result parameters: the ratio is the
+combination's median over the median of its most selective criterion (issue 14 aims at 2 or less).
 
     .venv/bin/python bench/bench_search.py --n 100000
     .venv/bin/python bench/bench_search.py --n 5000 --runs 50     # quick
@@ -170,6 +173,7 @@ async def run(n: int, runs: int, batch: int) -> None:
             times.sort()
             results.append((label, times[len(times) // 2] * 1000, times[int(len(times) * 0.95) - 1] * 1000,
                             hits / runs))
+        combos = await combinations(store, defs, n, runs)
         await store.close()
         size_mb = (tmp / "bench.db").stat().st_size / 1e6
 
@@ -184,6 +188,67 @@ async def run(n: int, runs: int, batch: int) -> None:
     print(f"{'query':<34}{'p50 ms':>10}{'p95 ms':>10}{'hits/page':>11}")
     for label, p50, p95, hits in results:
         print(f"  {label:<32}{p50:>10.2f}{p95:>10.2f}{hits:>11.1f}")
+    print(f"{'combination':<58}{'p50 ms':>9}{'alone ms':>10}{'ratio':>9}{'total':>9}")
+    for label, both, alone, total in combos:
+        print(f"  {label:<56}{both:>9.2f}{alone:>10.2f}{both / alone:>9.2f}{total:>9.0f}")
+
+
+Criteria = list[tuple[str, str]]
+# (label, type, criteria drawn per run, result parameters shared by the combination and its criteria)
+COMBINATIONS: list[tuple[str, str, Callable[[random.Random, int], Criteria], Criteria]] = [
+    ("Patient family + gender", "Patient",
+     lambda r, p: [("family", "Kim"), ("gender", "female")], [("_count", "10")]),
+    ("Patient family + gender _total=none", "Patient",
+     lambda r, p: [("family", "Kim"), ("gender", "female")], [("_count", "10"), ("_total", "none")]),
+    ("Patient gender + family (other order)", "Patient",
+     lambda r, p: [("gender", "female"), ("family", "Kim")], [("_count", "10")]),
+    ("Patient family + gender + birthdate", "Patient",
+     lambda r, p: [("family", "Kim"), ("gender", "female"), ("birthdate", "ge2000")], [("_count", "10")]),
+    ("Patient family + gender _sort=birthdate", "Patient",
+     lambda r, p: [("family", "Kim"), ("gender", "female")], [("_sort", "birthdate"), ("_count", "10")]),
+    ("Patient gender + birthdate _sort=-family", "Patient",
+     lambda r, p: [("gender", "male"), ("birthdate", "ge2015")], [("_sort", "-family"), ("_count", "10")]),
+    ("Patient identifier + gender + name", "Patient",
+     lambda r, p: [("identifier", f"urn:mrn|{100000 + r.randrange(p)}"), ("gender", "female"), ("name", "k")],
+     [("_count", "10")]),
+    ("Patient _id + gender", "Patient",
+     lambda r, p: [("_id", f"pat-{r.randrange(p)}"), ("gender", "female")], [("_count", "10")]),
+    ("Observation subject + code", "Observation",
+     lambda r, p: [("subject", f"Patient/pat-{r.randrange(p)}"), ("code", f"http://loinc.org|{r.choice(LOINC)}")],
+     [("_count", "20")]),
+    ("Observation code + date + category _sort=-date", "Observation",
+     lambda r, p: [("code", f"http://loinc.org|{r.choice(LOINC)}"), ("date", "ge2023-12-20"),
+                   ("category", "vital-signs")], [("_sort", "-date"), ("_count", "20")]),
+    ("Task status + owner + patient", "Task",
+     lambda r, p: [("status", "in-progress"), ("owner", "Organization/org-0"),
+                   ("patient", f"Patient/pat-{r.randrange(p)}")], [("_count", "20")]),
+]
+
+
+async def combinations(store: SqliteStore, defs: Definitions, n: int, runs: int,
+                       ) -> list[tuple[str, float, float, float]]:
+    """(label, p50 of the combination, p50 of its most selective criterion alone, mean total)."""
+    rnd = random.Random(11)
+    n_pat = max(1, n // 5)
+    out: list[tuple[str, float, float, float]] = []
+
+    async def timed(type: str, params: Criteria) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        res = await store.search(parse(defs, type, params, default_count=50, max_count=1000))
+        return time.perf_counter() - t0, res.total or 0
+
+    for label, type, make, extra in COMBINATIONS:
+        both: list[float] = []
+        best: list[float] = []
+        totals = 0
+        for _ in range(max(1, runs // 4)):
+            crits = make(rnd, n_pat)
+            took, total = await timed(type, [*crits, *extra])
+            both.append(took)
+            totals += total
+            best.append(min([(await timed(type, [c, *extra]))[0] for c in crits]))
+        out.append((label, statistics.median(both) * 1000, statistics.median(best) * 1000, totals / len(both)))
+    return out
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
-"""Command line: ``fhir-exchange serve | load | reindex | migrate | validate | institution | client | network |
-demo``."""
+"""Command line: ``fhir-exchange serve | load | reindex | migrate | backup | restore | validate | institution |
+client | network | user | demo``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -18,6 +19,8 @@ from typing import Any
 import orjson
 
 from fhir_exchange.interactions.conformance import load_stored
+from fhir_exchange.logs import FORMATS
+from fhir_exchange.logs import configure as configure_logging
 from fhir_exchange.settings import Settings
 
 
@@ -38,6 +41,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         level = settings.log_level.lower()
         if level != "trace" and not isinstance(logging.getLevelName(level.upper()), int):  # trace: uvicorn's
             raise ValueError(f"unknown log level {settings.log_level!r} (use trace, debug, info, warning, error)")
+        if settings.log_format not in FORMATS:
+            raise ValueError(f"unknown log format {settings.log_format!r} (use {' or '.join(FORMATS)})")
     except ValueError as exc:
         print(f"fhir-exchange: invalid setting: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -52,11 +57,20 @@ def _add_store_options(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from fhir_exchange.api import protocol
     from fhir_exchange.api.app import create_app
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(settings)
+    configure_logging(settings.log_level, settings.log_format)  # JSON lines with request ids (logs.py)
+    problem = _preflight(settings)
+    if problem:  # one line and status 1, not a traceback from the middle of start-up
+        print(f"fhir-exchange: cannot start: {problem}", file=sys.stderr)
+        return 1
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a setting only the store can judge (sqlite_synchronous)
+        print(f"fhir-exchange: invalid setting: {exc}", file=sys.stderr)
+        return 2
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests, runs lifespan shutdown.
     # After that graceful shutdown uvicorn (>= 0.29) re-raises the captured signal to the handler that was
     # installed before it started; with Python's defaults the process would then die of SIGTERM (status
@@ -67,16 +81,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.certfile:
         tls = {"ssl_certfile": settings.certfile, "ssl_keyfile": settings.keyfile or None}
         if settings.client_ca:
-            from fhir_exchange.api.tls import ClientCertH11Protocol
-
-            # A client certificate is asked for and verified; those without one still use tokens.
-            tls.update(ssl_ca_certs=settings.client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL, http=ClientCertH11Protocol)
+            # A client certificate is asked for and verified; those without one still use tokens. The
+            # protocol (api/protocol.py) hands its subject to the application (api/tls.py).
+            tls.update(ssl_ca_certs=settings.client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL)
     elif settings.client_ca:
         print("fhir-exchange: --client-ca needs --certfile (TLS served by this process)", file=sys.stderr)
         return 2
     try:
+        # log_config=None: uvicorn keeps the logging configured above; access_log=False: its access lines
+        # carry the query string, ours (api/telemetry.py) do not.
+        # Slow and greedy clients (issue 14): a request head within header_timeout (api/protocol.py), at
+        # most max_connections open (503 beyond), idle keep-alive closed after keep_alive_timeout; a head
+        # larger than 64 KiB is a 400 (long search URLs fit). Their log lines are throttled.
+        protocol.quiet_uvicorn()
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                    timeout_graceful_shutdown=10, **tls)
+                    timeout_graceful_shutdown=10, log_config=None, access_log=False,
+                    http=protocol.protocol(settings.header_timeout), limit_concurrency=settings.max_connections,
+                    backlog=settings.backlog, timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
+                    h11_max_incomplete_event_size=64 * 1024, **tls)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -84,6 +106,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    return None
+
+
+def _preflight(settings: Settings) -> str | None:
+    """What would stop the embedded store at start-up (an unwritable data directory, a full disk), said
+    in one line before anything starts. MongoDB is not checked: the server starts without it (503s)."""
+    url = settings.resolved_store_url
+    if not url.startswith("sqlite:"):
+        return None
+    path = Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+    if str(path) in ("", ":memory:", "."):
+        return None
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".fhir-exchange-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:  # room for a few pages of the database and its WAL
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+        if path.exists():
+            with open(path, "r+b"):
+                pass
+    except OSError as exc:
+        return f"the data directory {folder} is not usable: {exc.strerror or exc} ({type(exc).__name__})"
     return None
 
 
@@ -210,6 +260,69 @@ def cmd_network_add(args: argparse.Namespace) -> int:
     return _run_admin(args, work)
 
 
+# -- portal users ---------------------------------------------------------------------------------
+
+def _users(work: Callable[[Settings, Any, Any, Any], Awaitable[Any]]) -> Callable[[Settings, Any, Any], Awaitable[Any]]:
+    """Run ``work`` with the portal's accounts on the same store; an AccountError is the command's error."""
+    from fhir_exchange.api.enrolment import EnrolmentError
+    from fhir_exchange.security.users import AccountError, Users
+
+    async def run(settings: Settings, router: Any, registry: Any) -> Any:
+        try:
+            return await work(settings, router, registry, Users(router.services.store))
+        except AccountError as exc:
+            raise EnrolmentError(str(exc)) from None
+
+    return run
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from fhir_exchange.portal.accounts import add_user
+
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else ""
+    if not args.password_stdin:
+        print("fhir-exchange: give the password on standard input with --password-stdin", file=sys.stderr)
+        return 2
+
+    async def work(settings: Settings, router: Any, registry: Any, users: Any) -> Any:
+        return await add_user(router, registry, users, institution=args.institution, username=args.username,
+                              password=password, name=args.name, practitioner_role=args.practitioner_role,
+                              department=args.department, base_url=_base_url(settings))
+
+    return _run_admin(args, _users(work))
+
+
+def _user_change(args: argparse.Namespace, change: str) -> int:
+    async def work(settings: Settings, router: Any, registry: Any, users: Any) -> Any:
+        now = _now(router)
+        if change == "unlock":
+            user = await users.unlock(args.username, now)
+        else:
+            user = await users.set_disabled(args.username, change == "disable", now)
+        return user.public()
+
+    return _run_admin(args, _users(work))
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    return _user_change(args, "disable")
+
+
+def cmd_user_enable(args: argparse.Namespace) -> int:
+    return _user_change(args, "enable")
+
+
+def cmd_user_unlock(args: argparse.Namespace) -> int:
+    return _user_change(args, "unlock")
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    async def work(settings: Settings, router: Any, registry: Any, users: Any) -> Any:
+        return [u.public() for u in await users.list(_now(router))]
+
+    return _run_admin(args, _users(work))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fhir_exchange.api.demo import DemoError, run_demo
 
@@ -318,45 +431,37 @@ def _load_request(doc: Any) -> Any:
 
 
 class _Progress:
-    """A progress bar on stderr, counting ``unit`` (files, versions). On a terminal it is redrawn in place;
-    otherwise (a log file, a pipe) a line is written every 100 and at the end. Either way the output ends
-    with a newline, and :meth:`note` prints a message on a line of its own."""
+    """A progress bar (tqdm) on stderr counting ``unit`` (files, versions, pages) out of ``total`` (None: not
+    known, a counter). On a terminal it is redrawn in place, elsewhere (a log file, a pipe) every few
+    seconds; either way the output ends with a newline when it closes, and :meth:`note` prints a message
+    on a line of its own."""
 
-    def __init__(self, total: int, unit: str, started: float | None = None) -> None:
-        self.total = total
-        self.unit = unit
+    def __init__(self, total: int | None, unit: str, started: float | None = None, desc: str | None = None) -> None:
+        from tqdm import tqdm
+
         self.started = time.perf_counter() if started is None else started
-        self._open = False  # a bar was drawn on the terminal without its newline
+        tty = sys.stderr.isatty()
+        # "12/40 files" rather than tqdm's "12/40 [...]": the count says what it counts.
+        counted = "{n_fmt}/{total_fmt}{unit}" if total is not None else "{n_fmt}{unit}"
+        self.bar = tqdm(total=total, unit=f" {unit}", desc=desc, file=sys.stderr, leave=True, dynamic_ncols=tty,
+                        mininterval=0.1 if tty else 5.0, ascii=not tty,
+                        bar_format="{l_bar}{bar}| " + counted + " [{elapsed}<{remaining}, {rate_fmt}]"
+                        if total is not None else "{desc}" + counted + " [{elapsed}, {rate_fmt}]")
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
     def update(self, n: int) -> None:
-        tty = sys.stderr.isatty()
-        if not tty and n != self.total and n % 100:
-            return
-        width = 30
-        done = int(width * n / max(self.total, 1))
-        rate = n / max(self.elapsed(), 1e-9)
-        bar = f"[{'#' * done}{'.' * (width - done)}] {n}/{self.total} {self.unit}, {rate:.0f}/s"
-        if tty:
-            sys.stderr.write(f"\r{bar}")
-            self._open = True
-            if n >= self.total:
-                self.close()
-        else:
-            sys.stderr.write(f"{bar}\n")
-        sys.stderr.flush()
+        """``n`` done so far (not an increment)."""
+        if self.bar.total is not None and n > self.bar.total:  # the total grew (a live source)
+            self.bar.total = n
+        self.bar.update(n - self.bar.n)
 
     def note(self, message: str) -> None:
-        self.close()
-        print(message, file=sys.stderr)
+        self.bar.write(message, file=sys.stderr)
 
     def close(self) -> None:
-        if self._open:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self._open = False
+        self.bar.close()
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -367,11 +472,23 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         svc = build_services(settings, load_definitions(settings))
         await svc.open()
         await load_stored(svc)  # SearchParameters written to the server take part
+        # The store reindexes in one transaction and reports only its end: the bar shows the time running.
+        bar = _Progress(await svc.store.count(args.type), "resources", desc="reindex")
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(1)
+                bar.bar.refresh()
+
+        ticker = asyncio.create_task(tick())
         try:
             n = await svc.store.reindex(args.type)
+            bar.update(n)
         finally:
+            ticker.cancel()
+            bar.close()
             await svc.close()
-        print(f"Reindexed {n} resources")
+        print(f"Reindexed {n} resources in {bar.elapsed():.1f} s")
         return 0
 
     return asyncio.run(go())
@@ -414,6 +531,58 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
 
     return asyncio.run(go())
+
+
+def _backup_targets(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The store's URL and, when auditing is on (it has a store only then), the audit store's."""
+    settings = _settings(args)
+    return settings.resolved_store_url, settings.resolved_audit_store_url if settings.auth else None
+
+
+def _file_progress(name: str) -> Callable[[int, int], None]:
+    bars: list[_Progress] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(_Progress(total, "pages", desc=name))
+        bars[0].update(done)
+        if done >= total:
+            bars[0].close()
+
+    return progress
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of the live store (and audit store) into a new folder, while the server runs."""
+    from fhir_exchange.store.backup import BackupError, backup
+
+    store_url, audit_url = _backup_targets(args)
+    started = time.perf_counter()
+    try:
+        entries = backup(store_url, audit_url, Path(args.dest), progress=_file_progress, step=args.pages_per_step)
+    except BackupError as exc:
+        print(f"fhir-exchange: backup: {exc}", file=sys.stderr)
+        return 2
+    sizes = ", ".join(f"{e.name} {e.bytes / 1e6:.1f} MB" for e in entries)
+    print(f"Backed up to {args.dest} in {time.perf_counter() - started:.1f} s ({sizes}; change feed at "
+          f"{entries[0].last_change})")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Replace the store (and audit store) by a backup; the server must be stopped."""
+    from fhir_exchange.store.backup import BackupError, restore
+
+    store_url, audit_url = _backup_targets(args)
+    started = time.perf_counter()
+    try:
+        entries = restore(Path(args.src), store_url, None if args.skip_audit else audit_url,
+                          progress=_file_progress)
+    except BackupError as exc:
+        print(f"fhir-exchange: restore: {exc}", file=sys.stderr)
+        return 2
+    print(f"Restored {', '.join(e.name for e in entries)} from {args.src} in {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -530,6 +699,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="a HIRA medical department code the hub offers the partner (repeatable; default: all)")
     _add_store_options(nadd)
     nadd.set_defaults(func=cmd_network_add)
+    user = sub.add_parser("user", help="portal accounts: practitioners of an institution who sign in at /portal")
+    usub = user.add_subparsers(dest="action", required=True)
+    uadd = usub.add_parser("add", help="make a portal account (and its Practitioner and PractitionerRole unless "
+                                       "--practitioner-role names one); reads the password from standard input")
+    uadd.add_argument("--institution", required=True, help="the institution's Organization id")
+    uadd.add_argument("--username", required=True, help="2 to 64 characters: lower case letters, digits, . _ @ -")
+    uadd.add_argument("--password-stdin", action="store_true", help="read the password (one line) from stdin")
+    uadd.add_argument("--practitioner-role", help="an existing PractitionerRole of the institution the user acts as")
+    uadd.add_argument("--name", help="the practitioner's name as shown on pages (default: the username)")
+    uadd.add_argument("--department", help="HIRA medical department code of a new PractitionerRole (e.g. 01)")
+    _add_store_options(uadd)
+    uadd.set_defaults(func=cmd_user_add)
+    for action, func, text in (("disable", cmd_user_disable, "refuse the account's sign-ins and end its sessions"),
+                               ("enable", cmd_user_enable, "let a disabled account sign in again"),
+                               ("unlock", cmd_user_unlock, "end a lockout after repeated wrong passwords")):
+        uact = usub.add_parser(action, help=text)
+        uact.add_argument("username")
+        _add_store_options(uact)
+        uact.set_defaults(func=func)
+    ulist = usub.add_parser("list", help="the portal accounts, as JSON lines (no password hashes)")
+    _add_store_options(ulist)
+    ulist.set_defaults(func=cmd_user_list)
     demo = sub.add_parser("demo", help="seed three pilot-like networks and walk two consults end to end "
                                        "(use a fresh --data-dir)")
     _add_store_options(demo)
@@ -546,6 +737,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--from", dest="from_url", required=True, help="source store URL, e.g. sqlite:///data/fhir.db")
     migrate.add_argument("--to", dest="to_url", required=True, help="target store URL, e.g. mongodb://host/fhir")
     migrate.set_defaults(func=cmd_migrate)
+    bak = sub.add_parser("backup", help="copy the live SQLite store and audit store into a new folder (the server "
+                                        "may keep running); MongoDB: mongodump, see docs/operations.md")
+    bak.add_argument("dest", help="a new or empty folder")
+    bak.add_argument("--pages-per-step", type=int, default=1024,
+                     help="database pages copied per step (default 1024, 4 MiB): the progress bar's resolution")
+    _add_store_options(bak)
+    bak.set_defaults(func=cmd_backup)
+    res = sub.add_parser("restore", help="replace the SQLite store and audit store by a backup (stop the server first)")
+    res.add_argument("src", help="a folder written by fhir-exchange backup")
+    res.add_argument("--skip-audit", action="store_true",
+                     help="keep the current audit store (restore the resources only)")
+    _add_store_options(res)
+    res.set_defaults(func=cmd_restore)
     validate = sub.add_parser("validate", help="validate resources offline, as $validate does; exit 1 on errors")
     validate.add_argument("paths", nargs="+", help="JSON files or folders")
     validate.add_argument("--profile", action="append", default=[], help="canonical URL of a profile to check")

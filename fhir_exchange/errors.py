@@ -157,3 +157,11 @@ def precondition_failed(diagnostics: str) -> FhirError:
 
 def transient(diagnostics: str, retry_after: int = 5) -> FhirError:
     return FhirError(Category.TRANSIENT, diagnostics, headers={"Retry-After": str(retry_after)})
+
+
+class TransactionConflict(FhirError):
+    """A store transaction lost a race and wrote nothing: the whole request may run again (the server
+    does so a few times, as MongoDB's ``with_transaction`` does, before answering 503)."""
+
+    def __init__(self, diagnostics: str, retry_after: int = 1) -> None:
+        super().__init__(Category.TRANSIENT, diagnostics, headers={"Retry-After": str(retry_after)})

@@ -21,14 +21,43 @@ class Settings:
     base_path: str = "/fhir"
     # Public base URL used in fullUrl/Location; empty: taken from each request.
     public_base_url: str = ""
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024  # also the bound on a gzip body once inflated
+    # Slow and greedy clients (api/protocol.py, api/limits.py): seconds to send the request head, seconds
+    # between two body chunks, open connections at most (more are answered 503 by uvicorn), the listen
+    # backlog, seconds an idle keep-alive connection stays open.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    backlog: int = 2048
+    keep_alive_timeout: float = 5.0
+    # Bodies of at least this many bytes are parsed in a worker thread, at most big_body_workers at once.
+    offload_bytes: int = 256 * 1024
+    big_body_workers: int = 2
+    # SQLite's synchronous mode in WAL: "full" (default) makes every commit durable across power loss;
+    # "normal" may lose the last commits on power loss (never corrupts), for faster writes.
+    sqlite_synchronous: str = "full"
     default_count: int = 50
     max_count: int = 1000
+    # Search limits (fhir_exchange/search/limits.py): a query beyond one is a 400 naming the limit.
+    search_max_criteria: int = 64  # ANDed search parameters
+    search_max_values: int = 100  # OR values of one parameter
+    search_max_values_total: int = 500  # OR values of all parameters together
+    search_max_sort_keys: int = 8
+    search_max_chain_depth: int = 3  # reference steps of one chained parameter
+    search_max_has_depth: int = 2  # nested _has steps
+    search_max_includes: int = 20  # _include and _revinclude parameters together
+    search_max_query_length: int = 8192  # characters of all names and values
+    # Seconds one store search (or read) may run before it is interrupted and answered 503 with Retry-After.
+    search_timeout: float = 10.0
     # Extra FHIR NPM packages (.tgz or folders) loaded after the core package and profiles/.
     packages: tuple[str, ...] = field(default_factory=tuple)
     # Where unpacked FHIR packages and derived caches live; empty: ~/.cache/fhir-exchange.
     cache_dir: str = ""
     log_level: str = "info"
+    # Log lines as JSON objects (one a line, for a log collector) or as text (a terminal); fhir_exchange/logs.py.
+    log_format: str = "json"
+    # Who may scrape GET /metrics: addresses or networks (comma-separated), "*" for anyone.
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")
     # Profiles every resource of a type must conform to, as "Type=canonical" (comma-separated in the
     # environment). None by default: a general FHIR server validates against the core definitions.
     required_profiles: tuple[str, ...] = field(default_factory=tuple)
@@ -60,6 +89,27 @@ class Settings:
     certfile: str = ""
     keyfile: str = ""
     client_ca: str = ""
+    # Notifications (Subscriptions) and message forwarding (fhir_exchange/notify/). Endpoints on loopback,
+    # private, link-local or otherwise non-public addresses are refused unless this is true (tests, a
+    # deployment whose EMRs are reached over a VPN), so the server cannot be turned against its own network.
+    allow_private_endpoints: bool = False
+    subscriptions_per_client: int = 20  # Subscriptions one client may hold
+    notify_interval: float = 0.5  # seconds between reads of the change feed (writes of this process: at once)
+    notify_retry_min: float = 1.0  # seconds before the first retry of a failed delivery, doubled per failure
+    notify_retry_max: float = 300.0  # the longest wait between two retries
+    notify_error_after: int = 3  # consecutive failures that set a Subscription's status to error
+    notify_timeout: float = 10.0  # seconds a receiver has to answer one delivery
+    notify_heartbeat_min: int = 10  # the shortest heartbeat period granted to a topic-based Subscription
+    notify_lease: float = 10.0  # seconds a process holds the delivery lease after its last renewal
+    forward_max_attempts: int = 20  # attempts to forward one message before it is given up as failed
+    forward_retention_days: int = 30  # how long the delivery state of a forwarded message is kept
+    # The portal: web pages under /portal for institutions without a FHIR-capable EMR (fhir_exchange/portal/).
+    portal: bool = True
+    portal_session_seconds: int = 8 * 3600  # a login lasts this long (then sign in again)
+    portal_lockout_failures: int = 5  # consecutive wrong passwords that lock an account
+    portal_lockout_seconds: int = 900  # how long it stays locked (or until `fhir-exchange user unlock`)
+    portal_poll_seconds: float = 15.0  # how often an open inbox looks for new consults
+    portal_max_upload_bytes: int = 10 * 1024 * 1024  # per uploaded file (PDF, PNG or JPEG)
 
     @property
     def resolved_store_url(self) -> str:

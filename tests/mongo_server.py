@@ -36,8 +36,14 @@ def free_port() -> int:
 class SecantusServer:
     """One SecantusDB process on 127.0.0.1; ``kill()`` / ``start()`` keep its port and data."""
 
-    def __init__(self, data_dir: Path | None = None, *, standalone: bool = False, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, *, standalone: bool = False, port: int | None = None,
+                 durable: bool = False, extra_args: tuple[str, ...] = ()) -> None:
         self._own_dir = data_dir is None
+        # durable: --sync-on-commit, every acknowledged commit synced to disk. Without it SecantusDB
+        # acknowledges commits it has not synced, and a kill -9 of the database loses them (issue 14):
+        # the fault tests (which kill it) need it; servers never killed run without (faster).
+        self.durable = durable
+        self.extra_args = extra_args
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="secantus-"))
         self.port = port or free_port()
         self.standalone = standalone
@@ -47,11 +53,17 @@ class SecantusServer:
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
 
-    def start(self, timeout: float = 20.0) -> None:
+    def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
                "--storage-path", str(self.data_dir / "db"), "--log-level", "WARNING"]
         if self.standalone:
             cmd.append("--standalone")
+        if self.durable:
+            cmd.append("--sync-on-commit")
+        return [*cmd, *self.extra_args]
+
+    def start(self, timeout: float = 20.0) -> None:
+        cmd = self.command()
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()

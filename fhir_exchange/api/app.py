@@ -20,13 +20,21 @@ import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from fhir_exchange.api import limits, protocol
 from fhir_exchange.api.auth import SMART_CONFIGURATION_PATH, TOKEN_PATH, Authenticator
+from fhir_exchange.api.health import Health
+from fhir_exchange.api.instrument import AuditLag, TimedStore, TimedValidator
+from fhir_exchange.api.landing import Landing
+from fhir_exchange.api.metrics import MetricsEndpoint, allowed_networks
 from fhir_exchange.api.negotiation import request_kind, response_type
+from fhir_exchange.api.telemetry import TRAIL_KEY, Telemetry
 from fhir_exchange.bundles import install as install_bundles
+from fhir_exchange.bundles.message import message_handlers
 from fhir_exchange.clock import Clock, instant
 from fhir_exchange.consult.profiles import consult_profiles
 from fhir_exchange.consult.workflow import Settings as WorkflowSettings
@@ -38,16 +46,26 @@ from fhir_exchange.interactions import conformance, consult
 from fhir_exchange.interactions.access import isolation_guard, provenance_hook
 from fhir_exchange.interactions.common import http_date
 from fhir_exchange.interactions.everything import install as install_everything
+from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.interactions.stats import install as install_stats
 from fhir_exchange.interactions.validate import install as install_validate
+from fhir_exchange.notify import base_url as notify_base_url
+from fhir_exchange.notify import guard as subscription_guard
+from fhir_exchange.notify import install as install_notify
+from fhir_exchange.notify.forward import Forwarder
+from fhir_exchange.notify.notifier import Notifier
+from fhir_exchange.notify.websocket import WebSocketHub
+from fhir_exchange.portal.web import Portal
+from fhir_exchange.search import limits as search_limits
 from fhir_exchange.search.extract import make_indexer
 from fhir_exchange.security.access import Isolation
 from fhir_exchange.security.actor import SYSTEM, Actor
 from fhir_exchange.security.audit import AuditSink, AuditTrail, audit_event
 from fhir_exchange.security.registry import Registry
+from fhir_exchange.security.users import Users
 from fhir_exchange.settings import Settings
 from fhir_exchange.store import open_store
 from fhir_exchange.validation import Validator
@@ -74,6 +92,14 @@ def build_services(settings: Settings, definitions: Definitions, clock: Clock | 
     """Everything an interaction may use, wired once: the store, the validator, the hooks."""
     indexer = make_indexer(definitions)
     store = open_store(settings.resolved_store_url, indexer, definitions.resource_types())
+    # Search limits and read deadlines (search/limits.py, store/deadline.py), process-wide from the settings.
+    search_limits.configure(search_limits.SearchLimits.from_settings(settings))
+    set_timeout = getattr(store, "set_search_timeout", None)  # the SQLite and MongoDB adapters have one
+    if set_timeout is not None:
+        set_timeout(settings.search_timeout)
+    set_synchronous = getattr(store, "set_synchronous", None)  # SQLite: durable (FULL) unless relaxed
+    if set_synchronous is not None:
+        set_synchronous(settings.sqlite_synchronous)
     svc = Services(settings=settings, definitions=definitions, store=store, validator=Validator(definitions),
                    clock=clock or Clock())
     if settings.consult_workflow:
@@ -85,6 +111,7 @@ def build_services(settings: Settings, definitions: Definitions, clock: Clock | 
         svc.hooks.guards.append(isolation_guard)
         svc.hooks.on_write.append(provenance_hook)
     svc.hooks.guards.append(conformance.package_guard(definitions))
+    svc.hooks.guards.append(subscription_guard(settings, definitions))
     svc.hooks.after_commit.append(conformance.track(definitions))
     if settings.consult_profiles:
         svc.hooks.profile_selectors.append(consult_profiles)
@@ -103,6 +130,7 @@ def build_router(svc: Services) -> Router:
     install_validate(router.operations)
     install_everything(router.operations)
     install_stats(router.operations)
+    install_notify(router)
     return router
 
 
@@ -115,6 +143,8 @@ class FhirEndpoint:
         self.settings = settings
         self.auth = auth
         self.audit = audit
+        self.audit_lag = AuditLag()
+        self.parser = limits.Parser(settings.offload_bytes, settings.big_body_workers)  # big bodies off the loop
 
     def base_url(self, request: Request) -> str:
         if self.settings.public_base_url:
@@ -125,14 +155,14 @@ class FhirEndpoint:
         pretty = request.query_params.get("_pretty") == "true"
         media = "application/fhir+json"
         actor: Actor = SYSTEM if not self.settings.auth else Actor(client_id="anonymous")
-        trail = AuditTrail()
+        trail = request.scope[TRAIL_KEY] = AuditTrail()  # read by the telemetry middleware (metrics)
         path = request.path_params.get("path", "")
         diagnostics = ""
         try:
             media = response_type(request.query_params.get("_format"), request.headers.get("accept"))
             actor = await self.auth.actor(request, self.base_url(request), path.strip("/"))
             freq = await self.to_fhir_request(request, actor, trail)
-            resp = await self.router.dispatch(freq)
+            resp = await self.dispatch(request, freq)
             response = self.to_http(resp, media, pretty, head=request.method == "HEAD")
         except FhirError as err:
             response, diagnostics = error_response(err, media, pretty), err.diagnostics
@@ -150,13 +180,32 @@ class FhirEndpoint:
                                             "request was not answered", headers={"Retry-After": "5"}), media, pretty)
         return response
 
+    async def dispatch(self, request: Request, freq: FhirRequest) -> FhirResponse:
+        """A read (GET, HEAD) is cancelled when its client goes away, so that an abandoned search stops in
+        the store (store/deadline.py) instead of holding a reader until its deadline. Writes run to their
+        end: a client that left cannot learn the outcome, but a half-done write must not depend on it."""
+        if request.method not in ("GET", "HEAD"):
+            return await limits.dispatch_retrying(self.router, freq)  # a lost transaction race runs again
+        work = asyncio.ensure_future(self.router.dispatch(freq))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()  # the client left first (or this task was cancelled)
+        if not work.cancelled():
+            return work.result()
+        raise FhirError(Category.TRANSIENT, "The client closed the connection before the answer")
+
     async def record(self, request: Request, actor: Actor, trail: AuditTrail, status: int, diagnostics: str) -> None:
         assert self.audit is not None
         event = audit_event(actor=actor, trail=trail, method=request.method, path=request.url.path,
                             query=request.url.query, status=status, diagnostics=diagnostics,
                             address=request.client.host if request.client else None,
                             recorded=instant(self.router.services.clock.now()), server=self.base_url(request))
-        await self.audit.record(event, actor.institution, frozenset(trail.owners))
+        with self.audit_lag.waiting():
+            await self.audit.record(event, actor.institution, frozenset(trail.owners))
 
     async def token(self, request: Request) -> Response:
         return await self.auth.token(request, self.base_url(request))
@@ -179,30 +228,34 @@ class FhirEndpoint:
                     query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
                 else:
                     try:
-                        body = jsonio.loads(raw)  # decimals keep their precision
+                        body = await self.parser.loads(raw, check_depth)
                     except orjson.JSONDecodeError as exc:
                         raise FhirError(Category.INVALID, f"The body is not valid JSON: {exc}",
                                         code="structure") from None
-                    check_depth(raw, body)
+                    freq = FhirRequest(request.method, path, query, headers, body, self.base_url(request), actor,
+                                       trail)
+                    # A big resource is validated in a worker thread now, not on the event loop later.
+                    await self.parser.validate_ahead(Repository(self.router.services, actor), freq, len(raw))
+                    return freq
             elif request.method in ("PUT", "PATCH") or (request.method == "POST" and not path.endswith("_search")
                                                        and "$" not in path):
                 raise FhirError(Category.INVALID, "The request has no body", code="required")
         return FhirRequest(request.method, path, query, headers, body, self.base_url(request), actor, trail)
 
     async def read_body(self, request: Request) -> bytes:
+        """The body within the size and time limits, inflated if gzip (api/limits.py)."""
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise FhirError(Category.TOO_LARGE, f"The body exceeds the limit of {limit} bytes", code="too-costly")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise FhirError(Category.TOO_LARGE, f"The body exceeds the limit of {limit} bytes",
-                                code="too-costly")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            raise limits.too_large(limit)
+        inflater = limits.Inflater(request.headers.get("content-encoding"), limit)
+        try:
+            return await limits.read_limited(request.stream(), inflater, self.settings.body_timeout)
+        except ClientDisconnect:
+            # Nobody is left to answer: one line, no traceback (it is not the server's error).
+            log.info("The client of %s %s disconnected before sending its whole body", request.method,
+                     request.url.path)
+            raise FhirError(Category.INVALID, "The client disconnected during the upload") from None
 
     @staticmethod
     def to_http(resp: FhirResponse, media: str, pretty: bool, *, head: bool = False) -> Response:
@@ -225,6 +278,13 @@ class FhirEndpoint:
         if resp.status == 304 or not content:
             return Response(status_code=resp.status, headers=headers)
         return Response(content, status_code=resp.status, headers=headers, media_type=f"{media}; charset=utf-8")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (ASGI ``http.disconnect``). Only for requests whose
+    body nobody reads: ``receive`` would hand over the body's chunks here."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 MAX_DEPTH = 254  # orjson writes no deeper nesting (it reads 1024 levels)
@@ -268,6 +328,11 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
     """The application: ``definitions`` default to :func:`load_definitions` of the settings."""
     settings = settings or Settings.from_env()
     svc = build_services(settings, definitions or load_definitions(settings), clock)
+    # Operations: store and validation times for /metrics (api/instrument.py), health and readiness.
+    svc.store = TimedStore(svc.store)
+    svc.validator = TimedValidator(svc.validator)
+    svc.validator = limits.AheadValidator(svc.validator)  # big resources validated off the event loop
+    health = Health(svc, feed_stale_after=max(10 * settings.feed_interval, 10.0))
     router = build_router(svc)
     registry = Registry(svc.store)
     audit = AuditSink(svc.audit_store, svc.clock.new_id) if svc.audit_store is not None else None
@@ -279,10 +344,32 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
             await asyncio.sleep(settings.feed_interval)
             try:
                 await feed.poll()
+                health.feed_polled()
             except Exception:  # a store hiccup must not end the follower: the next poll retries
                 log.exception("Reading the change feed failed")
 
     sweep = consult.Sweep(svc, consult_workflow(settings, svc.definitions))
+    # Subscriptions and message forwarding (fhir_exchange/notify/): woken by every local commit.
+    notifier = Notifier(router, registry, audit, notify_base_url(settings))
+    svc.hooks.after_commit.append(notifier.commit_hook())
+    forwarder = Forwarder(svc, audit)
+    forwarder.install(router.operations)
+    message_handlers(router).routes.append(forwarder.route)
+    notifier.extra_rounds.append(forwarder.round)
+    hub = WebSocketHub(router, notifier.judge, audit)
+    svc.hooks.after_commit.append(lambda change, version: hub.wake())
+
+    async def subscription_socket(websocket: WebSocket) -> None:
+        """R4 websocket channel (notify/websocket.py), authenticated as every FHIR request is."""
+        request = Request({**websocket.scope, "type": "http"})
+        try:
+            actor = await endpoint.auth.actor(request, endpoint.base_url(request), "ws")
+        except FhirError as err:
+            await websocket.close(code=1008, reason=err.diagnostics[:120])
+            return
+        await websocket.accept()
+        with suppress(WebSocketDisconnect):
+            await hub.serve(websocket, actor)
 
     async def sweep_consults() -> None:
         while True:
@@ -297,16 +384,24 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
         if not settings.auth:
             log.warning("AUTHENTICATION IS OFF (FHIR_EXCHANGE_AUTH=off): every caller acts as the system, sees "
                         "every institution's data and is not audited. Use it for local development only.")
+        protocol.quiet_accept_errors(asyncio.get_running_loop())  # EMFILE: one line a minute, no tracebacks
         await svc.open()
         background: list[asyncio.Task[None]] = []
+        delivering: asyncio.Task[None] | None = None
         try:
             await feed.start()
             await conformance.load_stored(svc)
+            health.started()
             background.append(asyncio.create_task(follow_feed()))
             if settings.consult_workflow:
                 background.append(asyncio.create_task(sweep_consults()))
+            delivering = asyncio.create_task(notifier.run())
             yield
         finally:
+            if delivering is not None:
+                notifier.stop()  # ends after its round; cancelled only if that round hangs
+                with suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(delivering, settings.notify_timeout + 5)
             for task in background:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -314,8 +409,11 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
             await svc.close()
 
     base = settings.base_path.rstrip("/")
+    landing = Landing(settings)
+    metrics_endpoint = MetricsEndpoint(svc, endpoint.audit_lag, allowed_networks(settings.metrics_allow))
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    middleware = []
+    # Outermost: every answer gets its X-Request-Id, its metrics and its access log line (api/telemetry.py).
+    middleware = [Middleware(Telemetry, is_type=svc.definitions.is_resource_type)]
     if settings.cors_origins:
         origins = list(settings.cors_origins)
         middleware.append(Middleware(
@@ -328,6 +426,14 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
         routes=[
             Route(f"{base}/{TOKEN_PATH}", endpoint.token, methods=["POST"]),
             Route(f"{base}/{SMART_CONFIGURATION_PATH}", endpoint.smart_configuration, methods=["GET"]),
+            WebSocketRoute(f"{base}/ws", subscription_socket),
+            Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_endpoint.metrics, methods=["GET"]),
+            *([Route("/", landing.page, methods=["GET", "HEAD"]),
+               Route("/docs/{name}", landing.doc, methods=["GET", "HEAD"])] if base else []),
+            # The portal's pages (fhir_exchange/portal/): clients of the router as their signed-in users.
+            *(Portal(router, settings, Users(svc.store), audit).routes() if settings.portal else []),
             Route(base or "/", endpoint.handle, methods=methods),
             Route(f"{base}/{{path:path}}", endpoint.handle, methods=methods),
         ],
@@ -338,6 +444,8 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
     app.state.services = svc
     app.state.router = router
     app.state.feed = feed
+    app.state.health = health
     app.state.registry = registry
     app.state.sweep = sweep
+    app.state.notifier = notifier
     return app

@@ -24,6 +24,7 @@ from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.interactions.subsetting import SummaryElements, apply
+from fhir_exchange.search import includes
 from fhir_exchange.search.parse import parse
 from fhir_exchange.store.port import ResourceVersion
 
@@ -55,7 +56,12 @@ async def search(repo: Repository, req: FhirRequest, type: str | None = None,
         head: dict[str, Any] = {"resourceType": "Bundle", "id": svc.clock.new_id(), "type": "searchset",
                                 "total": result.total}
         return FhirResponse(200, resource=head)
-    result = await repo.search(query)
+    stopped: list[int] = []
+    token = includes.STOPPED.set(stopped)
+    try:
+        result = await repo.search(query)
+    finally:
+        includes.STOPPED.reset(token)
     entries: list[tuple[dict[str, Any], bytes | None]] = []
     for v in result.matches:
         entries.append(({"fullUrl": f"{req.base_url}/{v.type}/{v.id}", "search": {"mode": "match"}},
@@ -63,6 +69,8 @@ async def search(repo: Repository, req: FhirRequest, type: str | None = None,
     for v in result.includes:
         entries.append(({"fullUrl": f"{req.base_url}/{v.type}/{v.id}", "search": {"mode": "include"}},
                         _entry_body(v, summaries, query.summary, ())))
+    if stopped:
+        entries.append(({"search": {"mode": "outcome"}}, jsonio.dumps(iteration_stopped())))
     if compartment is not None:
         base = f"{req.base_url}/{compartment[0]}/{compartment[1]}/{type}"
     else:
@@ -73,6 +81,15 @@ async def search(repo: Repository, req: FhirRequest, type: str | None = None,
     head["link"] = page_links(base, list(query.link_params), query.offset, query.count, result.total,
                               len(result.matches))
     return FhirResponse(200, body=splice_bundle(head, entries))
+
+
+def iteration_stopped() -> dict[str, Any]:
+    """The warning of a search whose ``:iterate`` includes reached the depth limit with more to follow
+    (search.html#include: a server may limit iteration; search.mode = outcome says it did)."""
+    return {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "warning", "code": "incomplete",
+        "diagnostics": f"_include:iterate / _revinclude:iterate stopped after {includes.MAX_ITERATIONS} "
+                       "iterations: resources referenced further along the chain are not included"}]}
 
 
 # -- what the CapabilityStatement declares (capabilities.py reads these through the router) --------

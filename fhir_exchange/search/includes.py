@@ -15,11 +15,17 @@ Keys are whatever identifies a resource to the store: a rid on SQLite, ``(type, 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from fhir_exchange.search.query import Include
 
 MAX_ITERATIONS = 10
+
+# Where :func:`steps` notes that it stopped at MAX_ITERATIONS with resources still to iterate from, for
+# the search interaction to say so in the Bundle (a list it sets; a store that runs the loop in a worker
+# thread runs it in a copy of the caller's context, which holds the same list).
+STOPPED: ContextVar[list[int] | None] = ContextVar("include_iteration_stopped", default=None)
 
 K = TypeVar("K", bound=Hashable)
 Spec = tuple[Include, bool]  # (the include, True for _revinclude)
@@ -48,6 +54,10 @@ def steps(include: Sequence[Include], revinclude: Sequence[Include], page: Seque
             break
         found.extend(new)
         frontier = new
+    else:  # every iteration found something new: the next might have too
+        stopped = STOPPED.get()
+        if stopped is not None:
+            stopped.append(MAX_ITERATIONS)
     return found
 
 

@@ -3,9 +3,13 @@
 the loaded definitions.
 
 Errors: a malformed value, an unknown modifier, a bad chain or ``_has``, a bad ``_sort``/``_include``
-are always a 400 OperationOutcome naming the parameter (search.html#errors). An unknown parameter is
-a 400 only with ``strict`` (``Prefer: handling=strict``); otherwise it is ignored and left out of
-``link_params`` (so the self link shows what was actually applied), as HAPI FHIR and Blaze do.
+are always a 400 OperationOutcome naming the parameter (search.html#errors). A query beyond one of the
+:mod:`fhir_exchange.search.limits` (criteria, OR values, sort keys, chain and ``_has`` depth, includes,
+length) is a 400 naming the limit, checked on the raw names and values before anything is parsed (a
+chain without a type modifier fans out over every target type, so parsing a deep one costs already).
+An unknown parameter is a 400 only with ``strict`` (``Prefer: handling=strict``); otherwise it is
+ignored and left out of ``link_params`` (so the self link shows what was actually applied), as HAPI
+FHIR and Blaze do.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import datetime
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import invalid
+from fhir_exchange.search import limits as search_limits
 from fhir_exchange.search import registry
 from fhir_exchange.search.params import KINDS, split_escaped, unescape
 from fhir_exchange.search.params import date as date_kind
@@ -289,9 +294,35 @@ def _compartment(defs: Definitions, type: str, compartment: tuple[str, str]) -> 
     return AnyOf(tuple(crits))
 
 
+def _check_limits(limits: search_limits.SearchLimits, params: list[tuple[str, str]]) -> None:
+    # The specific limits first (they say what to change), the overall length last.
+    check = search_limits.check
+    criteria = [(n, v) for n, v in params if n.partition(":")[0] not in RESULT_PARAMS]
+    check(limits, "max_criteria", "the number of search criteria", len(criteria), "Bundle.link")
+    total = 0
+    for name, value in criteria:
+        check(limits, "max_chain_depth", f"the chain depth of '{name}'", name.count("."), name)
+        check(limits, "max_has_depth", f"the _has depth of '{name}'", name.count("_has:"), name)
+        n = value.count(",") + 1  # an upper bound of the values (escaped commas counted too): cheap
+        if n > limits.max_values:
+            n = len(split_escaped(value, ","))
+            check(limits, "max_values", f"the number of values of '{name}'", n, name)
+        total += n
+    check(limits, "max_values_total", "the number of values of all criteria", total, "Bundle.link")
+    includes = sum(1 for n, _ in params if n.partition(":")[0] in ("_include", "_revinclude"))
+    check(limits, "max_includes", "the number of _include and _revinclude parameters", includes, "_include")
+    for name, value in params:
+        if name == "_sort":
+            check(limits, "max_sort_keys", "the number of _sort keys", len(value.split(",")), "_sort")
+    check(limits, "max_query_length", "the length of the query", sum(len(n) + len(v) + 2 for n, v in params),
+          "Bundle.link")
+
+
 def parse(defs: Definitions, type: str | None, params: list[tuple[str, str]], *,
           default_count: int = 50, max_count: int = 1000, strict: bool = False,
-          compartment: tuple[str, str] | None = None, now: datetime | None = None) -> SearchQuery:
+          compartment: tuple[str, str] | None = None, now: datetime | None = None,
+          limits: search_limits.SearchLimits | None = None) -> SearchQuery:
+    _check_limits(limits or search_limits.current(), params)
     count = min(default_count, max_count)
     offset = 0
     total = "accurate"

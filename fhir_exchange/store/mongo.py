@@ -64,8 +64,9 @@ cannot be re-run as a ``with_transaction`` callback, so the retry happens where 
 is aborted and restarted with jittered backoff, as ``with_transaction`` would. Reads inside a unit of
 work take a write lock on the document (a no-op ``$inc``) so that read-modify-write units of work
 serialise like SQLite's instead of failing at commit. A conflict later in a unit of work that has
-already read or written (a transaction Bundle racing another) answers 503 with ``Retry-After``: the
-client retries the whole request; nothing was written. Commits are retried on
+already read or written (a transaction Bundle racing another) raises :class:`TransactionConflict`
+(nothing was written): the api layer runs the whole request again a few times (api/limits.py), then
+answers 503 with ``Retry-After``. Commits are retried on
 ``UnknownTransactionCommitResult`` (commit is idempotent).
 
 On a standalone server (no transactions) start-up logs a warning; a unit of work is buffered and
@@ -91,6 +92,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -106,16 +108,18 @@ from pymongo.errors import (
     InvalidOperation,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
     WaitQueueTimeoutError,
 )
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from fhir_exchange.errors import Category, FhirError
+from fhir_exchange.errors import Category, FhirError, TransactionConflict
 from fhir_exchange.search.index import Indexer
 from fhir_exchange.search.query import Visibility
-from fhir_exchange.store import mongo_search
+from fhir_exchange.store import deadline, mongo_search
+from fhir_exchange.store.offload import extract_entries
 from fhir_exchange.store.port import (
     ANY,
     NEW,
@@ -178,6 +182,16 @@ MONGO_DEFAULT_DB = "fhir_exchange"
 _MAX_INT = 2**62
 
 
+_MULTIKEY_PROBE = "~multikey"
+
+
+def _multikey_probe() -> dict[str, Any]:
+    """A document with an array under every ``_s`` path a type index names (see _create_type_indexes)."""
+    fields = {path.split(".")[1] for keys, _name in mongo_search.TYPE_INDEXES for path, _dir in keys
+              if path.startswith("_s.")}
+    return {"_s": {f: [{"p": "~"}, {"p": "~~"}] for f in sorted(fields)}}
+
+
 def _transient(diagnostics: str, retry_after: int = _RETRY_AFTER_UNREACHABLE) -> FhirError:
     return FhirError(Category.TRANSIENT, diagnostics, headers={"Retry-After": str(retry_after)})
 
@@ -190,9 +204,17 @@ def _is_conflict(exc: BaseException) -> bool:
     return False
 
 
+_unreachable_logged = [-120.0]  # monotonic time of the last "unreachable" log line
+
+
 def translate(exc: PyMongoError) -> FhirError:
     """The port's error for a driver error (the one translation table of this adapter)."""
     if isinstance(exc, ConnectionFailure | WaitQueueTimeoutError):  # includes ServerSelectionTimeoutError
+        now = time.monotonic()
+        if now - _unreachable_logged[0] >= 60.0:  # one line a minute while it lasts, not one per request
+            _unreachable_logged[0] = now
+            log.error("MongoDB is unreachable (requests are answered 503): %s: %s", type(exc).__name__,
+                      str(exc).split(", Timeout:")[0][:300])
         return _transient(f"The database is unreachable: {type(exc).__name__}. Retry later.")
     if isinstance(exc, ExecutionTimeout):
         return _transient("The database did not answer in time. Retry later.")
@@ -201,8 +223,8 @@ def translate(exc: PyMongoError) -> FhirError:
     if isinstance(exc, DocumentTooLarge):
         return FhirError(Category.TOO_LARGE, f"The resource is too large for the database: {exc}", code="too-costly")
     if _is_conflict(exc):
-        return _transient("A concurrent transaction wrote the same resources; nothing was written. Retry.",
-                          _RETRY_AFTER_CONFLICT)
+        return TransactionConflict("A concurrent transaction wrote the same resources; nothing was written. "
+                                   "Retry.", _RETRY_AFTER_CONFLICT)
     if isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError"):
         return _transient(f"The database is failing over: {exc}")
     return FhirError(Category.FAULT, f"Storage error: {type(exc).__name__}")
@@ -358,8 +380,8 @@ class MongoUnitOfWork:
                     # The counter lost increments (a crash took an acknowledged $inc but kept committed
                     # records): move it past every stored seq; the client retries.
                     await store._repair_counter()
-                    raise _transient("The change feed's counter was behind; nothing was written. Retry.",
-                                     _RETRY_AFTER_CONFLICT) from exc
+                    raise TransactionConflict("The change feed's counter was behind; nothing was written. "
+                                              "Retry.", _RETRY_AFTER_CONFLICT) from exc
                 await store._void(seqs)
                 raise translate(exc) from exc
         deadline = time.monotonic() + _COMMIT_BUDGET_S
@@ -415,7 +437,7 @@ class MongoUnitOfWork:
 
     async def put(self, version: ResourceVersion, resource: dict[str, Any], *, expected_version: int) -> None:
         store = self._store
-        entries = store._indexer(version.type, resource) if store._indexer else ()
+        entries = await extract_entries(store._indexer, version, resource)  # a big resource's off the loop
         coll = await store._type_coll(version.type)
         s = self._session
         fields = {"v": version.version_id, "lu": version.last_updated, "del": False, "m": version.method,
@@ -691,10 +713,31 @@ class MongoStore:
         self._indexed: set[str] = set()
         self._seq = _Sequence()
         self.supports_transactions: bool | None = None  # known once the server has answered
+        self.search_timeout = 10.0  # seconds a read or search may take (store/deadline.py, _within)
 
     @classmethod
     def from_url(cls, url: str, indexer: Indexer | None = None) -> MongoStore:
         return cls(url, indexer)
+
+    def set_search_timeout(self, seconds: float) -> None:
+        self.search_timeout = seconds
+
+    @contextmanager
+    def _within(self, seconds: float | None = None) -> Iterator[None]:
+        """The deadline of one search (``search_timeout``) or read (``seconds``): pymongo's client-side
+        operation timeout sends every operation of the block with ``maxTimeMS`` (the server stops it,
+        not only the client) and stops waiting itself. A timeout is the deadline's 503; an unreachable
+        server stays "unreachable"."""
+        seconds = seconds or self.search_timeout
+        try:
+            with pymongo.timeout(seconds):
+                yield
+        except (FhirError, PyMongoError) as exc:
+            cause = exc if isinstance(exc, PyMongoError) else exc.__cause__
+            timed_out = isinstance(cause, PyMongoError) and cause.timeout
+            if timed_out and not isinstance(cause, ServerSelectionTimeoutError):
+                raise deadline.exceeded(seconds) from cause
+            raise
 
     def set_indexer(self, indexer: Indexer) -> None:
         self._indexer = indexer
@@ -796,7 +839,15 @@ class MongoStore:
                         raise
 
     async def _create_type_indexes(self, type: str) -> None:
-        await self._db[type].create_indexes([IndexModel(keys, name=name) for keys, name in mongo_search.TYPE_INDEXES])
+        coll = self._db[type]
+        await coll.create_indexes([IndexModel(keys, name=name) for keys, name in mongo_search.TYPE_INDEXES])
+        # Every ``_s`` index is multikey. The first array document a transaction inserts flips the index's
+        # multikey flag in the catalog, and concurrent transactions doing so on a new collection all write
+        # that one catalog entry: all but one got a WriteConflict (12% of concurrent create-only
+        # transaction Bundles, issue 14). Flipping it here, outside any transaction, with a document no
+        # search can see (no ``del``; "~" is no FHIR id character), removes that shared write.
+        await coll.replace_one({"_id": _MULTIKEY_PROBE}, _multikey_probe(), upsert=True)
+        await coll.delete_one({"_id": _MULTIKEY_PROBE})
         self._indexed.add(type)
 
     async def _type_coll(self, type: str) -> AsyncCollection[dict[str, Any]]:
@@ -856,13 +907,13 @@ class MongoStore:
 
     async def read(self, type: str, id: str) -> ResourceVersion | None:
         coll = await self._type_coll(type)
-        with _translated():
+        with self._within(deadline.for_read(self.search_timeout)), _translated():
             doc = await coll.find_one({"_id": id}, _CURRENT)
         return None if doc is None else _version(doc, type, id)
 
     async def vread(self, type: str, id: str, version_id: int) -> ResourceVersion | None:
         await self._ensure_ready()
-        with _translated():
+        with self._within(deadline.for_read(self.search_timeout)), _translated():
             doc = await self._history.find_one({"_id": history_id(type, id, version_id)}, _HISTORY_FIELDS)
         return None if doc is None else _hversion(doc)
 
@@ -889,7 +940,7 @@ class MongoStore:
             vis = await mongo_search.history_clause(query.visibility, query.type, self._granted_keys(None))
             if vis is mongo_search.FALSE:
                 return HistoryPage([], 0)
-        with _translated():
+        with self._within(), _translated():
             if query.at:
                 # Versions current at that instant: per resource, the newest version not after it.
                 head: list[dict[str, Any]] = [
@@ -994,16 +1045,21 @@ class MongoStore:
 
     async def _allocate(self, n: int) -> tuple[list[int], datetime]:
         """A block of ``n`` change seqs (one atomic $inc, outside any transaction) and its allocation time."""
+        doc: dict[str, Any] | None = None
         with _translated():
             for attempt in range(3):
                 try:
                     doc = await self._counters.find_one_and_update(
                         {"_id": CHANGES}, {"$inc": {"n": n}}, upsert=True, return_document=ReturnDocument.AFTER)
-                    break
                 except DuplicateKeyError:  # two first allocations raced on the upsert: the document exists now
                     if attempt == 2:
                         raise
-        assert doc is not None
+                    continue
+                if doc is not None:  # SecantusDB may answer None to concurrent first upserts: ask again
+                    break
+        if doc is None:
+            raise TransactionConflict("The change feed's counter could not be allocated; nothing was written. "
+                                      "Retry.", _RETRY_AFTER_CONFLICT)
         top = int(doc["n"])
         return list(range(top - n + 1, top + 1)), _now()
 
@@ -1128,11 +1184,13 @@ class MongoStore:
         """One snapshot for the matches, the total and the includes (on a replica set)."""
         await self._ensure_ready()
         if not self.supports_transactions:
-            return await self._search(query, None)
+            with self._within():
+                return await self._search(query, None)
         with _translated():
             session = self.client.start_session(snapshot=True)
         try:
-            return await self._search(query, session)
+            with self._within():
+                return await self._search(query, session)
         finally:
             with suppress(PyMongoError):
                 await session.end_session()

@@ -46,6 +46,15 @@ SQLite's rid order); with ``_sort`` an aggregation computes each key as the MIN 
 driver import: it builds plain dicts, and runs staged queries through a callback that
 :mod:`fhir_exchange.store.mongo` provides (in the search's snapshot session).
 
+Which index drives a combination of criteria (issue 14): the filter is an ``$and`` with one predicate
+per criterion, each on one index, and no hint. MongoDB's planner races the candidate indexes for a
+trial period and keeps the plan that produces results with the fewest works (for ``family=Kim&
+gender=female``, the ``_s.str`` index of the rare family, not ``_s.tokc`` of the broad gender), caches
+it per query shape and re-plans when it degrades: the selectivity choice SQLite makes by sampled counts
+(:mod:`fhir_exchange.store.sqlite_search`), made by the server. SecantusDB, the test server, answers
+``explain`` with a collection scan for such filters, so the choice is documented, not measured there.
+Every find, aggregate and count runs under the store's deadline (``maxTimeMS``, store/mongo.py).
+
 Visibility (:class:`fhir_exchange.search.query.Visibility`) is a clause of every filter the compiler
 makes on a collection (:meth:`Compiler.filter`: the match set, so counts, pages and sorts, and the
 staged chain and ``_has`` queries) and of each include step. On a shared type there is none; on any

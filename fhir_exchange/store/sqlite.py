@@ -25,9 +25,13 @@ processes, and its change count says whether it wrote.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import logging
 import sqlite3
 import threading
+import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -39,7 +43,10 @@ from fhir_exchange.errors import Category, FhirError
 from fhir_exchange.search.index import Indexer
 from fhir_exchange.search.params import near
 from fhir_exchange.search.query import SearchQuery, Visibility
+from fhir_exchange.store import deadline
 from fhir_exchange.store import sqlite_search as search_sql
+from fhir_exchange.store.deadline import Deadline
+from fhir_exchange.store.offload import extract_entries
 from fhir_exchange.store.port import (
     ANY,
     NEW,
@@ -116,10 +123,15 @@ def _row(r: tuple[Any, ...], method: str = "PUT") -> ResourceVersion:
     return ResourceVersion(r[0], r[1], r[2], r[3], bool(r[4]), bytes(r[5]), method, r[6])
 
 
-def _connect(path: str) -> sqlite3.Connection:
+# synchronous in WAL mode: FULL syncs the WAL at every commit, so an acknowledged write survives power
+# loss; NORMAL syncs only at checkpoints (faster; the last commits may be lost, the file never corrupts).
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+
+def _connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA temp_store=MEMORY")
@@ -127,6 +139,27 @@ def _connect(path: str) -> sqlite3.Connection:
     # agree to the last bit; every connection (writer and readers) gets it, in its own thread.
     conn.create_function(near.SQL_FUNCTION, 5, near.within, deterministic=True)
     return conn
+
+
+def schema_version() -> int:
+    """The schema's version: a checksum of the statements that make it, so that whatever a release adds
+    (a table, a column, an index) is a new version without anyone keeping count."""
+    text = "\n".join([*SCHEMA, *(" ".join(c) for c in ADDED_COLUMNS), *search_sql.SCHEMA])
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF or 1
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to this version once; ``PRAGMA user_version`` records it, so a database already
+    there is not touched (start-up reads one header field, whatever the database's size)."""
+    version = schema_version()
+    if conn.execute("PRAGMA user_version").fetchone()[0] == version:
+        return
+    for ddl in SCHEMA:
+        conn.execute(ddl)
+    _add_columns(conn)  # before the index DDL, which indexes the added columns
+    for ddl in search_sql.SCHEMA:
+        conn.execute(ddl)
+    conn.execute(f"PRAGMA user_version={version}")
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -145,9 +178,27 @@ def _change(conn: sqlite3.Connection, version: ResourceVersion, deleted: bool) -
                  (version.type, version.id, version.version_id, int(deleted), version.last_updated))
 
 
+_logged_at: dict[str, float] = {}  # a storage condition's last log line: once a minute, not per request
+
+
+def _log_once(kind: str, message: str, *args: object) -> None:
+    now = time.monotonic()
+    if now - _logged_at.get(kind, -120.0) >= 60.0:
+        _logged_at[kind] = now
+        logging.getLogger(__name__).error(message, *args)
+
+
 def _translate(exc: sqlite3.Error) -> FhirError:
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return FhirError(Category.TRANSIENT, f"The database is busy: {exc}", headers={"Retry-After": "1"})
+    if "disk is full" in text or "disk I/O error" in text:
+        # Nothing was written (the transaction rolled back); writes work again once there is space.
+        _log_once("full", "SQLite cannot write: %s (free disk space; the server resumes by itself)", text)
+        return FhirError(Category.TRANSIENT, "The server's storage is full or failing; nothing was written. "
+                         "Retry later.", code="transient", headers={"Retry-After": "30"})
+    if "unable to open database" in text or "readonly" in text:
+        _log_once("open", "SQLite cannot open or write the database file: %s", text)
     return FhirError(Category.FAULT, f"Storage error: {exc}")
 
 
@@ -207,7 +258,7 @@ class SqliteUnitOfWork:
         return (None if r is None else r[0]), current
 
     async def put(self, version: ResourceVersion, resource: dict[str, Any], *, expected_version: int) -> None:
-        entries = self._store._indexer(version.type, resource) if self._store._indexer else ()
+        entries = await extract_entries(self._store._indexer, version, resource)
 
         def go() -> None:
             rid, current = self._check(version.type, version.id, expected_version)
@@ -305,6 +356,12 @@ class SqliteStore:
         self._reader_conns: list[sqlite3.Connection] = []
         self._inline_conn: sqlite3.Connection | None = None  # point reads of records, on the event loop
         self._opened = False
+        # Reads stop after this many seconds (store/deadline.py); searches take at most all readers but
+        # one, so that however many costly searches arrive, a plain read finds a reader free.
+        self.search_timeout = 10.0
+        self._slot = deadline.ThreadSlot()
+        self._search_slots = asyncio.Semaphore(max(1, readers - 1))
+        self._estimates = search_sql.Estimates()  # of broad criteria: which criterion drives a search
 
     @classmethod
     def from_url(cls, url: str, indexer: Indexer | None = None) -> SqliteStore:
@@ -314,6 +371,17 @@ class SqliteStore:
     def set_indexer(self, indexer: Indexer) -> None:
         self._indexer = indexer
 
+    def set_search_timeout(self, seconds: float) -> None:
+        self.search_timeout = seconds
+
+    synchronous = "FULL"  # durable by default (a medical record); set_synchronous("normal") relaxes it
+
+    def set_synchronous(self, mode: str) -> None:
+        """The writer's ``PRAGMA synchronous`` (settings.sqlite_synchronous), before :meth:`open`."""
+        if mode.lower() not in SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {', '.join(SYNCHRONOUS)}, not {mode!r}")
+        self.synchronous = SYNCHRONOUS[mode.lower()]
+
     async def open(self) -> None:
         if self._opened:
             return
@@ -321,12 +389,8 @@ class SqliteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
         def go() -> sqlite3.Connection:
-            conn = _connect(self.path)
-            for ddl in SCHEMA:
-                conn.execute(ddl)
-            _add_columns(conn)  # before the index DDL, which indexes the added columns
-            for ddl in search_sql.SCHEMA:
-                conn.execute(ddl)
+            conn = _connect(self.path, self.synchronous)
+            _migrate(conn)
             return conn
 
         self._writer_conn = await asyncio.get_running_loop().run_in_executor(self._writer, go)
@@ -356,24 +420,51 @@ class SqliteStore:
         if conn is None:
             conn = _connect(self.path)
             conn.execute("PRAGMA query_only=1")
+            conn.set_progress_handler(self._slot.check, deadline.CHECK_EVERY)
             self._local.conn = conn
             self._reader_conns.append(conn)
         return conn
 
-    async def _on_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _on_reader(self, fn: Callable[[sqlite3.Connection], T], limit: Deadline | None = None) -> T:
+        limit = limit or Deadline(deadline.for_read(self.search_timeout))
+
         def go() -> T:
+            if limit.passed():  # it waited for a reader past its deadline (or its client left meanwhile)
+                raise sqlite3.OperationalError("interrupted")
             conn = self._reader_conn()
             # One read transaction: every statement of fn sees the same snapshot.
             conn.execute("BEGIN")
+            self._slot.current = limit
             try:
                 return fn(conn)
             finally:
+                self._slot.current = None  # before COMMIT, which the handler must never abort
                 conn.execute("COMMIT")
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader, go)
+            # In a copy of the caller's context, as asyncio.to_thread: what the search notes for its
+            # request (search/includes.py STOPPED) reaches it.
+            ctx = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(self._reader, ctx.run, go)
+        except asyncio.CancelledError:
+            limit.cancelled = True  # the request was abandoned: the handler stops the statement
+            raise
         except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted" and limit.passed():
+                raise deadline.exceeded(limit.seconds) from exc
             raise _translate(exc) from exc
+
+    async def _on_search_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A costly read (a search, a history page): on at most all readers but one, within its deadline."""
+        limit = Deadline(self.search_timeout)
+        try:
+            await asyncio.wait_for(self._search_slots.acquire(), limit.remaining())
+        except TimeoutError:
+            raise deadline.exceeded(limit.seconds) from None
+        try:
+            return await self._on_reader(fn, limit)
+        finally:
+            self._search_slots.release()
 
     def _rollback(self) -> None:
         if self._writer_conn.in_transaction:
@@ -472,13 +563,13 @@ class SqliteStore:
             ).fetchall()
             return HistoryPage([_row(r, r[7]) for r in rows], total)
 
-        return await self._on_reader(go)
+        return await self._on_search_reader(go)
 
     def _search_on(self, conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
         # Matches and includes are read on one connection inside one transaction: one snapshot.
         if query.offset > _MAX_INT or query.count > _MAX_INT:  # SQLite integers are 64-bit
             query = dataclasses.replace(query, offset=min(query.offset, _MAX_INT), count=min(query.count, _MAX_INT))
-        rids, total = search_sql.execute(conn, query)
+        rids, total = search_sql.execute(conn, query, self._estimates)
         included = search_sql.includes(conn, query, rids)
         return SearchResult(self._load_rids(conn, rids), total, self._load_rids(conn, included))
 
@@ -496,7 +587,7 @@ class SqliteStore:
         return [found[rid] for rid in rids if rid in found]
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        return await self._on_reader(lambda conn: self._search_on(conn, query))
+        return await self._on_search_reader(lambda conn: self._search_on(conn, query))
 
     async def count(self, type: str | None = None) -> int:
         def go(conn: sqlite3.Connection) -> int:

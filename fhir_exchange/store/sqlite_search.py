@@ -28,6 +28,7 @@ Without visibility, or with every type readable (``types`` None), the SQL is exa
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import count
@@ -75,12 +76,33 @@ _INDEXES = {
     "special": ["param, low, high, rid"],
 }
 
+# The per-row index, (rid, param, then the columns a probe of a criterion or a sort value reads): deletes
+# by rid, the sort values of _sort, _has, and the probes of the criteria that do not drive a query (one
+# per driving row). Covering those columns makes a probe one index seek, not a seek and a table row
+# (three times cheaper: a combination of criteria costs about its driving criterion alone).
+_PROBE = {
+    "token": "code, system",
+    "string": "text",
+    "date": "low, high",
+    "number": "low, high",
+    "quantity": "low, high, code, system",
+    "reference": "ref_id, ref_type",
+    "uri": "uri",
+    "special": "low, high",
+}
+
+
+def probe_index(table: str) -> str:
+    return f"{table}_rp"
+
+
 SCHEMA: list[str] = []
 for _kind, _cols in _TABLE_DDL.items():
     _t = KINDS[_kind].TABLE
     SCHEMA.append(f"CREATE TABLE IF NOT EXISTS {_t} (rid INTEGER NOT NULL, param TEXT NOT NULL, {_cols}, grp INTEGER)")
-    # (rid, param): deletes by rid, and the per-row lookups of _sort, composites and correlated criteria.
-    SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {_t}_rid ON {_t}(rid, param)")
+    # Databases made before it have the narrower (rid, param) one: replaced once, on opening.
+    SCHEMA.append(f"DROP INDEX IF EXISTS {_t}_rid")
+    SCHEMA.append(f"CREATE INDEX IF NOT EXISTS {probe_index(_t)} ON {_t}(rid, param, {_PROBE[_kind]})")
     # Databases made before the covering indexes have the narrower ones under these names.
     SCHEMA.extend(f"DROP INDEX IF EXISTS {_t}_{_i}" for _i in range(3))
     for _i, _ix in enumerate(_INDEXES[_kind]):
@@ -286,7 +308,7 @@ class _Compiler:
             cond, vargs = kind.sql(v, p.modifier, t)
             ors.append(f"({cond})" if cond else "1")
             args.extend(vargs)
-        return _Rows(kind.TABLE, t, kcond, kargs, " OR ".join(ors), args, p.modifier == "not")
+        return _Rows(kind.TABLE, t, kcond, kargs, _any(ors), args, p.modifier == "not")
 
     def param(self, p: Param, types: Sequence[str], row: str, correlated: bool = False) -> tuple[str, list[Any]]:
         if p.type == "composite":
@@ -296,10 +318,11 @@ class _Compiler:
             return rows, []
         op = "NOT IN" if rows.negate else "IN"
         if correlated and not rows.negate:
-            # Probed per row through the (rid, param) index: for a criterion checked against a few
-            # rows, instead of materialising its whole rid set.
-            return (f"EXISTS (SELECT 1 FROM {rows.table} {rows.alias} WHERE {rows.alias}.rid = {row}.rid "
-                    f"AND {rows.where})", rows.args)
+            # Probed per row through the per-row (rid, param, ...) index: for a criterion checked against a few
+            # rows, instead of materialising its whole rid set. INDEXED BY: SQLite otherwise may take a
+            # (param, value) index and scan every row of the value per probe (seconds on 100,000 rows).
+            return (f"EXISTS (SELECT 1 FROM {rows.table} {rows.alias} INDEXED BY {probe_index(rows.table)} "
+                    f"WHERE {rows.alias}.rid = {row}.rid AND {rows.where})", rows.args)
         return f"{row}.rid {op} (SELECT {rows.alias}.rid FROM {rows.table} {rows.alias} WHERE {rows.where})", rows.args
 
     def composite(self, p: Param, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
@@ -358,11 +381,20 @@ class _Compiler:
         # INDEXED BY: the covering (param, ...) index looks cheaper to SQLite without statistics, but
         # it scans every reference of the parameter per source row.
         table = KINDS["reference"].TABLE
-        sub = (f"SELECT {tg}.rid FROM resource {src} CROSS JOIN {table} {ref} INDEXED BY {table}_rid "
+        sub = (f"SELECT {tg}.rid FROM resource {src} CROSS JOIN {table} {ref} INDEXED BY {probe_index(table)} "
                f"ON {ref}.rid = {src}.rid AND {ref}.param = ? "
                f"CROSS JOIN resource {tg} ON {tg}.type = {ref}.ref_type AND {tg}.id = {ref}.ref_id "
                f"WHERE {inner} AND +{src}.deleted = 0{vcond}")
         return f"{row}.rid IN ({sub})", [key(c.type, c.code), *iargs, *vargs]
+
+
+def _any(ors: list[str]) -> str:
+    """The OR of ``ors`` as a balanced tree: a flat chain of a thousand ORs (an ``:in`` ValueSet
+    expanded) is as deep as it is long, past SQLite's expression depth limit of 1000."""
+    if len(ors) <= 16:
+        return " OR ".join(ors)
+    mid = len(ors) // 2
+    return f"({_any(ors[:mid])}) OR ({_any(ors[mid:])})"
 
 
 def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
@@ -393,44 +425,144 @@ def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
     return " AND ".join(where), args
 
 
-# Which criterion drives an index-only query: equalities are usually far more selective than
-# prefixes, and those than ranges (dates, numbers) or ``:missing=false``.
+# Without a connection to sample (:func:`index_source` called alone), which criterion drives an
+# index-only query: equalities are usually far more selective than prefixes, and those than ranges
+# (dates, numbers) or ``:missing=false``.
 _DRIVE_RANK = {"reference": 0, "token": 0, "uri": 0, "string": 1}
+# Caps of the sampled counts of the candidate driving criteria, a factor 4 apart (see _estimates).
+SAMPLE_CAPS = (32, 128, 512, 2048, 8192, 32768)
 
 
-def index_source(query: SearchQuery) -> tuple[str, list[Any]] | None:
+@dataclass(frozen=True, slots=True)
+class _Drive:
+    """A candidate driving criterion: ``source`` selects its rows (``SELECT 1 FROM ...``), ``rows`` is
+    the exact row count when known without sampling (``_id``)."""
+
+    criterion: Criterion
+    source: str
+    args: list[Any]
+    rows: int | None = None
+
+
+class Estimates:
+    """Sampled counts of broad criteria (at least :attr:`MIN_ROWS` index rows), remembered for
+    :attr:`TTL` seconds per store: sampling a broad criterion costs thousands of index rows, and the
+    broad ones (a gender, a status, a category) come back in query after query. A count is exact, or a
+    lower bound (the cap it reached). A stale count only changes which criterion drives, never the
+    results. Narrow criteria are counted each time (they are cheap to count, and matter most)."""
+
+    TTL = 60.0
+    MIN_ROWS = 512
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, tuple[float, int, bool]] = {}
+
+    def get(self, key: Any) -> tuple[int, bool] | None:
+        """(rows, exact) of a criterion counted less than TTL seconds ago."""
+        hit = self._counts.get(key)
+        return (hit[1], hit[2]) if hit is not None and time.monotonic() - hit[0] < self.TTL else None
+
+    def put(self, key: Any, rows: int, exact: bool) -> None:
+        if rows < self.MIN_ROWS:
+            return
+        if len(self._counts) >= self.SIZE:
+            self._counts.clear()  # simpler than an LRU, and refilled by the next few queries
+        self._counts[key] = (time.monotonic(), rows, exact)
+
+
+def _estimates(conn: sqlite3.Connection, drives: list[_Drive], known: Estimates | None = None,
+               types: Sequence[str] = ()) -> list[int]:
+    """How many index rows each candidate selects, exact for the smallest (the statistics of the
+    plan, sampled at query time: always current, nothing to maintain on write).
+
+    The candidates not known exactly are counted up to a cap, in one statement; the cap grows by 4
+    until one of them stays below it (that one is exact, the others at the cap are larger), and never
+    past the smallest exact count already known (an ``_id`` list, a remembered count), since counting
+    further decides nothing. So a broad criterion costs at most a few times the rows of the most
+    selective one, never a scan of all its rows; one remembered at least as large as the cap is not
+    counted at all. All at the last cap: the caller falls back to the rank heuristic."""
+    if len(drives) == 1:
+        return [0]  # nothing to choose between
+    keys = [(d.criterion, tuple(types)) for d in drives]
+    exact: dict[int, int] = {}
+    floor: dict[int, int] = {}  # lower bounds
+    for i, d in enumerate(drives):
+        hit = (d.rows, True) if d.rows is not None else None if known is None else known.get(keys[i])
+        if hit is not None:
+            (exact if hit[1] else floor)[i] = hit[0]
+    for level in SAMPLE_CAPS:
+        cap = min(level, *exact.values()) if exact else level
+        need = [i for i in range(len(drives)) if i not in exact and floor.get(i, 0) < cap]
+        if need:
+            sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM ({drives[i].source} LIMIT {cap}))" for i in need)
+            row = conn.execute(sql, [a for i in need for a in drives[i].args]).fetchone()
+            for i, n in zip(need, row, strict=True):
+                (exact if n < cap else floor)[i] = n
+                if known is not None:
+                    known.put(keys[i], n, n < cap)
+        # Every candidate not known exactly has at least ``cap`` rows now.
+        if exact and min(exact.values()) <= cap:
+            break
+    return [exact[i] if i in exact else floor.get(i, SAMPLE_CAPS[-1]) for i in range(len(drives))]
+
+
+def index_source(query: SearchQuery, conn: sqlite3.Connection | None = None, known: Estimates | None = None,
+                 ) -> tuple[str, list[Any]] | None:
     """``FROM ... WHERE ...`` of the matches as rows ``r`` (one per rid) read from the index tables
-    alone, or None when the query has no positive parameter criterion to drive it.
+    alone, or None when the query has no positive parameter or ``_id`` criterion to drive it.
 
     Index rows exist only for current, non-deleted versions, and their key ``Type.code`` names the
     type, so the rids of a positive criterion need no check against ``resource``: counts and pages
-    come from the covering value indexes. The driving criteria are those on the most selective-looking
-    parameter: several on it (``date=ge..&date=lt..``) are one pass over its rows grouped by rid, each
-    criterion holding on some row of the group. The other criteria are checked per driving rid."""
+    come from the covering value indexes. The driving criterion is the most selective one, by counts
+    sampled on ``conn`` (:func:`_estimates`); the other criteria are probed per driving rid through the
+    per-row ``(rid, param, ...)`` indexes, so a query costs about what its most selective criterion costs alone.
+    Without ``conn``, the most selective-looking parameter drives (:data:`_DRIVE_RANK`), several
+    criteria on it (``date=ge..&date=lt..``) in one pass over its rows grouped by rid."""
     if any(s.type == "special" for s in query.sort):
         return None  # _id / _lastUpdated sort values are read from the resource rows
     types = [query.type] if query.type else list(query.types)
     comp = _Compiler(query.visibility)
     positive = [c for c in query.params if isinstance(c, Param) and c.type != "composite"
                 and isinstance(r := comp.rows(c, types), _Rows) and not r.negate]
-    if not types or not positive:
+    ids = [c for c in query.params if isinstance(c, IdIn) and not c.negate]
+    if not types or not (positive or (ids and conn is not None)):
         return None
-    lead = min(positive, key=lambda c: _DRIVE_RANK.get(c.type, 2) + (3 if c.modifier == "missing" else 0))
-    group = [c for c in positive if (c.type, c.code) == (lead.type, lead.code)]
     a = comp.alias("d")
-    rows = [comp.rows(c, types, a) for c in group]
-    assert all(isinstance(r, _Rows) for r in rows)
-    conds = [f"({r.cond or 1})" for r in rows if isinstance(r, _Rows)]
-    cargs = [x for r in rows if isinstance(r, _Rows) for x in r.cargs]
-    first = rows[0]
-    assert isinstance(first, _Rows)
-    if len(rows) == 1:
-        drive = f"SELECT {a}.rid AS rid FROM {first.table} {a} WHERE {first.where} GROUP BY {a}.rid"
-        args: list[Any] = first.args
+    group: list[Criterion]
+    if conn is None:
+        lead: Criterion = min(positive, key=lambda c: _DRIVE_RANK.get(c.type, 2) + 3 * (c.modifier == "missing"))
+        assert isinstance(lead, Param)
+        group = [c for c in positive if (c.type, c.code) == (lead.type, lead.code)]
     else:
-        drive = (f"SELECT {a}.rid AS rid FROM {first.table} {a} WHERE {first.kcond} AND ({' OR '.join(conds)}) "
-                 f"GROUP BY {a}.rid HAVING {' AND '.join(f'max{c}' for c in conds)}")
-        args = [*first.kargs, *cargs, *cargs]
+        drives = [_id_drive(c, types) for c in ids]
+        for p in positive:
+            r = comp.rows(p, types)
+            assert isinstance(r, _Rows)
+            drives.append(_Drive(p, f"SELECT 1 FROM {r.table} {r.alias} WHERE {r.where}", r.args))
+        counts = _estimates(conn, drives, known, types)
+        ranked = sorted(range(len(drives)), key=lambda i: (
+            counts[i], _DRIVE_RANK.get(getattr(drives[i].criterion, "type", "token"), 2)))
+        lead = drives[ranked[0]].criterion
+        group = [lead]
+    if isinstance(lead, IdIn):
+        drive = (f"SELECT {a}.rid AS rid FROM resource {a} WHERE {a}.type IN ({_marks(len(types))}) "
+                 f"AND {a}.id IN ({_marks(len(lead.ids))}) AND {a}.deleted = 0")
+        args: list[Any] = [*types, *lead.ids]
+    else:
+        rows = [comp.rows(c, types, a) for c in group if isinstance(c, Param)]
+        assert all(isinstance(r, _Rows) for r in rows)
+        conds = [f"({r.cond or 1})" for r in rows if isinstance(r, _Rows)]
+        cargs = [x for r in rows if isinstance(r, _Rows) for x in r.cargs]
+        first = rows[0]
+        assert isinstance(first, _Rows)
+        if len(rows) == 1:
+            drive = f"SELECT {a}.rid AS rid FROM {first.table} {a} WHERE {first.where} GROUP BY {a}.rid"
+            args = first.args
+        else:
+            drive = (f"SELECT {a}.rid AS rid FROM {first.table} {a} WHERE {first.kcond} AND ({' OR '.join(conds)}) "
+                     f"GROUP BY {a}.rid HAVING {' AND '.join(f'max{c}' for c in conds)}")
+            args = [*first.kargs, *cargs, *cargs]
     where: list[str] = []
     for c in query.params:
         if any(c is g for g in group):
@@ -445,6 +577,11 @@ def index_source(query: SearchQuery) -> tuple[str, list[Any]] | None:
         where.append(vis[0])
         args.extend(vis[1])
     return f"({drive}) r WHERE {' AND '.join(where) or '1'}", args
+
+
+def _id_drive(c: IdIn, types: Sequence[str]) -> _Drive:
+    # At most one resource per (type, id): the count is known without sampling.
+    return _Drive(c, "", [], len(set(c.ids)) * len(types))
 
 
 def _order(query: SearchQuery) -> tuple[list[str], list[Any], str]:
@@ -466,8 +603,8 @@ def _order(query: SearchQuery) -> tuple[list[str], list[Any], str]:
             agg = "MAX" if s.descending else "MIN"
             kcond, kargs = _Compiler._keys(types, s.code, "s.param")
             # INDEXED BY: without statistics SQLite prefers the (param, value) index here, a scan per row.
-            exprs.append(f"(SELECT {agg}(s.{kind.SORT_COLUMN}) FROM {kind.TABLE} s INDEXED BY {kind.TABLE}_rid "
-                         f"WHERE s.rid = r.rid AND {kcond})")
+            exprs.append(f"(SELECT {agg}(s.{kind.SORT_COLUMN}) FROM {kind.TABLE} s "
+                         f"INDEXED BY {probe_index(kind.TABLE)} WHERE s.rid = r.rid AND {kcond})")
             args.extend(kargs)
         order.append(f"s{i} IS NULL, s{i} {direction}")
     order.append("rid")
@@ -481,7 +618,7 @@ WALK_ROWS = 500  # rows of the sort index a walk reads, beyond ten per wanted ma
 def _walk_sorted(conn: sqlite3.Connection, query: SearchQuery) -> list[int] | None:
     """One page of a large result sorted by one parameter, without computing the match set: walk that
     parameter's index in order (its rows are current resources of the searched types), check each
-    rid against the criteria (parameter criteria probed through the (rid, param) index) and keep the
+    rid against the criteria (parameter criteria probed through the per-row index) and keep the
     first appearance of each match, stopping once the page is full. The walk reads a bounded number of
     rows: None when the page is not full by then (matches are rare early in the order, or some have
     no value for the key), and the caller takes the match-set route."""
@@ -542,13 +679,14 @@ def _stream_sorted(conn: sqlite3.Connection, query: SearchQuery, matched: set[in
     return ordered[query.offset : need]
 
 
-def execute(conn: sqlite3.Connection, query: SearchQuery) -> tuple[list[int], int | None]:
+def execute(conn: sqlite3.Connection, query: SearchQuery, estimates: Estimates | None = None,
+            ) -> tuple[list[int], int | None]:
     """The rids of the matching current resources (one page, in order) and the total."""
     vis = query.visibility
     known = [query.type] if query.type else list(query.types)
     if vis is not None and vis.types is not None and known and not any(vis.readable(t) for t in known):
         return [], None if query.total == "none" else 0  # no searched type is readable (the SQL says "0")
-    source = index_source(query)
+    source = index_source(query, conn, estimates)
     if source is None:
         where, args = where_clause(query)
         source = (f"resource r WHERE {where}", args)

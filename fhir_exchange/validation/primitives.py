@@ -168,6 +168,11 @@ def make_checker(code: str, regex: str | None, max_length: int | None = None) ->
                     f"{code} must be a JSON string, not {json_type_name(v)} {v!r}")
         if not v:
             return (MsgId.PRIMITIVE_EMPTY, "value", f"{code} value must not be empty (json.html: no empty strings)")
+        control = _CONTROL(v)
+        if control is not None:  # the regexes' \S lets them through
+            return (MsgId.PRIMITIVE_FORMAT, "value", f"{code} value contains the control character "
+                    f"U+{ord(control.group()):04X} at position {control.start()} (datatypes.html#string: "
+                    "none below U+0020 except tab, carriage return and line feed)")
         if pattern is not None and pattern(v) is None:
             return (MsgId.PRIMITIVE_FORMAT, "value", f"The value {_short(v)!r} is not a valid {code}")
         if is_date and not _date_is_real(v):
@@ -179,6 +184,12 @@ def make_checker(code: str, regex: str | None, max_length: int | None = None) ->
             return (MsgId.PRIMITIVE_WHITESPACE, "value", f"{code} value {_short(v)!r} starts or ends with whitespace")
         return None
     return check_str
+
+
+# datatypes.html#string: "Strings SHALL NOT contain Unicode character points below 32, except for
+# u0009 (horizontal tab), u0010 (carriage return) and u0013 (line feed)"; every string type derives
+# from string. A NUL stored went back out in every read and search answer.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]").search
 
 
 def _short(v: str) -> str:

@@ -107,7 +107,8 @@ def test_load_progress_ends_with_a_newline(tmp_path: Path, capsys: pytest.Captur
     assert main(["load", "--data-dir", str(tmp_path / "data"), str(folder)]) == 1
     captured = capsys.readouterr()
     assert captured.err.endswith("\n") and "2/2 files" in captured.err
-    assert f"\n{folder / 'b.json'}: " in "\n" + captured.err  # a failure is on a line of its own
+    # a failure is on a line of its own (the bar's line is cleared with a carriage return first)
+    assert f"\n{folder / 'b.json'}: " in "\n" + captured.err.replace("\r", "\n")
     assert "\n\n" not in captured.err
     assert captured.out.startswith("Loaded 1 of 2 files")  # no blank line first
     assert captured.out.endswith(" (1 failed)\n")

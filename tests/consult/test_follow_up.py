@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.consult.scenario import (
     TASK_CODE,
     Consult,
@@ -16,6 +18,9 @@ from tests.consult.scenario import (
     refused,
     written,
 )
+
+# The network's server runs its background tasks (the notifier among them) in the module's loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def follow_up(c: Consult, id: str, *, part_of: str | None = None, due: str = "2099-01-01", **extra: Any

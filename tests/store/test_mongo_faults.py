@@ -27,7 +27,7 @@ from tests.store.contract import SYS, StoreContract, make_version, ts
 def own_server() -> Iterator[SecantusServer]:
     if os.environ.get("MONGODB_URL"):
         pytest.skip("kills and restarts a SecantusDB of its own")
-    server = SecantusServer()
+    server = SecantusServer(durable=True)  # --sync-on-commit: acknowledged means on disk (docs/mongodb.md)
     server.start()
     try:
         yield server

@@ -15,14 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "fhir_exchange"
 
 LAYERS: dict[str, int] = {
     "fhir_exchange": 0, "settings": 0, "errors": 0, "clock": 0,
+    "logs": 0, "metrics": 0,  # logging configuration; the Prometheus metrics every layer may count
     "fhir": 1,
     "definitions": 2,
     "validation": 3, "search": 3,
     "store": 4,
     "consult": 5, "security": 5,
     "interactions": 6,
-    "bundles": 7,
-    "api": 8, "cli": 8, "__main__": 8,
+    "bundles": 7, "notify": 7,
+    "api": 8, "portal": 8, "cli": 8, "__main__": 8,
 }
 
 
