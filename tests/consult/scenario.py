@@ -84,18 +84,26 @@ def today(clock: MovableClock, days: int = 0) -> str:
     return (clock.now() + timedelta(days=days)).date().isoformat()
 
 
-async def open_network(tmp: Path, definitions: Definitions) -> AsyncIterator[Network]:
+def network_settings(tmp: Path) -> Settings:
+    return Settings(data_dir=tmp, cache_dir=str(CACHE_DIR), max_body_bytes=1024 * 1024, auth=True,
+                    rate_limit=0, token_lifetime=400 * 86_400, consult_sweep_interval=86_400.0)
+
+
+async def open_network(tmp: Path, definitions: Definitions, *, settings: Settings | None = None,
+                       hub: str = "emr") -> AsyncIterator[Network]:
+    """Partner, hub and third institution on a server with authentication on (the hub connects as ``hub``:
+    "exchange" for an exchange system)."""
     clock = MovableClock()
-    settings = Settings(data_dir=tmp, cache_dir=str(CACHE_DIR), max_body_bytes=1024 * 1024, auth=True,
-                        rate_limit=0, token_lifetime=400 * 86_400, consult_sweep_interval=86_400.0)
+    settings = settings or network_settings(tmp)
     app = create_app(settings, definitions=definitions, clock=clock.clock())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         parties: dict[str, Party] = {}
         clients: list[httpx.AsyncClient] = []
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as anonymous:
-            for name, hira in (("partner", "31000001"), ("hub", "31000002"), ("third", "31000003")):
-                inst = await enrol(app, f"{name} hospital", hira, "emr")
+            for name, hira, conn in (("partner", "31000001", "emr"), ("hub", "31000002", hub),
+                                     ("third", "31000003", "emr")):
+                inst = await enrol(app, f"{name} hospital", hira, conn)
                 r = await anonymous.post("/auth/token", data=token_form(inst.client_id, inst.pem, "system/*.cruds"))
                 assert r.status_code == 200, r.text
                 http = httpx.AsyncClient(transport=transport, base_url=BASE,

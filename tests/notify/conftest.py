@@ -8,16 +8,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from fhir_exchange.api.app import create_app
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.settings import Settings
 from tests.conftest import CACHE_DIR
-from tests.consult.scenario import MovableClock, Network, Party, affiliation, directory
+from tests.consult import scenario
+from tests.consult.scenario import Network
 from tests.notify.receiver import Receiver
-from tests.security.conftest import BASE, enrol, token_form
+from tests.security.conftest import BASE
 
 FAST = dict(allow_private_endpoints=True, notify_interval=0.05, notify_retry_min=0.1, notify_retry_max=0.4,
             notify_error_after=2, notify_lease=5.0, notify_timeout=2.0)
@@ -31,34 +30,9 @@ def notify_settings(tmp: Path, **overrides: Any) -> Settings:
 
 async def open_network(settings: Settings, definitions: Definitions, *, hub: str = "emr"
                        ) -> AsyncIterator[Network]:
-    """Like tests.consult.scenario.open_network, on these settings (the hub connects as ``hub``:
-    "exchange" for an exchange system)."""
-    clock = MovableClock()
-    app = create_app(settings, definitions=definitions, clock=clock.clock())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        parties: dict[str, Party] = {}
-        clients: list[httpx.AsyncClient] = []
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as anonymous:
-            for name, hira, conn in (("partner", "31000001", "emr"), ("hub", "31000002", hub),
-                                     ("third", "31000003", "emr")):
-                inst = await enrol(app, f"{name} hospital", hira, conn)
-                r = await anonymous.post("/auth/token", data=token_form(inst.client_id, inst.pem, "system/*.cruds"))
-                assert r.status_code == 200, r.text
-                http = httpx.AsyncClient(transport=transport, base_url=BASE,
-                                         headers={"Authorization": f"Bearer {r.json()['access_token']}"})
-                clients.append(http)
-                party = Party(name, inst.organization, f"{name}-role", http)
-                await directory(party)
-                parties[name] = party
-        net = Network(app, clock, parties["partner"], parties["hub"], parties["third"], clients)
-        r = await net.hub.http.post("/OrganizationAffiliation", json=affiliation(net.hub, net.partner))
-        assert r.status_code == 201, r.text
-        try:
-            yield net
-        finally:
-            for c in clients:
-                await c.aclose()
+    """tests.consult.scenario.open_network on these settings."""
+    async for net in scenario.open_network(settings.data_dir, definitions, settings=settings, hub=hub):
+        yield net
 
 
 @pytest.fixture
