@@ -25,6 +25,7 @@ from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 _HEADERS = {"ifMatch": "if-match", "ifNoneExist": "if-none-exist", "ifNoneMatch": "if-none-match",
             "ifModifiedSince": "if-modified-since"}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+_JSON_PATCH_TYPES = frozenset({"application/json-patch+json", "application/fhir+json-patch"})
 
 
 @dataclass(slots=True)
@@ -114,8 +115,13 @@ def entry_request(raw: Any, index: int, outer: FhirRequest) -> Entry:
 
 
 def _patch_body(resource: Any, where: str) -> Any:
-    """A PATCH entry carries its JSON Patch as a Binary (http.html#patch, 'Patch in Batch/Transaction')."""
+    """A PATCH entry carries its JSON Patch as a Binary, or a FHIRPath Patch as its Parameters resource
+    (http.html#patch, 'Patch in Batch/Transaction'; fhirpatch.html), handed to the patch interaction."""
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        content_type = resource.get("contentType")
+        if content_type is not None and str(content_type).split(";")[0].strip() not in _JSON_PATCH_TYPES:
+            raise invalid(f"{where}.resource.contentType '{content_type}' is not a JSON Patch "
+                          "(application/json-patch+json)", f"{where}.resource.contentType", code="not-supported")
         data = resource.get("data")
         if not isinstance(data, str):  # base64Binary is a JSON string; b64decode raises TypeError on others
             raise invalid(f"{where}.resource.data must be a base64 string holding the JSON Patch",
@@ -126,9 +132,9 @@ def _patch_body(resource: Any, where: str) -> Any:
         except (ValueError, orjson.JSONDecodeError) as exc:
             raise invalid(f"{where}.resource: the Binary does not hold a JSON Patch: {exc}",
                           f"{where}.resource") from None
-    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
-        raise invalid("FHIRPath Patch (Parameters) is not supported; send a JSON Patch in a Binary",
-                      f"{where}.resource", code="not-supported")
+    if resource is None:
+        raise invalid(f"{where} (PATCH) has no resource: a Binary holding a JSON Patch or a Parameters "
+                      "resource (FHIRPath Patch)", f"{where}.resource", code="required")
     return resource
 
 

@@ -1,9 +1,10 @@
 """patch: https://hl7.org/fhir/R4/http.html#patch
 
-``PATCH [base]/[type]/[id]`` with a JSON Patch document (RFC 6902, ``application/json-patch+json``).
-The patched resource is validated like an update; it may not change its type or id.
-Conditional patch: ``PATCH [base]/[type]?criteria`` (exactly one match, else 404/412).
-FHIRPath Patch (a ``Parameters`` body) is not supported: it is refused naming JSON Patch.
+``PATCH [base]/[type]/[id]`` with a JSON Patch document (RFC 6902, ``application/json-patch+json``)
+or a FHIRPath Patch (https://hl7.org/fhir/R4/fhirpatch.html: a ``Parameters`` resource sent as
+``application/fhir+json``, applied by :mod:`fhirpath_patch`); the body's shape tells which (an array
+or a Parameters resource). The patched resource is validated like an update; it may not change its
+type or id. Conditional patch: ``PATCH [base]/[type]?criteria`` (exactly one match, else 404/412).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 
 import jsonpatch
 
+from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError, gone, invalid, not_found, precondition_failed
 from fhir_exchange.fhir import jsonio
+from fhir_exchange.interactions import fhirpath_patch
 from fhir_exchange.interactions.common import (
     check_id,
     check_type,
@@ -25,12 +28,19 @@ from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 
 
-def _apply(doc: dict[str, Any], ops: Any, type: str, id: str) -> dict[str, Any]:
-    if isinstance(ops, dict) and ops.get("resourceType") == "Parameters":
-        raise FhirError(Category.UNSUPPORTED_MEDIA_TYPE, "FHIRPath Patch (a Parameters body) is not supported: "
-                        "send a JSON Patch (application/json-patch+json)", code="not-supported")
+def _apply(defs: Definitions, doc: dict[str, Any], ops: Any, type: str, id: str) -> dict[str, Any]:
+    fhirpath = fhirpath_patch.is_fhirpath_patch(ops)
+    patched = fhirpath_patch.apply(defs, doc, ops) if fhirpath else _json_patch(doc, ops)
+    if not isinstance(patched, dict) or patched.get("resourceType") != type or patched.get("id") != id:
+        raise FhirError(Category.UNPROCESSABLE, "A patch may not change the resource type or id",
+                        code="processing")
+    return patched
+
+
+def _json_patch(doc: dict[str, Any], ops: Any) -> Any:
     if not isinstance(ops, list):
-        raise invalid("A JSON Patch body must be an array of operations", code="structure")
+        raise invalid("A patch body must be a JSON Patch (an array of operations, application/json-patch+json) "
+                      "or a FHIRPath Patch (a Parameters resource, application/fhir+json)", code="structure")
     try:
         patched = jsonpatch.JsonPatch(ops).apply(doc)
     except jsonpatch.JsonPatchTestFailed as exc:
@@ -39,9 +49,6 @@ def _apply(doc: dict[str, Any], ops: Any, type: str, id: str) -> dict[str, Any]:
             IndexError, ValueError) as exc:
         raise FhirError(Category.UNPROCESSABLE, f"JSON Patch cannot be applied: {exc}",
                         code="processing") from exc
-    if not isinstance(patched, dict) or patched.get("resourceType") != type or patched.get("id") != id:
-        raise FhirError(Category.UNPROCESSABLE, "A patch may not change the resource type or id",
-                        code="processing")
     return patched
 
 
@@ -65,6 +72,6 @@ async def patch(repo: Repository, req: FhirRequest, type: str, id: str | None) -
             raise precondition_failed(
                 f"If-Match W/\"{if_match}\" does not match the current version {current.version_id} of {type}/{id}"
             )
-        draft = w.prepare(type, _apply(jsonio.loads(current.body), req.body, type, id))
+        draft = w.prepare(type, _apply(repo.svc.definitions, jsonio.loads(current.body), req.body, type, id))
         written = await w.write(draft, type, id, current=current, method="PATCH")
     return prefer_return(req, version_response(req, written.version), written.issues)

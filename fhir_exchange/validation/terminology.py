@@ -1,8 +1,11 @@
 """Local terminology service: https://hl7.org/fhir/R4/valueset.html#expansion and https://hl7.org/fhir/R4/terminology-service.html.
 
 ValueSets are expanded from the CodeSystems loaded in :class:`Definitions` (compose include/exclude
-by concept list, by whole system, by ``is-a`` / ``descendent-of`` / ``is-not-a`` / ``=`` filters on
-the hierarchy or properties, and by nested ``valueSet`` imports, which intersect). What cannot be
+by concept list, by whole system, by ``is-a`` / ``descendent-of`` / ``is-not-a`` / ``generalizes`` /
+``in`` / ``not-in`` / ``regex`` / ``=`` / ``exists`` filters on the hierarchy or properties, and by nested
+``valueSet`` imports, which intersect). The hierarchy is the concept nesting plus the ``parent``,
+``subsumedBy`` and ``child`` properties; :class:`CodeSystemIndex` also answers subsumption and
+designations (display languages) for the terminology operations. What cannot be
 expanded here — SNOMED CT, LOINC, UCUM, KCD-8, BCP-47, any system whose CodeSystem is absent or has
 ``content`` not-present/example/fragment — is tracked per system as *open*: a code of an open system
 is reported as unverified, never as wrong. An explicit concept list is definitive even for a system
@@ -80,7 +83,7 @@ class Terminology:
         self._lock = threading.RLock()
         self._generation = -1
         self._expansions: dict[str, Expansion | None] = {}
-        self._cs_index: dict[str, _CodeSystemIndex | None] = {}
+        self._cs_index: dict[str, CodeSystemIndex | None] = {}
         # (value set, system, code) -> verdict: bindings repeat the same few codes endlessly.
         self._in_progress: set[str] = set()
         self._verdicts: dict[tuple[str, str | None, str], CodeCheck] = {}
@@ -94,13 +97,13 @@ class Terminology:
             self._verdicts.clear()
             self._generation = self.defs.generation
 
-    def code_system(self, url: str) -> _CodeSystemIndex | None:
+    def code_system(self, url: str) -> CodeSystemIndex | None:
         with self._lock:
             self._check_generation()
             if url not in self._cs_index:
                 cs = self.defs.resolve(url)
                 self._cs_index[url] = (
-                    _CodeSystemIndex(cs) if cs is not None and cs.get("resourceType") == "CodeSystem" else None
+                    CodeSystemIndex(cs) if cs is not None and cs.get("resourceType") == "CodeSystem" else None
                 )
             return self._cs_index[url]
 
@@ -201,8 +204,9 @@ class Terminology:
             if codes is None:
                 part.open_systems.add(system)
             else:
-                for code in codes:
-                    part.add(system, code, cs.display(code))
+                for code in cs.all_codes():  # in the CodeSystem's order: expansions are stable pick-lists
+                    if code in codes:
+                        part.add(system, code, cs.display(code))
         else:
             for code in cs.all_codes():
                 part.add(system, code, cs.display(code))
@@ -281,18 +285,39 @@ def _intersect(parts: list[Expansion]) -> Expansion:
     return out
 
 
-class _CodeSystemIndex:
-    """Codes, hierarchy and properties of one CodeSystem, flattened once."""
+def _property_text(value: Any) -> str:
+    """A property value as filters compare it: ``true`` (JSON booleans), a Coding's code, or the text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return str(value.get("code", ""))
+    return str(value)
+
+
+class CodeSystemIndex:
+    """Codes, hierarchy, properties and designations of one CodeSystem, flattened once.
+
+    The hierarchy is the concept nesting plus the ``parent``/``subsumedBy`` and ``child`` properties
+    (codesystem.html#hierarchy); subsumption (:meth:`subsumes`) walks it both ways."""
 
     def __init__(self, cs: dict[str, Any]) -> None:
         self.url: str = cs.get("url", "")
+        self.version: str | None = cs.get("version")
+        self.name: str = cs.get("title") or cs.get("name") or self.url
+        self.language: str | None = cs.get("language")
         self.content: str = cs.get("content", "complete")
         self.complete = self.content == "complete"
         self.case_sensitive = cs.get("caseSensitive", True)
         self.displays: dict[str, str | None] = {}
         self.parents: dict[str, set[str]] = {}
         self.properties: dict[str, dict[str, set[str]]] = {}  # code -> property -> values
+        self.raw_properties: dict[str, list[dict[str, Any]]] = {}  # code -> concept.property as written
+        self.designations: dict[str, list[dict[str, Any]]] = {}
+        self._children: dict[str, set[str]] | None = None
         self._walk(cs.get("concept", []), None)
+        for code, props in self.properties.items():
+            for child in props.get("child", ()):
+                self.parents.setdefault(child, set()).add(code)
         self._lower = None if self.case_sensitive else {c.lower(): c for c in self.displays}
 
     def _walk(self, concepts: list[dict[str, Any]], parent: str | None) -> None:
@@ -301,11 +326,15 @@ class _CodeSystemIndex:
             if not code:
                 continue
             self.displays[code] = c.get("display")
+            if c.get("designation"):
+                self.designations[code] = list(c["designation"])
             parents = self.parents.setdefault(code, set())
             if parent:
                 parents.add(parent)
+            if c.get("property"):
+                self.raw_properties[code] = list(c["property"])
             for p in c.get("property", []):
-                value = next((str(v) for k, v in p.items() if k.startswith("value")), None)
+                value = next((_property_text(v) for k, v in p.items() if k.startswith("value")), None)
                 if value is None:
                     continue
                 self.properties.setdefault(code, {}).setdefault(p.get("code", ""), set()).add(value)
@@ -318,44 +347,105 @@ class _CodeSystemIndex:
             return True
         return self._lower is not None and code.lower() in self._lower
 
+    def canonical(self, code: str) -> str | None:
+        """The code as the CodeSystem spells it (case-insensitive systems), or None when unknown."""
+        if code in self.displays:
+            return code
+        return self._lower.get(code.lower()) if self._lower is not None else None
+
     def display(self, code: str) -> str | None:
         return self.displays.get(code)
 
     def all_codes(self) -> Iterable[str]:
         return self.displays.keys()
 
-    def descendants(self, code: str) -> set[str]:
-        children: dict[str, set[str]] = {}
-        for c, ps in self.parents.items():
-            for p in ps:
-                children.setdefault(p, set()).add(c)
+    def children(self, code: str) -> set[str]:
+        if self._children is None:
+            children: dict[str, set[str]] = {}
+            for c, ps in self.parents.items():
+                for p in ps:
+                    children.setdefault(p, set()).add(c)
+            self._children = children
+        return self._children.get(code, set())
+
+    def ancestors(self, code: str) -> set[str]:
         out: set[str] = set()
         stack = [code]
         while stack:
-            for ch in children.get(stack.pop(), ()):
+            for p in self.parents.get(stack.pop(), ()):
+                if p not in out:
+                    out.add(p)
+                    stack.append(p)
+        return out
+
+    def subsumes(self, a: str, b: str) -> str:
+        """$subsumes outcome of two codes of this system: equivalent | subsumes | subsumed-by | not-subsumed."""
+        if a == b:
+            return "equivalent"
+        if a in self.ancestors(b):
+            return "subsumes"
+        if b in self.ancestors(a):
+            return "subsumed-by"
+        return "not-subsumed"
+
+    def designation(self, code: str, language: str) -> str | None:
+        """The display of ``code`` in ``language`` (BCP-47; ``ko`` matches ``ko-KR`` and back)."""
+        wanted = language.lower()
+        if self.language and self.language.lower() == wanted and self.displays.get(code):
+            return self.displays[code]
+        best: str | None = None
+        for d in self.designations.get(code, ()):
+            lang = str(d.get("language", "")).lower()
+            if lang == wanted:
+                return d.get("value")
+            if best is None and lang and lang.split("-")[0] == wanted.split("-")[0]:
+                best = d.get("value")
+        return best
+
+    def descendants(self, code: str) -> set[str]:
+        out: set[str] = set()
+        stack = [code]
+        while stack:
+            for ch in self.children(stack.pop()):
                 if ch not in out:
                     out.add(ch)
                     stack.append(ch)
         return out
 
     def filtered(self, filters: list[dict[str, Any]]) -> set[str] | None:
-        """Codes matching every filter; None when a filter is beyond this index."""
+        """Codes matching every filter; None when a filter is beyond this index (or its regex is invalid)."""
         result: set[str] | None = None
         for f in filters:
             prop, op, value = f.get("property"), f.get("op"), str(f.get("value", ""))
-            if prop == "concept" and op == "is-a":
+            hierarchy = prop in ("concept", "code")
+            if hierarchy and op == "is-a":
                 codes = ({value} if value in self.displays else set()) | self.descendants(value)
-            elif prop == "concept" and op == "descendent-of":
+            elif hierarchy and op == "descendent-of":
                 codes = self.descendants(value)
-            elif prop == "concept" and op == "is-not-a":
+            elif hierarchy and op == "is-not-a":
                 codes = set(self.displays) - ({value} | self.descendants(value))
-            elif prop == "concept" and op == "in":
-                codes = {c for c in value.split(",") if c in self.displays}
-            elif prop == "code" and op == "regex":
-                rx = re.compile(value)
-                codes = {c for c in self.displays if rx.fullmatch(c)}
+            elif hierarchy and op == "generalizes":
+                codes = ({value} | self.ancestors(value)) & set(self.displays) if value in self.displays else set()
+            elif hierarchy and op in ("in", "not-in"):
+                listed = {c for c in value.split(",") if c in self.displays}
+                codes = listed if op == "in" else set(self.displays) - listed
+            elif op == "regex":
+                try:
+                    rx = re.compile(value)
+                except re.error:
+                    return None
+                if hierarchy:
+                    codes = {c for c in self.displays if rx.fullmatch(c)}
+                else:
+                    codes = {c for c, props in self.properties.items() if any(rx.fullmatch(v) for v in
+                                                                             props.get(prop or "", ()))}
             elif op == "=":
                 codes = {c for c, props in self.properties.items() if value in props.get(prop or "", ())}
+            elif op in ("in", "not-in"):
+                wanted = set(value.split(","))
+                codes = {c for c, props in self.properties.items() if wanted & props.get(prop or "", set())}
+                if op == "not-in":
+                    codes = set(self.displays) - codes
             elif op == "exists":
                 want = value == "true"
                 codes = {c for c in self.displays if (prop in self.properties.get(c, {})) == want}
