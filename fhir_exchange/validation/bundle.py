@@ -7,7 +7,13 @@ Checked natively (they need the whole Bundle, and cost nothing here):
 - an http(s) ``fullUrl`` ends with the resource's ``Type/id`` (bundle.html#fullUrl);
 - ``fullUrl`` is an absolute URI (it has a scheme: ``http:``, ``urn:`` ...);
 - in a document Bundle every literal reference resolves to exactly one entry, versioned references
-  to the entry with that ``meta.versionId`` (bundle.html#document).
+  to the entry with that ``meta.versionId`` (bundle.html#document); a relative reference from an
+  entry with a RESTful ``fullUrl`` resolves against that fullUrl's base (bundle.html#references:
+  ``Patient/1`` in ``http://a/fhir/Composition/1`` is ``http://a/fhir/Patient/1``, not an entry of
+  another server);
+- in a document Bundle, a ``narrativeLink`` extension (``<fullUrl>#<fragment>``, or ``#<fragment>``
+  for the resource's own narrative) names an entry of the document whose narrative has exactly one
+  element with that ``id`` (or ``a/@name``).
 """
 
 from __future__ import annotations
@@ -19,24 +25,77 @@ from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.jsonutil import dicts
 from fhir_exchange.validation.references import LITERAL_REFERENCE, Resolver
 from fhir_exchange.validation.structure import Visited
+from fhir_exchange.validation.xhtml import anchors
 
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_RESTFUL = re.compile(r"^(?P<base>https?://.+)/[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+NARRATIVE_LINK = "http://hl7.org/fhir/StructureDefinition/narrativeLink"
 
 
-def check_bundle(resources: list[Visited], refs: list[Visited], resolver: Resolver, sink: IssueSink) -> None:
+def check_bundle(resources: list[Visited], refs: list[Visited], resolver: Resolver, sink: IssueSink,
+                 extensions: list[Visited] | None = None) -> None:
     for v in resources:
         if v.node.get("resourceType") == "Bundle":
             _one(v.node, v.path, sink)
             if v.node.get("type") == "document":
                 _document_references(v.node, refs, resolver, sink)
+                if extensions:
+                    _narrative_links(v.node, extensions, resolver, sink)
+
+
+def _narratives(res: dict[str, Any]) -> list[str]:
+    """The XHTML of a resource's narrative, and of its sections for a Composition."""
+    out: list[str] = []
+    text = res.get("text")
+    if isinstance(text, dict) and isinstance(text.get("div"), str):
+        out.append(text["div"])
+    stack = list(dicts(res.get("section"))) if res.get("resourceType") == "Composition" else []
+    while stack:
+        section = stack.pop()
+        st = section.get("text")
+        if isinstance(st, dict) and isinstance(st.get("div"), str):
+            out.append(st["div"])
+        stack.extend(dicts(section.get("section")))
+    return out
+
+
+def _narrative_links(bundle: dict[str, Any], extensions: list[Visited], resolver: Resolver,
+                     sink: IssueSink) -> None:
+    """narrativeLink values of the document's entries point at one element of an entry's narrative."""
+    entries = {id(e["resource"]): e for e in dicts(bundle.get("entry")) if isinstance(e.get("resource"), dict)}
+    by_url = {e.get("fullUrl"): e["resource"] for e in entries.values() if isinstance(e.get("fullUrl"), str)}
+    for v in extensions:
+        node = v.node
+        if node.get("url") != NARRATIVE_LINK or id(resolver.container_of(v.resource)) not in entries:
+            continue
+        link = node.get("valueUrl", node.get("valueUri"))
+        if not isinstance(link, str) or "#" not in link:
+            continue
+        target_url, _, fragment = link.partition("#")
+        target = resolver.container_of(v.resource) if not target_url else by_url.get(target_url)
+        if target is None:
+            sink.error("not-found", MsgId.REFERENCE_UNRESOLVED_CONTAINED,
+                       f"The narrative link {link} names {target_url}, which is not an entry of this document Bundle",
+                       v.path)
+            continue
+        found = sum(1 for div in _narratives(target) for a in anchors(div) if a == fragment)
+        if found == 0:
+            sink.error("not-found", MsgId.REFERENCE_UNRESOLVED_CONTAINED,
+                       f"The narrative link {link}: no element with id '{fragment}' in the narrative of "
+                       f"{target_url or 'this resource'}", v.path)
+        elif found > 1:
+            sink.error("invalid", MsgId.REFERENCE_UNRESOLVED_CONTAINED,
+                       f"The narrative link {link}: {found} elements have the id '{fragment}' in the narrative "
+                       f"of {target_url or 'this resource'}", v.path)
 
 
 def _document_references(bundle: dict[str, Any], refs: list[Visited], resolver: Resolver, sink: IssueSink) -> None:
     """A document is self-contained: every literal reference resolves to one of its entries."""
     entries = [e for e in dicts(bundle.get("entry")) if isinstance(e.get("resource"), dict)]
-    members = {id(e["resource"]) for e in entries}
+    members = {id(e["resource"]): e for e in entries}
     for v in refs:
-        if id(resolver.container_of(v.resource)) not in members:
+        source = members.get(id(resolver.container_of(v.resource)))
+        if source is None:
             continue
         ref = v.node.get("reference")
         if not isinstance(ref, str) or ref.startswith("#"):
@@ -45,9 +104,15 @@ def _document_references(bundle: dict[str, Any], refs: list[Visited], resolver: 
         version = m.group("version") if m else None
         if m:
             tail = f"{m.group('type')}/{m.group('id')}"
-            candidates = [e for e in entries if isinstance(e.get("fullUrl"), str)
-                          and (e["fullUrl"] == tail or e["fullUrl"].endswith("/" + tail)
-                               or (m.group("base") and e["fullUrl"] == f"{m.group('base')}/{tail}"))]
+            restful = _RESTFUL.match(source.get("fullUrl") or "") if isinstance(source.get("fullUrl"), str) else None
+            if m.group("base") is None and restful is not None:
+                # Relative to the referencing entry's server (bundle.html#references).
+                expected = f"{restful.group('base')}/{tail}"
+                candidates = [e for e in entries if e.get("fullUrl") == expected]
+            else:
+                candidates = [e for e in entries if isinstance(e.get("fullUrl"), str)
+                              and (e["fullUrl"] == tail or e["fullUrl"].endswith("/" + tail)
+                                   or (m.group("base") and e["fullUrl"] == f"{m.group('base')}/{tail}"))]
         else:
             candidates = [e for e in entries if e.get("fullUrl") == ref]
         if version is not None:

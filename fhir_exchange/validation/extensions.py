@@ -3,8 +3,13 @@
 Every extension met in the walk is looked up by its ``url``:
 
 - found: the extension's context (``StructureDefinition.context``) must admit the element that
-  carries it; its ``isModifier`` must agree with where it is used (``modifierExtension`` or not);
-  its value and nested extensions are validated against the definition as a profile.
+  carries it — an ``element`` context by the defining element's path, the path as the instance
+  spells it (a ``contentReference`` element: ``CapabilityStatement.rest.operation``), the host's
+  type or a supertype; an ``extension`` context only inside an extension with that url; a
+  ``fhirpath`` context is not judged; every ``contextInvariant`` holds on the carrying element
+  (``%extension`` the extension). Its ``isModifier`` must agree with where it is used
+  (``modifierExtension`` or not); its value and nested extensions are validated against the
+  definition as a profile.
 - not found: an unknown ``modifierExtension`` is an error — a receiver cannot safely ignore it
   (extensibility.html#modifierExtension). An unknown ordinary extension is a warning: it may be
   ignored, and HAPI FHIR and Firely Server accept them by default (the HL7 Java validator's default
@@ -15,9 +20,11 @@ Relative URLs are only allowed inside complex extensions, where the parent's def
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from fhir_exchange.validation.issues import MsgId
+from fhir_exchange.fhir import fhirpath
+from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.profile import ProfileContext, ProfileError, ProfileValidator
 from fhir_exchange.validation.shapes import ShapeBuilder
 from fhir_exchange.validation.structure import Visited
@@ -29,22 +36,59 @@ _ANY_ELEMENT = frozenset({"Element", "Base"})
 # reference validator accepts them, and so must we (every core snapshot would fail otherwise).
 CONTEXT_ERRATA: dict[str, frozenset[str]] = {
     "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type": frozenset({"ElementDefinition.type"}),
+    # The primitive types' regexes sit on ElementDefinition.type (datatypes.html), not ElementDefinition.
+    "http://hl7.org/fhir/StructureDefinition/regex": frozenset({"ElementDefinition.type"}),
+    # The publisher marks normative content on every kind of definition, not only StructureDefinition.
+    "http://hl7.org/fhir/StructureDefinition/structuredefinition-normative-version": frozenset(
+        {"CodeSystem", "ValueSet", "OperationDefinition", "ElementDefinition"}),
+    "http://hl7.org/fhir/StructureDefinition/valueset-concept-comments": frozenset({"CodeSystem.concept"}),
 }
 
 
-def _context_ok(sd: dict[str, Any], host_path: str, host_type: str, shapes: ShapeBuilder) -> bool:
+_INDEX = re.compile(r"\[\d+\]|\.ofType\([^)]*\)")
+
+
+def instance_host_path(v: Visited) -> str:
+    """The logical path of the element carrying an extension, as the instance spells it.
+
+    It differs from the defining element's path for a contentReference element:
+    ``CapabilityStatement.rest.operation`` is defined by ``CapabilityStatement.rest.resource.operation``,
+    and a context names the former (extensibility.html#context)."""
+    rt = v.resource.get("resourceType", "")
+    rel = v.path[len(v.resource_path):] if v.path.startswith(v.resource_path) else ""
+    rel = _INDEX.sub("", rel)
+    head, _, _ = rel.rpartition(".")
+    return f"{rt}{head}"
+
+
+def _same_canonical(a: str, b: str) -> bool:
+    return a.partition("|")[0] == b.partition("|")[0]
+
+
+def _parent_extension(v: Visited, by_path: dict[str, Visited]) -> Visited | None:
+    """The extension that holds the (nested) extension ``v``, when ``v`` is nested in one."""
+    head, sep, _ = v.path.rpartition(".extension[")
+    if not sep:
+        head, sep, _ = v.path.rpartition(".modifierExtension[")
+    return by_path.get(head) if sep else None
+
+
+def _context_ok(sd: dict[str, Any], host_path: str, host_type: str, shapes: ShapeBuilder,
+                instance_path: str = "", parent_url: str | None = None) -> bool:
     contexts = sd.get("context") or []
-    if not contexts or host_path in CONTEXT_ERRATA.get(sd.get("url", ""), ()):
+    errata = CONTEXT_ERRATA.get(sd.get("url", ""), ())
+    if not contexts or host_path in errata or host_type in errata or instance_path in errata:
         return True
     for c in contexts:
         kind, expr = c.get("type"), c.get("expression", "")
         if kind in ("fhirpath", None):
             return True  # a FHIRPath context needs the full engine; never a false error
         if kind == "extension":
-            if host_type == "Extension":
+            # Only inside an extension with the named url (extensibility.html#context).
+            if host_type == "Extension" and (parent_url is None or _same_canonical(parent_url, expr)):
                 return True
             continue
-        if expr in _ANY_ELEMENT or expr in (host_path, host_type):
+        if expr in _ANY_ELEMENT or expr in (host_path, host_type, instance_path):
             return True
         if expr == "BackboneElement" and host_type == "BackboneElement":
             return True
@@ -60,9 +104,56 @@ def _context_ok(sd: dict[str, Any], host_path: str, host_type: str, shapes: Shap
     return False
 
 
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)(?:\.ofType\(([A-Za-z]+)\))?(?:\[(\d+)\])?")
+
+
+def host_node(v: Visited) -> Any:
+    """The element that carries extension ``v``, found by walking its path down from its resource."""
+    if not v.path.startswith(v.resource_path):
+        return None
+    rel, sep, _ = v.path[len(v.resource_path):].rpartition(".extension[")
+    if not sep:
+        rel, sep, _ = v.path[len(v.resource_path):].rpartition(".modifierExtension[")
+    node: Any = v.resource
+    pos = 0
+    while pos < len(rel):
+        m = _STEP.match(rel, pos)
+        if m is None or not isinstance(node, dict):
+            return None
+        name, of_type, index = m.groups()
+        key = name + of_type[0].upper() + of_type[1:] if of_type else name
+        node = node.get(key)
+        if index is not None:
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+        pos = m.end()
+    return node
+
+
+def _context_invariants(v: Visited, url: str, expressions: list[str], sink: IssueSink) -> None:
+    """StructureDefinition.contextInvariant: FHIRPath rules on the element that carries the extension,
+    with ``%extension`` the extension itself (extensibility.html#context)."""
+    host = host_node(v)
+    if not isinstance(host, dict):
+        return  # a primitive host: its value is not an element the expressions can navigate
+    for expression in expressions:
+        try:
+            result = fhirpath.compile(expression).evaluate(v.resource, host, variables={"extension": v.node},
+                                                          context_path=v.elem_path)
+            holds = fhirpath.constraint_holds(result)
+        except Exception as e:  # an expression we cannot evaluate is not the resource's fault
+            sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
+                      f"The context invariant '{expression}' of {url} could not be evaluated: {e}", v.path)
+            continue
+        if not holds:
+            sink.error("invariant", MsgId.EXTENSION_CONTEXT,
+                       f"The extension {url} is not allowed here: its context invariant '{expression}' does not "
+                       "hold", v.path)
+
+
 def check_extensions(exts: list[Visited], profiles: ProfileValidator, shapes: ShapeBuilder,
                      ctx: ProfileContext) -> None:
     sink = ctx.sink
+    by_path = {v.path: v for v in exts}
     for v in exts:
         node = v.node
         url = node.get("url")
@@ -90,11 +181,17 @@ def check_extensions(exts: list[Visited], profiles: ProfileValidator, shapes: Sh
                              v.path)
             continue
         sd = schema.sd
-        if not _context_ok(sd, v.elem_path, host_type, shapes):
+        parent = _parent_extension(v, by_path) if host_type == "Extension" else None
+        parent_url = parent.node.get("url") if parent is not None else None
+        if not _context_ok(sd, v.elem_path, host_type, shapes, instance_host_path(v),
+                           parent_url if isinstance(parent_url, str) else None):
             allowed = ", ".join(f"{c.get('type')}:{c.get('expression')}" for c in sd.get("context") or [])
             sink.error("structure", MsgId.EXTENSION_CONTEXT,
                        f"The extension {url} is not allowed on {v.elem_path} (allowed contexts: {allowed})",
                        v.path)
+        invariants = sd.get("contextInvariant")
+        if isinstance(invariants, list) and invariants:
+            _context_invariants(v, url, [x for x in invariants if isinstance(x, str)], sink)
         defined_modifier = bool(schema.root.raw.get("isModifier"))
         if defined_modifier and not is_modifier:
             sink.error("structure", MsgId.EXTENSION_CONTEXT,

@@ -76,6 +76,8 @@ class MsgId:
     CONTAINED_NOT_REFERENCED = "contained-not-referenced"
     BUNDLE_DUPLICATE = "bundle-duplicate-fullurl"
     XHTML = "xhtml-content"
+    MARKDOWN_HTML = "markdown-raw-html"
+    VITAL_SIGNS = "obs-vital-signs-profile"
 
 
 class IssueSink:

@@ -157,8 +157,10 @@ def make_checker(code: str, regex: str | None, max_length: int | None = None) ->
             return None
         return check_b64
 
-    pattern = re.compile(regex).fullmatch if regex else None
+    # The spec's regexes are Java regexes: \s and \d are ASCII there (U+00A0 is \S), as with re.ASCII.
+    pattern = re.compile(regex, re.ASCII).fullmatch if regex else None
     is_date = code in DATE_TYPES
+    is_markdown = code == "markdown"
     ws_warn = code in WS_WARN
     limit = max_length or (MAX_STRING_BYTES if code in ("string", "markdown") else None)
 
@@ -175,6 +177,9 @@ def make_checker(code: str, regex: str | None, max_length: int | None = None) ->
                     "none below U+0020 except tab, carriage return and line feed)")
         if pattern is not None and pattern(v) is None:
             return (MsgId.PRIMITIVE_FORMAT, "value", f"The value {_short(v)!r} is not a valid {code}")
+        if is_markdown and "<" in v and (tag := _GFM_DISALLOWED(v)) is not None:
+            return (MsgId.MARKDOWN_HTML, "value", f"markdown must not contain the raw HTML tag <{tag.group(1)}> "
+                    "(datatypes.html#markdown: GitHub Flavored Markdown, whose tag filter disallows it)")
         if is_date and not _date_is_real(v):
             return (MsgId.PRIMITIVE_FORMAT, "value", f"The value {v!r} is not a real calendar date")
         # Characters are at most 4 bytes in UTF-8, so only long strings need the encoding cost.
@@ -190,6 +195,11 @@ def make_checker(code: str, regex: str | None, max_length: int | None = None) ->
 # u0009 (horizontal tab), u0010 (carriage return) and u0013 (line feed)"; every string type derives
 # from string. A NUL stored went back out in every read and search answer.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]").search
+
+
+# GFM "Disallowed Raw HTML" (the tagfilter extension): these tags are never passed through.
+_GFM_DISALLOWED = re.compile(r"<\s*/?\s*(title|textarea|style|xmp|iframe|noembed|noframes|script|plaintext)\b",
+                             re.IGNORECASE).search
 
 
 def _short(v: str) -> str:

@@ -25,7 +25,7 @@ from fhir_exchange.validation.bindings import check_binding
 from fhir_exchange.validation.invariants import InvariantChecker
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.jsonutil import dicts
-from fhir_exchange.validation.schema import ElementDef, StructureSchema, compile_structure
+from fhir_exchange.validation.schema import Binding, ElementDef, StructureSchema, compile_structure
 from fhir_exchange.validation.shapes import BINDABLE, NATIVE_CONSTRAINTS, ShapeBuilder
 from fhir_exchange.validation.snapshot import SnapshotError, SnapshotGenerator
 from fhir_exchange.validation.structure import coding_key
@@ -397,6 +397,11 @@ class ProfileValidator:
         self._ranges(item, elem, sink)
         b = elem.binding
         if b is not None and b.value_set and b.strength in ("required", "extensible") and item.type_code in BINDABLE:
+            if b.strength == "required" and item.type_code == "Quantity" and len(elem.types) > 1:
+                # A required binding on a choice of many types (vitalsigns component.value[x]) holds the
+                # units of a Quantity as extensible, as the HL7 reference validator does (validator cases
+                # obs-percent: warning; bb-obs-value-is-not-in-valueset, Quantity only: error).
+                b = Binding("extensible", b.value_set)
             key = value if isinstance(value, str) else coding_key(value, item.type_code)
             if key is None or key not in elem.good_codes:
                 mark = sink.mark()

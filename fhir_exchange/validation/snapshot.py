@@ -110,6 +110,9 @@ class SnapshotGenerator:
         diff = (sd.get("differential") or {}).get("element") or []
         base_type = base.get("type")
         work = _Snapshot(snap, self)
+        # contentReference expansion copies the base's element, never this profile's constraints or
+        # slices of it (Parameters.parameter:a.part must not inherit the parameter slices).
+        work.base = [dict(e) for e in snap]
         renames: dict[str, str] = {}
         # What this profile changes, on top of what its base (if itself a profile) changed. A base
         # profile with a published snapshot does not say what it changed: then everything may matter.
@@ -179,6 +182,7 @@ class _Snapshot:
     def __init__(self, elements: list[dict[str, Any]], gen: SnapshotGenerator) -> None:
         self.elements = elements
         self.gen = gen
+        self.base: list[dict[str, Any]] = []
 
     def index(self, eid: str) -> int | None:
         for i, e in enumerate(self.elements):
@@ -286,9 +290,13 @@ class _Snapshot:
         cref = e.get("contentReference")
         if cref:
             ref_id = cref[cref.index("#") + 1:]
-            ri = self.index(ref_id)
+            base = _Snapshot(self.base, self.gen) if self.base else self
+            ri = base.index(ref_id)
+            if ri is None:
+                base, ri = self, self.index(ref_id)
             if ri is not None:
-                source = self.elements[ri:self.subtree_end(ri)]
+                source = [x for x in base.elements[ri:base.subtree_end(ri)]
+                          if ":" not in x["id"][len(ref_id):]]
                 root_id = ref_id
         else:
             types = e.get("type") or []

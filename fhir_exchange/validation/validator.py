@@ -11,7 +11,9 @@ OperationOutcome issues of one resource, sorted, without duplicates. The passes,
 4. invariants of the core definitions (:mod:`invariants`);
 5. profiles: those the caller names and each resource's ``meta.profile`` (:mod:`profile`); a
    profile the server does not know is a warning, as in HAPI FHIR and Firely Server;
-6. resource-specific rules the definitions cannot express (:mod:`bundle`, :mod:`questionnaire`).
+6. the core vital-signs profile of an Observation recording a vital sign (:mod:`vitalsigns`);
+7. resource-specific rules the definitions cannot express (:mod:`bundle`, :mod:`questionnaire`,
+   :mod:`discriminators` for profiles).
 
 Definitions added at run time (``Definitions.add``) are used at once: every cache is keyed on
 ``definitions.generation``.
@@ -26,6 +28,7 @@ from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Issue
 from fhir_exchange.validation.bundle import check_bundle
 from fhir_exchange.validation.datatypes import check_attachments
+from fhir_exchange.validation.discriminators import check_discriminators
 from fhir_exchange.validation.extensions import check_extensions
 from fhir_exchange.validation.invariants import InvariantChecker
 from fhir_exchange.validation.issues import IssueSink, MsgId
@@ -36,6 +39,7 @@ from fhir_exchange.validation.shapes import ShapeBuilder
 from fhir_exchange.validation.snapshot import SnapshotError, UnknownBase
 from fhir_exchange.validation.structure import StructureWalker, WalkContext
 from fhir_exchange.validation.terminology import Terminology
+from fhir_exchange.validation.vitalsigns import check_vital_signs
 from fhir_exchange.validation.xhtml import check_narratives
 
 
@@ -99,7 +103,8 @@ class Validator:
                         pctx.resource = v.node
                         self.profiles.validate_resource(v.node, url, v.path, pctx)
                 pctx.resource = resource
-        check_bundle(ctx.resources, ctx.references, resolver, sink)
+        check_vital_signs(ctx.resources, self.profiles, pctx, profiles)
+        check_bundle(ctx.resources, ctx.references, resolver, sink, ctx.extensions)
         for r in ctx.resources:
             if r.node.get("resourceType") == "StructureDefinition":
                 self._structure_definition(r.node, r.path, sink)
@@ -113,7 +118,7 @@ class Validator:
         gen = self.profiles.snapshots
         url = sd.get("url", "")
         try:
-            gen.generate(sd)
+            snapshot = gen.generate(sd)
         except UnknownBase as e:
             sink.warning("not-found", MsgId.PROFILE_UNKNOWN, f"The profile was not checked against its base: {e}",
                          f"{path}.baseDefinition")
@@ -127,6 +132,7 @@ class Validator:
         for problem in problems:
             sink.error("invalid", MsgId.PROFILE_UNUSABLE, f"The profile cannot be applied to its base: {problem}",
                        f"{path}.differential")
+        check_discriminators(sd, snapshot, path, self.shapes, sink)
 
     def _is_domain_resource(self, rt: str) -> bool:
         schema = self.shapes.schema(rt)

@@ -88,3 +88,23 @@ def check_narratives(resources: list[Visited], sink: IssueSink) -> None:
         text: Any = v.node.get("text")
         if isinstance(text, dict) and isinstance(text.get("div"), str):
             check_div(text["div"], f"{v.path}.text.div", sink)
+
+
+def anchors(div: str) -> list[str]:
+    """The ``id`` and ``a/@name`` values of a narrative (targets of ``#fragment`` links); empty when
+    the narrative is not well-formed (reported by :func:`check_div`)."""
+    text = div.strip()
+    if "<!DOCTYPE" in text.upper() or "<!ENTITY" in text.upper():
+        return []
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return []
+    out: list[str] = []
+    for el in root.iter():
+        for attr, value in el.attrib.items():
+            local = attr.rsplit("}", 1)[-1]
+            tag = el.tag if isinstance(el.tag, str) else ""
+            if local == "id" or (local == "name" and tag.endswith("}a")):
+                out.append(value)
+    return out

@@ -47,7 +47,7 @@ def ids(issues: list[Issue]) -> list[str | None]:
 OBS: dict[str, Any] = {
     "resourceType": "Observation", "id": "o1", "status": "final",
     "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'},
-    "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+    "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
     "subject": {"reference": "Patient/p1"},
     "valueQuantity": {"value": 37.1, "system": "http://unitsofmeasure.org", "code": "Cel", "unit": "C"},
 }
@@ -192,20 +192,20 @@ def test_profile_fixed_value() -> None:
 
 
 def test_profile_fixed_complex_is_exact() -> None:
-    fixed = {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}
+    fixed = {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]}
     v = validator(profile("p5", "Observation", [{"path": "Observation.code", "fixedCodeableConcept": fixed}]))
     assert errors(v, obs(), "p5") == []
-    extra = obs(code={"coding": [{"system": "http://loinc.org", "code": "8310-5"}], "text": "Body temp"})
+    extra = obs(code={"coding": [{"system": "http://loinc.org", "code": "2339-0"}], "text": "Glucose"})
     assert ids(errors(v, extra, "p5")) == ["sd-fixed-mismatch"]
 
 
 def test_profile_pattern_allows_more() -> None:
-    pattern = {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}
+    pattern = {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]}
     v = validator(profile("p6", "Observation", [{"path": "Observation.code", "patternCodeableConcept": pattern}]))
     more = obs(code={"coding": [{"system": "http://snomed.info/sct", "code": "1"},
-                                {"system": "http://loinc.org", "code": "8310-5", "display": "Body temp"}]})
+                                {"system": "http://loinc.org", "code": "2339-0", "display": "Glucose"}]})
     assert errors(v, more, "p6") == []
-    other = obs(code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]})
+    other = obs(code={"coding": [{"system": "http://loinc.org", "code": "2345-7"}]})
     assert ids(errors(v, other, "p6")) == ["sd-pattern-mismatch"]
 
 
