@@ -251,13 +251,111 @@ async def combinations(store: SqliteStore, defs: Definitions, n: int, runs: int,
     return out
 
 
+def shape_resources(n_pat: int = 500, n_obs: int = 10_000, seed: int = 3) -> list[dict[str, Any]]:
+    """The issue 19 data set: ``n_obs`` Observations over ``n_pat`` Patients (nothing else)."""
+    rnd = random.Random(seed)
+    out: list[dict[str, Any]] = [{
+        "resourceType": "Patient", "id": f"pat-{i}", "identifier": [{"system": "urn:mrn", "value": str(100000 + i)}],
+        "name": [{"family": rnd.choice(FAMILIES), "given": [rnd.choice(GIVEN)]}],
+        "gender": rnd.choice(["male", "female"])} for i in range(n_pat)]
+    for i in range(n_obs):
+        code = rnd.choice(LOINC)
+        out.append({
+            "resourceType": "Observation", "id": f"obs-{i}", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": f"Patient/pat-{rnd.randrange(n_pat)}"},
+            "effectiveDateTime": f"2023-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T"
+                                 f"{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:00+09:00",
+            "valueQuantity": {"value": round(rnd.uniform(40, 200), 1), "unit": "mmHg",
+                              "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}})
+    return out
+
+
+# (label, type, params drawn per run): the shapes issue 19 names, each with the total, with _total=none
+# and with _total=accurate (the default here is accurate: the server counts unless told _total=none).
+SHAPES: list[tuple[str, str, Callable[[random.Random, int], Criteria]]] = [
+    ("date=ge + _sort=-date _count=20", "Observation",
+     lambda r, p: [("date", f"ge2023-{r.randint(1, 11):02d}-01"), ("_sort", "-date"), ("_count", "20")]),
+    ("date range + _sort=-date _count=20", "Observation",
+     lambda r, p: [("date", f"ge2023-{r.randint(1, 11):02d}-01"), ("date", "lt2023-12-01"), ("_sort", "-date"),
+                   ("_count", "20")]),
+    ("chain subject:Patient.identifier", "Observation",
+     lambda r, p: [("subject:Patient.identifier", f"urn:mrn|{100000 + r.randrange(p)}"), ("_count", "20")]),
+    ("chain subject:Patient.family _count=20", "Observation",
+     lambda r, p: [("subject:Patient.family", r.choice(FAMILIES)), ("_count", "20")]),
+    ("chain subject:Patient.gender _count=20", "Observation",
+     lambda r, p: [("subject:Patient.gender", r.choice(["male", "female"])), ("_count", "20")]),
+    ("code _count=20", "Observation",
+     lambda r, p: [("code", f"http://loinc.org|{r.choice(LOINC)}"), ("_count", "20")]),
+    ("subject (reference) _count=20", "Observation",
+     lambda r, p: [("subject", f"Patient/pat-{r.randrange(p)}"), ("_count", "20")]),
+]
+
+
+async def shapes(store: SqliteStore, defs: Definitions, n_pat: int, runs: int,
+                 ) -> list[tuple[str, float, float, float, float, float]]:
+    """(label, p50 and p95 with the total, p50 with _total=none, p50 of a _summary=count, mean total)."""
+    out = []
+    for label, type, make in SHAPES:
+        rnd = random.Random(5)
+        timed: dict[str, list[float]] = {"with": [], "none": [], "count": []}
+        totals = 0
+        for _ in range(runs):
+            params = make(rnd, n_pat)
+            for mode, extra in (("with", []), ("none", [("_total", "none")]), ("count", [("_summary", "count")])):
+                t0 = time.perf_counter()
+                res = await store.search(parse(defs, type, [*params, *extra], default_count=50, max_count=1000))
+                timed[mode].append(time.perf_counter() - t0)
+                if mode == "with":
+                    totals += res.total or 0
+        w = sorted(timed["with"])
+        out.append((label, statistics.median(w) * 1000, w[max(0, int(len(w) * 0.95) - 1)] * 1000,
+                    statistics.median(timed["none"]) * 1000, statistics.median(timed["count"]) * 1000,
+                    totals / runs))
+    return out
+
+
+async def run_shapes(runs: int, n_obs: int, n_pat: int) -> None:
+    """The issue 19 shapes on their own data set, next to the machine baseline of the same run."""
+    defs = Definitions.load()
+    resources = shape_resources(n_pat, n_obs)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        _raw_rate, raw_select = baseline(tmp, len(resources))
+        store = SqliteStore(tmp / "shapes.db", make_indexer(defs))
+        await store.open()
+        now = "2024-01-01T00:00:00.000Z"
+        for start in range(0, len(resources), 1000):
+            async with store.transaction() as uow:
+                for r in resources[start : start + 1000]:
+                    r["meta"] = {"versionId": "1", "lastUpdated": now}
+                    v = ResourceVersion(r["resourceType"], r["id"], 1, now, False, orjson.dumps(r), "POST")
+                    await uow.put(v, r, expected_version=NEW)
+        rows = await shapes(store, defs, n_pat, runs)
+        await store.close()
+    print(f"\nIssue 19 shapes: {n_obs} Observations over {n_pat} Patients, {runs} runs each; "
+          f"trivial indexed SELECT p50 {raw_select:.3f} ms (this run)")
+    print(f"{'shape':<40}{'p50 ms':>8}{'p95 ms':>8}{'none ms':>9}{'count ms':>10}{'x SELECT':>10}{'total':>8}")
+    for label, p50, p95, none, cnt, total in rows:
+        print(f"  {label:<38}{p50:>8.2f}{p95:>8.2f}{none:>9.2f}{cnt:>10.2f}{p50 / raw_select:>10.0f}{total:>8.0f}")
+    print("  (p50/p95: with the total; none: _total=none; count: _summary=count, the total alone)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="number of resources (default 100000)")
     ap.add_argument("--runs", type=int, default=200, help="runs per query (default 200)")
     ap.add_argument("--batch", type=int, default=500, help="resources per write transaction (default 500)")
+    ap.add_argument("--shapes", action="store_true", help="only the issue 19 shapes (10,000 Observations over 500 "
+                    "Patients: date range + sort, chains, totals)")
     args = ap.parse_args()
+    if args.shapes:
+        asyncio.run(run_shapes(args.runs, 10_000, 500))
+        return
     asyncio.run(run(args.n, args.runs, args.batch))
+    asyncio.run(run_shapes(args.runs, 10_000, 500))
 
 
 if __name__ == "__main__":

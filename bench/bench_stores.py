@@ -1,11 +1,13 @@
 """The same workloads on both stores, side by side: the embedded SQLite store and MongoDB.
 
 Workloads (through the store port, with index extraction, as the server runs them): transaction
-ingest (batches of resources per unit of work), single creates (one unit of work each), reads by id,
+ingest (batches of resources per unit of work), single creates (one unit of work each), 16 concurrent
+creates (each its own unit of work: SQLite's group commit shares their COMMIT), reads by id,
 and typical searches (parse + compile + page load): token, string prefix, date range + sort, chain,
 _include. The machine baselines are measured in the same run: raw SQLite inserts/s and an indexed
-SELECT, raw MongoDB ``insert_many``/s and ``find_one`` by ``_id`` on the same server (pymongo, no
-fhir-exchange code), so the table says how much of each number is the database itself.
+SELECT, raw durable commits/s (synchronous=FULL, one row each), raw MongoDB ``insert_many``/s and
+``find_one`` by ``_id`` on the same server (pymongo, no fhir-exchange code), so the table says how
+much of each number is the database itself.
 
 MongoDB is ``--mongo URL`` or ``MONGODB_URL``; otherwise a SecantusDB (the MongoDB-compatible
 wire-protocol server the tests use, a Python process) is started on 127.0.0.1 for the run, so its
@@ -76,6 +78,18 @@ async def workloads(store: ResourceStore, defs: Definitions, n: int, runs: int, 
         times.append(time.perf_counter() - t0)
     out["create (1 per unit of work)"] = _pcts(times)
 
+    # 16 creates at once, each its own unit of work (as 16 HTTP clients): on SQLite the units that
+    # arrive together share a COMMIT (group commit), so this goes past one fsync per create.
+    async def create(i: int) -> None:
+        r = {"resourceType": "Patient", "id": f"conc-{i}", "gender": "male", "name": [{"family": "Lee"}]}
+        async with store.transaction() as uow:
+            await uow.put(_version(r), r, expected_version=NEW)
+
+    t0 = time.perf_counter()
+    for k in range(runs):
+        await asyncio.gather(*(create(k * 16 + j) for j in range(16)))
+    out["concurrent creates x16 (creates/s)"] = runs * 16 / (time.perf_counter() - t0)
+
     rnd = random.Random(7)
     n_pat = max(1, n // 5)
     times = []
@@ -109,6 +123,23 @@ async def workloads(store: ResourceStore, defs: Definitions, n: int, runs: int, 
             times.append(time.perf_counter() - t0)
         out[label] = _pcts(times)
     return out
+
+
+def durable_commits(tmp: Path, count: int = 200) -> float:
+    """Raw SQLite commits/s of one small row each with synchronous=FULL (one fsync per commit): the
+    ceiling of creates that each wait for their own commit."""
+    import sqlite3
+
+    conn = sqlite3.connect(tmp / "commits.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+    t0 = time.perf_counter()
+    for _ in range(count):
+        conn.execute("INSERT INTO t(v) VALUES (?)", (b"x" * 200,))
+    rate = count / (time.perf_counter() - t0)
+    conn.close()
+    return rate
 
 
 def mongo_baseline(url: str, n: int) -> tuple[float, float]:
@@ -158,6 +189,7 @@ async def run(n: int, runs: int, batch: int, mongo_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as d, _mongo_server(mongo_url) as url:
         tmp = Path(d)
         sqlite_raw = baseline(tmp, n)
+        commits = durable_commits(tmp)
         mongo_raw = mongo_baseline(url, n)
         sqlite = SqliteStore(tmp / "bench.db", make_indexer(defs))
         await sqlite.open()
@@ -193,6 +225,7 @@ async def run(n: int, runs: int, batch: int, mongo_url: str | None) -> None:
     print(f"{'machine baseline':<36}{'SQLite':>22}{'MongoDB':>22}")
     print(f"  {'raw inserts/s':<34}{sqlite_raw[0]:>22,.0f}{mongo_raw[0]:>22,.0f}")
     print(f"  {'raw indexed lookup p50 ms':<34}{sqlite_raw[1]:>22.3f}{mongo_raw[1]:>22.3f}")
+    print(f"  {'raw durable commits/s (FULL)':<34}{commits:>22,.0f}{'-':>22}")
     print(f"{'workload':<36}{'SQLite p50 / p95':>22}{'MongoDB p50 / p95':>22}")
     for label, sv in s_res.items():
         mv = m_res[label]
@@ -201,8 +234,14 @@ async def run(n: int, runs: int, batch: int, mongo_url: str | None) -> None:
         else:
             assert isinstance(sv, tuple) and isinstance(mv, tuple)
             print(f"  {label:<34}{f'{sv[0]:.2f} / {sv[1]:.2f} ms':>22}{f'{mv[0]:.2f} / {mv[1]:.2f} ms':>22}")
+    conc = s_res["concurrent creates x16 (creates/s)"]
+    ingest = s_res["transaction ingest (res/s)"]
+    assert isinstance(conc, float) and isinstance(ingest, float)
+    print("SQLite ratios to the raw figures of this run")
+    print(f"  {'concurrent creates / durable commits':<34}{conc / commits:>22.2f}")
+    print(f"  {'transaction ingest / raw inserts':<34}{ingest / sqlite_raw[0]:>22.3f}")
     print("SQLite synchronous (default FULL above; FHIR_EXCHANGE_SQLITE_SYNCHRONOUS=normal)")
-    for label in ("transaction ingest (res/s)", "create (1 per unit of work)"):
+    for label in ("transaction ingest (res/s)", "create (1 per unit of work)", "concurrent creates x16 (creates/s)"):
         v = normal[label]
         shown = f"{v:,.0f}" if isinstance(v, float) else f"{v[0]:.2f} / {v[1]:.2f} ms"
         print(f"  {label + ', NORMAL':<34}{shown:>22}{'-':>22}")

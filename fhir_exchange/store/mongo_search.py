@@ -77,6 +77,7 @@ from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params import KINDS, mkey, near
 from fhir_exchange.search.params._keys import all_of
 from fhir_exchange.search.query import (
+    AllOf,
     AnyOf,
     Chain,
     CompositeValue,
@@ -86,6 +87,7 @@ from fhir_exchange.search.query import (
     Include,
     MissingValue,
     NearValue,
+    Not,
     Param,
     SortKey,
     Visibility,
@@ -315,17 +317,43 @@ class Compiler:
                 return await self.near(c, type), True
             return self.param(c)
         if isinstance(c, IdIn):
+            if c.type is not None and c.type != type:  # ids of one type only (a system-level _list)
+                return ({}, False) if c.negate else (FALSE, True)
             clause = _or([{"_s.tokc": mkey(ID, i)} for i in c.ids])
             return ({"$nor": [clause]}, False) if c.negate else (clause, True)
         if isinstance(c, AnyOf):
             parts = [await self.criterion(x, type) for x in c.criteria]
             branches = [p if pos else all_of(LIVE, p) for p, pos in parts if p is not FALSE]
             return _or(branches), True
+        if isinstance(c, AllOf | Not):
+            return await self.boolean(c, type)
         if isinstance(c, Chain):
             return await self.chain(c), True
         if isinstance(c, Has):
             return await self.has(c, type), True
         raise TypeError(f"Unknown criterion {c!r}")
+
+    async def boolean(self, c: AllOf | Not, type: str) -> tuple[dict[str, Any], bool]:
+        """``and`` / ``not`` of a ``_filter`` (search_filter.html): ``$and`` / ``$nor``. A ``$nor`` also
+        matches deleted documents (they have no ``_s``), so it is not positive: :meth:`filter` (or an
+        enclosing ``AnyOf``) adds ``{del: false}``."""
+        if isinstance(c, Not):
+            inner, _pos = await self.criterion(c.criterion, type)
+            if inner is FALSE:
+                return {}, False
+            return ({"$nor": [inner]}, False) if inner else (FALSE, True)
+        clauses: list[dict[str, Any]] = []
+        positive = False
+        for x in c.criteria:
+            clause, pos = await self.criterion(x, type)
+            if clause is FALSE:
+                return FALSE, True
+            positive = positive or pos
+            if clause:
+                clauses.append(clause)
+        if not clauses:
+            return {}, positive
+        return (clauses[0] if len(clauses) == 1 else {"$and": clauses}), positive
 
     def param(self, p: Param) -> tuple[dict[str, Any], bool]:
         if p.type == "composite":

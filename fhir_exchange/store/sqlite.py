@@ -1,7 +1,8 @@
 """Embedded store: one SQLite file in WAL mode.
 
-Writes run on one dedicated writer thread and connection; a unit of work is one ``BEGIN IMMEDIATE``
-transaction, and an asyncio lock keeps units of work from interleaving. Because writers are
+Writes run on one dedicated writer thread and connection; an asyncio lock keeps units of work from
+interleaving, and units that arrive together share one ``BEGIN IMMEDIATE`` transaction and one COMMIT,
+each in its own savepoint (group commit, :mod:`fhir_exchange.store.group_commit`). Because writers are
 serialised, a conditional create (search, then insert) inside one unit of work is race-free. Reads
 run on a small pool of reader threads, each with its own connection; WAL gives each statement a
 consistent snapshot while a write is in progress.
@@ -15,9 +16,8 @@ never sees a lower seq appear after a higher one); ``record`` (internal records,
 by (kind, key), outside the FHIR namespace). Opening a database made before these adds them
 (``ALTER TABLE ... ADD COLUMN owner``, ``CREATE TABLE IF NOT EXISTS``).
 
-Record writes are single autocommit statements on the writer connection, taken under the unit-of-work
-lock: between the hops of a unit of work that connection is inside its transaction, and a record
-written there would commit or roll back with it. ``put_record(if_absent=True)`` is one ``INSERT ...
+Record writes are single statements run as a unit of work of their own (so a record written while a
+unit is open waits for it, and never commits or rolls back with it). ``put_record(if_absent=True)`` is one ``INSERT ...
 ON CONFLICT DO UPDATE ... WHERE expires <= now``: SQLite's write lock makes it atomic across
 processes, and its change count says whether it wrote.
 """
@@ -46,6 +46,7 @@ from fhir_exchange.search.query import SearchQuery, Visibility
 from fhir_exchange.store import deadline
 from fhir_exchange.store import sqlite_search as search_sql
 from fhir_exchange.store.deadline import Deadline
+from fhir_exchange.store.group_commit import MAX_MEMBERS, Group, Member
 from fhir_exchange.store.offload import extract_entries
 from fhir_exchange.store.port import (
     ANY,
@@ -207,19 +208,26 @@ class SqliteUnitOfWork:
         self._store = store
         self._conn = store._writer_conn
         self._pending: list[Callable[[], None]] = []
-        # BEGIN IMMEDIATE runs in the first hop to the writer thread, not in one of its own.
+        # Its savepoint (and the group's BEGIN IMMEDIATE) opens in its first hop to the writer thread.
         self.begun = False
+        self.group: Group | None = None
         self.ended = False
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the writer thread after the writes buffered so far (read-your-writes)."""
+        """Run ``fn`` on the writer thread after the writes buffered so far (read-your-writes), inside
+        this unit's savepoint of the group's transaction (store/group_commit.py)."""
         pending = self.take_pending()
+        group = self._store._current_group()
+        deferred = group.take_deferred()  # earlier units of the group whose writes have not run yet
         begin = not self.begun
         self.begun = True
+        self.group = group
 
         def after_pending() -> T:
+            group.run_deferred(deferred)
             if begin:
-                self._store._begin()
+                group.begin()
+                group.open_unit()
             for write in pending:
                 write()
             return fn()
@@ -362,6 +370,9 @@ class SqliteStore:
         self._slot = deadline.ThreadSlot()
         self._search_slots = asyncio.Semaphore(max(1, readers - 1))
         self._estimates = search_sql.Estimates()  # of broad criteria: which criterion drives a search
+        self._group: Group | None = None  # the units sharing the open transaction (group commit)
+        self._wanting = 0  # units of work holding or waiting for the write lock
+        self._committing = 0  # groups whose COMMIT is running on the writer thread
 
     @classmethod
     def from_url(cls, url: str, indexer: Indexer | None = None) -> SqliteStore:
@@ -466,52 +477,101 @@ class SqliteStore:
         finally:
             self._search_slots.release()
 
-    def _rollback(self) -> None:
-        if self._writer_conn.in_transaction:
-            self._writer_conn.execute("ROLLBACK")
+    def _current_group(self) -> Group:
+        if self._group is None:
+            self._group = Group(self._writer_conn, _translate)
+        return self._group
 
-    def _begin(self) -> None:
-        """On the writer thread. Units of work are serialised, so a transaction still open here was left by
-        one whose task was cancelled while its BEGIN ran in this thread (the await gave up, the BEGIN did
-        not): roll it back, or every later write would fail with "transaction within a transaction"."""
-        if self._writer_conn.in_transaction:
-            self._writer_conn.execute("ROLLBACK")
-        self._writer_conn.execute("BEGIN IMMEDIATE")
+    def _close_group(self) -> None:
+        """Commit the open group: its deferred writes and the COMMIT in one hop, submitted now, so that
+        the next unit's hops (the writer thread runs them in order) come after it; the lock is not held
+        meanwhile, so the next units are already prepared (validated) while the COMMIT syncs."""
+        group, self._group = self._group, None
+        if group is None:
+            return
+        batch = group.take_deferred()
+        if not group.begun and not batch:
+            group.settle(None)
+            return
+
+        def settle(done: asyncio.Future[None]) -> None:
+            self._committing -= 1
+            exc = None if done.cancelled() else done.exception()
+            group.settle(_translate(exc) if isinstance(exc, sqlite3.Error) else exc)
+            if self._wanting == 0 and self._committing == 0:
+                self._close_group()  # the units that arrived during this COMMIT: the next one
+
+        self._committing += 1
+        asyncio.get_running_loop().run_in_executor(self._writer, group.commit, batch).add_done_callback(settle)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteUnitOfWork]:
-        async with self._write_lock:
-            uow = SqliteUnitOfWork(self)
-            held = _IN_UNIT.set((*_IN_UNIT.get(), uow))
+        """One unit of work. Units run one at a time on the writer connection; those that arrive while
+        others run share their SQLite transaction and COMMIT (group commit, store/group_commit.py),
+        and the context exits once that COMMIT has returned."""
+        self._wanting += 1
+        member: Member | None = None
+        acquired = False
+        try:
+            async with self._write_lock:
+                acquired = True
+                uow = SqliteUnitOfWork(self)
+                held = _IN_UNIT.set((*_IN_UNIT.get(), uow))
+                try:
+                    yield uow
+                    pending = uow.take_pending()
+                    if uow.begun:
+                        joined = uow.group
+                        assert joined is not None
+
+                        def finish() -> None:
+                            for write in pending:
+                                write()
+                            joined.release_unit()
+
+                        await self._on_writer(finish)
+                        member = joined.join([])
+                    elif pending:  # deferred: its writes run in the group's next hop
+                        member = self._current_group().join(pending)
+                except BaseException:
+                    group = uow.group
+                    if group is not None:
+                        await self._on_writer(group.abort_unit)
+                        if group.lost is not None and self._group is group:
+                            self._group = None
+                            group.settle(None)
+                    raise
+                finally:
+                    uow.ended = True
+                    _IN_UNIT.reset(held)
+                    self._wanting -= 1
+                    # The group commits when no unit waits for the writer, unless a COMMIT is running:
+                    # the units arriving meanwhile join it, and it commits when that COMMIT returns.
+                    if self._group is not None and ((self._wanting == 0 and self._committing == 0)
+                                                    or len(self._group.members) >= MAX_MEMBERS):
+                        self._close_group()
+        finally:
+            if not acquired:  # cancelled while waiting for the lock: it may have been the last one wanted
+                self._wanting -= 1
+                if self._wanting == 0 and self._committing == 0:
+                    self._close_group()
+        if member is not None:
             try:
-                yield uow
-                pending = uow.take_pending()
-                if pending or uow.begun:
-                    begin = not uow.begun
-                    uow.begun = True
-
-                    def commit() -> None:
-                        if begin:
-                            self._begin()
-                        for write in pending:
-                            write()
-                        self._writer_conn.execute("COMMIT")
-
-                    await self._on_writer(commit)
-            except BaseException:
-                if uow.begun:
-                    await self._on_writer(self._rollback)
+                error = await asyncio.shield(member.done)
+            except asyncio.CancelledError:
+                member.withdrawn = True  # its writes, if they have not run yet, never will
                 raise
-            finally:
-                uow.ended = True
-                _IN_UNIT.reset(held)
+            if error is not None:
+                raise error
 
     async def read(self, type: str, id: str) -> ResourceVersion | None:
-        def go(conn: sqlite3.Connection) -> ResourceVersion | None:
-            r = conn.execute(f"SELECT {_COLS} FROM resource WHERE type=? AND id=?", (type, id)).fetchone()
-            return None if r is None else _row(r)
-
-        return await self._on_reader(go)
+        # A primary-key lookup, on the caller's thread as get_record does (issue 19: the hop to a reader
+        # thread cost several times the lookup and was the largest share of a read by id).
+        try:
+            r = self._inline().execute(f"SELECT {_COLS} FROM resource WHERE type=? AND id=?", (type, id)).fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        return None if r is None else _row(r)
 
     async def vread(self, type: str, id: str, version_id: int) -> ResourceVersion | None:
         def go(conn: sqlite3.Connection) -> ResourceVersion | None:
@@ -615,29 +675,31 @@ class SqliteStore:
     # -- internal records ---------------------------------------------------------------------------
 
     async def _record_write(self, sql: str, args: Sequence[Any]) -> int:
-        """One autocommit statement on the writer connection, outside any unit of work; its change count."""
+        """One statement on the writer connection as a unit of work of its own (committed with its group);
+        its change count."""
         if any(u._store is self and not u.ended for u in _IN_UNIT.get()):
             raise FhirError(Category.FAULT, "A record is written while this task holds a unit of work of the "
                                             "same SQLite store: the write would wait for that unit of work forever")
 
-        def go() -> int:
-            self._rollback()  # a transaction left open here is a cancelled unit of work's (see _begin)
-            return self._writer_conn.execute(sql, args).rowcount
+        async with self.transaction() as uow:  # a unit of its own: committed with its group
+            return await uow._run(lambda: self._writer_conn.execute(sql, args).rowcount)
 
-        async with self._write_lock:
-            return await self._on_writer(go)
+    def _inline(self) -> sqlite3.Connection:
+        """The read-only connection of point reads on the event loop's thread (WAL: never waits for the writer)."""
+        conn = self._inline_conn
+        if conn is None:
+            conn = self._inline_conn = _connect(self.path)
+            conn.execute("PRAGMA query_only=1")
+        return conn
 
     async def get_record(self, kind: str, key: str, *, now: str) -> Record | None:
         # A primary-key lookup takes microseconds, a hop to a reader thread a few hundred (every
         # authenticated request reads its client's record): it runs here, on the caller's thread, on a
         # read-only connection of its own (WAL: it never waits for the writer).
-        conn = self._inline_conn
-        if conn is None:
-            conn = self._inline_conn = _connect(self.path)
-            conn.execute("PRAGMA query_only=1")
         try:
-            r = conn.execute(f"SELECT kind, key, value, expires FROM record WHERE kind=? AND key=? AND {_UNEXPIRED}",
-                             (kind, key, now)).fetchone()
+            r = self._inline().execute(
+                f"SELECT kind, key, value, expires FROM record WHERE kind=? AND key=? AND {_UNEXPIRED}",
+                (kind, key, now)).fetchone()
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
         return None if r is None else _record(r)
@@ -671,7 +733,7 @@ class SqliteStore:
         indexer = self._indexer
         if indexer is None:
             return 0
-        async with self.transaction():
+        async with self.transaction() as uow:
 
             def go() -> int:
                 conn = self._writer_conn
@@ -682,4 +744,4 @@ class SqliteStore:
                     search_sql.write_index(conn, rid, t, indexer(t, orjson.loads(body)))
                 return len(rows)
 
-            return await self._on_writer(go)
+            return await uow._run(go)

@@ -38,6 +38,7 @@ from fhir_exchange.search import includes as include_loop
 from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params import KINDS
 from fhir_exchange.search.query import (
+    AllOf,
     AnyOf,
     Chain,
     CompositeValue,
@@ -46,6 +47,7 @@ from fhir_exchange.search.query import (
     IdIn,
     Include,
     MissingValue,
+    Not,
     Param,
     SearchQuery,
     Visibility,
@@ -273,6 +275,10 @@ class _Compiler:
         if isinstance(c, Param):
             return self.param(c, types, row)
         if isinstance(c, IdIn):
+            if c.type is not None:  # ids of one type only (a system-level _list)
+                if c.type not in types:
+                    return ("1" if c.negate else "0"), []
+                types = (c.type,)
             # Through the (type, id) unique index, as a rid set like every other criterion.
             op = "NOT IN" if c.negate else "IN"
             x = self.alias("x")
@@ -285,11 +291,25 @@ class _Compiler:
                 return "0", []
             parts = [self.criterion(x, types, row) for x in c.criteria]
             return "(" + " OR ".join(f"({p})" for p, _ in parts) + ")", [a for _, args in parts for a in args]
+        if isinstance(c, AllOf | Not):
+            return self.boolean(c, types, row)
         if isinstance(c, Chain):
             return self.chain(c, types, row)
         if isinstance(c, Has):
             return self.has(c, types, row)
         raise TypeError(f"Unknown criterion {c!r}")
+
+    def boolean(self, c: AllOf | Not, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
+        """``and`` / ``not`` of a ``_filter`` (search_filter.html). Every criterion compiles to a two-valued
+        predicate on ``row`` (``rid IN (...)``, ``EXISTS``: never NULL), so ``NOT`` is the complement among
+        the rows the enclosing query selects (live, of the type, visible)."""
+        if isinstance(c, Not):
+            inner, args = self.criterion(c.criterion, types, row)
+            return f"NOT ({inner})", args
+        if not c.criteria:
+            return "1", []
+        parts = [self.criterion(x, types, row) for x in c.criteria]
+        return "(" + " AND ".join(f"({p})" for p, _ in parts) + ")", [a for _, args in parts for a in args]
 
     def rows(self, p: Param, types: Sequence[str], t: str | None = None) -> _Rows | str:
         """The index rows of a (non-composite) parameter criterion, or "0"/"1" when it is constant."""
@@ -357,6 +377,13 @@ class _Compiler:
         return f"{row}.rid IN ({' UNION '.join(subs)})", args
 
     def chain(self, c: Chain, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
+        sub, args = self.chain_rids(c, types)
+        return ("0", []) if sub is None else (f"{row}.rid IN ({sub})", args)
+
+    def chain_rids(self, c: Chain, types: Sequence[str]) -> tuple[str | None, list[Any]]:
+        """``SELECT rid ...`` of the resources whose reference ``c.code`` points at a (visible) target
+        that matches the chained criterion: rows of the reference index, so current resources of the
+        searched types. None when no target type is possible."""
         subs: list[str] = []
         args: list[Any] = []
         for target in c.target_types:
@@ -371,8 +398,8 @@ class _Compiler:
                         f"WHERE {inner} AND +{tg}.type = ? AND +{tg}.deleted = 0{vcond}")
             args.extend([*kargs, *iargs, target, *vargs])
         if not subs:
-            return "0", []
-        return f"{row}.rid IN ({' UNION '.join(subs)})", args
+            return None, []
+        return " UNION ".join(subs), args
 
     def has(self, c: Has, types: Sequence[str], row: str) -> tuple[str, list[Any]]:
         ref, src, tg = self.alias("ref"), self.alias("src"), self.alias("tg")
@@ -526,7 +553,10 @@ def index_source(query: SearchQuery, conn: sqlite3.Connection | None = None, kno
     positive = [c for c in query.params if isinstance(c, Param) and c.type != "composite"
                 and isinstance(r := comp.rows(c, types), _Rows) and not r.negate]
     ids = [c for c in query.params if isinstance(c, IdIn) and not c.negate]
-    if not types or not (positive or (ids and conn is not None)):
+    # A chain's rids come from the reference index alone (current resources of the type), so it can
+    # drive too: `subject:Patient.identifier=...` reads a few reference rows, never the resource rows.
+    chains = [c for c in query.params if isinstance(c, Chain)] if conn is not None else []
+    if not types or not (positive or ((ids or chains) and conn is not None)):
         return None
     a = comp.alias("d")
     group: list[Criterion]
@@ -536,6 +566,10 @@ def index_source(query: SearchQuery, conn: sqlite3.Connection | None = None, kno
         group = [c for c in positive if (c.type, c.code) == (lead.type, lead.code)]
     else:
         drives = [_id_drive(c, types) for c in ids]
+        for ch in chains:
+            sub, sargs = comp.chain_rids(ch, types)
+            if sub is not None:
+                drives.append(_Drive(ch, f"SELECT 1 FROM ({sub})", sargs))
         for p in positive:
             r = comp.rows(p, types)
             assert isinstance(r, _Rows)
@@ -545,10 +579,15 @@ def index_source(query: SearchQuery, conn: sqlite3.Connection | None = None, kno
             counts[i], _DRIVE_RANK.get(getattr(drives[i].criterion, "type", "token"), 2)))
         lead = drives[ranked[0]].criterion
         group = [lead]
-    if isinstance(lead, IdIn):
+    if isinstance(lead, Chain):
+        sub, sargs = comp.chain_rids(lead, types)
+        assert sub is not None
+        drive = f"SELECT DISTINCT {a}.rid AS rid FROM ({sub}) {a}"
+        args: list[Any] = list(sargs)
+    elif isinstance(lead, IdIn):
         drive = (f"SELECT {a}.rid AS rid FROM resource {a} WHERE {a}.type IN ({_marks(len(types))}) "
                  f"AND {a}.id IN ({_marks(len(lead.ids))}) AND {a}.deleted = 0")
-        args: list[Any] = [*types, *lead.ids]
+        args = [*types, *lead.ids]
     else:
         rows = [comp.rows(c, types, a) for c in group if isinstance(c, Param)]
         assert all(isinstance(r, _Rows) for r in rows)
@@ -612,16 +651,18 @@ def _order(query: SearchQuery) -> tuple[list[str], list[Any], str]:
 
 
 STREAM_THRESHOLD = 2000
-WALK_ROWS = 500  # rows of the sort index a walk reads, beyond ten per wanted match, before giving up
 
 
 def _walk_sorted(conn: sqlite3.Connection, query: SearchQuery) -> list[int] | None:
     """One page of a large result sorted by one parameter, without computing the match set: walk that
-    parameter's index in order (its rows are current resources of the searched types), check each
-    rid against the criteria (parameter criteria probed through the per-row index) and keep the
-    first appearance of each match, stopping once the page is full. The walk reads a bounded number of
-    rows: None when the page is not full by then (matches are rare early in the order, or some have
-    no value for the key), and the caller takes the match-set route."""
+    parameter's index in order (its rows are current resources of the searched types), the criteria
+    checked per row in the same statement (parameter criteria probed through the per-row index), and
+    keep the first appearance of each match, stopping once the page is full (the statement is stepped
+    lazily: it reads only the rows up to there). None when the index ends first (some matches have no
+    value for the key: they come last, in rid order), and the caller takes the match-set route.
+
+    The walk costs a probe per row read: about ``need`` rows over the fraction of rows that match, and
+    a result comes here only when it is large (over STREAM_THRESHOLD matches)."""
     s = query.sort[0]
     kind = KINDS[s.type]
     types = [query.type] if query.type else list(query.types)
@@ -641,16 +682,16 @@ def _walk_sorted(conn: sqlite3.Connection, query: SearchQuery) -> list[int] | No
     need = query.offset + query.count
     ordered: list[int] = []
     seen: set[int] = set()
-    # The criteria are a column, not a filter, so that LIMIT bounds the rows read, not the matches.
-    cur = conn.execute(f"SELECT s.rid, {' AND '.join(conds) or 1} FROM {kind.TABLE} s WHERE {kcond} "
-                       f"AND {col} IS NOT NULL ORDER BY {col} {'DESC' if s.descending else 'ASC'}, s.rid "
-                       f"LIMIT ?", [*args, need * 10 + WALK_ROWS])
-    for rid, ok in cur:
-        if ok and rid not in seen:
-            seen.add(rid)
-            ordered.append(rid)
-            if len(ordered) >= need:
-                return ordered[query.offset :]
+    cur = conn.execute(f"SELECT s.rid FROM {kind.TABLE} s WHERE {kcond} AND {col} IS NOT NULL"
+                       f"{''.join(' AND ' + c for c in conds)} ORDER BY {col} {'DESC' if s.descending else 'ASC'}, "
+                       f"s.rid", args)
+    while rows := cur.fetchmany(64):
+        for (rid,) in rows:
+            if rid not in seen:
+                seen.add(rid)
+                ordered.append(rid)
+                if len(ordered) >= need:
+                    return ordered[query.offset :]
     return None
 
 
