@@ -37,6 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             certfile=getattr(args, "certfile", None),
             keyfile=getattr(args, "keyfile", None),
             client_ca=getattr(args, "client_ca", None),
+            workers=getattr(args, "workers", None),
         )
         level = settings.log_level.lower()
         if level != "trace" and not isinstance(logging.getLevelName(level.upper()), int):  # trace: uvicorn's
@@ -57,7 +58,7 @@ def _add_store_options(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from fhir_exchange.api import protocol
+    from fhir_exchange.api import protocol, workers
     from fhir_exchange.api.app import create_app
 
     settings = _settings(args)
@@ -67,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"fhir-exchange: cannot start: {problem}", file=sys.stderr)
         return 1
     try:
+        count = workers.worker_count(settings)
         app = create_app(settings)
     except ValueError as exc:  # a setting only the store can judge (sqlite_synchronous)
         print(f"fhir-exchange: invalid setting: {exc}", file=sys.stderr)
@@ -94,11 +96,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # most max_connections open (503 beyond), idle keep-alive closed after keep_alive_timeout; a head
         # larger than 64 KiB is a 400 (long search URLs fit). Their log lines are throttled.
         protocol.quiet_uvicorn()
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                    timeout_graceful_shutdown=10, log_config=None, access_log=False,
-                    http=protocol.protocol(settings.header_timeout), limit_concurrency=settings.max_connections,
-                    backlog=settings.backlog, timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
-                    h11_max_incomplete_event_size=64 * 1024, **tls)
+        options: dict[str, Any] = dict(
+            host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10,
+            log_config=None, access_log=False, limit_concurrency=settings.max_connections, backlog=settings.backlog,
+            timeout_keep_alive=max(1, round(settings.keep_alive_timeout)), h11_max_incomplete_event_size=64 * 1024,
+            **tls)
+        if count == 1:
+            uvicorn.run(app, http=protocol.protocol(settings.header_timeout), **options)
+        else:
+            # Several workers (api/workers.py): the schema once here, settings through the environment,
+            # uvicorn's supervisor starting each worker's app from the factory. max_connections is per worker.
+            workers.prepare_store(app)
+            del app
+            os.environ.update(workers.environment(settings))
+            with workers.shared_folders():
+                uvicorn.run("fhir_exchange.api.app:app_from_environment", factory=True, workers=count,
+                            http="fhir_exchange.api.protocol:HardenedH11Protocol", **options)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -652,6 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--keyfile", help="the certificate's private key (PEM; env FHIR_EXCHANGE_KEYFILE)")
     serve.add_argument("--client-ca", help="verify client certificates against these CAs (PEM) and map a "
                                            "registered subject to its client (env FHIR_EXCHANGE_CLIENT_CA)")
+    serve.add_argument("--workers", type=int, help="worker processes on the one store (env FHIR_EXCHANGE_WORKERS; "
+                                                   "default: one per core; 1: a single process)")
     _add_store_options(serve)
     serve.set_defaults(func=cmd_serve)
     institution = sub.add_parser("institution", help="register institutions of the network")

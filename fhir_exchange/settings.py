@@ -15,6 +15,8 @@ ENV_PREFIX = "FHIR_EXCHANGE_"
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Worker processes of ``serve`` on one store (issue 19); 0: one per core (os.cpu_count()), 1: one process.
+    workers: int = 0
     data_dir: Path = Path("./data")
     # sqlite:///path/to/file.db, or mongodb://host/db; empty: a SQLite file in data_dir.
     store_url: str = ""
@@ -38,6 +40,8 @@ class Settings:
     sqlite_synchronous: str = "full"
     default_count: int = 50
     max_count: int = 1000
+    # Concepts a ValueSet/$expand returns without count (more: 422 too-costly); also the cap of one page.
+    max_expansion: int = 10000
     # Search limits (fhir_exchange/search/limits.py): a query beyond one is a 400 naming the limit.
     search_max_criteria: int = 64  # ANDed search parameters
     search_max_values: int = 100  # OR values of one parameter
@@ -47,6 +51,7 @@ class Settings:
     search_max_has_depth: int = 2  # nested _has steps
     search_max_includes: int = 20  # _include and _revinclude parameters together
     search_max_query_length: int = 8192  # characters of all names and values
+    search_max_filter_depth: int = 8  # nested parentheses / not of one _filter
     # Seconds one store search (or read) may run before it is interrupted and answered 503 with Retry-After.
     search_timeout: float = 10.0
     # Extra FHIR NPM packages (.tgz or folders) loaded after the core package and profiles/.
@@ -110,6 +115,12 @@ class Settings:
     portal_lockout_seconds: int = 900  # how long it stays locked (or until `fhir-exchange user unlock`)
     portal_poll_seconds: float = 15.0  # how often an open inbox looks for new consults
     portal_max_upload_bytes: int = 10 * 1024 * 1024  # per uploaded file (PDF, PNG or JPEG)
+    # Bulk export ($export, interactions/export.py): where the NDJSON files go (empty: data_dir/exports;
+    # several MongoDB hosts share one folder), seconds a job and its files are kept, seconds without a
+    # heartbeat after which a running job counts as failed (its process died).
+    export_dir: str = ""
+    export_retention: int = 86_400
+    export_stall_seconds: float = 60.0
 
     @property
     def resolved_store_url(self) -> str:
@@ -146,6 +157,19 @@ class Settings:
                 raise ValueError(f"required_profiles entries are Type=canonical, not {item!r}")
             pairs.append((type.strip(), url.strip()))
         return pairs
+
+    @property
+    def local_base_urls(self) -> tuple[str, ...]:
+        """The base URLs this server's own resources are addressed under: absolute references on them
+        are indexed and searched as relative ones (search/params/reference.py ``local_reference``).
+        ``public_base_url`` when set; otherwise the address ``serve`` listens on (loopback names too)."""
+        if self.public_base_url:
+            return (self.public_base_url.rstrip("/"),)
+        scheme = "https" if self.certfile else "http"
+        hosts = [self.host]
+        if self.host in ("127.0.0.1", "localhost", "0.0.0.0", "::", "::1"):
+            hosts = ["127.0.0.1", "localhost"]
+        return tuple(f"{scheme}://{h}:{self.port}{self.base_path}".rstrip("/") for h in hosts)
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -25,13 +25,15 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from fhir_exchange.api import limits, protocol
+from fhir_exchange.api import limits, protocol, xml_bodies
 from fhir_exchange.api.auth import SMART_CONFIGURATION_PATH, TOKEN_PATH, Authenticator
+from fhir_exchange.api.bulk import BulkEndpoints
 from fhir_exchange.api.health import Health
 from fhir_exchange.api.instrument import AuditLag, TimedStore, TimedValidator
 from fhir_exchange.api.landing import Landing
 from fhir_exchange.api.metrics import MetricsEndpoint, allowed_networks
-from fhir_exchange.api.negotiation import request_kind, response_type
+from fhir_exchange.api.negotiation import is_xml, request_kind, response_type
+from fhir_exchange.api.shared import FreshDefinitions, RateLimiter, SharedMemory, end_with_supervisor
 from fhir_exchange.api.telemetry import TRAIL_KEY, Telemetry
 from fhir_exchange.bundles import install as install_bundles
 from fhir_exchange.bundles.message import message_handlers
@@ -40,18 +42,23 @@ from fhir_exchange.consult.profiles import consult_profiles
 from fhir_exchange.consult.workflow import Settings as WorkflowSettings
 from fhir_exchange.consult.workflow import Workflow
 from fhir_exchange.definitions import Definitions
+from fhir_exchange.definitions.definitions import CONFORMANCE_TYPES
 from fhir_exchange.errors import Category, FhirError, operation_outcome
 from fhir_exchange.fhir import jsonio
 from fhir_exchange.interactions import conformance, consult
 from fhir_exchange.interactions.access import isolation_guard, provenance_hook
 from fhir_exchange.interactions.common import http_date
 from fhir_exchange.interactions.everything import install as install_everything
+from fhir_exchange.interactions.export import install as install_export
+from fhir_exchange.interactions.export_job import Exports
 from fhir_exchange.interactions.repository import Repository
 from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.router import Router
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.interactions.stats import install as install_stats
+from fhir_exchange.interactions.terminology import install as install_terminology
 from fhir_exchange.interactions.validate import install as install_validate
+from fhir_exchange.logs import configure as configure_logging
 from fhir_exchange.notify import base_url as notify_base_url
 from fhir_exchange.notify import guard as subscription_guard
 from fhir_exchange.notify import install as install_notify
@@ -90,7 +97,7 @@ def load_definitions(settings: Settings) -> Definitions:
 
 def build_services(settings: Settings, definitions: Definitions, clock: Clock | None = None) -> Services:
     """Everything an interaction may use, wired once: the store, the validator, the hooks."""
-    indexer = make_indexer(definitions)
+    indexer = make_indexer(definitions, settings.local_base_urls)  # absolute references on our base: Type/id
     store = open_store(settings.resolved_store_url, indexer, definitions.resource_types())
     # Search limits and read deadlines (search/limits.py, store/deadline.py), process-wide from the settings.
     search_limits.configure(search_limits.SearchLimits.from_settings(settings))
@@ -130,8 +137,12 @@ def build_router(svc: Services) -> Router:
     install_validate(router.operations)
     install_everything(router.operations)
     install_stats(router.operations)
+    install_terminology(router.operations)
     install_notify(router)
     return router
+
+
+_BASE_KEY = "fhir_exchange.base_url"
 
 
 class FhirEndpoint:
@@ -145,11 +156,22 @@ class FhirEndpoint:
         self.audit = audit
         self.audit_lag = AuditLag()
         self.parser = limits.Parser(settings.offload_bytes, settings.big_body_workers)  # big bodies off the loop
+        self._bases: dict[tuple[Any, ...], str] = {}  # base URLs by (scheme, host, root path, server)
 
     def base_url(self, request: Request) -> str:
         if self.settings.public_base_url:
             return self.settings.public_base_url.rstrip("/")
-        return str(request.base_url).rstrip("/") + self.settings.base_path
+        scope = request.scope
+        base: str | None = scope.get(_BASE_KEY)
+        if base is None:  # once per request, and Starlette's URL object once per scheme, host and root path
+            key = (scope.get("scheme"), request.headers.get("host"), scope.get("root_path"), scope.get("server"))
+            base = self._bases.get(key)
+            if base is None:
+                if len(self._bases) > 256:  # the Host header is the client's: bounded
+                    self._bases.clear()
+                base = self._bases[key] = str(request.base_url).rstrip("/") + self.settings.base_path
+            scope[_BASE_KEY] = base
+        return base
 
     async def handle(self, request: Request) -> Response:
         pretty = request.query_params.get("_pretty") == "true"
@@ -159,7 +181,8 @@ class FhirEndpoint:
         path = request.path_params.get("path", "")
         diagnostics = ""
         try:
-            media = response_type(request.query_params.get("_format"), request.headers.get("accept"))
+            media = response_type(request.query_params.get("_format"), request.headers.get("accept"),
+                                  request.headers.get("content-type"))
             actor = await self.auth.actor(request, self.base_url(request), path.strip("/"))
             freq = await self.to_fhir_request(request, actor, trail)
             resp = await self.dispatch(request, freq)
@@ -170,14 +193,19 @@ class FhirEndpoint:
             log.exception("Unhandled error on %s %s", request.method, request.url.path)
             response = error_response(FhirError(Category.FAULT, "Internal server error"), media, pretty)
             diagnostics = "Internal server error"
+        if is_xml(media):  # asked for in XML: the answer rendered so, errors included (api/xml_bodies.py)
+            response = xml_bodies.respond(response, media, pretty, self.router.services.definitions)
         if self.audit is None:
             return response
         try:
             await self.record(request, actor, trail, response.status_code, diagnostics)
         except Exception:  # fail closed: no answer leaves without its audit record
             log.exception("The audit record of %s %s could not be written", request.method, request.url.path)
-            return error_response(FhirError(Category.TRANSIENT, "The audit record could not be written: the "
-                                            "request was not answered", headers={"Retry-After": "5"}), media, pretty)
+            failed = error_response(FhirError(Category.TRANSIENT, "The audit record could not be written: the "
+                                              "request was not answered", headers={"Retry-After": "5"}), media, pretty)
+            if is_xml(media):
+                failed = xml_bodies.respond(failed, media, pretty, self.router.services.definitions)
+            return failed
         return response
 
     async def dispatch(self, request: Request, freq: FhirRequest) -> FhirResponse:
@@ -186,17 +214,37 @@ class FhirEndpoint:
         end: a client that left cannot learn the outcome, but a half-done write must not depend on it."""
         if request.method not in ("GET", "HEAD"):
             return await limits.dispatch_retrying(self.router, freq)  # a lost transaction race runs again
-        work = asyncio.ensure_future(self.router.dispatch(freq))
-        gone = asyncio.ensure_future(_disconnected(request))
+        # The read runs in this task; a watcher cancels it if the client leaves first. The watcher starts
+        # only once the read waits for something: a read by id (a point read on this thread) finishes
+        # first and never needs one (issue 19: two tasks and an asyncio.wait per read were a tenth of it).
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"finished": False, "left": False}
+        watchers: list[asyncio.Future[None]] = []
+
+        def client_left(watcher: asyncio.Future[None]) -> None:
+            if not watcher.cancelled() and not state["finished"]:
+                state["left"] = True
+                task.cancel()
+
+        def watch() -> None:
+            gone = asyncio.ensure_future(_disconnected(request))
+            gone.add_done_callback(client_left)
+            watchers.append(gone)
+
+        start = asyncio.get_running_loop().call_soon(watch)
         try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            return await self.router.dispatch(freq)
+        except asyncio.CancelledError:
+            if not state["left"]:
+                raise  # cancelled from outside (the server stopping): not ours to swallow
+            task.uncancel()
+            raise FhirError(Category.TRANSIENT, "The client closed the connection before the answer") from None
         finally:
-            gone.cancel()
-            if not work.done():
-                work.cancel()  # the client left first (or this task was cancelled)
-        if not work.cancelled():
-            return work.result()
-        raise FhirError(Category.TRANSIENT, "The client closed the connection before the answer")
+            state["finished"] = True
+            start.cancel()
+            for gone in watchers:
+                gone.cancel()
 
     async def record(self, request: Request, actor: Actor, trail: AuditTrail, status: int, diagnostics: str) -> None:
         assert self.audit is not None
@@ -228,7 +276,8 @@ class FhirEndpoint:
                     query.extend(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
                 else:
                     try:
-                        body = await self.parser.loads(raw, check_depth)
+                        body = await (xml_bodies.read(raw, self.router.services.definitions) if kind == "xml"
+                                      else self.parser.loads(raw, check_depth))
                     except orjson.JSONDecodeError as exc:
                         raise FhirError(Category.INVALID, f"The body is not valid JSON: {exc}",
                                         code="structure") from None
@@ -264,8 +313,8 @@ class FhirEndpoint:
             headers["ETag"] = resp.etag
         if resp.last_modified:
             headers["Last-Modified"] = http_date(resp.last_modified)
-        if resp.location:
-            headers["Location"] = resp.location
+        if resp.location:  # 202 Accepted (an async kick-off, bulk export): where to poll
+            headers["Content-Location" if resp.status == 202 else "Location"] = resp.location
         if resp.body is not None and not pretty:
             content: bytes = resp.body
         elif resp.resource is not None or resp.body is not None:
@@ -336,8 +385,16 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
     router = build_router(svc)
     registry = Registry(svc.store)
     audit = AuditSink(svc.audit_store, svc.clock.new_id) if svc.audit_store is not None else None
-    endpoint = FhirEndpoint(router, settings, Authenticator(settings, registry, svc.clock), audit)
+    # Rate limits and the definitions' generation, shared by the workers of one serve (api/shared.py).
+    memory = SharedMemory.from_environment()
+    limiter = RateLimiter(settings.rate_limit, memory)
+    endpoint = FhirEndpoint(router, settings, Authenticator(settings, registry, svc.clock, limiter), audit)
     feed = conformance.DefinitionsFeed(svc)
+    exports = Exports(svc)  # bulk export jobs (interactions/export.py, api/bulk.py)
+    install_export(router.operations, exports)
+    if memory.shared:  # other workers read the feed before their next request
+        svc.hooks.after_commit.append(
+            lambda change, version: memory.bump_generation() if change.type in CONFORMANCE_TYPES else None)
 
     async def follow_feed() -> None:
         while True:
@@ -396,8 +453,10 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
             if settings.consult_workflow:
                 background.append(asyncio.create_task(sweep_consults()))
             delivering = asyncio.create_task(notifier.run())
+            background.append(asyncio.create_task(exports.sweep_forever()))
             yield
         finally:
+            await exports.stop()
             if delivering is not None:
                 notifier.stop()  # ends after its round; cancelled only if that round hangs
                 with suppress(asyncio.CancelledError, TimeoutError):
@@ -414,6 +473,8 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     # Outermost: every answer gets its X-Request-Id, its metrics and its access log line (api/telemetry.py).
     middleware = [Middleware(Telemetry, is_type=svc.definitions.is_resource_type)]
+    if memory.shared:
+        middleware.append(Middleware(FreshDefinitions, memory=memory, catch_up=feed.poll))
     if settings.cors_origins:
         origins = list(settings.cors_origins)
         middleware.append(Middleware(
@@ -422,20 +483,28 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
                            "If-Modified-Since", "Prefer", "X-Request-Id"],
             expose_headers=["ETag", "Location", "Last-Modified", "Content-Location", "WWW-Authenticate",
                             "Retry-After"]))
+    pages = [  # outside the FHIR base (when there is one)
+        Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint.metrics, methods=["GET"]),
+        *([Route("/", landing.page, methods=["GET", "HEAD"]),
+           Route("/docs/{name}", landing.doc, methods=["GET", "HEAD"])] if base else []),
+        *(Portal(router, settings, Users(svc.store), audit).routes() if settings.portal else []),
+    ]
     app = Starlette(
         routes=[
             Route(f"{base}/{TOKEN_PATH}", endpoint.token, methods=["POST"]),
             Route(f"{base}/{SMART_CONFIGURATION_PATH}", endpoint.smart_configuration, methods=["GET"]),
             WebSocketRoute(f"{base}/ws", subscription_socket),
-            Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
-            Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
-            Route("/metrics", metrics_endpoint.metrics, methods=["GET"]),
-            *([Route("/", landing.page, methods=["GET", "HEAD"]),
-               Route("/docs/{name}", landing.doc, methods=["GET", "HEAD"])] if base else []),
-            # The portal's pages (fhir_exchange/portal/): clients of the router as their signed-in users.
-            *(Portal(router, settings, Users(svc.store), audit).routes() if settings.portal else []),
+            # Health, metrics, the landing page and the portal (fhir_exchange/portal/: clients of the router as
+            # their signed-in users) come first only without a base path, which the catch-all would take.
+            *(pages if not base else []),
+            *BulkEndpoints(exports, endpoint, base).routes(),
             Route(base or "/", endpoint.handle, methods=methods),
             Route(f"{base}/{{path:path}}", endpoint.handle, methods=methods),
+            # Starlette tries routes in order: the pages outside the FHIR base after it (issue 19: the portal's
+            # 30 routes tried first cost a read by id a tenth of its time); the catch-all cannot take theirs.
+            *(pages if base else []),
         ],
         middleware=middleware,
         exception_handlers={404: _not_found, 405: _not_allowed, 500: _server_error},
@@ -448,4 +517,16 @@ def create_app(settings: Settings | None = None, *, definitions: Definitions | N
     app.state.registry = registry
     app.state.sweep = sweep
     app.state.notifier = notifier
+    app.state.exports = exports
     return app
+
+
+def app_from_environment() -> Starlette:
+    """One worker process of ``serve --workers N`` (uvicorn's factory, ``fhir_exchange.api.app:app_from_environment``):
+    the settings from ``FHIR_EXCHANGE_*``, which ``serve`` sets from its options before starting the workers."""
+    settings = Settings.from_env()
+    end_with_supervisor()
+    configure_logging(settings.log_level, settings.log_format)  # a spawned process starts unconfigured
+    protocol.quiet_uvicorn()
+    protocol.HardenedH11Protocol.header_timeout = settings.header_timeout
+    return create_app(settings)

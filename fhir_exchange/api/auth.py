@@ -12,14 +12,13 @@ and client certificates.
   turned into the request's :class:`Actor`; the client's record is read for each request, so a
   disabled client is refused at once. Nothing valid: 401 with ``WWW-Authenticate: Bearer``. The
   CapabilityStatement and the discovery document are public.
-- Rate limits: a token bucket per client (``rate_limit`` per second, a burst of twice that), in each
-  process; beyond it a 429 with ``Retry-After``.
+- Rate limits: a token bucket per client (``rate_limit`` per second, a burst of twice that), counted
+  over every worker process of one ``serve`` (:mod:`fhir_exchange.api.shared`); beyond it a 429 with
+  ``Retry-After``.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -28,6 +27,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_exchange.api.shared import RateLimiter, SharedMemory
 from fhir_exchange.clock import Clock, instant
 from fhir_exchange.errors import Category, FhirError, Issue, operation_outcome
 from fhir_exchange.security import scopes
@@ -60,41 +60,14 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', "'")[:300]
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
-@dataclass(slots=True)
-class RateLimiter:
-    per_second: float
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
-
-    def check(self, client_id: str) -> None:
-        if self.per_second <= 0:
-            return
-        now = time.monotonic()
-        burst = 2 * self.per_second
-        bucket = self.buckets.get(client_id)
-        if bucket is None:
-            bucket = self.buckets[client_id] = _Bucket(burst, now)
-        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * self.per_second)
-        bucket.at = now
-        if bucket.tokens < 1:
-            wait = max(1, round((1 - bucket.tokens) / self.per_second + 0.5))
-            raise FhirError(Category.TOO_MANY_REQUESTS, f"Rate limit of {self.per_second:g} requests per second "
-                            f"exceeded for client {client_id}", code="throttled",
-                            headers={"Retry-After": str(wait)})
-        bucket.tokens -= 1
-
-
 class Authenticator:
-    def __init__(self, settings: Settings, registry: Registry, clock: Clock) -> None:
+    def __init__(self, settings: Settings, registry: Registry, clock: Clock,
+                 limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.clock = clock
-        self.limiter = RateLimiter(settings.rate_limit)
+        # Shared by the workers of one serve (api/shared.py); this process's own memory otherwise.
+        self.limiter = limiter or RateLimiter(settings.rate_limit, SharedMemory())
 
     def now(self) -> int:
         return int(self.clock.now().timestamp())

@@ -63,7 +63,9 @@ class Health:
         self._feed_ok = time.monotonic()
 
     async def healthz(self, request: Request) -> Response:
-        return _json({"status": "ok"}, 200)
+        response = _json({"status": "ok"}, 200)
+        response.headers["X-Worker"] = str(os.getpid())  # which worker process answered (serve --workers N)
+        return response
 
     async def readyz(self, request: Request) -> Response:
         checks = {"store": await self.check_store(), "definitions": self.check_definitions(),

@@ -15,7 +15,9 @@ status, duration, interaction and type; never bodies, headers or tokens.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
 import uuid
@@ -43,7 +45,21 @@ def request_id(scope: Scope) -> str:
             if _VALID_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return _new_id()
+
+
+_ids = itertools.count()
+_prefix = (0, "")
+
+
+def _new_id() -> str:
+    """32 hex digits, unique across processes: a random prefix per process and a counter (a uuid4 read
+    the system's random source on every request)."""
+    global _prefix
+    pid = os.getpid()
+    if _prefix[0] != pid:  # a new process (a worker, a fork): its own prefix
+        _prefix = (pid, uuid.uuid4().hex[:16])
+    return f"{_prefix[1]}{next(_ids) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class Telemetry:

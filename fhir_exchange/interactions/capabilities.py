@@ -16,6 +16,17 @@ from fhir_exchange.interactions.routes import RouteTable
 from fhir_exchange.interactions.search import declared_includes, declared_search_params
 from fhir_exchange.interactions.services import Services
 
+_PATCH_DOC = ("JSON Patch (application/json-patch+json) or FHIRPath Patch (a Parameters resource, "
+              "application/fhir+json; https://hl7.org/fhir/R4/fhirpatch.html); in Bundles a Binary holding "
+              "the JSON Patch or the Parameters resource")
+# _list (search.html#list) at system level; each type declares it too (interactions/search.py).
+_LIST_PARAM = {"name": "_list", "type": "special",
+               "documentation": "Resources referenced by List/[id].entry.item (a List the caller may read)"}
+# _filter (search_filter.html, fhir_exchange/search/filter.py) at system level and on every type.
+_FILTER_PARAM = {"name": "_filter", "type": "special",
+                 "documentation": "Boolean expression (and, or, not, parentheses; not > and > or) of comparisons "
+                                  "eq ne co sw ew gt lt ge le sa eb ap pr (ss sb in ni on tokens, re on "
+                                  "references), paths with chains; ANDed with the other parameters"}
 _TYPE_ORDER = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                "search-type"]
 
@@ -63,7 +74,7 @@ def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dic
         entry: dict[str, Any] = {
             "type": type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{type}",
-            "interaction": [{"code": c} for c in type_codes],
+            "interaction": [{"code": c, **({"documentation": _PATCH_DOC} if c == "patch" else {})} for c in type_codes],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -72,7 +83,7 @@ def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dic
             "conditionalUpdate": True,
             "conditionalDelete": "single",
         }
-        params = declared_search_params(svc, type)
+        params = [*declared_search_params(svc, type), _FILTER_PARAM]
         if params:
             entry["searchParam"] = params
         inc, rev = declared_includes(svc, type)
@@ -88,12 +99,13 @@ def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dic
         "mode": "server",
         "resource": resources,
         "interaction": [{"code": c} for c in system_codes],
+        "searchParam": [_LIST_PARAM, _FILTER_PARAM],
     }
     sys_ops = [o for o in ops if o.system]
     if sys_ops:
         rest["operation"] = [{"name": o.name, "definition": o.definition} for o in sys_ops]
     rest["security"] = security(svc, base_url)
-    return {
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": instant(svc.clock.now()),  # when this statement was generated (FHIR dateTime)
@@ -102,7 +114,10 @@ def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dic
         "software": {"name": "fhir-exchange", "version": __version__},
         "implementation": {"description": "fhir-exchange FHIR R4 server", "url": base_url},
         "fhirVersion": FHIR_VERSION,
-        "format": ["application/fhir+json", "application/json"],
-        "patchFormat": ["application/json-patch+json"],
+        "format": ["application/fhir+json", "application/json", "application/fhir+xml", "application/xml"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],  # JSON Patch, FHIRPath Patch
         "rest": [rest],
     }
+    if table.operations.get("export") is not None:  # the Bulk Data Access IG's server (interactions/export.py)
+        statement["instantiates"] = ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"]
+    return statement

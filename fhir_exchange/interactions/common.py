@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -37,6 +38,7 @@ def etag(version_id: int) -> str:
     return f'W/"{version_id}"'
 
 
+@functools.lru_cache(maxsize=4096)  # Last-Modified of every read: the same instants come back
 def http_date(fhir_instant: str) -> str:
     dt = datetime.fromisoformat(fhir_instant.replace("Z", "+00:00"))
     return format_datetime(dt, usegmt=True)

@@ -13,6 +13,7 @@ the administrative-gender URL must not make every Patient write fail).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fhir_exchange.definitions import Definitions
@@ -83,6 +84,7 @@ class DefinitionsFeed:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self.cursor = 0
+        self._polling = asyncio.Lock()  # the background poll and a worker's catch-up (api/shared.py) take turns
 
     async def start(self) -> None:
         """Begin after what is committed now (load_stored has read everything up to here)."""
@@ -90,6 +92,10 @@ class DefinitionsFeed:
 
     async def poll(self) -> int:
         """Apply the conformance changes committed since the last poll; returns how many."""
+        async with self._polling:
+            return await self._poll()
+
+    async def _poll(self) -> int:
         applied = 0
         while True:
             records = await self.svc.store.changes(self.cursor, 500)

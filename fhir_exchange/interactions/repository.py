@@ -35,8 +35,9 @@ from fhir_exchange.errors import Category, FhirError, Issue, invalid, preconditi
 from fhir_exchange.fhir import jsonio
 from fhir_exchange.interactions.hooks import Change
 from fhir_exchange.interactions.services import Services
+from fhir_exchange.search.params import reference
 from fhir_exchange.search.parse import parse
-from fhir_exchange.search.query import SearchQuery, Visibility
+from fhir_exchange.search.query import AnyOf, Criterion, IdIn, SearchQuery, Visibility
 from fhir_exchange.security.actor import SYSTEM, Actor
 from fhir_exchange.security.audit import AuditTrail, Decision
 from fhir_exchange.store.port import NEW, HistoryPage, HistoryQuery, ResourceVersion, SearchResult, UnitOfWork
@@ -244,11 +245,54 @@ class Repository:
 
     async def search(self, query: SearchQuery) -> SearchResult:
         """Search as the actor; inside a unit of work it sees what earlier entries wrote."""
+        query = reference.localise_query(query, self.svc.settings.local_base_urls)
+        if query.lists:
+            query = await self.resolve_lists(query)
         query = replace(query, visibility=self.visibility)
         result = await self._reader(query.type).search(query)
         for v in (*result.matches, *result.includes):
             self.trail.touched(v, "R", {})  # the patients of a search come from its criteria, not its bodies
         return result
+
+    async def resolve_lists(self, query: SearchQuery) -> SearchQuery:
+        """``_list`` (search.html#list) as ``_id`` criteria: the items of each List, read as the actor
+        (a List it may not see, or none, lists nothing). Each ``_list`` is ANDed; its comma-separated
+        Lists are ORed. A system-level search keeps to the types the Lists name."""
+        criteria: list[Criterion] = list(query.params)
+        types = set(query.types or self.svc.definitions.resource_types())
+        for ids in query.lists:
+            refs: set[tuple[str, str]] = set()
+            for list_id in ids:
+                refs |= await self._list_items(list_id)
+            if query.type is not None:
+                criteria.append(IdIn(tuple(sorted(i for t, i in refs if t == query.type))))
+                continue
+            types &= {t for t, _ in refs}
+            criteria.append(AnyOf(tuple(IdIn(tuple(sorted(i for t2, i in refs if t2 == t)), type=t)
+                                        for t in sorted({t for t, _ in refs}))))
+        if query.type is None and types:
+            return replace(query, params=tuple(criteria), types=tuple(sorted(types)), lists=())
+        # (No type left: the empty AnyOf matches nothing; ``types`` stays, an empty one means every type.)
+        return replace(query, params=tuple(criteria), lists=())
+
+    async def _list_items(self, list_id: str) -> set[tuple[str, str]]:
+        found = await self.read("List", list_id)
+        if found is None or found.deleted:
+            return set()
+        bases = self.svc.settings.local_base_urls
+        out: set[tuple[str, str]] = set()
+        for entry in jsonio.loads(found.body).get("entry") or ():
+            item = entry.get("item") if isinstance(entry, dict) and not entry.get("deleted") else None
+            ref = item.get("reference") if isinstance(item, dict) else None
+            if not isinstance(ref, str):
+                continue
+            t, i, _v, url = reference.split_reference(ref)
+            if url is not None:
+                local = reference.local_reference(url, bases)
+                t, i = (local[0], local[1]) if local else (None, None)
+            if t is not None and i is not None:
+                out.add((t, i))
+        return out
 
     # -- conditional matching ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from fhir_exchange.interactions.request import FhirRequest, FhirResponse
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.interactions.subsetting import SummaryElements, apply
 from fhir_exchange.search import includes
+from fhir_exchange.search.params import reference
 from fhir_exchange.search.parse import parse
 from fhir_exchange.store.port import ResourceVersion
 
@@ -48,8 +49,12 @@ async def search(repo: Repository, req: FhirRequest, type: str | None = None,
         check_type(svc, compartment[0])
         check_id(compartment[1])
     strict = req.prefer.get("handling") == "strict"
+    lenient = req.prefer.get("handling") == "lenient"  # only asked for: drops a _filter naming unknown parameters
     query = parse(svc.definitions, type, req.query, default_count=svc.settings.default_count,
-                  max_count=svc.settings.max_count, strict=strict, compartment=compartment)
+                  max_count=svc.settings.max_count, strict=strict, compartment=compartment, lenient=lenient)
+    # References given as absolute URLs on the base this request used match as Type/id too (the
+    # configured bases are added by the repository, for every search).
+    query = reference.localise_query(query, (req.base_url,) if req.base_url else ())
     if query.summary == "count":
         result = await repo.search(replace(query, count=0, include=(), revinclude=(), sort=(),
                                             total="accurate"))
@@ -119,6 +124,8 @@ def declared_search_params(svc: Services, type: str) -> list[dict[str, Any]]:
                     "documentation": f"Modifiers: {_MODIFIERS_DOC[sp.type]}"})
     out.append({"name": "_has", "type": "special",
                 "documentation": "Reverse chaining: _has:Type:reference:parameter, nestable"})
+    out.append({"name": "_list", "type": "special",
+                "documentation": "Resources referenced by List/[id].entry.item (a List the caller may read)"})
     return out
 
 

@@ -18,7 +18,7 @@ from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Category, FhirError
 from fhir_exchange.search.match import Matcher
 from fhir_exchange.search.parse import RESULT_PARAMS, parse
-from fhir_exchange.search.query import AnyOf, Chain, Criterion, Has, SearchQuery
+from fhir_exchange.search.query import AllOf, AnyOf, Chain, Criterion, Has, Not, SearchQuery
 
 
 class CriteriaError(ValueError):
@@ -28,8 +28,10 @@ class CriteriaError(ValueError):
 def _needs_other_resources(c: Criterion) -> bool:
     if isinstance(c, Chain | Has):
         return True
-    if isinstance(c, AnyOf):
+    if isinstance(c, AnyOf | AllOf):
         return any(_needs_other_resources(x) for x in c.criteria)
+    if isinstance(c, Not):  # a _filter's not
+        return _needs_other_resources(c.criterion)
     return False
 
 
@@ -47,6 +49,9 @@ def parse_criteria(defs: Definitions, criteria: str) -> SearchQuery:
         query = parse(defs, type_, pairs, strict=True)
     except FhirError as err:
         raise CriteriaError(f"'{criteria}': {err.diagnostics}") from None
+    if query.lists:
+        raise CriteriaError(f"'{criteria}': _list is not supported in subscription criteria (a notification is "
+                            "judged on the changed resource alone)")
     if any(_needs_other_resources(c) for c in query.params):
         raise CriteriaError(f"'{criteria}': chained parameters and _has are not supported in subscription criteria "
                             "(a notification is judged on the changed resource alone)")

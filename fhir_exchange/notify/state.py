@@ -74,19 +74,30 @@ class Lease:
         self.store = store
         self.holder = holder
         self.seconds = seconds
+        self._renewed: datetime | None = None  # when this process last wrote its lease
 
     async def acquire(self, now: datetime) -> bool:
+        """Rounds follow every commit: the holder rewrites its lease at most every third of its term, and
+        the others only read it while it is held (issue 19: a lease write per round was a synced SQLite
+        write per created resource, and every worker not holding it took the write lock to learn so)."""
+        if self._renewed is not None and timedelta(0) <= now - self._renewed < timedelta(seconds=self.seconds / 3):
+            return True  # held, and valid for at least two thirds of its term still
         at = instant(now)
         record = Record(LEASE, "deliver", self.holder.encode(), instant(now + timedelta(seconds=self.seconds)))
-        if await self.store.put_record(record, if_absent=True, now=at):
-            return True
         current = await self.store.get_record(LEASE, "deliver", now=at)
-        if current is not None and current.value == self.holder.encode():
+        if current is not None and current.value != self.holder.encode():
+            self._renewed = None
+            return False  # another process holds it
+        if current is None and not await self.store.put_record(record, if_absent=True, now=at):
+            self._renewed = None
+            return False  # another process took it meanwhile
+        if current is not None:
             await self.store.put_record(record)  # renewed
-            return True
-        return False
+        self._renewed = now
+        return True
 
     async def release(self, now: datetime) -> None:
+        self._renewed = None
         current = await self.store.get_record(LEASE, "deliver", now=instant(now))
         if current is not None and current.value == self.holder.encode():
             await self.store.delete_record(LEASE, "deliver")

@@ -29,6 +29,7 @@ class SearchLimits:
     max_has_depth: int = 2  # nested _has: steps of one reverse-chained parameter
     max_includes: int = 20  # _include and _revinclude parameters together
     max_query_length: int = 8192  # characters of all the names and values of the query together
+    max_filter_depth: int = 8  # nested parentheses (and ``not``) of one _filter expression
 
     @classmethod
     def from_settings(cls, settings: Any) -> SearchLimits:

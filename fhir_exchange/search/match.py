@@ -21,6 +21,7 @@ from fhir_exchange.search.extract import make_indexer
 from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params import KINDS
 from fhir_exchange.search.query import (
+    AllOf,
     AnyOf,
     Chain,
     CompositeValue,
@@ -29,6 +30,7 @@ from fhir_exchange.search.query import (
     IdIn,
     Include,
     MissingValue,
+    Not,
     Param,
     SearchQuery,
     SortKey,
@@ -152,9 +154,13 @@ class Matcher:
         if isinstance(c, Param):
             return self._param(k, c)
         if isinstance(c, IdIn):
-            return (k[1] in c.ids) != c.negate
+            return (k[1] in c.ids and (c.type is None or k[0] == c.type)) != c.negate
         if isinstance(c, AnyOf):
             return any(self.matches(k, x, vis) for x in c.criteria)
+        if isinstance(c, AllOf):
+            return all(self.matches(k, x, vis) for x in c.criteria)
+        if isinstance(c, Not):
+            return not self.matches(k, c.criterion, vis)
         if isinstance(c, Chain):
             return any(self.visible(t, vis) and self.matches(t, c.criterion, vis)
                        for t in self._targets(k, c.code, c.target_types))

@@ -9,15 +9,18 @@ length) is a 400 naming the limit, checked on the raw names and values before an
 chain without a type modifier fans out over every target type, so parsing a deep one costs already).
 An unknown parameter is a 400 only with ``strict`` (``Prefer: handling=strict``); otherwise it is
 ignored and left out of ``link_params`` (so the self link shows what was actually applied), as HAPI
-FHIR and Blaze do.
+FHIR and Blaze do. ``_filter`` goes to :mod:`fhir_exchange.search.filter`, whose comparisons come back
+here as the plain parameters they mean.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import invalid
+from fhir_exchange.search import filter as search_filter
 from fhir_exchange.search import limits as search_limits
 from fhir_exchange.search import registry
 from fhir_exchange.search.params import KINDS, split_escaped, unescape
@@ -44,6 +47,7 @@ from fhir_exchange.validation.terminology import Terminology
 RESULT_PARAMS = frozenset({"_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format",
                            "_pretty", "_include", "_revinclude", "_type"})
 IGNORED = frozenset({"_format", "_pretty"})
+_LIST_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a List's logical id (datatypes.html#id)
 SUMMARY = frozenset({"true", "false", "text", "data", "count"})
 TOTAL = frozenset({"none", "estimate", "accurate"})
 
@@ -303,7 +307,8 @@ def _check_limits(limits: search_limits.SearchLimits, params: list[tuple[str, st
     for name, value in criteria:
         check(limits, "max_chain_depth", f"the chain depth of '{name}'", name.count("."), name)
         check(limits, "max_has_depth", f"the _has depth of '{name}'", name.count("_has:"), name)
-        n = value.count(",") + 1  # an upper bound of the values (escaped commas counted too): cheap
+        # An upper bound of the values (escaped commas counted too): cheap. _filter counts its comparisons.
+        n = 1 if name == "_filter" else value.count(",") + 1
         if n > limits.max_values:
             n = len(split_escaped(value, ","))
             check(limits, "max_values", f"the number of values of '{name}'", n, name)
@@ -321,8 +326,9 @@ def _check_limits(limits: search_limits.SearchLimits, params: list[tuple[str, st
 def parse(defs: Definitions, type: str | None, params: list[tuple[str, str]], *,
           default_count: int = 50, max_count: int = 1000, strict: bool = False,
           compartment: tuple[str, str] | None = None, now: datetime | None = None,
-          limits: search_limits.SearchLimits | None = None) -> SearchQuery:
-    _check_limits(limits or search_limits.current(), params)
+          limits: search_limits.SearchLimits | None = None, lenient: bool = False) -> SearchQuery:
+    limits = limits or search_limits.current()
+    _check_limits(limits, params)
     count = min(default_count, max_count)
     offset = 0
     total = "accurate"
@@ -333,6 +339,7 @@ def parse(defs: Definitions, type: str | None, params: list[tuple[str, str]], *,
     types: list[str] = []
     link: list[tuple[str, str]] = []
     pending: list[tuple[str, str]] = []
+    lists: list[tuple[str, ...]] = []
     for name, value in params:
         code = name.partition(":")[0]
         if code == "_count":
@@ -362,6 +369,9 @@ def parse(defs: Definitions, type: str | None, params: list[tuple[str, str]], *,
                 raise invalid(f"Unknown modifier on '{name}'", name)
             include_raw.append((name, value))
             link.append((name, value))
+        elif code == "_list":
+            lists.append(_list_ids(name, value))
+            link.append((name, value))
         elif code == "_type":
             if type is not None:
                 if strict:
@@ -378,7 +388,14 @@ def parse(defs: Definitions, type: str | None, params: list[tuple[str, str]], *,
         count = 0
     search_types = [type] if type else (types or defs.resource_types())
     criteria: list[Criterion] = []
+    budget = search_filter.Budget(limits, len(pending))
     for name, value in pending:
+        if name.partition(":")[0] == "_filter":
+            found = _filter(defs, type, types, name, value, now, budget, lenient)
+            if found is not None:  # None: dropped (lenient)
+                criteria.extend(found)
+                link.append((name, value))
+            continue
         try:
             if type is not None:
                 crit = criterion(defs, type, name, value, now)
@@ -413,7 +430,37 @@ def parse(defs: Definitions, type: str | None, params: list[tuple[str, str]], *,
         summary=summary,
         elements=elements,
         link_params=tuple(link),
+        lists=tuple(lists),
     )
+
+
+def _list_ids(name: str, value: str) -> tuple[str, ...]:
+    """``_list=42`` or ``_list=42,43`` (search.html#list): the ids of the Lists (any of them)."""
+    if name != "_list":
+        raise invalid(f"Unknown modifier on '{name}'", name)
+    ids = tuple(unescape(p).strip() for p in split_escaped(value, ","))
+    for i in ids:
+        if i.startswith("$"):
+            raise invalid(f"The functional list '{i}' is not supported: give the id of a List", name,
+                          code="not-supported")
+        if not _LIST_ID.fullmatch(i):
+            raise invalid(f"Invalid _list '{value}': expected the id of a List", name)
+    return ids
+
+
+def _filter(defs: Definitions, type: str | None, types: list[str], name: str, value: str, now: datetime | None,
+            budget: search_filter.Budget, lenient: bool) -> tuple[Criterion, ...] | None:
+    """``_filter`` (search_filter.html): its comparisons are parsed as the plain parameters they mean."""
+    if name != "_filter":
+        raise invalid(f"Unknown modifier on '{name}'", name)
+
+    def resolve(n: str, v: str) -> Criterion:
+        try:
+            return criterion(defs, type, n, v, now) if type is not None else _system_criterion(defs, types, n, v, now)
+        except _Unknown:
+            raise invalid(f"Unknown search parameter '{n}'", "_filter", code="not-supported") from None
+
+    return search_filter.criteria(defs, [type] if type else types, value, resolve, budget, lenient)
 
 
 def _system_criterion(defs: Definitions, types: list[str], name: str, value: str, now: datetime | None) -> Criterion:

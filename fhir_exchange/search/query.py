@@ -8,7 +8,7 @@ the in-memory matcher) compiles the same already-validated model.
 Shape of a query: ``criteria`` are ANDed; each :class:`Param` ORs its ``values``. A criterion is a
 :class:`Param` (a search parameter of the searched type), a :class:`Chain` (a reference parameter whose
 target matches an inner criterion), a :class:`Has` (reverse chain) or an :class:`AnyOf` (a disjunction,
-used for compartments).
+used for compartments and ``_filter``'s ``or``); ``_filter`` adds :class:`AllOf` and :class:`Not`.
 
 Dates are half-open UTC ranges ``[low, high)`` in integer microseconds since 1970-01-01T00:00Z, so
 that each precision (year ... fraction of a second) is its own range and comparisons are exact.
@@ -148,13 +148,30 @@ class AnyOf:
 
 @dataclass(frozen=True, slots=True)
 class IdIn:
-    """``_id``: the logical id is one of ``ids`` (``negate`` for ``_id:not``)."""
+    """``_id``: the logical id is one of ``ids`` (``negate`` for ``_id:not``). With ``type``, only
+    resources of that type match (a system-level ``_list`` names ids of several types)."""
 
     ids: tuple[str, ...]
     negate: bool = False
+    type: str | None = None
 
 
-Criterion = Param | Chain | Has | AnyOf | IdIn
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """A conjunction of criteria (``and`` inside a ``_filter``; top-level criteria are ANDed already)."""
+
+    criteria: tuple[Criterion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """The complement of ``criterion`` among the (visible, live) resources of the searched type (``not``
+    of a ``_filter``, :mod:`fhir_exchange.search.filter`)."""
+
+    criterion: Criterion
+
+
+Criterion = Param | Chain | Has | AnyOf | IdIn | AllOf | Not
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +230,10 @@ class SearchQuery:
     # The recognised (name, value) pairs, in request order, without _count/_offset: the self link.
     link_params: tuple[tuple[str, str], ...] = ()
     visibility: Visibility | None = None  # None: everything (the system actor)
+    # ``_list`` (search.html#list): ids of Lists whose entry.item the results must be (each ANDed, each a
+    # comma-separated OR). A store never sees them: the repository reads the Lists as the caller and
+    # turns them into :class:`IdIn` criteria (interactions/repository.py, ``resolve_lists``).
+    lists: tuple[tuple[str, ...], ...] = ()
 
     def search_types(self, all_types: list[str]) -> list[str]:
         if self.type:

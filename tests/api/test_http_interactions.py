@@ -215,11 +215,13 @@ async def test_pretty(client: httpx.AsyncClient) -> None:
     (None, "application/fhir+json", 200, "application/fhir+json"),
     (None, "*/*", 200, "application/fhir+json"),
     (None, "application/fhir+xml;q=0.9, application/fhir+json", 200, "application/fhir+json"),
-    ("xml", None, 406, None),
-    ("application/fhir+xml", None, 406, None),
-    (None, "application/fhir+xml", 406, None),
-    (None, "application/xml", 406, None),
-    ("xml", "application/fhir+json", 406, None),  # _format wins over Accept
+    ("xml", None, 200, "application/fhir+xml"),
+    ("application/fhir+xml", None, 200, "application/fhir+xml"),
+    (None, "application/fhir+xml", 200, "application/fhir+xml"),
+    (None, "application/xml", 200, "application/xml"),
+    ("xml", "application/fhir+json", 200, "application/fhir+xml"),  # _format wins over Accept
+    ("ttl", None, 406, None),
+    (None, "text/html", 406, None),
 ])
 async def test_format_and_accept(client: httpx.AsyncClient, fmt: str | None, accept: str | None, status: int,
                                  ctype: str | None) -> None:
@@ -249,8 +251,8 @@ async def test_format_and_accept(client: httpx.AsyncClient, fmt: str | None, acc
     ("GET", "/not/a/fhir/path/at/all", {}, 404),
     ("PUT", "/Patient/a", {"json": {"resourceType": "Patient", "id": "b"}}, 400),
     ("PUT", "/Patient/a", {"json": {"resourceType": "Observation", "id": "a"}}, 400),
-    ("POST", "/Patient", {"content": b"<Patient xmlns='http://hl7.org/fhir'/>",
-                          "headers": {"content-type": "application/fhir+xml"}}, 415),
+    ("POST", "/Patient", {"content": b"<Patient xmlns='http://hl7.org/fhir'>",
+                          "headers": {"content-type": "application/fhir+xml", "accept": "application/json"}}, 400),
     ("POST", "/Patient", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415),
     ("POST", "/Patient", {"json": [], "headers": {"content-type": "application/json-patch+json"}}, 415),
     ("POST", "/Patient/1", {"json": PATIENT}, 405),

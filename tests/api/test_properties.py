@@ -117,7 +117,10 @@ async def _bodies(client: httpx.AsyncClient, method: str, path: str, body: bytes
     resp = await client.request(method, path, content=body, headers=headers)
     assert resp.status_code < 500, (resp.status_code, resp.text)
     if resp.status_code >= 400:
-        assert resp.json()["resourceType"] == "OperationOutcome"
+        if resp.headers["content-type"].startswith("application/fhir+xml"):  # an XML request's answer
+            assert resp.content.startswith(b"<?xml") and b"<OperationOutcome" in resp.content
+        else:
+            assert resp.json()["resourceType"] == "OperationOutcome"
     await assert_seed_intact(client, before, resp.status_code)
 
 

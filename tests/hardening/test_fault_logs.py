@@ -118,8 +118,9 @@ def _serve_on_tmpfs(mountpoint: Path, size: str, fill: bool, port: int, log: Pat
     if fill:
         script += 'dd if=/dev/zero of="$0/fill" bs=4k 2>/dev/null; '
     script += 'shift; exec "$@"'
+    # One process: the once-a-minute log line is per worker process.
     env = {**os.environ, "FHIR_EXCHANGE_CACHE_DIR": str(CACHE_DIR), "FHIR_EXCHANGE_AUTH": "off",
-           "FHIR_EXCHANGE_RATE_LIMIT": "0"}
+           "FHIR_EXCHANGE_RATE_LIMIT": "0", "FHIR_EXCHANGE_WORKERS": "1"}
     env.pop("FHIR_EXCHANGE_STORE_URL", None)
     with open(log, "wb") as out:
         return subprocess.Popen(["unshare", "-m", "sh", "-c", script, str(mountpoint), size, sys.executable, "-m",

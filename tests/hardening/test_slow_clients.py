@@ -30,8 +30,9 @@ class Serve:
     def __init__(self, tmp: Path, env: dict[str, str], nofile: int | None = None) -> None:
         self.port = free_port()
         self.log_path = tmp / "server.log"
+        # One process: the cap of connections and the once-a-minute log lines are per worker process.
         full_env = {**os.environ, "FHIR_EXCHANGE_CACHE_DIR": str(CACHE_DIR), "FHIR_EXCHANGE_AUTH": "off",
-                    "FHIR_EXCHANGE_LOG_LEVEL": "info", **env}
+                    "FHIR_EXCHANGE_LOG_LEVEL": "info", "FHIR_EXCHANGE_WORKERS": "1", **env}
         full_env.pop("FHIR_EXCHANGE_STORE_URL", None)
         limit: Callable[[], None] | None = None
         if nofile is not None:

@@ -76,7 +76,8 @@ async def test_an_empty_path_segment_is_not_the_type_history(call: Any) -> None:
     assert err.value.status == 400 and "empty segment" in err.value.diagnostics
 
 
-async def test_fhirpath_patch_is_refused_naming_json_patch(call: Any) -> None:
+async def test_fhirpath_patch_without_operations_changes_nothing(call: Any) -> None:
+    # FHIRPath Patch is supported (tests/interactions/test_fhirpath_patch.py); no operation, no change.
     await call("PUT", "Patient/fp", {"resourceType": "Patient", "id": "fp"})
-    err = await call.error("PATCH", "Patient/fp", {"resourceType": "Parameters", "parameter": []})
-    assert err.status == 415 and "JSON Patch" in err.diagnostics
+    resp = await call("PATCH", "Patient/fp", {"resourceType": "Parameters", "parameter": []})
+    assert resp.status == 200 and resp.json()["meta"]["versionId"] == "1"  # type: ignore[index]

@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "logs": 0, "metrics": 0,  # logging configuration; the Prometheus metrics every layer may count
     "fhir": 1,
     "definitions": 2,
-    "validation": 3, "search": 3,
+    "validation": 3, "search": 3, "formats": 3,
     "store": 4,
     "consult": 5, "security": 5,
     "interactions": 6,

@@ -4,21 +4,30 @@ the target type; ``:identifier`` matches Reference.identifier as a token.
 
 Index rows: a relative reference gives (ref_type, ref_id[, ref_version]); an absolute URL or
 urn:uuid, and a canonical, give ``uri`` (with ``ref_version`` for ``|version``); Reference.identifier
-gives (system, code). Absolute URLs are not resolved against the server base (the base is known per
-request, the index is built per write), so ``subject=http://server/Patient/1`` matches the
-reference exactly as written; relative references, which clients send nearly always, are the rule.
-A plain id with no type matches references to any type with that id (search.html#reference).
+gives (system, code). A plain id with no type matches references to any type with that id
+(search.html#reference).
+
+Absolute URLs on this server's own base (search.html#reference: "[url]" where the URL is the server's
+base plus ``Type/id``) are local references: :func:`local_reference` is the one place that decides it,
+from the bases of ``Settings.local_base_urls`` (``public_base_url``, else the listening address). The
+indexer stores them as ``Type/id`` (:func:`localise_entries`, so ``subject=Patient/1`` finds a
+``http://our-base/Patient/1``), and a search value on our base, or on the request's base, also matches
+``Type/id`` (:func:`localise_query`, which keeps the literal URL as an OR'd value: a reference stored
+under a base not known at index time still matches as written). A URL on another server matches only
+that literal URL. Resources indexed before their base was configured need ``$reindex``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fhir_exchange.errors import invalid
 from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params._keys import mkey
-from fhir_exchange.search.query import ReferenceValue, TokenValue
+from fhir_exchange.search.query import Criterion, Param, ReferenceValue, SearchQuery, TokenValue
 
 TABLE = "search_reference"
 COLUMNS = ("ref_type", "ref_id", "ref_version", "uri", "system", "code")
@@ -37,6 +46,59 @@ def split_reference(ref: str) -> tuple[str | None, str | None, str | None, str |
         return None, None, None, None
     url, bar, version = ref.partition("|")
     return None, None, (version if bar else None), url
+
+
+def local_reference(url: str, bases: Iterable[str]) -> tuple[str, str, str | None] | None:
+    """(type, id, version) of an absolute ``url`` on one of ``bases`` (this server's), else None."""
+    for base in bases:
+        base = base.rstrip("/")
+        if base and url.startswith(base + "/"):
+            m = _REL.match(url[len(base) + 1:])
+            if m:
+                return m["type"], m["id"], m["v"]
+    return None
+
+
+def localise_entries(entries: Sequence[IndexEntry], bases: Sequence[str]) -> list[IndexEntry]:
+    """Index entries with references written as absolute URLs on ``bases`` turned into ``Type/id``."""
+    out = list(entries)
+    for n, e in enumerate(out):
+        if e.kind == "reference" and e.uri is not None and "://" in e.uri:
+            local = local_reference(e.uri, bases)
+            if local is not None:
+                out[n] = dataclasses.replace(e, ref_type=local[0], ref_id=local[1],
+                                             ref_version=local[2] or e.ref_version, uri=None)
+    return out
+
+
+def localise_query(query: SearchQuery, bases: Sequence[str]) -> SearchQuery:
+    """``query`` with reference values on ``bases`` also matching the ``Type/id`` they name."""
+    if not bases:
+        return query
+    params = tuple(_localise(c, bases) for c in query.params)
+    return query if params == query.params else dataclasses.replace(query, params=params)
+
+
+def _localise(c: Criterion, bases: Sequence[str]) -> Criterion:
+    if isinstance(c, Param):
+        if c.type != "reference" or c.modifier is not None:
+            return c
+        values = list(c.values)
+        for v in c.values:
+            if isinstance(v, ReferenceValue) and v.url is not None and v.version is None:
+                local = local_reference(v.url, bases)
+                if local is not None and (v.type is None or v.type == local[0]):
+                    rv = ReferenceValue(local[0], local[1], local[2])
+                    if rv not in values:
+                        values.append(rv)
+        return c if len(values) == len(c.values) else dataclasses.replace(c, values=tuple(values))
+    # Chains, _has, and the boolean combinations (whatever they are): the same inside.
+    node: Any = c
+    if hasattr(node, "criterion"):
+        return dataclasses.replace(node, criterion=_localise(node.criterion, bases))
+    if hasattr(node, "criteria"):
+        return dataclasses.replace(node, criteria=tuple(_localise(x, bases) for x in node.criteria))
+    return c
 
 
 def extract(code: str, item: tuple[Any, str | None]) -> list[IndexEntry]:

@@ -24,6 +24,9 @@ TABLE = "search_string"
 COLUMNS = ("text", "code")
 SORT_COLUMN = "text"
 MODIFIERS = frozenset({"exact", "contains", "missing"})
+# Modes only ``_filter`` produces (search_filter.html ``eq``, ``ew``; not accepted as URL modifiers): the
+# normalised text equal to / ending with the value.
+FILTER_MODES = frozenset({"eq", "ew"})
 
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
@@ -117,6 +120,10 @@ def sql(value: StringValue, modifier: str | None, alias: str) -> tuple[str, list
         return f"{alias}.code = ?", [value.raw]
     if modifier == "contains":
         return f"instr({alias}.text, ?) > 0", [value.text]
+    if modifier == "eq":
+        return f"{alias}.text = ?", [value.text]
+    if modifier == "ew":  # substr counts characters from the end; a shorter text cannot be equal
+        return f"substr({alias}.text, ?) = ?", [-len(value.text), value.text]
     # Prefix as a range, so the (param, text) index serves it.
     return f"{alias}.text >= ? AND {alias}.text < ?", [value.text, value.text + _HIGH]
 
@@ -127,6 +134,10 @@ def match(e: IndexEntry, value: StringValue, modifier: str | None) -> bool:
     text = e.text or ""
     if modifier == "contains":
         return value.text in text
+    if modifier == "eq":
+        return text == value.text
+    if modifier == "ew":
+        return text.endswith(value.text)
     return text.startswith(value.text)
 
 
@@ -148,4 +159,8 @@ def mongo(value: StringValue, modifier: str | None, code: str, at: str = "_s.") 
         return {f"{at}strx": mkey(code, value.raw)}
     if modifier == "contains":
         return {f"{at}str": {"$regex": "^" + re.escape(mkey(code, "")) + r"[\s\S]*" + re.escape(value.text)}}
+    if modifier == "eq":
+        return {f"{at}str": mkey(code, value.text)}
+    if modifier == "ew":  # normalised text never ends in a newline: "$" is its end
+        return {f"{at}str": {"$regex": "^" + re.escape(mkey(code, "")) + r"[\s\S]*" + re.escape(value.text) + "$"}}
     return {f"{at}str": prefix_range(mkey(code, value.text))}
