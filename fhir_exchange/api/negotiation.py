@@ -96,11 +96,7 @@ def request_kind(content_type: str | None, method: str) -> str:
         return "json-patch"
     if media == "application/x-www-form-urlencoded":
         return "form"
-    if media in XML_TYPES:
-        if method == "PATCH":
-            raise FhirError(Category.UNSUPPORTED_MEDIA_TYPE, "PATCH takes a JSON Patch (application/json-patch+json) "
-                            "or a FHIRPath Patch (a Parameters resource, application/fhir+json): XML Patch is "
-                            "not supported", ("Content-Type",), code="not-supported")
+    if media in XML_TYPES:  # with PATCH: a FHIRPath Patch Parameters in XML (XML Patch is not supported)
         return "xml"
     if media == "application/fhir+json-patch":
         return "json-patch"

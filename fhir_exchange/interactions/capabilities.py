@@ -115,7 +115,8 @@ def capability_statement(svc: Services, table: RouteTable, base_url: str) -> dic
         "implementation": {"description": "fhir-exchange FHIR R4 server", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "application/json", "application/fhir+xml", "application/xml"],
-        "patchFormat": ["application/json-patch+json", "application/fhir+json"],  # JSON Patch, FHIRPath Patch
+        # JSON Patch; FHIRPath Patch (a Parameters body) in JSON or XML
+        "patchFormat": ["application/json-patch+json", "application/fhir+json", "application/fhir+xml"],
         "rest": [rest],
     }
     if table.operations.get("export") is not None:  # the Bulk Data Access IG's server (interactions/export.py)

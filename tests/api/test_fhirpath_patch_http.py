@@ -77,7 +77,7 @@ async def test_a_patch_body_of_neither_format_is_400(client: httpx.AsyncClient) 
 
 async def test_capability_statement_declares_both_patch_formats_and_list(client: httpx.AsyncClient) -> None:
     cs = (await client.get("/metadata")).json()
-    assert set(cs["patchFormat"]) == {"application/json-patch+json", "application/fhir+json"}
+    assert set(cs["patchFormat"]) == {"application/json-patch+json", "application/fhir+json", "application/fhir+xml"}
     patient = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
     patch = next(i for i in patient["interaction"] if i["code"] == "patch")
     assert "FHIRPath Patch" in patch["documentation"] and "JSON Patch" in patch["documentation"]

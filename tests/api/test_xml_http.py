@@ -192,11 +192,16 @@ async def test_validate_takes_xml(client: httpx.AsyncClient) -> None:
     assert xml_of(r).tag == F + "OperationOutcome"
 
 
-async def test_patch_in_xml_is_refused_with_415(client: httpx.AsyncClient) -> None:
-    await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
-    r = await client.patch("/Patient/p1", content=b"<Parameters xmlns='http://hl7.org/fhir'/>",
+async def test_fhirpath_patch_in_xml_is_applied(client: httpx.AsyncClient) -> None:
+    await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1", "active": True})
+    body = (b"<Parameters xmlns='http://hl7.org/fhir'><parameter><name value='operation'/>"
+            b"<part><name value='type'/><valueCode value='replace'/></part>"
+            b"<part><name value='path'/><valueString value='Patient.active'/></part>"
+            b"<part><name value='value'/><valueBoolean value='false'/></part></parameter></Parameters>")
+    r = await client.patch("/Patient/p1", content=body,
                            headers={"Content-Type": XML, "Accept": "application/fhir+json"})
-    assert r.status_code == 415
+    assert r.status_code == 200, r.text
+    assert (await client.get("/Patient/p1")).json()["active"] is False
 
 
 def test_an_answer_without_an_xml_form_goes_out_as_json(definitions: Definitions) -> None:
