@@ -14,7 +14,6 @@ import os
 import pstats
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,32 +22,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PATIENT = {"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01",
-           "name": [{"family": "Kim", "given": ["Minji"]}],
-           "identifier": [{"system": "urn:oid:1.2.410.100", "value": "12345"}]}
-WRK = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/fhir+json"
-wrk.body = %s
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests,
-    e.connect + e.read + e.write + e.status + e.timeout, summary.duration,
-    latency:percentile(50), latency:percentile(95)))
-end
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_rest import PATIENT, WRK_DONE, cpu_seconds, free_port  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# The same wrk script as bench_rest.py's create workload: POST one Patient, report through WRK_DONE.
+WRK_HEAD = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/fhir+json"']
 
 
 def main() -> int:
@@ -75,7 +54,7 @@ def main() -> int:
             except OSError:
                 time.sleep(0.1)
         script = Path(tmp) / "create.lua"
-        script.write_text(WRK % json.dumps(json.dumps(PATIENT)))
+        script.write_text("\n".join([*WRK_HEAD, f"wrk.body = {json.dumps(json.dumps(PATIENT))}"]) + WRK_DONE)
         def wrk(seconds: float) -> str:
             return subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "30s",
                                    "-s", str(script), f"{root}/fhir/Patient"], capture_output=True, text=True,

@@ -3,15 +3,7 @@ application/fhir+json) beside JSON Patch, and what the CapabilityStatement says 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
-from starlette.applications import Starlette
-
-from fhir_exchange.api.app import create_app
-from fhir_exchange.definitions import Definitions
-from fhir_exchange.settings import Settings
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 PATCH = {
@@ -29,15 +21,6 @@ PATCH = {
 }
 
 
-@pytest.fixture
-async def app(settings: Settings, definitions: Definitions) -> AsyncIterator[Starlette]:
-    """The app on the session's definitions (loading them per test costs seconds; nothing here changes them)."""
-    application = create_app(settings, definitions=definitions)
-    await application.state.services.store.open()
-    try:
-        yield application
-    finally:
-        await application.state.services.store.close()
 
 
 

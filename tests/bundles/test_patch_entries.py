@@ -5,17 +5,12 @@ Parameters resource (FHIRPath Patch, https://hl7.org/fhir/R4/fhirpatch.html)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
-import pytest
-from starlette.applications import Starlette
 
-from fhir_exchange.api.app import create_app
-from fhir_exchange.definitions import Definitions
-from fhir_exchange.settings import Settings
+from tests.api.conftest import app  # noqa: F401  (the app on the session's definitions)
 from tests.bundles.helpers import SYS, bundle, entry, patient, status
 
 
@@ -35,16 +30,6 @@ def add_gender(value: str) -> list[dict[str, Any]]:
 REPLACE_FAMILY = [{"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.name.family"},
                   {"name": "value", "valueString": "Park"}]
 
-
-@pytest.fixture
-async def app(settings: Settings, definitions: Definitions) -> AsyncIterator[Starlette]:
-    """The app on the session's definitions (loading them per test costs seconds; nothing here changes them)."""
-    application = create_app(settings, definitions=definitions)
-    await application.state.services.store.open()
-    try:
-        yield application
-    finally:
-        await application.state.services.store.close()
 
 
 

@@ -5,31 +5,20 @@ tests (test_search_list_and_absolute_on_mongo.py)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from fhir_exchange.api.app import create_app
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.settings import Settings
+from tests.api.conftest import app  # noqa: F401  (the app on the session's definitions)
 from tests.store.test_search_http import ids, put, search
 
 OUR_BASE = "http://127.0.0.1:8080/fhir"  # Settings.local_base_urls without public_base_url
 ELSEWHERE = "http://elsewhere.example.org/fhir"
 
-
-@pytest.fixture
-async def app(settings: Settings, definitions: Definitions) -> AsyncIterator[Starlette]:
-    """The app on the session's definitions (loading them per test costs seconds; nothing here changes them)."""
-    application = create_app(settings, definitions=definitions)
-    await application.state.services.store.open()
-    try:
-        yield application
-    finally:
-        await application.state.services.store.close()
 
 
 
@@ -125,10 +114,10 @@ async def test_another_servers_url_matches_only_itself(refs: httpx.AsyncClient) 
 
 async def test_public_base_url_is_the_base_at_index_time(settings: Settings, definitions: Definitions) -> None:
     public = "https://fhir.example.kr/r4"
-    app = create_app(dataclasses.replace(settings, public_base_url=public), definitions=definitions)
-    await app.state.services.store.open()
+    application = create_app(dataclasses.replace(settings, public_base_url=public), definitions=definitions)
+    await application.state.services.store.open()
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test/fhir") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test/fhir") as c:
             await put(c, {"resourceType": "Patient", "id": "p1"})
             await put(c, obs("pub", f"{public}/Patient/p1"))
             await put(c, obs("loopback", f"{OUR_BASE}/Patient/p1"))  # not this server's base any more
@@ -136,4 +125,4 @@ async def test_public_base_url_is_the_base_at_index_time(settings: Settings, def
             assert ids(await search(c, f"/Observation?subject={public}/Patient/p1")) == ["pub"]
             assert ids(await search(c, f"/Observation?subject={OUR_BASE}/Patient/p1")) == ["loopback"]
     finally:
-        await app.state.services.store.close()
+        await application.state.services.store.close()
