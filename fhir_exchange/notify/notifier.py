@@ -124,6 +124,11 @@ class Notifier:
                 await self.serve(version)
             except FhirError as err:  # e.g. a concurrent status write: the next round retries
                 log.warning("Subscription/%s: %s", version.id, err.diagnostics)
+            # A delete committed while this Subscription was being served: its commit hook may have dropped
+            # the state before serve() wrote it back, so look again now that the writes are done.
+            current = await self.svc.store.read("Subscription", version.id)
+            if current is None or current.deleted:
+                await self.states.drop(version.id)
         assert self.http is not None
         for extra in self.extra_rounds:
             await extra(self.http)
