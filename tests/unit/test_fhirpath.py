@@ -38,7 +38,7 @@ from fhir_exchange.fhir.fhirpath import (
     is_true,
 )
 
-CORE_PACKAGE = Path(fhirpath.__file__).resolve().parents[1] / "packages" / "hl7.fhir.r4.core-4.0.1.tgz"
+CORE_PACKAGE = Path(fhirpath.__file__).resolve().parents[2] / "packages" / "hl7.fhir.r4.core-4.0.1.tgz"
 
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",

@@ -29,7 +29,7 @@ from typing import Any
 from fhirpathpy.engine.nodes import FP_DateTime, FP_Quantity, FP_Time, ResourceNode
 from fhirpathpy.models import models
 
-from fhir_exchange.fhir.fhirpath_errors import FhirPathEvaluationError
+from fhir_exchange.fhir.fhirpath.errors import FhirPathEvaluationError
 
 UCUM = "http://unitsofmeasure.org"
 

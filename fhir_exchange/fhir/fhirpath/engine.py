@@ -61,14 +61,14 @@ from fhirpathpy.parser.ASTPathListener import ASTPathListener
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
-from fhir_exchange.fhir.fhirpath_check import Checker
-from fhir_exchange.fhir.fhirpath_errors import (
+from fhir_exchange.fhir.fhirpath.check import Checker
+from fhir_exchange.fhir.fhirpath.errors import (
     FhirPathError,
     FhirPathEvaluationError,
     FhirPathSemanticError,
     FhirPathSyntaxError,
 )
-from fhir_exchange.fhir.fhirpath_functions import (
+from fhir_exchange.fhir.fhirpath.functions import (
     KNOWN_FUNCTIONS,
     TABLE,
     ConformsTo,
@@ -82,7 +82,7 @@ from fhir_exchange.fhir.fhirpath_functions import (
     is_output_item,
     output_value,
 )
-from fhir_exchange.fhir.fhirpath_values import (
+from fhir_exchange.fhir.fhirpath.values import (
     EVAL_MODEL,
     FHIR_TYPES,
     R4_MODEL,

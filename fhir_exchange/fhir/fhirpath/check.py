@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_exchange.fhir.fhirpath_errors import FhirPathSemanticError
-from fhir_exchange.fhir.fhirpath_values import (
+from fhir_exchange.fhir.fhirpath.errors import FhirPathSemanticError
+from fhir_exchange.fhir.fhirpath.values import (
     FHIR_PRIMITIVES,
     FHIR_TYPES,
     R4_MODEL,

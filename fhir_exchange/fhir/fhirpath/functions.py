@@ -34,9 +34,9 @@ from typing import Any, cast
 from fhirpathpy.engine.invocations import invocation_registry, navigation
 from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
 
-from fhir_exchange.fhir.fhirpath_errors import FhirPathEvaluationError
-from fhir_exchange.fhir.fhirpath_html import html_checks
-from fhir_exchange.fhir.fhirpath_values import (
+from fhir_exchange.fhir.fhirpath.errors import FhirPathEvaluationError
+from fhir_exchange.fhir.fhirpath.html import html_checks
+from fhir_exchange.fhir.fhirpath.values import (
     CALENDAR_UNITS,
     FHIR_TYPES,
     SYSTEM_TYPES,
