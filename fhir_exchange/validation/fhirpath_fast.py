@@ -25,7 +25,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fhir_exchange.validation.ucum import compare_quantities
+from fhir_exchange.fhir.fhirpath.ucum import compare_quantities
 from fhir_exchange.validation.values import temporal as _temporal
 
 UCUM = "http://unitsofmeasure.org"

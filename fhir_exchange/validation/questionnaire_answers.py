@@ -26,10 +26,10 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
+from fhir_exchange.fhir.fhirpath.ucum import compare_quantities
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.jsonutil import dicts
 from fhir_exchange.validation.terminology import Expansion
-from fhir_exchange.validation.ucum import compare_quantities
 from fhir_exchange.validation.values import compare
 
 EXT = "http://hl7.org/fhir/StructureDefinition/"

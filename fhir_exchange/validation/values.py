@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fhir_exchange.validation.ucum import canonical, compare_quantities
+from fhir_exchange.fhir.fhirpath.ucum import canonical, compare_quantities
 
 UCUM = "http://unitsofmeasure.org"
 
