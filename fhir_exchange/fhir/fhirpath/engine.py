@@ -150,6 +150,16 @@ class CompiledPath:
     def __repr__(self) -> str:
         return f"CompiledPath({self.expression!r})"
 
+    @property
+    def ast(self) -> dict[str, Any]:
+        """The prepared AST (fhirpathpy's dict tree after preparation): the input of the compiled back-end."""
+        return self._root
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        """The literals folded out of the AST, read through ``%`` variables of these names."""
+        return self._constants
+
     def evaluate(
         self,
         resource: Any,
