@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from fhir_exchange.definitions import Definitions
+from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast
 from fhir_exchange.validation import Validator
-from fhir_exchange.validation.fhirpath_fast import Unsupported, compile_fast
 from fhir_exchange.validation.invariants import CORRECTIONS, InvariantChecker
 from fhir_exchange.validation.issues import IssueSink
 from fhir_exchange.validation.schema import Constraint

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from fhir_exchange.definitions import Definitions
+from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast
 from fhir_exchange.validation import Validator
-from fhir_exchange.validation.fhirpath_fast import Unsupported, compile_fast
 from fhir_exchange.validation.invariants import CORRECTIONS, InvariantChecker
 from fhir_exchange.validation.issues import IssueSink
 from fhir_exchange.validation.schema import Constraint
@@ -115,9 +115,12 @@ def test_subset_semantics(expr: str, node: dict[str, Any], expected: list[Any]) 
 
 
 def test_subset_refuses_what_it_cannot_do() -> None:
-    for expr in ("x is Quantity", "x.ofType(Reference)", "x.memberOf('http://a')", "%vs-x.exists()"):
+    for expr in ("x is Quantity", "x.ofType(Reference)", "x < @2020", "$index", "%unknown"):
         with pytest.raises(Unsupported):
             compile_fast(expr)
+    with pytest.raises(Unsupported):  # memberOf() needs the caller's terminology
+        compile_fast("x.memberOf('http://a')")([{"x": "a"}], {})
+    assert compile_fast("%`vs-x`")([{}], {}) == ["http://hl7.org/fhir/ValueSet/x"]  # folded by the engine
     with pytest.raises(Unsupported):  # resolve() needs the caller's resolver
         compile_fast("x.resolve()")([{"x": {"reference": "Patient/1"}}], {})
     assert compile_fast("value.ofType(Quantity).value")([{"valueQuantity": {"value": 1}}], {}) == [1]
@@ -207,7 +210,7 @@ def test_fast_subset_agrees_on_consult_constraints() -> None:
 
 def test_skipping_guard_is_sound() -> None:
     """Where the checker skips a constraint (none of the names it reads is present), evaluating it holds."""
-    from fhir_exchange.validation.fhirpath_fast import touches
+    from fhir_exchange.fhir.fhirpath.compiled import touches
     from fhir_exchange.validation.invariants import _guard
 
     skipped = 0
@@ -230,3 +233,41 @@ def test_skipping_guard_is_sound() -> None:
     assert _guard(compile_fast("a.exists()")) is None  # fails on nothing: never skipped
     assert _guard(compile_fast("$this.a.empty()")) is None  # reads the focus as a whole
     assert _guard(compile_fast("a.empty() or b.exists()")) == frozenset({"a", "b"})
+
+
+def test_member_of_asks_the_terminology() -> None:
+    from fhir_exchange.validation.invariants import member_of_terminology
+
+    v = validator()
+    checker = InvariantChecker(member_of=member_of_terminology(v.terminology))
+    gender = Constraint("g-1", "error", "gender", "g.memberOf('http://hl7.org/fhir/ValueSet/administrative-gender')",
+                        None)
+    unknown = Constraint("u-1", "error", "unknown", "g.memberOf('http://example.org/ValueSet/nowhere')", None)
+
+    def issues(c: Constraint, node: dict[str, Any]) -> list[tuple[str, str]]:
+        sink = IssueSink()
+        checker.check((c,), node, "Patient", "Patient", {}, {}, sink)
+        return [(i.severity, i.message_id) for i in sink.result()]
+
+    assert issues(gender, {"g": "male"}) == []
+    assert issues(gender, {"g": "nonsense"}) == [("error", "sd-invariant")]
+    assert issues(gender, {"g": {"coding": [{"system": "http://hl7.org/fhir/administrative-gender",
+                                             "code": "female"}]}}) == []
+    # An unknown value set is "not evaluated" (information), never a silent pass.
+    assert issues(unknown, {"g": "male"}) == [("information", "sd-invariant-not-evaluated")]
+    # The full evaluator asks the same terminology where the compiled back-end refuses (@2020 literal).
+    mixed = Constraint("m-1", "error", "mixed", "d < @2020 or g.memberOf('http://hl7.org/fhir/ValueSet/"
+                       "administrative-gender')", None)
+    assert issues(mixed, {"g": "nonsense", "d": "2021"}) == [("error", "sd-invariant")]
+    assert issues(mixed, {"g": "male", "d": "2021"}) == []
+
+
+def test_resolve_finds_contained_and_bundle_resources() -> None:
+    checker = InvariantChecker()
+    c = Constraint("r-1", "error", "resolves to a Patient", "subject.resolve() is Patient", None)
+    targets = {"#p": {"resourceType": "Patient", "id": "p"}, "#o": {"resourceType": "Organization", "id": "o"}}
+    for ref, broken in (("#p", False), ("#o", True)):
+        sink = IssueSink()
+        checker.check((c,), {"subject": {"reference": ref}}, "Observation", "Observation", {}, {}, sink,
+                      targets.get)
+        assert bool(sink.result()) is broken

@@ -1,7 +1,20 @@
 """FHIRPath http://hl7.org/fhirpath/N1/ as profiled by FHIR R4 https://hl7.org/fhir/R4/fhirpath.html: the
-server's one FHIRPath engine. Callers import from here; the modules of the package are its parts
-(``engine``: parsing, preparation and the fhirpathpy glue; ``functions``: the function and operator
-table; ``values``: value semantics; ``check``: the static checker; ``errors``; ``html``)."""
+server's one FHIRPath engine. Callers import from here; the modules of the package are its parts:
+
+* ``engine``: :class:`CompiledPath` and the fhirpathpy glue; ``parser``: strict parsing and AST
+  preparation; ``check``: the static checker (strict mode); ``errors``;
+* ``table``: the function and operator table, assembled from one module per spec section:
+  ``operators`` (equality, comparison, boolean logic), ``arithmetic`` (math and date/time
+  operators), ``collection_functions`` (existence, filtering, subsetting, combining, tree
+  navigation, ``|``/``in``/``contains``), ``type_functions``, ``conversions``, ``strings``,
+  ``math_functions``, ``boundaries``, ``utility`` (trace, now), ``fhir_functions`` (FHIR's
+  additions; ``html`` for ``htmlChecks()``), on the shared ``items`` (singletons, logical items)
+  and ``environment`` (per-call resources and hooks);
+* values: ``values`` (System types, typing of FHIR items), ``numbers``, ``temporal``,
+  ``quantity``, ``equality`` (=, ~, ordering of items), and ``ucum``, the server's one UCUM
+  implementation (``canonical(code)``, ``compare_quantities(...)``);
+* ``compiled*``: the compiled back-end (built from ``CompiledPath.ast``/``.constants``).
+"""
 
 from fhir_exchange.fhir.fhirpath.engine import (
     CompiledPath,
@@ -11,9 +24,7 @@ from fhir_exchange.fhir.fhirpath.engine import (
     FhirPathSemanticError,
     FhirPathSyntaxError,
     MemberOf,
-    Quantity,
     Resolver,
-    Temporal,
     Tracer,
     TypedValue,
     compile,
@@ -21,6 +32,8 @@ from fhir_exchange.fhir.fhirpath.engine import (
     evaluate,
     is_true,
 )
+from fhir_exchange.fhir.fhirpath.quantity import Quantity
+from fhir_exchange.fhir.fhirpath.temporal import Temporal
 
 __all__ = [
     "CompiledPath",

@@ -79,9 +79,13 @@ def _choice_type(suffix: str) -> str:
     return lowered if lowered in FHIR_PRIMITIVES else suffix
 
 
-def _child_types(type_path: str, name: str) -> frozenset[str] | None:
-    """Types of ``type_path.name``; None when unknown; raises _Invalid if there is no such element."""
-    if type_path in _OPAQUE:
+def _child_types(type_path: str, name: str, inherited: bool = False) -> frozenset[str] | None:
+    """Types of ``type_path.name``; None when unknown; raises _Invalid if there is no such element.
+
+    ``inherited``: ``type_path`` was reached by walking up from a concrete type, so an element
+    unknown to ``Resource``/``DomainResource`` too is unknown to that type (``Patient.nmae``); an
+    element *typed* Resource (``Bundle.entry.resource``) still holds any resource and stays unchecked."""
+    if type_path in _OPAQUE and not inherited:
         return None
     if type_path in FHIR_PRIMITIVES or type_path.startswith("System."):
         if name == "id":
@@ -101,7 +105,7 @@ def _child_types(type_path: str, name: str) -> frozenset[str] | None:
     parent = "BackboneElement" if "." in type_path else _TYPE2PARENT.get(type_path)
     if parent is None:
         raise _Invalid
-    return _child_types(parent, name)
+    return _child_types(parent, name, inherited=True)
 
 
 def _choice_bases(type_path: str) -> list[tuple[str, list[str]]]:
