@@ -4,10 +4,15 @@ Each constraint's FHIRPath ``expression`` is evaluated with the element as focus
 resource that holds it and ``%rootResource`` the outermost one; a result of ``false`` breaks it and
 is reported with the constraint's severity (error or warning) and its key in the diagnostics.
 
-Evaluation is layered for speed: the compiled subset of :mod:`fhirpath_fast` first; the project's
-full engine (:mod:`fhir_exchange.fhir.fhirpath`, fhirpathpy plus the FHIR functions) for the rest. An
-expression that neither can evaluate is reported once as information ("not evaluated"), never as a
-failure of the resource.
+Evaluation uses the two back-ends of the one FHIRPath engine: the compiled back-end
+(:mod:`fhir_exchange.fhir.fhirpath.compiled`, closures over the raw JSON) first; the full evaluator
+(:mod:`fhir_exchange.fhir.fhirpath`) where it cannot compile or evaluate. An expression that neither
+can evaluate is reported as information ("not evaluated"), never as a failure of the resource.
+
+``memberOf()`` asks the terminology (:func:`member_of_terminology`): a value set the server does not
+know, or a code it cannot verify, makes the invariant "not evaluated" rather than silently holding.
+``resolve()`` finds contained and Bundle resources (the caller's ``resolve``); ``conformsTo()``
+asks the caller's ``conforms_to`` when given, else reads ``meta.profile`` and core types.
 
 An empty result counts as satisfied, as in fhirpathpy and the project's ``constraint_holds``:
 invariants are written as implications, and an empty one has nothing to hold against.
@@ -20,14 +25,19 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fhir_exchange.fhir import fhirpath
-from fhir_exchange.validation.fhirpath_fast import Unsupported, compile_fast, touches
+from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast, guard_keys
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.schema import Constraint
+from fhir_exchange.validation.terminology import Terminology
 
 Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
 
 
 Resolve = Callable[[str], dict[str, Any] | None]
+
+
+class NotEvaluable(Exception):
+    """A hook cannot answer (unknown value set): the invariant is "not evaluated", not held."""
 
 
 class FullEngine(Protocol):
@@ -37,14 +47,51 @@ class FullEngine(Protocol):
     def holds(self, result: list[Any]) -> bool: ...
 
 
+def member_of_terminology(terminology: Terminology) -> fhirpath.MemberOf:
+    """``memberOf(valueset)`` of a code, Coding or CodeableConcept, answered by ``terminology``.
+
+    Raises :class:`NotEvaluable` when the value set is unknown or the code cannot be verified here
+    (a system that is not available locally): FHIRPath would say "empty", which an invariant reads
+    as "holds", and that would be a silent pass."""
+    def member_of(value: Any, url: str) -> bool:
+        codings: list[tuple[Any, Any]]
+        if isinstance(value, str):
+            codings = [(None, value)]
+        elif isinstance(value, dict) and "coding" in value:
+            codings = [(c.get("system"), c.get("code")) for c in value["coding"] if isinstance(c, dict)]
+        elif isinstance(value, dict):
+            codings = [(value.get("system"), value.get("code"))]
+        else:
+            raise NotEvaluable(f"memberOf() of {type(value).__name__}")
+        unknown = None
+        for system, code in codings:
+            if not isinstance(code, str):
+                continue
+            check = terminology.validate_code(url, system if isinstance(system, str) else None, code)
+            if check.valid:
+                return True
+            if check.valid is None:
+                unknown = check.message
+        if unknown is not None:
+            raise NotEvaluable(unknown)
+        return False
+    return member_of
+
+
 class _ProjectEngine:
-    """``fhir_exchange.fhir.fhirpath``: the project's engine (fhirpathpy plus the FHIR functions)."""
+    """``fhir_exchange.fhir.fhirpath``: the full evaluator (fhirpathpy plus the FHIR functions)."""
+
+    def __init__(self, member_of: fhirpath.MemberOf | None = None,
+                 conforms_to: fhirpath.ConformsTo | None = None) -> None:
+        self.member_of = member_of
+        self.conforms_to = conforms_to
 
     def evaluate(self, expression: str, node: Any, type_path: str, resource: Any, root: Any,
                  resolve: Resolve | None = None) -> list[Any]:
         compiled = fhirpath.compile(expression)  # lru-cached by the module
         return list(compiled.evaluate(resource, node, root_resource=root, context_path=type_path,
-                                      resolver=resolve))
+                                      resolver=resolve, member_of=self.member_of,
+                                      conforms_to=self.conforms_to))
 
     def holds(self, result: list[Any]) -> bool:
         return bool(fhirpath.constraint_holds(result))
@@ -62,6 +109,9 @@ CORRECTIONS: dict[str, str] = {
 }
 
 _FAST_FAILED = object()
+# A constraint ready to run: itself, its (corrected) expression, its compiled closure (or
+# _FAST_FAILED), the JSON keys without which it holds (or None), the closure's ``truth`` (or None).
+_Prepared = tuple[Constraint, str, Any, "frozenset[str] | None", Any]
 
 
 def _guard(fast: Any) -> frozenset[str] | None:
@@ -82,21 +132,28 @@ def _guard(fast: Any) -> frozenset[str] | None:
 class InvariantChecker:
     """Evaluates constraints; compiled expressions are cached for the life of the checker."""
 
-    def __init__(self, typed_descendants: Callable[[list[Any], str], list[Any]] | None = None) -> None:
-        """``typed_descendants(items, type)`` answers ``descendants().ofType(type)`` from definitions."""
+    def __init__(self, typed_descendants: Callable[[list[Any], str], list[Any]] | None = None, *,
+                 member_of: fhirpath.MemberOf | None = None,
+                 conforms_to: fhirpath.ConformsTo | None = None) -> None:
+        """``typed_descendants(items, type)`` answers ``descendants().ofType(type)`` from definitions;
+        ``member_of`` backs ``memberOf()`` (:func:`member_of_terminology`), ``conforms_to(resource,
+        url)`` backs ``conformsTo()``."""
         self._typed_descendants = typed_descendants
+        self.member_of = member_of
+        self.conforms_to = conforms_to
         self._fast: dict[str, Any] = {}
         # id(constraints tuple) -> (the tuple, its compiled constraints); the tuple is kept so the id
         # cannot be reused by another object while the entry lives.
-        self._by_tuple: dict[int, tuple[tuple[Constraint, ...], list[tuple[Constraint, str, Any, Any]]]] = {}
+        self._by_tuple: dict[int, tuple[tuple[Constraint, ...], list[_Prepared]]] = {}
         self._engine: FullEngine | None = None
+        self._hook_cache: tuple[Any, Any, dict[str, Any]] = (object(), None, {})
         self._lock = threading.Lock()
 
     def full_engine(self) -> FullEngine:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    self._engine = _ProjectEngine()
+                    self._engine = _ProjectEngine(self.member_of, self.conforms_to)
         return self._engine
 
     def _fast_fn(self, expression: str) -> Any:
@@ -123,11 +180,31 @@ class InvariantChecker:
         fast = self._fast_fn(expression)
         if fast is not _FAST_FAILED:
             try:
-                result = fast([node], {"resource": [resource], "rootResource": [root], "context": [node]})
+                env = {"resource": [resource], "rootResource": [root], "context": [node],
+                       "%member_of": self.member_of, "%conforms_to": self.conforms_to}
+                result = fast([node], env)
                 return not (len(result) == 1 and result[0] is False)
             except Unsupported:
                 pass
+            except NotEvaluable:
+                return None
         return self._full(expression, node, type_path, resource, root)
+
+    def _hooks(self) -> dict[str, Any]:
+        """The environment's hooks that are the same on every node (``member_of`` and
+        ``conforms_to`` are public attributes: read each time, in case a caller sets them)."""
+        cached = self._hook_cache
+        if cached[0] is self.member_of and cached[1] is self.conforms_to:
+            return cached[2]
+        hooks: dict[str, Any] = {}
+        if self._typed_descendants is not None:
+            hooks["%typed_descendants"] = self._typed_descendants_or_unsupported
+        if self.member_of is not None:
+            hooks["%member_of"] = self.member_of
+        if self.conforms_to is not None:
+            hooks["%conforms_to"] = self.conforms_to
+        self._hook_cache = (self.member_of, self.conforms_to, hooks)
+        return hooks
 
     def _typed_descendants_or_unsupported(self, items: list[Any], type_code: str) -> list[Any]:
         assert self._typed_descendants is not None
@@ -136,7 +213,7 @@ class InvariantChecker:
         except ValueError as e:
             raise Unsupported(str(e)) from e
 
-    def _prepared(self, constraints: tuple[Constraint, ...]) -> list[tuple[Constraint, str, Any, Any]]:
+    def _prepared(self, constraints: tuple[Constraint, ...]) -> list[_Prepared]:
         prepared = self._by_tuple.get(id(constraints))
         if prepared is None or prepared[0] is not constraints:
             if len(self._by_tuple) > 50_000:  # shapes rebuilt after many definition changes
@@ -146,7 +223,12 @@ class InvariantChecker:
                 if c.expression:
                     expr = CORRECTIONS.get(c.expression, c.expression)
                     fast = self._fast_fn(expr)
-                    items.append((c, expr, fast, _guard(fast)))
+                    names = _guard(fast)
+                    # The JSON keys that carry those names: one set operation per node and constraint.
+                    # An expression whose result is at most one boolean is asked for that boolean
+                    # (its ``truth``), which builds no lists on the way.
+                    verdict = getattr(fast, "truth", None)
+                    items.append((c, expr, fast, None if names is None else guard_keys(names), verdict))
             prepared = (constraints, items)
             self._by_tuple[id(constraints)] = prepared
         return prepared[1]
@@ -157,23 +239,29 @@ class InvariantChecker:
         """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle)."""
         env: dict[str, Any] | None = None
         focus = [node]
-        for c, expr, fast, guard in self._prepared(constraints):
-            if guard is not None and not touches(node, guard):
+        prepared = self._by_tuple.get(id(constraints))
+        items = prepared[1] if prepared is not None and prepared[0] is constraints else self._prepared(constraints)
+        is_dict = type(node) is dict
+        for c, expr, fast, guard, fast_truth in items:
+            if guard is not None and is_dict and guard.isdisjoint(node):
                 continue  # none of what it reads is there, and on nothing it holds
             if env is None:
                 # Built on first need: on many nodes every constraint is skipped by its guard.
-                env = {"resource": [resource], "rootResource": [root], "context": [node]}
+                env = {"resource": [resource], "rootResource": [root], "context": [node], **self._hooks()}
                 if resolve is not None:
                     env["%resolve"] = resolve
-                if self._typed_descendants is not None:
-                    env["%typed_descendants"] = self._typed_descendants_or_unsupported
             verdict: bool | None
             if fast is not _FAST_FAILED:
                 try:
-                    result = fast(focus, env)
-                    verdict = not (len(result) == 1 and result[0] is False)
+                    if fast_truth is not None:
+                        verdict = fast_truth(focus, env) is not False
+                    else:
+                        result = fast(focus, env)
+                        verdict = not (len(result) == 1 and result[0] is False)
                 except Unsupported:
                     verdict = self._full(expr, node, type_path, resource, root, resolve)
+                except NotEvaluable:
+                    verdict = None
             else:
                 verdict = self._full(expr, node, type_path, resource, root, resolve)
             if verdict is None:
