@@ -28,6 +28,10 @@ class IndexEntry:
     ref_version: str | None = None
     uri: str | None = None
     group: int | None = None  # composite parameters: components extracted from one element share it
+    # quantity with a UCUM code: its canonical form (the dimension's key, the range in canonical units)
+    canon: str | None = None
+    canon_low: float | None = None
+    canon_high: float | None = None
 
 
 Indexer = Callable[[str, dict[str, Any]], Sequence[IndexEntry]]

@@ -62,6 +62,10 @@ class QuantityValue:
     number: NumberValue
     system: str | None = None  # None: any
     code: str | None = None  # None: any; matched against code, or unit when system is None
+    # A UCUM code's canonical form: the dimension's key and the number in its canonical unit (also
+    # matched against the canonical form of the indexed quantities: 5.4 mg finds 0.0054 g).
+    canon: str | None = None
+    canon_number: NumberValue | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ field                          entries                                     serve
 ``_s.ref`` / ``_s.refi``       ``p|Type|id`` / ``p|id``                    references, chains, _has
 ``_s.refv``, ``_s.refu(v)``    versioned, absolute / canonical URL         ``_history``, URLs
 ``_s.uri``                     ``p|uri``                                   equality, ``:below``, ``:above``
-``_s.date/num/qty``            ``{p, lo, hi[, s, c, u]}``                  ranges with every prefix
+``_s.date/num/qty``            ``{p, lo, hi[, s, c, u, cd, clo, chi]}``    ranges with every prefix
 ``_s.geo``                     ``{p, lat, lon}``                           ``near`` (bounding box, staged)
 ``_s.cmp``                     per composite element: a small ``_s``       composites (components of
                                                                            one element, by ``group``)
@@ -103,6 +103,7 @@ TYPE_INDEXES: list[tuple[list[tuple[str, int]], str]] = [
     ([("_s.date.p", 1), ("_s.date.lo", 1), ("_s.date.hi", 1)], "s_date"),
     ([("_s.num.p", 1), ("_s.num.lo", 1), ("_s.num.hi", 1)], "s_num"),
     ([("_s.qty.p", 1), ("_s.qty.lo", 1), ("_s.qty.hi", 1)], "s_qty"),
+    ([("_s.qty.p", 1), ("_s.qty.cd", 1), ("_s.qty.clo", 1), ("_s.qty.chi", 1)], "s_qtyc"),  # canonical UCUM
     ([("_s.cmp.p", 1)], "s_cmp"),
     ([("_s.geo.p", 1), ("_s.geo.lat", 1), ("_s.geo.lon", 1)], "s_geo"),
 ]
@@ -473,8 +474,6 @@ def merge_key(sort: Sequence[SortKey]) -> Callable[[dict[str, Any]], tuple[Any, 
 
 
 # -- _include / _revinclude -----------------------------------------------------------------------------
-
-MAX_ITERATIONS = include_loop.MAX_ITERATIONS
 
 Key = tuple[str, str]
 

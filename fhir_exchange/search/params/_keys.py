@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_exchange.search.prefix import conjunction
+
 HIGH = "\U0010ffff"  # above every other code point: ``[k, k + HIGH)`` is "starts with k"
 
 
@@ -25,9 +27,4 @@ def prefix_range(key: str) -> dict[str, Any]:
 
 def all_of(*conds: dict[str, Any]) -> dict[str, Any]:
     """The conjunction of filter clauses: merged into one dict when their keys differ, else ``$and``."""
-    out: dict[str, Any] = {}
-    for c in conds:
-        if any(k in out for k in c):
-            return {"$and": list(conds)}
-        out.update(c)
-    return out
+    return conjunction(list(conds))

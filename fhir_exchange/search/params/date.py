@@ -2,10 +2,9 @@
 (``2020`` is the whole year), kept as a half-open UTC range ``[low, high)`` in microseconds. Period
 is [start, end] with open ends unbounded; Timing indexes its events and its bounds period.
 
-Prefix semantics, with R = the resource's range and S = the search value's range (search.html#prefix):
-``eq`` S contains R; ``ne`` not eq; ``gt`` R extends above S; ``lt`` R extends below S; ``ge`` gt or eq;
-``le`` lt or eq; ``sa`` R starts after S ends; ``eb`` R ends before S starts; ``ap`` R overlaps S
-widened by 10% of its distance from now (at least a day), computed once at parse time.
+Prefixes (search.html#prefix) compare the resource's range with the search value's range:
+:func:`fhir_exchange.search.prefix.for_date`, the one definition SQLite, MongoDB and the matcher
+evaluate. ``ap`` widens the search range by 10% of its distance from now (at least a day), once here.
 Values without a time zone are taken as UTC (the spec leaves this to the server; Blaze uses UTC
 on its default configuration). A time without a zone in a *search* value is also UTC.
 """
@@ -17,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search import prefix as algebra
 from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.query import DATE_MAX, DATE_MIN, PREFIXES, DateValue
 
@@ -141,52 +141,11 @@ def parse_value(raw: str, modifier: str | None, name: str, now: datetime | None 
 
 
 def sql(v: DateValue, modifier: str | None, alias: str) -> tuple[str, list[Any]]:
-    lo, hi = f"{alias}.low", f"{alias}.high"
-    p = v.prefix
-    if p == "eq":
-        return f"{lo} >= ? AND {hi} <= ?", [v.low, v.high]
-    if p == "ne":
-        return f"NOT ({lo} >= ? AND {hi} <= ?)", [v.low, v.high]
-    if p == "gt":
-        return f"{hi} > ?", [v.high]
-    if p == "lt":
-        return f"{lo} < ?", [v.low]
-    # ge = gt or eq, which simplifies (when not gt, hi <= S.high already holds) to one comparison
-    # per side; the matcher keeps the literal definition, so the property tests check the algebra.
-    if p == "ge":
-        return f"({hi} > ? OR {lo} >= ?)", [v.high, v.low]
-    if p == "le":
-        return f"({lo} < ? OR {hi} <= ?)", [v.low, v.high]
-    if p == "sa":
-        return f"{lo} >= ?", [v.high]
-    if p == "eb":
-        return f"{hi} <= ?", [v.low]
-    # ap: overlap with the widened range
-    return f"{lo} < ? AND {hi} > ?", [v.high, v.low]
+    return algebra.sql(algebra.for_date(v), f"{alias}.low", f"{alias}.high")
 
 
 def match(e: IndexEntry, v: DateValue, modifier: str | None) -> bool:
-    lo, hi = e.low, e.high
-    assert isinstance(lo, int) and isinstance(hi, int)
-    p = v.prefix
-    eq = lo >= v.low and hi <= v.high
-    if p == "eq":
-        return eq
-    if p == "ne":
-        return not eq
-    if p == "gt":
-        return hi > v.high
-    if p == "lt":
-        return lo < v.low
-    if p == "ge":
-        return hi > v.high or eq
-    if p == "le":
-        return lo < v.low or eq
-    if p == "sa":
-        return lo >= v.high
-    if p == "eb":
-        return hi <= v.low
-    return lo < v.high and hi > v.low
+    return algebra.holds(algebra.for_date(v), e.low, e.high)
 
 
 # -- MongoDB: ``_s.date`` holds ``{p, lo, hi}`` per value; a prefix is one ``$elemMatch`` (both ends
@@ -197,27 +156,5 @@ def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
     return [("date", {"p": e.param, "lo": e.low, "hi": e.high})]
 
 
-def mongo_range(v: DateValue) -> dict[str, Any]:
-    """The condition on one ``{lo, hi}`` value (the same algebra as :func:`sql`)."""
-    p = v.prefix
-    if p == "eq":
-        return {"lo": {"$gte": v.low}, "hi": {"$lte": v.high}}
-    if p == "ne":
-        return {"$or": [{"lo": {"$lt": v.low}}, {"hi": {"$gt": v.high}}]}
-    if p == "gt":
-        return {"hi": {"$gt": v.high}}
-    if p == "lt":
-        return {"lo": {"$lt": v.low}}
-    if p == "ge":
-        return {"$or": [{"hi": {"$gt": v.high}}, {"lo": {"$gte": v.low}}]}
-    if p == "le":
-        return {"$or": [{"lo": {"$lt": v.low}}, {"hi": {"$lte": v.high}}]}
-    if p == "sa":
-        return {"lo": {"$gte": v.high}}
-    if p == "eb":
-        return {"hi": {"$lte": v.low}}
-    return {"lo": {"$lt": v.high}, "hi": {"$gt": v.low}}
-
-
 def mongo(v: DateValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
-    return {f"{at}date": {"$elemMatch": {"p": code, **mongo_range(v)}}}
+    return {f"{at}date": {"$elemMatch": {"p": code, **algebra.mongo(algebra.for_date(v))}}}

@@ -3,10 +3,9 @@ precision range (``100`` is [99.5, 100.5), ``1e2`` also, ``100.0`` is [99.95, 10
 are kept as a closed range [low, high] (a decimal is a point; a Range is its bounds, an absent bound
 unbounded).
 
-Prefixes, with [lo, hi] the resource's range, v the search value and [slo, shi) its precision range:
-``eq`` slo <= lo and hi < shi; ``ne`` not eq; ``gt`` hi > v; ``lt`` lo < v; ``ge`` hi >= v;
-``le`` lo <= v; ``sa`` lo > v; ``eb`` hi < v; ``ap`` overlaps v +/- 10% of |v| (and at least the
-precision range).
+Prefixes (``eq``/``ne``/``ap`` on the precision range, the others on the value itself) are
+:func:`fhir_exchange.search.prefix.for_number`, the one definition SQLite, MongoDB and the matcher
+evaluate.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fhir_exchange.errors import invalid
+from fhir_exchange.search import prefix as algebra
 from fhir_exchange.search.index import IndexEntry
 from fhir_exchange.search.params.date import split_prefix
 from fhir_exchange.search.query import NUM_MAX, NUM_MIN, NumberValue
@@ -50,7 +50,8 @@ def extract(code: str, item: tuple[Any, str | None]) -> list[IndexEntry]:
     return [] if r is None else [IndexEntry(code, "number", low=r[0], high=r[1])]
 
 
-def parse_number(raw: str, name: str) -> NumberValue:
+def parse_decimal(raw: str, name: str) -> tuple[str, Decimal]:
+    """The prefix and the decimal of ``[prefix]number``; 400 when it is not one."""
     prefix, rest = split_prefix(raw)
     try:
         d = Decimal(rest)
@@ -58,66 +59,35 @@ def parse_number(raw: str, name: str) -> NumberValue:
         d = None
     if d is None or not d.is_finite() or rest.strip() != rest or not rest:
         raise invalid(f"Invalid number '{raw}' for search parameter '{name}'", name)
+    return prefix, d
+
+
+def value_of(prefix: str, d: Decimal, factor: Decimal = Decimal(1)) -> NumberValue:
+    """The search value of decimal ``d`` times ``factor`` (a unit's, for quantities), with the implicit
+    precision range of ``d`` as written, computed in decimals and rounded to floats once."""
     exp = d.as_tuple().exponent
     assert isinstance(exp, int)
     half = Decimal(5).scaleb(exp - 1)  # half a unit of the last given digit
-    return NumberValue(prefix, float(d), float(d - half), float(d + half))
+    low, high = d - half, d + half
+    if factor != 1:  # (a multiplication rounds to the context's 28 digits: not for the plain number)
+        d, low, high = d * factor, low * factor, high * factor
+    return NumberValue(prefix, float(d), float(low), float(high))
+
+
+def parse_number(raw: str, name: str) -> NumberValue:
+    return value_of(*parse_decimal(raw, name))
 
 
 def parse_value(raw: str, modifier: str | None, name: str) -> NumberValue:
     return parse_number(raw, name)
 
 
-def _ap(v: NumberValue) -> tuple[float, float]:
-    gap = abs(v.value) * 0.1
-    return min(v.low, v.value - gap), max(v.high, v.value + gap)
-
-
 def sql(v: NumberValue, modifier: str | None, alias: str) -> tuple[str, list[Any]]:
-    lo, hi = f"{alias}.low", f"{alias}.high"
-    p = v.prefix
-    if p == "eq":
-        return f"{lo} >= ? AND {hi} < ?", [v.low, v.high]
-    if p == "ne":
-        return f"NOT ({lo} >= ? AND {hi} < ?)", [v.low, v.high]
-    if p == "gt":
-        return f"{hi} > ?", [v.value]
-    if p == "lt":
-        return f"{lo} < ?", [v.value]
-    if p == "ge":
-        return f"{hi} >= ?", [v.value]
-    if p == "le":
-        return f"{lo} <= ?", [v.value]
-    if p == "sa":
-        return f"{lo} > ?", [v.value]
-    if p == "eb":
-        return f"{hi} < ?", [v.value]
-    a, b = _ap(v)
-    return f"{lo} <= ? AND {hi} >= ?", [b, a]
+    return algebra.sql(algebra.for_number(v), f"{alias}.low", f"{alias}.high")
 
 
 def match(e: IndexEntry, v: NumberValue, modifier: str | None) -> bool:
-    lo, hi = e.low, e.high
-    assert isinstance(lo, float) and isinstance(hi, float)
-    p = v.prefix
-    if p == "eq":
-        return lo >= v.low and hi < v.high
-    if p == "ne":
-        return not (lo >= v.low and hi < v.high)
-    if p == "gt":
-        return hi > v.value
-    if p == "lt":
-        return lo < v.value
-    if p == "ge":
-        return hi >= v.value
-    if p == "le":
-        return lo <= v.value
-    if p == "sa":
-        return lo > v.value
-    if p == "eb":
-        return hi < v.value
-    a, b = _ap(v)
-    return lo <= b and hi >= a
+    return algebra.holds(algebra.for_number(v), e.low, e.high)
 
 
 # -- MongoDB: ``_s.num`` holds ``{p, lo, hi}`` per value; a prefix is one ``$elemMatch``.
@@ -127,28 +97,5 @@ def mongo_index(e: IndexEntry) -> list[tuple[str, Any]]:
     return [("num", {"p": e.param, "lo": e.low, "hi": e.high})]
 
 
-def mongo_range(v: NumberValue) -> dict[str, Any]:
-    """The condition on one ``{lo, hi}`` value (the same algebra as :func:`sql`)."""
-    p = v.prefix
-    if p == "eq":
-        return {"lo": {"$gte": v.low}, "hi": {"$lt": v.high}}
-    if p == "ne":
-        return {"$or": [{"lo": {"$lt": v.low}}, {"hi": {"$gte": v.high}}]}
-    if p == "gt":
-        return {"hi": {"$gt": v.value}}
-    if p == "lt":
-        return {"lo": {"$lt": v.value}}
-    if p == "ge":
-        return {"hi": {"$gte": v.value}}
-    if p == "le":
-        return {"lo": {"$lte": v.value}}
-    if p == "sa":
-        return {"lo": {"$gt": v.value}}
-    if p == "eb":
-        return {"hi": {"$lt": v.value}}
-    a, b = _ap(v)
-    return {"lo": {"$lte": b}, "hi": {"$gte": a}}
-
-
 def mongo(v: NumberValue, modifier: str | None, code: str, at: str = "_s.") -> dict[str, Any]:
-    return {f"{at}num": {"$elemMatch": {"p": code, **mongo_range(v)}}}
+    return {f"{at}num": {"$elemMatch": {"p": code, **algebra.mongo(algebra.for_number(v))}}}
