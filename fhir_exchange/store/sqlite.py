@@ -1,25 +1,19 @@
-"""Embedded store: one SQLite file in WAL mode.
+"""Embedded store: one SQLite file in WAL mode (the adapter; its parts are the modules beside it).
 
-Writes run on one dedicated writer thread and connection; an asyncio lock keeps units of work from
-interleaving, and units that arrive together share one ``BEGIN IMMEDIATE`` transaction and one COMMIT,
-each in its own savepoint (group commit, :mod:`fhir_exchange.store.group_commit`). Because writers are
-serialised, a conditional create (search, then insert) inside one unit of work is race-free. Reads
-run on a small pool of reader threads, each with its own connection; WAL gives each statement a
-consistent snapshot while a write is in progress.
+Writes run on one dedicated writer thread and connection; an asyncio lock keeps units of work
+(:mod:`fhir_exchange.store.sqlite_units`) from interleaving, and units that arrive together share one
+``BEGIN IMMEDIATE`` transaction and one COMMIT, each in its own savepoint (group commit,
+:mod:`fhir_exchange.store.group_commit`): :meth:`SqliteStore.transaction` opens, joins and closes the
+groups. Reads run on a small pool of reader threads, each with its own connection, each read in one read
+transaction (one snapshot; WAL lets it run while a write is in progress); point reads by primary key run
+on the event loop's thread on a read-only connection of their own.
 
-Beside the resources: ``owner`` (the institution a resource belongs to) on the current row and on every
-history row; ``access_grant`` (grants, replaced per basis; see :mod:`fhir_exchange.store.sqlite_search`
-for how visibility is compiled into queries); ``message`` (stored answers to FHIR messages, keyed by
-message); ``change`` (the change feed: one row per committed put/delete, ``seq`` an AUTOINCREMENT key
-written in the writing transaction; writers are serialised, so seq order is commit order and a reader
-never sees a lower seq appear after a higher one); ``record`` (internal records, :class:`Record`, keyed
-by (kind, key), outside the FHIR namespace). Opening a database made before these adds them
-(``ALTER TABLE ... ADD COLUMN owner``, ``CREATE TABLE IF NOT EXISTS``).
-
-Record writes are single statements run as a unit of work of their own (so a record written while a
-unit is open waits for it, and never commits or rolls back with it). ``put_record(if_absent=True)`` is one ``INSERT ...
-ON CONFLICT DO UPDATE ... WHERE expires <= now``: SQLite's write lock makes it atomic across
-processes, and its change count says whether it wrote.
+The adapter's parts: :mod:`~fhir_exchange.store.sqlite_schema` (tables, connections, migration, error
+translation), :mod:`~fhir_exchange.store.sqlite_units` (the unit of work: resource writes),
+:mod:`~fhir_exchange.store.sqlite_history` (vread, history pages),
+:mod:`~fhir_exchange.store.sqlite_records` (internal records, message answers),
+:mod:`~fhir_exchange.store.sqlite_changes` (the change feed), :mod:`~fhir_exchange.store.sqlite_search`
+(search, visibility and grants).
 """
 
 from __future__ import annotations
@@ -27,329 +21,51 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import logging
 import sqlite3
 import threading
-import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fhir_exchange.errors import Category, FhirError
 from fhir_exchange.search.index import Indexer
-from fhir_exchange.search.params import near
 from fhir_exchange.search.query import SearchQuery, Visibility
-from fhir_exchange.store import deadline
+from fhir_exchange.store import deadline, sqlite_changes, sqlite_history, sqlite_records
 from fhir_exchange.store import sqlite_search as search_sql
 from fhir_exchange.store.deadline import Deadline
 from fhir_exchange.store.group_commit import MAX_MEMBERS, Group, Member
-from fhir_exchange.store.offload import extract_entries
 from fhir_exchange.store.port import (
-    ANY,
-    NEW,
     ChangeRecord,
-    Grant,
     HistoryPage,
     HistoryQuery,
-    MessageRecord,
     Record,
     ResourceVersion,
     SearchResult,
-    VersionConflict,
 )
+from fhir_exchange.store.sqlite_schema import (
+    COLS,
+    MAX_INT,
+    SYNCHRONOUS,
+    _logged_at,
+    connect,
+    migrate,
+    schema_version,
+    version_of,
+)
+from fhir_exchange.store.sqlite_schema import translate as _translate
+from fhir_exchange.store.sqlite_units import IN_UNIT, SqliteUnitOfWork
+
+# Also what other code imports from here (this module was the whole adapter before issue 16 split it).
+__all__ = ["SYNCHRONOUS", "SqliteStore", "SqliteUnitOfWork", "_logged_at", "_translate", "schema_version"]
 
 T = TypeVar("T")
 
-SCHEMA: list[str] = [
-    """CREATE TABLE IF NOT EXISTS resource (
-        rid INTEGER PRIMARY KEY,
-        type TEXT NOT NULL,
-        id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        last_updated TEXT NOT NULL,
-        deleted INTEGER NOT NULL DEFAULT 0,
-        owner TEXT,
-        body BLOB NOT NULL,
-        UNIQUE (type, id))""",
-    "CREATE INDEX IF NOT EXISTS resource_type_lu ON resource(type, last_updated)",
-    """CREATE TABLE IF NOT EXISTS history (
-        type TEXT NOT NULL,
-        id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        last_updated TEXT NOT NULL,
-        deleted INTEGER NOT NULL,
-        method TEXT NOT NULL,
-        owner TEXT,
-        body BLOB NOT NULL,
-        PRIMARY KEY (type, id, version)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS history_lu ON history(last_updated)",
-    "CREATE INDEX IF NOT EXISTS history_type_lu ON history(type, last_updated)",
-    """CREATE TABLE IF NOT EXISTS message (
-        key TEXT PRIMARY KEY,
-        digest TEXT NOT NULL,
-        body BLOB NOT NULL) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS change (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        type TEXT NOT NULL,
-        id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        deleted INTEGER NOT NULL,
-        last_updated TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS record (
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value BLOB NOT NULL,
-        expires TEXT,
-        PRIMARY KEY (kind, key)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS record_expires ON record(expires)",
-]
-# Columns added since the first schema: (table, column, DDL type), added once to older databases.
-ADDED_COLUMNS = [("resource", "owner", "TEXT"), ("history", "owner", "TEXT")]
-
-_MAX_INT = 2**63 - 1  # LIMIT/OFFSET beyond SQLite's 64-bit integers raise OverflowError
-
-_COLS = "type, id, version, last_updated, deleted, body, owner"
-_UNEXPIRED = "(expires IS NULL OR expires > ?)"
-# The units of work the current task runs inside (its own, or its parent task's when it was made): a
-# record write of the same store there, while the unit is open, would wait for it, and it for the write.
-_IN_UNIT: ContextVar[tuple[SqliteUnitOfWork, ...]] = ContextVar("sqlite_in_unit", default=())
-_MAX_PENDING = 512  # buffered writes of a unit of work before they are run (bounds the memory they hold)
-
-
-def _row(r: tuple[Any, ...], method: str = "PUT") -> ResourceVersion:
-    return ResourceVersion(r[0], r[1], r[2], r[3], bool(r[4]), bytes(r[5]), method, r[6])
-
-
-# synchronous in WAL mode: FULL syncs the WAL at every commit, so an acknowledged write survives power
-# loss; NORMAL syncs only at checkpoints (faster; the last commits may be lost, the file never corrupts).
-SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
-
-
-def _connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA cache_size=-65536")
-    conn.execute("PRAGMA temp_store=MEMORY")
-    # near's exact distance check (search/params/near.py): the matcher's own Python function, so both
-    # agree to the last bit; every connection (writer and readers) gets it, in its own thread.
-    conn.create_function(near.SQL_FUNCTION, 5, near.within, deterministic=True)
-    return conn
-
-
-def schema_version() -> int:
-    """The schema's version: a checksum of the statements that make it, so that whatever a release adds
-    (a table, a column, an index) is a new version without anyone keeping count."""
-    text = "\n".join([*SCHEMA, *(" ".join(c) for c in ADDED_COLUMNS), *search_sql.SCHEMA])
-    return zlib.crc32(text.encode()) & 0x7FFFFFFF or 1
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema to this version once; ``PRAGMA user_version`` records it, so a database already
-    there is not touched (start-up reads one header field, whatever the database's size)."""
-    version = schema_version()
-    if conn.execute("PRAGMA user_version").fetchone()[0] == version:
-        return
-    for ddl in SCHEMA:
-        conn.execute(ddl)
-    _add_columns(conn)  # before the index DDL, which indexes the added columns
-    for ddl in search_sql.SCHEMA:
-        conn.execute(ddl)
-    conn.execute(f"PRAGMA user_version={version}")
-
-
-def _add_columns(conn: sqlite3.Connection) -> None:
-    """A database made before a column was added gets it (once: the next open finds it there)."""
-    for table, column, kind in ADDED_COLUMNS:
-        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-
-
-def _record(r: tuple[Any, ...]) -> Record:
-    return Record(r[0], r[1], bytes(r[2]), r[3])
-
-
-def _change(conn: sqlite3.Connection, version: ResourceVersion, deleted: bool) -> None:
-    conn.execute("INSERT INTO change(type, id, version, deleted, last_updated) VALUES (?,?,?,?,?)",
-                 (version.type, version.id, version.version_id, int(deleted), version.last_updated))
-
-
-_logged_at: dict[str, float] = {}  # a storage condition's last log line: once a minute, not per request
-
-
-def _log_once(kind: str, message: str, *args: object) -> None:
-    now = time.monotonic()
-    if now - _logged_at.get(kind, -120.0) >= 60.0:
-        _logged_at[kind] = now
-        logging.getLogger(__name__).error(message, *args)
-
-
-def _translate(exc: sqlite3.Error) -> FhirError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return FhirError(Category.TRANSIENT, f"The database is busy: {exc}", headers={"Retry-After": "1"})
-    if "disk is full" in text or "disk I/O error" in text:
-        # Nothing was written (the transaction rolled back); writes work again once there is space.
-        _log_once("full", "SQLite cannot write: %s (free disk space; the server resumes by itself)", text)
-        return FhirError(Category.TRANSIENT, "The server's storage is full or failing; nothing was written. "
-                         "Retry later.", code="transient", headers={"Retry-After": "30"})
-    if "unable to open database" in text or "readonly" in text:
-        _log_once("open", "SQLite cannot open or write the database file: %s", text)
-    return FhirError(Category.FAULT, f"Storage error: {exc}")
-
-
-class SqliteUnitOfWork:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
-        self._conn = store._writer_conn
-        self._pending: list[Callable[[], None]] = []
-        # Its savepoint (and the group's BEGIN IMMEDIATE) opens in its first hop to the writer thread.
-        self.begun = False
-        self.group: Group | None = None
-        self.ended = False
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the writer thread after the writes buffered so far (read-your-writes), inside
-        this unit's savepoint of the group's transaction (store/group_commit.py)."""
-        pending = self.take_pending()
-        group = self._store._current_group()
-        deferred = group.take_deferred()  # earlier units of the group whose writes have not run yet
-        begin = not self.begun
-        self.begun = True
-        self.group = group
-
-        def after_pending() -> T:
-            group.run_deferred(deferred)
-            if begin:
-                group.begin()
-                group.open_unit()
-            for write in pending:
-                write()
-            return fn()
-
-        return await self._store._on_writer(after_pending)
-
-    def take_pending(self) -> list[Callable[[], None]]:
-        pending, self._pending = self._pending, []
-        return pending
-
-    async def _buffer(self, write: Callable[[], None]) -> None:
-        # Each hop to the writer thread costs far more than the SQL it runs (thread wake-up and GIL
-        # hand-over), so writes are buffered and run in one hop with the next read, search or the commit.
-        # Their preconditions are still checked in the same SQLite transaction, before the commit.
-        self._pending.append(write)
-        if len(self._pending) >= _MAX_PENDING:
-            await self._run(lambda: None)
-
-    async def read(self, type: str, id: str) -> ResourceVersion | None:
-        def go() -> ResourceVersion | None:
-            r = self._conn.execute(f"SELECT {_COLS} FROM resource WHERE type=? AND id=?", (type, id)).fetchone()
-            return None if r is None else _row(r)
-
-        return await self._run(go)
-
-    def _check(self, type: str, id: str, expected_version: int) -> tuple[int | None, int]:
-        r = self._conn.execute("SELECT rid, version, deleted FROM resource WHERE type=? AND id=?",
-                               (type, id)).fetchone()
-        current = 0 if r is None else r[1]
-        if expected_version == NEW and r is not None and not r[2]:
-            raise VersionConflict(f"{type}/{id} already exists")
-        if expected_version not in (NEW, ANY) and expected_version != current:
-            raise VersionConflict(
-                f"Version conflict on {type}/{id}: expected version {expected_version}, current is {current}"
-            )
-        return (None if r is None else r[0]), current
-
-    async def put(self, version: ResourceVersion, resource: dict[str, Any], *, expected_version: int) -> None:
-        entries = await extract_entries(self._store._indexer, version, resource)
-
-        def go() -> None:
-            rid, current = self._check(version.type, version.id, expected_version)
-            if version.version_id <= current:
-                raise VersionConflict(f"{version.type}/{version.id} moved on to version {current}")
-            if rid is None:
-                cur = self._conn.execute(
-                    "INSERT INTO resource(type, id, version, last_updated, deleted, owner, body) "
-                    "VALUES (?,?,?,?,0,?,?)",
-                    (version.type, version.id, version.version_id, version.last_updated, version.owner,
-                     version.body),
-                )
-                rid = cur.lastrowid
-            else:
-                self._conn.execute(
-                    "UPDATE resource SET version=?, last_updated=?, deleted=0, owner=?, body=? WHERE rid=?",
-                    (version.version_id, version.last_updated, version.owner, version.body, rid),
-                )
-                search_sql.delete_index(self._conn, rid)
-            assert rid is not None
-            search_sql.write_index(self._conn, rid, version.type, entries)
-            self._conn.execute(
-                "INSERT INTO history(type, id, version, last_updated, deleted, method, owner, body) "
-                "VALUES (?,?,?,?,0,?,?,?)",
-                (version.type, version.id, version.version_id, version.last_updated, version.method,
-                 version.owner, version.body),
-            )
-            _change(self._conn, version, False)
-
-        await self._buffer(go)
-
-    async def delete(self, version: ResourceVersion, *, expected_version: int) -> None:
-        def go() -> None:
-            rid, _current = self._check(version.type, version.id, expected_version)
-            if rid is None:
-                return
-            self._conn.execute(
-                "UPDATE resource SET version=?, last_updated=?, deleted=1, owner=?, body=? WHERE rid=?",
-                (version.version_id, version.last_updated, version.owner, b"", rid),
-            )
-            search_sql.delete_index(self._conn, rid)
-            self._conn.execute(
-                "INSERT INTO history(type, id, version, last_updated, deleted, method, owner, body) "
-                "VALUES (?,?,?,?,1,'DELETE',?,?)",
-                (version.type, version.id, version.version_id, version.last_updated, version.owner, b""),
-            )
-            _change(self._conn, version, True)
-
-        await self._buffer(go)
-
-    async def search(self, query: SearchQuery) -> SearchResult:
-        return await self._run(lambda: self._store._search_on(self._conn, query))
-
-    async def lock_key(self, key: str) -> None:
-        # Writers are already serialised by the unit-of-work lock.
-        return None
-
-    async def granted(self, visibility: Visibility, type: str, id: str) -> bool:
-        return await self._run(lambda: search_sql.granted(self._conn, visibility, type, id))
-
-    async def replace_grants(self, basis: str, grants: Sequence[Grant]) -> None:
-        grants = list(grants)
-        await self._buffer(lambda: search_sql.replace_grants(self._conn, basis, grants))
-
-    async def read_message(self, key: str) -> MessageRecord | None:
-        def go() -> MessageRecord | None:
-            r = self._conn.execute("SELECT key, digest, body FROM message WHERE key=?", (key,)).fetchone()
-            return None if r is None else MessageRecord(r[0], r[1], bytes(r[2]))
-
-        return await self._run(go)
-
-    async def write_message(self, record: MessageRecord) -> None:
-        def go() -> None:
-            try:
-                self._conn.execute("INSERT INTO message(key, digest, body) VALUES (?,?,?)",
-                                   (record.key, record.digest, record.body))
-            except sqlite3.IntegrityError:
-                raise VersionConflict(f"An answer to message {record.key} is already stored") from None
-
-        await self._run(go)
-
 
 class SqliteStore:
+    """The SQLite adapter of the store port (store/port.py)."""
+
     name = "sqlite"
 
     def __init__(self, path: str | Path, indexer: Indexer | None = None, readers: int = 4) -> None:
@@ -400,8 +116,8 @@ class SqliteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
         def go() -> sqlite3.Connection:
-            conn = _connect(self.path, self.synchronous)
-            _migrate(conn)
+            conn = connect(self.path, self.synchronous)
+            migrate(conn)
             return conn
 
         self._writer_conn = await asyncio.get_running_loop().run_in_executor(self._writer, go)
@@ -429,7 +145,7 @@ class SqliteStore:
     def _reader_conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
+            conn = connect(self.path)
             conn.execute("PRAGMA query_only=1")
             conn.set_progress_handler(self._slot.check, deadline.CHECK_EVERY)
             self._local.conn = conn
@@ -516,7 +232,7 @@ class SqliteStore:
             async with self._write_lock:
                 acquired = True
                 uow = SqliteUnitOfWork(self)
-                held = _IN_UNIT.set((*_IN_UNIT.get(), uow))
+                held = IN_UNIT.set((*IN_UNIT.get(), uow))
                 try:
                     yield uow
                     pending = uow.take_pending()
@@ -543,7 +259,7 @@ class SqliteStore:
                     raise
                 finally:
                     uow.ended = True
-                    _IN_UNIT.reset(held)
+                    IN_UNIT.reset(held)
                     self._wanting -= 1
                     # The group commits when no unit waits for the writer, unless a COMMIT is running:
                     # the units arriving meanwhile join it, and it commits when that COMMIT returns.
@@ -568,67 +284,22 @@ class SqliteStore:
         # A primary-key lookup, on the caller's thread as get_record does (issue 19: the hop to a reader
         # thread cost several times the lookup and was the largest share of a read by id).
         try:
-            r = self._inline().execute(f"SELECT {_COLS} FROM resource WHERE type=? AND id=?", (type, id)).fetchone()
+            r = self._inline().execute(f"SELECT {COLS} FROM resource WHERE type=? AND id=?", (type, id)).fetchone()
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
-        return None if r is None else _row(r)
+        return None if r is None else version_of(r)
 
     async def vread(self, type: str, id: str, version_id: int) -> ResourceVersion | None:
-        def go(conn: sqlite3.Connection) -> ResourceVersion | None:
-            r = conn.execute(
-                f"SELECT {_COLS}, method FROM history WHERE type=? AND id=? AND version=?", (type, id, version_id)
-            ).fetchone()
-            return None if r is None else _row(r, r[7])
-
-        return await self._on_reader(go)
+        return await self._on_reader(lambda conn: sqlite_history.version(conn, type, id, version_id))
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
-        where: list[str] = []
-        args: list[Any] = []
-        if query.type:
-            where.append("h.type = ?")
-            args.append(query.type)
-        if query.id:
-            where.append("h.id = ?")
-            args.append(query.id)
-        if query.since:
-            where.append("h.last_updated >= ?")
-            args.append(query.since)
-        if query.till:
-            where.append("h.last_updated <= ?")
-            args.append(query.till)
-        if query.at:
-            # Versions current at that instant: the newest version not after it, per resource.
-            where.append("h.last_updated <= ?")
-            args.append(query.at)
-            where.append(
-                "h.version = (SELECT max(h2.version) FROM history h2 WHERE h2.type = h.type "
-                "AND h2.id = h.id AND h2.last_updated <= ?)"
-            )
-            args.append(query.at)
-        if query.visibility is not None:
-            # Each version as stored (its own owner); grants and shared types by (type, id).
-            vis = search_sql.visible(query.visibility, "h", [query.type] if query.type else None)
-            if vis is not None:
-                where.append(vis[0])
-                args.extend(vis[1])
-        sql_where = ("WHERE " + " AND ".join(where)) if where else ""
-
-        def go(conn: sqlite3.Connection) -> HistoryPage:
-            total = conn.execute(f"SELECT count(*) FROM history h {sql_where}", args).fetchone()[0]
-            rows = conn.execute(
-                f"SELECT h.type, h.id, h.version, h.last_updated, h.deleted, h.body, h.owner, h.method FROM history h "
-                f"{sql_where} ORDER BY h.last_updated DESC, h.type, h.id, h.version DESC LIMIT ? OFFSET ?",
-                [*args, min(query.count, _MAX_INT), min(query.offset, _MAX_INT)],
-            ).fetchall()
-            return HistoryPage([_row(r, r[7]) for r in rows], total)
-
-        return await self._on_search_reader(go)
+        sql_where, args = sqlite_history.where(query)
+        return await self._on_search_reader(lambda conn: sqlite_history.page(conn, query, sql_where, args))
 
     def _search_on(self, conn: sqlite3.Connection, query: SearchQuery) -> SearchResult:
         # Matches and includes are read on one connection inside one transaction: one snapshot.
-        if query.offset > _MAX_INT or query.count > _MAX_INT:  # SQLite integers are 64-bit
-            query = dataclasses.replace(query, offset=min(query.offset, _MAX_INT), count=min(query.count, _MAX_INT))
+        if query.offset > MAX_INT or query.count > MAX_INT:  # SQLite integers are 64-bit
+            query = dataclasses.replace(query, offset=min(query.offset, MAX_INT), count=min(query.count, MAX_INT))
         rids, total = search_sql.execute(conn, query, self._estimates)
         included = search_sql.includes(conn, query, rids)
         return SearchResult(self._load_rids(conn, rids), total, self._load_rids(conn, included))
@@ -641,9 +312,9 @@ class SqliteStore:
         for start in range(0, len(rids), 500):
             chunk = rids[start : start + 500]
             for r in conn.execute(
-                f"SELECT rid, {_COLS} FROM resource WHERE rid IN ({','.join('?' * len(chunk))})", chunk
+                f"SELECT rid, {COLS} FROM resource WHERE rid IN ({','.join('?' * len(chunk))})", chunk
             ):
-                found[r[0]] = _row(r[1:])
+                found[r[0]] = version_of(r[1:])
         return [found[rid] for rid in rids if rid in found]
 
     async def search(self, query: SearchQuery) -> SearchResult:
@@ -661,23 +332,17 @@ class SqliteStore:
         return await self._on_reader(lambda conn: search_sql.granted(conn, visibility, type, id))
 
     async def changes(self, after: int, limit: int = 1000) -> list[ChangeRecord]:
-        def go(conn: sqlite3.Connection) -> list[ChangeRecord]:
-            rows = conn.execute("SELECT seq, type, id, version, deleted, last_updated FROM change WHERE seq > ? "
-                                "ORDER BY seq LIMIT ?", (min(after, _MAX_INT), min(max(limit, 0), _MAX_INT)))
-            return [ChangeRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
-
-        return await self._on_reader(go)
+        return await self._on_reader(lambda conn: sqlite_changes.after(conn, after, limit))
 
     async def last_change(self) -> int:
-        return await self._on_reader(lambda conn: conn.execute("SELECT coalesce(max(seq), 0) FROM change")
-                                     .fetchone()[0])
+        return await self._on_reader(sqlite_changes.last)
 
-    # -- internal records ---------------------------------------------------------------------------
+    # -- internal records (store/sqlite_records.py) -------------------------------------------------
 
     async def _record_write(self, sql: str, args: Sequence[Any]) -> int:
         """One statement on the writer connection as a unit of work of its own (committed with its group);
         its change count."""
-        if any(u._store is self and not u.ended for u in _IN_UNIT.get()):
+        if any(u._store is self and not u.ended for u in IN_UNIT.get()):
             raise FhirError(Category.FAULT, "A record is written while this task holds a unit of work of the "
                                             "same SQLite store: the write would wait for that unit of work forever")
 
@@ -688,7 +353,7 @@ class SqliteStore:
         """The read-only connection of point reads on the event loop's thread (WAL: never waits for the writer)."""
         conn = self._inline_conn
         if conn is None:
-            conn = self._inline_conn = _connect(self.path)
+            conn = self._inline_conn = connect(self.path)
             conn.execute("PRAGMA query_only=1")
         return conn
 
@@ -697,35 +362,21 @@ class SqliteStore:
         # authenticated request reads its client's record): it runs here, on the caller's thread, on a
         # read-only connection of its own (WAL: it never waits for the writer).
         try:
-            r = self._inline().execute(
-                f"SELECT kind, key, value, expires FROM record WHERE kind=? AND key=? AND {_UNEXPIRED}",
-                (kind, key, now)).fetchone()
+            return sqlite_records.get(self._inline(), kind, key, now)
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
-        return None if r is None else _record(r)
 
     async def put_record(self, record: Record, *, if_absent: bool = False, now: str = "") -> bool:
-        sql = ("INSERT INTO record(kind, key, value, expires) VALUES (?,?,?,?) ON CONFLICT(kind, key) "
-               "DO UPDATE SET value=excluded.value, expires=excluded.expires")
-        args: list[Any] = [record.kind, record.key, record.value, record.expires]
-        if if_absent:  # the existing row is replaced only when it has expired: no change otherwise
-            sql += " WHERE record.expires <= ?"
-            args.append(now)
-        return await self._record_write(sql, args) > 0
+        return await self._record_write(*sqlite_records.put(record, if_absent, now)) > 0
 
     async def delete_record(self, kind: str, key: str) -> bool:
-        return await self._record_write("DELETE FROM record WHERE kind=? AND key=?", (kind, key)) > 0
+        return await self._record_write(sqlite_records.DELETE, (kind, key)) > 0
 
     async def list_records(self, kind: str, *, now: str) -> list[Record]:
-        def go(conn: sqlite3.Connection) -> list[Record]:
-            rows = conn.execute(f"SELECT kind, key, value, expires FROM record WHERE kind=? AND {_UNEXPIRED} "
-                                "ORDER BY key", (kind, now))
-            return [_record(r) for r in rows]
-
-        return await self._on_reader(go)
+        return await self._on_reader(lambda conn: sqlite_records.of_kind(conn, kind, now))
 
     async def purge_records(self, now: str) -> int:
-        return await self._record_write("DELETE FROM record WHERE expires <= ?", (now,))
+        return await self._record_write(sqlite_records.PURGE, (now,))
 
     async def reindex(self, type: str | None = None) -> int:
         import orjson
