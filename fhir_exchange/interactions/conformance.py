@@ -9,6 +9,10 @@ it (https://hl7.org/fhir/R4/validation.html: the server validates against the pr
 A canonical URL defined by a loaded package (the core specification, KR Core, the consult IG) belongs
 to that package: :func:`package_guard` refuses a write that would override it (a ValueSet PUT with
 the administrative-gender URL must not make every Patient write fail).
+
+A SearchParameter or StructureDefinition whose FHIRPath expressions do not parse or name elements that
+do not exist is refused on every write path (422): :func:`install_expression_rules` adds the checks of
+:mod:`fhir_exchange.definitions.expressions` as write rules, which ``$validate`` reports too.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import logging
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.definitions.definitions import CONFORMANCE_TYPES
+from fhir_exchange.definitions.expressions import search_parameter_issues, structure_definition_issues
 from fhir_exchange.errors import Category, FhirError
 from fhir_exchange.fhir import jsonio
-from fhir_exchange.interactions.hooks import Change, CommitHook, Guard, WriteUnit
+from fhir_exchange.interactions.hooks import Change, CommitHook, Guard, Hooks, WriteUnit
 from fhir_exchange.interactions.services import Services
 from fhir_exchange.search.query import SearchQuery
 from fhir_exchange.store.port import ChangeRecord, ResourceVersion
@@ -60,6 +65,13 @@ def package_guard(definitions: Definitions) -> Guard:
                             (f"{change.type}.url",), code="business-rule")
 
     return guard
+
+
+def install_expression_rules(hooks: Hooks) -> None:
+    """Refuse written SearchParameters and StructureDefinitions whose expressions are broken: a rule of
+    the one write path, so create, update, patch, conditional writes and Bundle entries all apply it."""
+    hooks.add_rule("SearchParameter", search_parameter_issues)
+    hooks.add_rule("StructureDefinition", structure_definition_issues)
 
 
 def track(definitions: Definitions) -> CommitHook:

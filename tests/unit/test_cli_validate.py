@@ -34,3 +34,15 @@ def test_profile_option_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     broken.write_text("{not json")
     assert main(["validate", str(broken)]) == 1
     assert "fatal" in capsys.readouterr().out
+
+
+def test_a_search_parameter_the_server_would_refuse_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sp = tmp_path / "sp.json"
+    sp.write_text('{"resourceType": "SearchParameter", "url": "http://example.org/SearchParameter/f", "name": "f",'
+                  ' "status": "active", "description": "d", "code": "f", "base": ["Patient"], "type": "string",'
+                  ' "expression": "Patient.name.famly"}')
+    assert main(["validate", str(sp)]) == 1
+    out = capsys.readouterr().out
+    assert "famly" in out and "@ SearchParameter.expression" in out
+    sp.write_text(sp.read_text().replace("famly", "family"))
+    assert main(["validate", str(sp), "--quiet"]) == 0
