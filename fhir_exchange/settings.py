@@ -66,6 +66,13 @@ class Settings:
     # Profiles every resource of a type must conform to, as "Type=canonical" (comma-separated in the
     # environment). None by default: a general FHIR server validates against the core definitions.
     required_profiles: tuple[str, ...] = field(default_factory=tuple)
+    # Stricter validation (validation/policy.py); the defaults refuse no valid data. validation_example_urls
+    # false: URLs in domains reserved for examples (example.org, *.example, OID 2.999) are errors;
+    # validation_unknown_extensions "error": extensions the server has no definition for are errors, except
+    # under validation_extension_domains (url prefixes, comma-separated in the environment).
+    validation_example_urls: bool = True
+    validation_unknown_extensions: str = "warning"
+    validation_extension_domains: tuple[str, ...] = field(default_factory=tuple)
     # Require the consult IG's profiles of resources that take part in a consult (consult/profiles.py).
     consult_profiles: bool = True
     # Seconds between reads of the store's change feed (definitions written by other processes).

@@ -11,9 +11,11 @@ Every extension met in the walk is looked up by its ``url``:
   (``modifierExtension`` or not); its value and nested extensions are validated against the
   definition as a profile.
 - not found: an unknown ``modifierExtension`` is an error — a receiver cannot safely ignore it
-  (extensibility.html#modifierExtension). An unknown ordinary extension is a warning: it may be
-  ignored, and HAPI FHIR and Firely Server accept them by default (the HL7 Java validator's default
-  is stricter: an error unless the domain is allowed; see the validator-case disagreements).
+  (extensibility.html#modifierExtension). An unknown ordinary extension is a warning: applications
+  should not reject resources merely because they contain extensions (extensibility.html), and HAPI
+  FHIR and Firely Server accept them by default. A deployment may refuse them
+  (``ValidationPolicy.unknown_extensions="error"``, except under ``extension_domains``): the HL7 Java
+  validator's default, which two of its test cases show (see the validator-case disagreements).
 
 Relative URLs are only allowed inside complex extensions, where the parent's definition names them.
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 from fhir_exchange.fhir import fhirpath
 from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.policy import DEFAULT_POLICY, ValidationPolicy
 from fhir_exchange.validation.profile import ProfileContext, ProfileError, ProfileValidator
 from fhir_exchange.validation.shapes import ShapeBuilder
 from fhir_exchange.validation.structure import Visited
@@ -151,7 +154,7 @@ def _context_invariants(v: Visited, url: str, expressions: list[str], sink: Issu
 
 
 def check_extensions(exts: list[Visited], profiles: ProfileValidator, shapes: ShapeBuilder,
-                     ctx: ProfileContext) -> None:
+                     ctx: ProfileContext, policy: ValidationPolicy = DEFAULT_POLICY) -> None:
     sink = ctx.sink
     by_path = {v.path: v for v in exts}
     for v in exts:
@@ -175,6 +178,10 @@ def check_extensions(exts: list[Visited], profiles: ProfileValidator, shapes: Sh
                 sink.error("structure", MsgId.MODIFIER_EXTENSION_UNKNOWN,
                            f"The modifier extension {url} is not known, so the resource cannot be safely "
                            "processed", v.path)
+            elif policy.refuses_unknown_extension(url):
+                sink.error("structure", MsgId.EXTENSION_UNKNOWN,
+                           f"The extension {url} is not known to this server, which refuses unknown extensions",
+                           v.path)
             else:
                 sink.warning("structure", MsgId.EXTENSION_UNKNOWN,
                              f"The extension {url} is not known to this server; its content was not checked",

@@ -13,7 +13,8 @@ Checked here, from the references the structural walk collected:
   and dom-6 (a resource should have a narrative: a warning, as the core definition says).
 
 The resolver also serves the profile walker (``targetProfile``, ``resolve()`` discriminators) and
-Bundle checks: within a Bundle, references resolve against entry ``fullUrl``s (bundle.html#references).
+Bundle checks: within a Bundle, references resolve against entry ``fullUrl``s (bundle.html#references);
+within a Parameters, ``Type/id`` references resolve to the resources of its parameters.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Resolver:
         self._index_bundle(root)
 
     def _index_bundle(self, res: Any) -> None:
+        if isinstance(res, dict) and res.get("resourceType") == "Parameters":
+            self._index_parameters(res.get("parameter"))
+            return
         if not isinstance(res, dict) or res.get("resourceType") != "Bundle":
             return
         for e in res.get("entry", []) if isinstance(res.get("entry"), list) else []:
@@ -75,6 +79,20 @@ class Resolver:
             if isinstance(rt, str) and isinstance(rid, str):
                 self.by_type_id.setdefault(f"{rt}/{rid}", r)
             self._index_bundle(r)
+
+    def _index_parameters(self, params: Any) -> None:
+        """The resources of a Parameters (and of its parts) are one scope: an operation's input, such as
+        $member-match's, refers from one to another by ``Type/id`` (parameters.html)."""
+        for p in params if isinstance(params, list) else []:
+            if not isinstance(p, dict):
+                continue
+            r = p.get("resource")
+            if isinstance(r, dict):
+                rt, rid = r.get("resourceType"), r.get("id")
+                if isinstance(rt, str) and isinstance(rid, str):
+                    self.by_type_id.setdefault(f"{rt}/{rid}", r)
+                self._index_bundle(r)
+            self._index_parameters(p.get("part"))
 
     def resolver_for(self, source: dict[str, Any]) -> Callable[[str], dict[str, Any] | None]:
         """``resolve()`` for FHIRPath evaluated inside ``source``."""

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import base64
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from fhir_exchange.api.app import build_services
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Issue
+from fhir_exchange.settings import Settings
 from fhir_exchange.validation import Validator
+from fhir_exchange.validation.policy import ValidationPolicy, is_example_url
 
 SD = "http://hl7.org/fhir/StructureDefinition/"
 EX = "http://example.org/fhir/StructureDefinition/"
@@ -341,3 +347,123 @@ def test_attachment_size_is_the_decoded_length() -> None:
     res = {"resourceType": "QuestionnaireResponse", "questionnaire": q["url"], "status": "completed",
            "item": [{"linkId": "f", "answer": [{"valueAttachment": {"contentType": "text/plain", "data": ok}}]}]}
     assert [i for i in v.validate(res) if i.severity == "error"] == []
+
+
+# -- validation policies (validation/policy.py): stricter checks a deployment may choose -----------
+
+
+def strict(**kw: Any) -> Validator:
+    return Validator(_core(), policy=ValidationPolicy(**kw))
+
+
+def errors_of(v: Validator, resource: dict[str, Any]) -> list[tuple[str | None, tuple[str, ...]]]:
+    return sorted((i.message_id, i.expression) for i in v.validate(resource) if i.severity == "error")
+
+
+def test_example_domains_are_those_reserved_for_documentation() -> None:
+    # RFC 2606: example.com/.net/.org and the .example TLD; RFC 5612 and X.660: the example OID arcs.
+    for url in ("http://example.org/x", "https://hospital.example.com/mrn", "http://EXAMPLE.NET",
+                "http://fhir.test.example/Patient/1", "urn:oid:2.999.1.2", "urn:oid:1.3.6.1.4.1.32473.7",
+                "http://example.org/fhir/ValueSet/x|1.0"):
+        assert is_example_url(url), url
+    for url in ("http://myexample.org/x", "http://example.org.kr/x", "http://hl7.org/fhir/example",
+                "urn:oid:2.9991", "urn:uuid:2c3e0c34-8f8f-4a3b-9f0e-000000000001", "Patient/example",
+                "http://127.0.0.1/example.org"):
+        assert not is_example_url(url), url
+
+
+def test_example_urls_are_refused_only_when_the_deployment_says_so() -> None:
+    patient = {"resourceType": "Patient",
+               "identifier": [{"system": "http://hospital.example.org/mrn", "value": "1"}],
+               "photo": [{"contentType": "image/png", "url": "https://img.example.com/1.png"}],
+               "managingOrganization": {"reference": "http://example.net/fhir/Organization/1"},
+               "generalPractitioner": [{"reference": "Practitioner/1"}]}
+    assert errors_of(Validator(_core()), patient) == []  # valid data: the default refuses nothing
+    assert errors_of(strict(example_urls=False), patient) == [
+        ("url-example-domain", ("Patient.identifier[0].system",)),
+        ("url-example-domain", ("Patient.managingOrganization.reference",)),
+        ("url-example-domain", ("Patient.photo[0].url",)),
+    ]
+
+
+def test_example_url_names_and_local_targets_are_not_pointers() -> None:
+    # A canonical resource's own url and a Bundle's fullUrl name, they do not point; a reference that
+    # resolves inside the Bundle reaches its target; extensions are judged by their own pass.
+    vs = {"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/x", "status": "draft"}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "http://example.org/fhir/Patient/1", "resource": {"resourceType": "Patient", "id": "1"}},
+        {"fullUrl": "http://example.org/fhir/Observation/2", "resource": {
+            "resourceType": "Observation", "id": "2", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "http://example.org/fhir/Patient/1"},
+            "extension": [{"url": "http://example.org/ext", "valueUri": "http://example.org/v"}]}}]}
+    v = strict(example_urls=False)
+    assert errors_of(v, vs) == []
+    assert errors_of(v, bundle) == []
+
+
+def test_reference_targets_exist_within_parameters_or_on_the_server() -> None:
+    # references.html#literal: with referential integrity asked for, Type/id must resolve — to another
+    # resource of the same Parameters (an operation's input, as $member-match's) or on the server.
+    def params(beneficiary: str) -> dict[str, Any]:
+        return {"resourceType": "Parameters", "parameter": [
+            {"name": "MemberPatient", "resource": {"resourceType": "Patient", "id": "1"}},
+            {"name": "Coverage", "resource": {
+                "resourceType": "Coverage", "id": "c", "status": "active",
+                "beneficiary": {"reference": beneficiary},
+                "payor": [{"reference": "http://other.org/fhir/Organization/9"}]}}]}
+
+    on_server = {("Patient", "7")}
+    v = strict(reference_targets="exist", resolve_reference=lambda rt, rid: (rt, rid) in on_server)
+    assert errors_of(v, params("Patient/1")) == []
+    assert errors_of(v, params("Patient/7")) == []
+    assert errors_of(v, params("Patient/2")) == [
+        ("ref-unresolved", ("Parameters.parameter[1].resource.beneficiary",))]
+    assert errors_of(Validator(_core()), params("Patient/2")) == []  # default: the type is enough
+    # Without a server to ask, only the resource itself counts.
+    assert errors_of(strict(reference_targets="exist"), params("Patient/7")) == [
+        ("ref-unresolved", ("Parameters.parameter[1].resource.beneficiary",))]
+
+
+def test_contained_resources_may_be_left_unvalidated() -> None:
+    # domainresource.html#invs: an unreferenced contained resource breaks dom-3, and an id is at most
+    # 64 characters; a receiver keeping contained resources opaque judges neither — only the container.
+    condition = {"resourceType": "Condition", "subject": {"reference": "Patient/1"},
+                 "contained": [{"resourceType": "Practitioner", "id": "p" * 65}]}
+    assert [m for m, _ in errors_of(Validator(_core()), condition)] == ["contained-not-referenced",
+                                                                         "resource-id-format"]
+    opaque = strict(validate_contained=False)
+    assert errors_of(opaque, condition) == []
+    assert errors_of(opaque, {**condition, "subject": {"reference": "Patient/1"}, "onsetAge": "x"}) != []
+
+
+def test_unknown_extensions_are_a_warning_unless_the_deployment_refuses_them() -> None:
+    # extensibility.html: applications should not reject resources merely because they contain extensions.
+    patient = {"resourceType": "Patient", "birthDate": "1975", "_birthDate": {"extension": [
+        {"url": "http://registry.test.kr/fhir/StructureDefinition/age", "valueAge": {
+            "value": 45, "system": UCUM, "code": "a"}}]},
+        "extension": [{"url": SD + "patient-birthPlace", "valueAddress": {"city": "Seoul"}}]}
+    default = Validator(_core()).validate(patient)
+    assert [(i.severity, i.message_id) for i in default if i.message_id == "ext-unknown"] == [
+        ("warning", "ext-unknown")]
+    assert errors_of(strict(unknown_extensions="error"), patient) == [
+        ("ext-unknown", ("Patient.birthDate.extension[0]",))]
+    allowed = strict(unknown_extensions="error", extension_domains=("http://registry.test.kr/",))
+    assert errors_of(allowed, patient) == []
+
+
+def test_a_policy_refuses_values_it_does_not_know() -> None:
+    with pytest.raises(ValueError):
+        ValidationPolicy(unknown_extensions="fatal")
+    with pytest.raises(ValueError):
+        ValidationPolicy(reference_targets="all")
+
+
+def test_the_server_takes_its_policy_from_the_settings(tmp_path: Path) -> None:
+    env = {"FHIR_EXCHANGE_VALIDATION_EXAMPLE_URLS": "false", "FHIR_EXCHANGE_VALIDATION_UNKNOWN_EXTENSIONS": "error",
+           "FHIR_EXCHANGE_VALIDATION_EXTENSION_DOMAINS": "http://registry.test.kr/,http://other.test/"}
+    chosen = build_services(Settings.from_env(env, data_dir=tmp_path), _core()).validator
+    default = build_services(Settings(data_dir=tmp_path), _core()).validator
+    assert isinstance(chosen, Validator) and isinstance(default, Validator)
+    assert chosen.policy == ValidationPolicy(example_urls=False, unknown_extensions="error",
+                                             extension_domains=("http://registry.test.kr/", "http://other.test/"))
+    assert default.policy == ValidationPolicy()
