@@ -1,7 +1,7 @@
 """Validation speed: our Validator against fhir.resources R4B ``model_validate`` on the same resources.
 
 https://hl7.org/fhir/R4/validation.html — the figure of merit is resources validated per second.
-Run: ``.venv/bin/python bench/bench_validation.py [--seconds 2] [--generated 400] [--rounds 5]``
+Run: ``.venv/bin/python bench/bench_validation.py [--seconds 2] [--generated 400] [--rounds 5] [--profiles-only]``
 
 Sets:
 - ``examples``: every JSON resource in tests/data (FHIRPath inputs, validator cases); the core
@@ -13,6 +13,10 @@ Sets:
 - ``bundle``: the generated resources as entries of collection Bundles of 50.
 - ``consult IG``: the valid examples of the consult implementation guide (examples/valid, examples/bundles),
   each validated against core plus the consult and KR Core profiles of its ``meta.profile``.
+- one row per profile (issue 15): ``consult Task`` (the five Task examples), ``consult ServiceRequest``,
+  ``consult Consent``, ``message Bundle`` (the five consult message Bundles, each entry against its own
+  profile too) and ``KR Core Patient`` (a Patient with the KR Core identifiers, telecom slices and a road
+  name address): core + that profile, with its invariants, against fhir.resources on the same resources.
 The ratio is ours/theirs in resources per CPU-second, measured in the same process after a warm-up
 pass, in alternating rounds (best round of each side), so that other load on the machine does not
 decide it. Two figures for ours: the full validator (structure, bindings, references, invariants
@@ -61,6 +65,44 @@ def consult_examples() -> tuple[Definitions, list[dict[str, Any]]]:
             if isinstance(res, dict) and res.get("meta", {}).get("profile"):
                 out.append(res)
     return defs, out
+
+
+KR_PATIENT = "http://www.hl7korea.or.kr/fhir/krcore/StructureDefinition/krcore-patient"
+ROAD = "http://www.hl7korea.or.kr/fhir/krcore/StructureDefinition/krcore-roadNameAddress"
+
+
+def kr_core_patient() -> dict[str, Any]:
+    """A KR Core Patient as a hospital would send it: identifiers, name, the Phone and E-mail telecom
+    slices, a road name address (the KR Core extension) and a contact."""
+    address = {"extension": [{"url": ROAD, "extension": [
+        {"url": "district", "valueString": "서울특별시 종로구"}, {"url": "roadName", "valueString": "대학로"},
+        {"url": "detailedAddress", "valueString": "101"}]}],
+        "text": "서울특별시 종로구 대학로 101", "postalCode": "03080", "country": "KR"}
+    return {
+        "resourceType": "Patient", "id": "kr-pat", "meta": {"profile": [KR_PATIENT]},
+        "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">김민수</div>'},
+        "identifier": [{"use": "usual", "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                                             "code": "MR"}]},
+                        "system": "http://hospital-a.example.kr/mrn", "value": "A-000123"}],
+        "active": True,
+        "name": [{"use": "official", "text": "김민수", "family": "김", "given": ["민수"]}],
+        "telecom": [{"system": "phone", "value": "010-1234-5678", "use": "mobile"},
+                    {"system": "email", "value": "minsu@example.kr"}],
+        "gender": "male", "birthDate": "1948-03-02", "address": [address],
+        "contact": [{"relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0131",
+                                                   "code": "N"}]}],
+                     "name": {"text": "김영희"}, "telecom": [{"system": "phone", "value": "010-9876-5432"}]}],
+    }
+
+
+def profile_sets(items: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The per-profile rows: the consult examples of each profile, and the KR Core Patient."""
+    def of(name: str) -> list[dict[str, Any]]:
+        return [r for r in items if any(str(u).endswith("/" + name) for u in r["meta"]["profile"])]
+    messages = [r for r in items if r["resourceType"] == "Bundle" and r.get("type") == "message"]
+    return [("consult Task", of("consult-task")), ("consult ServiceRequest", of("consult-service-request")),
+            ("consult Consent", of("consult-consent")), ("message Bundle", messages),
+            ("KR Core Patient", [kr_core_patient()])]
 
 
 def example_resources(validator: Validator) -> list[dict[str, Any]]:
@@ -208,6 +250,7 @@ def main() -> None:
     ap.add_argument("--generated", type=int, default=400)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--profiles-only", action="store_true", help="only the consult IG and per-profile rows")
     args = ap.parse_args()
 
     v = Validator(Definitions.load())
@@ -228,7 +271,8 @@ def main() -> None:
         structural.validate(res)
 
     rows = []
-    for name, items, per in (("examples", examples, 1), ("generated", generated, 1), ("bundle of 50", bundles, 50)):
+    core_sets = (("examples", examples, 1), ("generated", generated, 1), ("bundle of 50", bundles, 50))
+    for name, items, per in () if args.profiles_only else core_sets:
         full, struct, other = rates([ours, ours_structural, theirs], items, args.seconds, args.rounds)
         rows.append((name, len(items), full * per, struct * per, other * per))
     if (ROOT / "profiles").exists() and KR_CORE.exists():
@@ -239,10 +283,16 @@ def main() -> None:
         full, struct, other = rates([ig.validate, ig_structural.validate, theirs], ig_items, args.seconds,
                                     args.rounds)
         rows.append(("consult IG", len(ig_items), full, struct, other))
-    print(f"{'set':<14}{'n':>5}{'ours res/s':>12}{'ratio':>7}{'ours, no invariants':>21}{'ratio':>7}"
+        for name, items in profile_sets(ig_items):
+            bad = [i for r in items for i in ig.validate(r) if i.severity in ("error", "fatal")]
+            assert items and not bad, f"{name}: the resources must be valid: {bad[:3]}"
+            full, struct, other = rates([ig.validate, ig_structural.validate, theirs], items, args.seconds,
+                                        args.rounds)
+            rows.append((name, len(items), full, struct, other))
+    print(f"{'set':<24}{'n':>5}{'ours res/s':>12}{'ratio':>7}{'ours, no invariants':>21}{'ratio':>7}"
           f"{'fhir.resources R4B':>20}")
     for name, n, full, struct, other in rows:
-        print(f"{name:<14}{n:>5}{full:>12,.0f}{full / other:>6.1f}x{struct:>21,.0f}{struct / other:>6.1f}x"
+        print(f"{name:<24}{n:>5}{full:>12,.0f}{full / other:>6.1f}x{struct:>21,.0f}{struct / other:>6.1f}x"
               f"{other:>20,.0f}")
     print("res/s per CPU-second, best of", args.rounds, "alternating rounds; 'no invariants': "
           "Validator(invariants=False), the work fhir.resources does (structure, no FHIRPath)")

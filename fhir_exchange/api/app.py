@@ -76,6 +76,7 @@ from fhir_exchange.security.users import Users
 from fhir_exchange.settings import Settings
 from fhir_exchange.store import open_store
 from fhir_exchange.validation import Validator
+from fhir_exchange.validation.policy import ValidationPolicy
 
 log = logging.getLogger("fhir_exchange")
 
@@ -107,8 +108,11 @@ def build_services(settings: Settings, definitions: Definitions, clock: Clock | 
     set_synchronous = getattr(store, "set_synchronous", None)  # SQLite: durable (FULL) unless relaxed
     if set_synchronous is not None:
         set_synchronous(settings.sqlite_synchronous)
-    svc = Services(settings=settings, definitions=definitions, store=store, validator=Validator(definitions),
-                   clock=clock or Clock())
+    policy = ValidationPolicy(example_urls=settings.validation_example_urls,
+                              unknown_extensions=settings.validation_unknown_extensions,
+                              extension_domains=settings.validation_extension_domains)
+    svc = Services(settings=settings, definitions=definitions, store=store,
+                   validator=Validator(definitions, policy=policy), clock=clock or Clock())
     if settings.consult_workflow:
         # First: it vouches for the consultant's changes to the requester's Task before isolation judges.
         svc.hooks.guards.append(consult.guard(consult_workflow(settings, definitions), svc))
@@ -118,6 +122,7 @@ def build_services(settings: Settings, definitions: Definitions, clock: Clock | 
         svc.hooks.guards.append(isolation_guard)
         svc.hooks.on_write.append(provenance_hook)
     svc.hooks.guards.append(conformance.package_guard(definitions))
+    conformance.install_expression_rules(svc.hooks)  # broken FHIRPath in a SearchParameter/SD: 422
     svc.hooks.guards.append(subscription_guard(settings, definitions))
     svc.hooks.after_commit.append(conformance.track(definitions))
     if settings.consult_profiles:

@@ -128,6 +128,8 @@ class IssueSink:
             self.add(i.severity, i.code, i.message_id or "", i.diagnostics, i.expression[0] if i.expression else None)
 
     def result(self) -> list[Issue]:
+        if not self._issues:
+            return []
         return sorted(self._issues, key=sort_key)
 
 

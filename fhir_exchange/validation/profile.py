@@ -3,69 +3,50 @@
 The structural pass (:mod:`structure`) has already checked everything the core definitions say.
 This walker follows a profile's element tree over the instance and checks what profiles add:
 cardinality narrowed (min/max, including max 0), types narrowed, ``fixed[x]`` and ``pattern[x]``,
-``minValue[x]``/``maxValue[x]``/``maxLength``, bindings, slicing (discriminators value, pattern,
-exists, type, profile; rules open/closed/openAtEnd; ordered), type profiles (datatype, extension and
-resource profiles on an element, ``targetProfile`` of references that resolve in the Bundle or in
-``contained``), and the profile's own invariants.
+``minValue[x]``/``maxValue[x]``/``maxLength``, bindings, slicing (:mod:`slicing`), type profiles
+(datatype, extension and resource profiles on an element, ``targetProfile`` of references that
+resolve in the Bundle or in ``contained``), and the profile's own invariants.
 
-Where a profile leaves an element unconstrained (no children in its snapshot), the walk stops: the
-structural pass covered it. Slices are matched silently (issues of a failed candidate are dropped).
+Where a profile leaves an element unconstrained (no children in its snapshot, or not changed by
+its differential), the walk stops: the structural pass covered it. What the walk does on each
+element is decided once per profile (:mod:`profile_compile`): the children it visits, those it only
+counts, whether an absent one matters, what is checked on a value; paths are built only for values
+present. Profiles are compiled and cached per definitions generation (:mod:`profile_schema_cache`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.bindings import check_binding
 from fhir_exchange.validation.invariants import InvariantChecker
 from fhir_exchange.validation.issues import IssueSink, MsgId
-from fhir_exchange.validation.jsonutil import dicts
-from fhir_exchange.validation.schema import Binding, ElementDef, StructureSchema, compile_structure
-from fhir_exchange.validation.shapes import BINDABLE, NATIVE_CONSTRAINTS, ShapeBuilder
-from fhir_exchange.validation.snapshot import SnapshotError, SnapshotGenerator
+from fhir_exchange.validation.profile_compile import (
+    CHOICE,
+    COUNT,
+    is_complex,
+    is_count_only,
+    own_constraints,
+    steps_of,
+    type_profile_plan,
+    value_plan_of,
+)
+from fhir_exchange.validation.profile_context import Item, ProfileContext, Resolver
+from fhir_exchange.validation.profile_schema_cache import CORE_PREFIX, ProfileError, ProfileSchemas
+from fhir_exchange.validation.schema import ElementDef, StructureSchema
+from fhir_exchange.validation.shapes import BINDABLE, ShapeBuilder
+from fhir_exchange.validation.slicing import check_slicing, split_path
+from fhir_exchange.validation.snapshot import SnapshotGenerator
 from fhir_exchange.validation.structure import coding_key
 from fhir_exchange.validation.terminology import Terminology
-from fhir_exchange.validation.values import compare, describe, duration_limit, json_equal, matches_pattern
+from fhir_exchange.validation.values import compare, describe, duration_limit
 
-CORE_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
+__all__ = ["CORE_PREFIX", "MAX_DEPTH", "Item", "ProfileContext", "ProfileError", "ProfileValidator", "Resolver",
+           "split_path"]
+
 MAX_DEPTH = 12  # profiles of references of profiles...: deep enough for real IGs, bounded against cycles
-
-Resolver = Callable[[str, dict[str, Any]], dict[str, Any] | None]
-
-
-@dataclass(slots=True)
-class Item:
-    value: Any  # None for a primitive that has only extensions
-    companion: Any
-    key: str
-    type_code: str
-    path: str
-
-
-@dataclass(slots=True)
-class ProfileContext:
-    sink: IssueSink
-    resource: dict[str, Any]
-    resolve: Resolver  # reference string, from-resource -> target resource
-    root_of: Callable[[dict[str, Any]], dict[str, Any]]  # %rootResource of a resource
-    depth: int = 0
-    in_progress: set[tuple[int, str]] = field(default_factory=set)
-    # Verdicts of ``conforms`` on resources in this validation, by (id(resource), profile): a Bundle
-    # entry is referenced by several others, and each targetProfile check walked it again. The
-    # resources belong to the instance under validation, so the ids stay valid for the call.
-    verdicts: dict[tuple[int, str], bool] = field(default_factory=dict)
-    # How many walks were cut short (recursion guard, depth limit): a verdict reached while one was
-    # cut depends on the path that led to it, so it is not remembered.
-    cuts: int = 0
-
-
-class ProfileError(Exception):
-    """A profile that cannot be used (no snapshot could be generated)."""
 
 
 class ProfileValidator:
@@ -76,65 +57,16 @@ class ProfileValidator:
         self.tx = terminology
         self.invariants = invariants
         self.snapshots = SnapshotGenerator(definitions)
-        self._lock = threading.RLock()
-        self._generation = -1
-        self._schemas: dict[str, StructureSchema | ProfileError | None] = {}
-        self._core_urls: set[str] | None = None
-        self._is_core: dict[str, bool] = {}
+        self.cache = ProfileSchemas(definitions, self.snapshots)
 
     # -- definitions -------------------------------------------------------------------------
 
     def schema(self, url: str) -> StructureSchema | None:
         """The compiled profile, None when unknown; raises ProfileError when unusable."""
-        if self._generation != self.defs.generation:
-            with self._lock:
-                self._schemas.clear()
-                self._core_urls = None
-                self._is_core.clear()
-                self._generation = self.defs.generation
-        hit: StructureSchema | ProfileError | Literal[False] | None = self._schemas.get(url, False)
-        if hit is False:
-            with self._lock:
-                sd = self.defs.resolve(url)
-                if sd is None and "|" in url:
-                    sd = self.defs.resolve(url.partition("|")[0])
-                if sd is None or sd.get("resourceType") != "StructureDefinition":
-                    hit = None
-                else:
-                    try:
-                        full = self.snapshots.with_snapshot(sd)
-                        # Generated snapshots say what the profile changed; given ones do not.
-                        changed = self.snapshots.changed.get(sd.get("url", "")) if full is not sd else None
-                        hit = compile_structure(full, changed=changed)
-                    except (SnapshotError, ValueError, KeyError, TypeError) as e:
-                        hit = ProfileError(f"Profile {url} cannot be used: {e}")
-                self._schemas[url] = hit
-        if isinstance(hit, ProfileError):
-            raise hit
-        return hit
-
-    def _safe_schema(self, url: str) -> StructureSchema | None:
-        try:
-            return self.schema(url)
-        except ProfileError:
-            return None
+        return self.cache.schema(url)
 
     def is_core(self, url: str | None) -> bool:
-        if not url or not url.startswith(CORE_PREFIX):
-            return False
-        hit = self._is_core.get(url)
-        if hit is None:
-            hit = self._is_core[url] = self._compute_is_core(url)
-        return hit
-
-    def _compute_is_core(self, url: str) -> bool:
-        if self._core_urls is None:
-            self._core_urls = {f"{CORE_PREFIX}{t}" for t in self.defs.resource_types()}
-        name = url[len(CORE_PREFIX):].partition("|")[0]
-        if url.partition("|")[0] in self._core_urls:
-            return True
-        sd = self.defs.structure_definition(name)
-        return sd is not None and sd.get("derivation") != "constraint" and sd.get("url") == url.partition("|")[0]
+        return self.cache.is_core(url)
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -235,39 +167,86 @@ class ProfileValidator:
         if "resourceType" in obj and obj is not outer:
             ctx.resource = obj
         try:
-            for child in elem.children:
-                if child.relevant:
-                    if child.count_only is None:
-                        child.count_only = self._is_count_only(child)
-                    if child.count_only:
-                        n = self._count(obj, child.name)
-                        if n >= 0:
+            steps = elem.steps
+            if steps is None:
+                steps = steps_of(self, elem)
+            for st in steps:
+                child = st.elem
+                if st.mode == CHOICE:
+                    items = self._items(obj, child, path)
+                    if items or not st.empty_ok:
+                        self._group(items, child, schema, path, ctx)
+                    continue
+                v = obj.get(st.name)
+                comp = obj.get(st.companion)
+                if v is None and comp is None:
+                    if not st.empty_ok:
+                        self._group([], child, schema, path, ctx)
+                    continue
+                if st.mode == COUNT:
+                    if isinstance(v, list) or isinstance(comp, list):
+                        n = self._count(obj, st.name)
+                    else:
+                        n = -1 if isinstance(v, dict) and "resourceType" in v else 1
+                    if n >= 0:
+                        if n < child.min or 0 <= child.max < n:
                             self._cardinality(child, n, path, ctx)
-                            continue
-                    self._group(self._items(obj, child, path), child, schema, path, ctx)
+                        continue
+                if isinstance(v, list) or isinstance(comp, list):
+                    items = self._collect(obj, st.name, st.code, f"{path}.{st.name}", child)
+                    self._group(items, child, schema, path, ctx)
+                    continue
+                if st.inert and not (isinstance(v, dict) and "resourceType" in v):
+                    continue  # one value of its own type, nothing to check on it: _item_checks does nothing
+                here = f"{path}.{st.name}"
+                item = Item(v, comp, st.name, self._actual_type(v, st.code), here)
+                if st.one_ok:
+                    self._item_checks(item, child, schema, ctx)  # what _group does with one value here
+                else:
+                    self._group([item], child, schema, path, ctx)
         finally:
             ctx.resource = outer
-        self._constraints(elem, obj, path, schema, ctx)
+        own = elem.own_constraints
+        if own is None:
+            own = own_constraints(self, elem)
+        if own:
+            self._constraints(elem, obj, path, schema, ctx)
 
     def _items(self, obj: dict[str, Any], elem: ElementDef, path: str) -> list[Item]:
         name = elem.name
         out: list[Item] = []
         if elem.choice:
-            n = len(name)
+            # key -> (key without "_", its type code), or None when the key is not a value of this
+            # choice: decided once per key seen (it depends on the name and the definitions only).
+            keys = elem.choice_keys
+            if keys is None:
+                keys = elem.choice_keys = {}
             seen: set[str] = set()
             for k in obj:
-                base = k[1:] if k.startswith("_") else k
-                if len(base) > n and base.startswith(name) and base[n].isupper() and base not in seen:
-                    code = self._type_of_suffix(base[n:])
-                    if code is None:
-                        continue
+                if k in keys:
+                    hit = keys[k]
+                else:
+                    hit = self._choice_key(name, k)
+                    if len(keys) < 256:  # keys come from instances: bounded
+                        keys[k] = hit
+                if hit is not None and hit[0] not in seen:
+                    base, code = hit
                     seen.add(base)
                     out.extend(self._collect(obj, base, code, f"{path}.{name}.ofType({code})", elem))
             return out
         if name not in obj and "_" + name not in obj:
             return out
-        code = elem.types[0].code if len(elem.types) == 1 else (elem.types[0].code if elem.types else "")
+        code = elem.types[0].code if elem.types else ""
         return self._collect(obj, name, code, f"{path}.{name}", elem)
+
+    def _choice_key(self, name: str, k: str) -> tuple[str, str] | None:
+        n = len(name)
+        base = k[1:] if k.startswith("_") else k
+        if len(base) > n and base.startswith(name) and base[n].isupper():
+            code = self._type_of_suffix(base[n:])
+            if code is not None:
+                return base, code
+        return None
 
     def _collect(self, obj: dict[str, Any], key: str, code: str, here: str, elem: ElementDef) -> list[Item]:
         v = obj.get(key)
@@ -305,28 +284,7 @@ class ProfileValidator:
         return None
 
     def _is_count_only(self, elem: ElementDef) -> bool:
-        """Does ``_item_checks`` do nothing on this element's values whatever they are (given the
-        type its single type code says, see ``_count``)? Then the walk only counts them.
-
-        That is: one non-choice type, no fixed/pattern/range/length, no binding checked, no children,
-        slices, type profiles or constraints of its own: a profile that only narrows cardinality."""
-        if elem.choice or elem.slicing is not None or elem.slices or elem.children or len(elem.types) != 1:
-            return False
-        code = elem.types[0].code
-        if code not in elem.type_set or elem.has_type_profiles:
-            return False
-        if (elem.fixed is not None or elem.pattern is not None or elem.min_value is not None
-                or elem.max_value is not None or elem.max_length is not None):
-            return False
-        b = elem.binding
-        if b is not None and b.value_set and b.strength in ("required", "extensible") and code in BINDABLE:
-            return False
-        own = elem.own_constraints
-        if own is None:
-            own = elem.own_constraints = tuple(
-                c for c in elem.constraints
-                if c.key not in NATIVE_CONSTRAINTS and c.expression and not self.is_core(c.source))
-        return not own
+        return is_count_only(self, elem)
 
     @staticmethod
     def _count(obj: dict[str, Any], key: str) -> int:
@@ -361,9 +319,11 @@ class ProfileValidator:
 
     def _group(self, items: list[Item], elem: ElementDef, schema: StructureSchema, parent_path: str,
                ctx: ProfileContext) -> None:
-        self._cardinality(elem, len(items), parent_path, ctx)
+        n = len(items)
+        if n < elem.min or 0 <= elem.max < n:
+            self._cardinality(elem, n, parent_path, ctx)
         if elem.slicing is not None and elem.slices and items:
-            self._slicing(items, elem, schema, parent_path, ctx)
+            check_slicing(self, items, elem, schema, parent_path, ctx)
         elif elem.slices and not items:
             for s in elem.slices:
                 self._group([], s, schema, parent_path, ctx)
@@ -373,47 +333,51 @@ class ProfileValidator:
     # -- one value ---------------------------------------------------------------------------
 
     def _item_checks(self, item: Item, elem: ElementDef, schema: StructureSchema, ctx: ProfileContext) -> None:
-        sink = ctx.sink
+        plan = elem.value_plan
+        if plan is None:
+            plan = value_plan_of(self, elem)
         value = item.value
-        allowed = elem.types
-        if allowed and item.type_code not in elem.type_set and not self._type_allowed(item.type_code, elem):
-            codes = ", ".join(t.code for t in allowed)
-            sink.error("structure", MsgId.TYPE_NOT_ALLOWED,
-                       f"{elem.path}: type {item.type_code} is not allowed here (allowed: {codes})", item.path)
+        code = item.type_code
+        if plan.typed and code not in elem.type_set and not self._type_allowed(code, elem):
+            codes = ", ".join(t.code for t in elem.types)
+            ctx.sink.error("structure", MsgId.TYPE_NOT_ALLOWED,
+                           f"{elem.path}: type {code} is not allowed here (allowed: {codes})", item.path)
             return
-        if value is None:
+        if value is None or plan.trivial:
             return
-        if (type(value) is dict) != (item.type_code[:1].isupper() or item.type_code == ""):
+        if (type(value) is dict) != is_complex(code):
             return  # the wrong JSON shape for its type: reported by the structural pass
-        if elem.fixed is not None and not json_equal(value, elem.fixed[1]):
-            sink.error("value", MsgId.FIXED_MISMATCH,
-                       f"{elem.path}: value {describe(value)} does not equal the fixed value "
-                       f"{describe(elem.fixed[1])}", item.path)
-        if elem.pattern is not None and not matches_pattern(value, elem.pattern[1]):
+        if plan.fixed is not None and not plan.fixed(value):
+            assert elem.fixed is not None
+            ctx.sink.error("value", MsgId.FIXED_MISMATCH,
+                           f"{elem.path}: value {describe(value)} does not equal the fixed value "
+                           f"{describe(elem.fixed[1])}", item.path)
+        if plan.pattern is not None and not plan.pattern(value):
+            assert elem.pattern is not None
             # On a primitive a pattern is a fixed value (profiling.html#pattern): same rule, same id.
-            sink.error("value", MsgId.FIXED_MISMATCH if not isinstance(value, (dict, list)) else MsgId.PATTERN_MISMATCH,
-                       f"{elem.path}: value {describe(value)} does not match the pattern "
-                       f"{describe(elem.pattern[1])}", item.path)
-        self._ranges(item, elem, sink)
-        b = elem.binding
-        if b is not None and b.value_set and b.strength in ("required", "extensible") and item.type_code in BINDABLE:
-            if b.strength == "required" and item.type_code == "Quantity" and len(elem.types) > 1:
-                # A required binding on a choice of many types (vitalsigns component.value[x]) holds the
-                # units of a Quantity as extensible, as the HL7 reference validator does (validator cases
-                # obs-percent: warning; bb-obs-value-is-not-in-valueset, Quantity only: error).
-                b = Binding("extensible", b.value_set)
-            key = value if isinstance(value, str) else coding_key(value, item.type_code)
+            ctx.sink.error("value", MsgId.FIXED_MISMATCH if not isinstance(value, (dict, list))
+                           else MsgId.PATTERN_MISMATCH,
+                           f"{elem.path}: value {describe(value)} does not match the pattern "
+                           f"{describe(elem.pattern[1])}", item.path)
+        if plan.ranges:
+            self._ranges(item, elem, ctx.sink)
+        b = plan.binding
+        if b is not None and code in BINDABLE:
+            if code == "Quantity" and plan.binding_quantity is not None:
+                b = plan.binding_quantity
+            key = value if isinstance(value, str) else coding_key(value, code)
             if key is None or key not in elem.good_codes:
+                sink = ctx.sink
                 mark = sink.mark()
-                check_binding(self.tx, b, item.type_code, value, item.path, sink)
+                check_binding(self.tx, b, code, value, item.path, sink)
                 if key is not None and sink.mark() == mark and len(elem.good_codes) < 1024:
                     elem.good_codes.add(key)
         if isinstance(value, dict):
             if elem.children:
                 self._node(value, elem, schema, item.path, ctx)
-            elif elem is not schema.root:
+            elif plan.constraints and elem is not schema.root:
                 self._constraints(elem, value, item.path, schema, ctx)
-            if elem.has_type_profiles:
+            if plan.type_profiles:
                 self._type_profiles(item, elem, ctx)
 
     def _type_allowed(self, code: str, elem: ElementDef) -> bool:
@@ -452,24 +416,18 @@ class ProfileValidator:
 
     def _type_profiles(self, item: Item, elem: ElementDef, ctx: ProfileContext) -> None:
         value = item.value
-        plan = elem.type_profiles
-        if plan is None:
-            # Which profiles are core does not change for this element (the schema is rebuilt when
-            # the definitions change): filtered once, not for every value.
-            every = [(t.code, tuple(p for p in t.profiles if not self.is_core(p)),
-                      tuple(p for p in t.target_profiles if not self.is_core(p))) for t in elem.types]
-            plan = elem.type_profiles = tuple(x for x in every if x[1] or x[2])
+        plan = type_profile_plan(self, elem)
         for code, own_profiles, targets in plan:
             if code != item.type_code and not (code in ("Resource", "DomainResource")
                                                and isinstance(value, dict) and "resourceType" in value):
                 continue
-            profiles = list(own_profiles)
-            if item.type_code == "Extension" and isinstance(value, dict):
+            profiles: tuple[str, ...] | list[str] = own_profiles
+            if profiles and item.type_code == "Extension" and isinstance(value, dict):
                 # The extension is checked against its own definition (by url) once, by the validator;
                 # but a profile that demands a definition we lack cannot be said to be met.
                 own = [p for p in profiles if p.partition("|")[0] == value.get("url")]
                 for p in own:
-                    if self._safe_schema(p) is None:
+                    if self.cache.safe_schema(p) is None:
                         ctx.sink.error("not-found", MsgId.PROFILE_UNKNOWN,
                                        f"{elem.path}: the extension definition {p} this profile requires is not "
                                        "available, so conformance cannot be established", item.path)
@@ -498,11 +456,7 @@ class ProfileValidator:
 
     def _constraints(self, elem: ElementDef, node: Any, path: str, schema: StructureSchema,
                      ctx: ProfileContext) -> None:
-        own = elem.own_constraints
-        if own is None:
-            own = elem.own_constraints = tuple(
-                c for c in elem.constraints
-                if c.key not in NATIVE_CONSTRAINTS and c.expression and not self.is_core(c.source))
+        own = own_constraints(self, elem)
         if own:
             if isinstance(node, dict) and isinstance(node.get("resourceType"), str):
                 type_path = node["resourceType"]
@@ -513,241 +467,3 @@ class ProfileValidator:
             source = ctx.resource
             self.invariants.check(own, node, path, type_path, source, ctx.root_of(source), ctx.sink,
                                   lambda ref: ctx.resolve(ref, source))
-
-    # -- slicing -----------------------------------------------------------------------------
-
-    def _slicing(self, items: list[Item], elem: ElementDef, schema: StructureSchema, parent_path: str,
-                 ctx: ProfileContext) -> None:
-        slicing = elem.slicing or {}
-        discs = slicing.get("discriminator") or []
-        rules = slicing.get("rules", "open")
-        ordered = bool(slicing.get("ordered"))
-        assigned: list[int] = []
-        per_slice: list[list[Item]] = [[] for _ in elem.slices]
-        for item in items:
-            idx = -1
-            for si, s in enumerate(elem.slices):
-                if self._matches(item, s, discs, schema, ctx):
-                    idx = si
-                    break
-            assigned.append(idx)
-            if idx >= 0:
-                per_slice[idx].append(item)
-            elif rules == "closed":
-                ctx.sink.error("structure", MsgId.SLICE_CLOSED,
-                               f"{elem.path}: this element matches no slice, and the slicing is closed", item.path)
-        if ordered:
-            last = -1
-            for item, idx in zip(items, assigned, strict=True):
-                if idx >= 0:
-                    if idx < last:
-                        ctx.sink.error("structure", MsgId.SLICE_ORDER,
-                                       f"{elem.path}: slices are out of order (ordered slicing)", item.path)
-                    last = max(last, idx)
-        if rules == "openAtEnd":
-            seen_unmatched = False
-            for item, idx in zip(items, assigned, strict=True):
-                if idx < 0:
-                    seen_unmatched = True
-                elif seen_unmatched:
-                    ctx.sink.error("structure", MsgId.SLICE_ORDER,
-                                   f"{elem.path}: unsliced elements must come last (openAtEnd)", item.path)
-        for s, matched in zip(elem.slices, per_slice, strict=True):
-            self._group(matched, s, schema, parent_path, ctx)
-
-    def _matches(self, item: Item, s: ElementDef, discs: list[dict[str, Any]], schema: StructureSchema,
-                 ctx: ProfileContext) -> bool:
-        if not discs:
-            return self._silently(lambda: self._item_checks(item, s, schema, ctx), ctx)
-        for d in discs:
-            if not self._disc_match(item, s, d.get("type", "value"), d.get("path", "$this"), schema, ctx):
-                return False
-        return True
-
-    def _silently(self, fn: Callable[[], None], ctx: ProfileContext) -> bool:
-        mark = ctx.sink.mark()
-        fn()
-        ok = not any(i.severity in ("error", "fatal") for i in ctx.sink.since(mark))
-        ctx.sink.truncate(mark)
-        return ok
-
-    def _disc_match(self, item: Item, s: ElementDef, dtype: str, dpath: str, schema: StructureSchema,
-                    ctx: ProfileContext) -> bool:
-        steps = split_path(dpath)
-        values = self._instance_values(item, steps, ctx)
-        target = self._slice_element(s, steps)
-        if dtype in ("value", "pattern"):
-            expected = None
-            is_fixed = False
-            if target is not None:
-                if target.fixed is not None:
-                    expected, is_fixed = target.fixed[1], True
-                elif target.pattern is not None:
-                    expected = target.pattern[1]
-            if expected is None and steps == ["url"] and item.type_code == "Extension":
-                prof = next((p for t in s.types for p in t.profiles), None)
-                if prof is not None:
-                    expected, is_fixed = prof.partition("|")[0], True
-            if expected is None:
-                b = target.binding if target is not None else None
-                if b is not None and b.value_set and b.strength == "required":
-                    coded = [(v.get("system"), v.get("code")) if isinstance(v, dict) else (None, v)
-                             for v, _ in values if isinstance(v, (dict, str))]
-                    # A value without a code is in no ValueSet.
-                    return any(isinstance(code, str) and self.tx.validate_code(b.value_set, system, code).valid
-                               for system, code in coded)
-                # The slice does not constrain this discriminator: it does not tell slices apart here
-                # (validator case type-subtype-slicing: a sub-discriminator not every slice uses).
-                return True
-            if is_fixed:
-                return any(json_equal(v, expected) for v, _ in values)
-            return any(matches_pattern(v, expected) for v, _ in values)
-        if dtype == "exists":
-            if target is None:
-                return True
-            if target.min >= 1:
-                return bool(values)
-            if target.max == 0:
-                return not values
-            return True
-        if dtype == "type":
-            elem = target if target is not None else s
-            codes = {t.code for t in elem.types}
-            if not codes:
-                return True
-            for v, code in values:
-                actual = v.get("resourceType") if isinstance(v, dict) and "resourceType" in v else code
-                if actual in codes:
-                    return True
-                # A resource type slice given only by a profile: the profile's type decides.
-                for t in elem.types:
-                    for p in t.profiles:
-                        try:
-                            ps = self.schema(p)
-                        except ProfileError:
-                            ps = None
-                        if ps is not None and ps.type == actual:
-                            return True
-            return False
-        if dtype == "profile":
-            elem = target if target is not None else s
-            profiles = [(t.code, p) for t in elem.types for p in (t.profiles or t.target_profiles)]
-            if not profiles:
-                return True
-            for v, code in values:
-                actual = v.get("resourceType") if isinstance(v, dict) and "resourceType" in v else code
-                for t_code, p in profiles:
-                    if t_code not in (actual, "Resource", "Reference") and actual != t_code:
-                        try:
-                            ps = self.schema(p)
-                        except ProfileError:
-                            continue
-                        if ps is None or ps.type != actual:
-                            continue
-                    if self.conforms(v, p, actual or code, item.path, ctx):
-                        return True
-            return False
-        return False
-
-    def _instance_values(self, item: Item, steps: list[str], ctx: ProfileContext) -> list[tuple[Any, str]]:
-        cur: list[tuple[Any, str]] = [(item.value, item.type_code)]
-        for step in steps:
-            nxt: list[tuple[Any, str]] = []
-            if step == "$this":
-                continue
-            if step == "resolve()":
-                for v, _ in cur:
-                    ref = v.get("reference") if isinstance(v, dict) else None
-                    target = ctx.resolve(ref, ctx.resource) if isinstance(ref, str) else None
-                    if target is not None:
-                        nxt.append((target, target.get("resourceType", "")))
-            elif step.startswith("ofType("):
-                want = step[7:-1]
-                nxt = [(v, c) for v, c in cur if c == want or (isinstance(v, dict) and v.get("resourceType") == want)]
-            elif step.startswith("extension("):
-                url = step[10:-1].strip("'\"")
-                for v, _ in cur:
-                    if isinstance(v, dict):
-                        for e in dicts(v.get("extension")):
-                            if e.get("url") == url:
-                                nxt.append((e, "Extension"))
-            else:
-                for v, _ in cur:
-                    if not isinstance(v, dict):
-                        continue
-                    if step in v:
-                        x = v[step]
-                        for y in x if isinstance(x, list) else [x]:
-                            nxt.append((y, "Resource" if isinstance(y, dict) and "resourceType" in y else ""))
-                    else:
-                        n = len(step)
-                        for k, x in v.items():
-                            if len(k) > n and k.startswith(step) and k[n].isupper():
-                                code = self._type_of_suffix(k[n:]) or k[n:]
-                                for y in x if isinstance(x, list) else [x]:
-                                    nxt.append((y, code))
-            cur = nxt
-        return cur
-
-    def _slice_element(self, s: ElementDef, steps: list[str]) -> ElementDef | None:
-        cur: ElementDef | None = s
-        for step in steps:
-            if cur is None:
-                return None
-            if step in ("$this", "resolve()") or step.startswith("ofType("):
-                continue
-            if step.startswith("extension("):
-                url = step[10:-1].strip("'\"")
-                ext = cur.child("extension")
-                cur = None
-                if ext is not None:
-                    for sl in ext.slices:
-                        if any(p.partition("|")[0] == url for t in sl.types for p in t.profiles):
-                            cur = sl
-                            break
-                        u = sl.child("url")
-                        if u is not None and u.fixed is not None and u.fixed[1] == url:
-                            cur = sl
-                            break
-                continue
-            nxt = cur.child(step)
-            if nxt is None and not cur.children:
-                # The slice does not expand this type here; its type profile may.
-                for t in cur.types:
-                    for p in t.profiles:
-                        try:
-                            ps = self.schema(p)
-                        except ProfileError:
-                            ps = None
-                        if ps is not None:
-                            nxt = ps.root.child(step)
-                            if nxt is not None:
-                                break
-                    if nxt is not None:
-                        break
-            cur = nxt
-        return cur
-
-
-def split_path(path: str) -> list[str]:
-    """``extension('http://a.b/c').value`` → ["extension('http://a.b/c')", "value"]."""
-    out: list[str] = []
-    depth = 0
-    quote = False
-    cur = ""
-    for ch in path:
-        if ch == "'" and depth:
-            quote = not quote
-        if not quote:
-            if ch == "(":
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-            elif ch == "." and depth == 0:
-                out.append(cur)
-                cur = ""
-                continue
-        cur += ch
-    if cur:
-        out.append(cur)
-    return out

@@ -85,6 +85,12 @@ class ElementDef:
     # Filled by the profile walker: per type, (code, profiles, target profiles) without the core
     # ones, and only the types that have any left.
     type_profiles: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] | None = None
+    # Filled by the profile walker (profile_compile.py), once per schema: the steps over this
+    # element's children, what is checked on each of its values, and the index of its slices.
+    steps: tuple[Any, ...] | None = None
+    value_plan: Any = None
+    slice_index: Any = None
+    choice_keys: dict[str, tuple[str, str] | None] | None = None
 
     @property
     def type_codes(self) -> tuple[str, ...]:

@@ -48,6 +48,9 @@ class Prop:
     # String values already found clean here (format and binding): most values repeat across resources.
     good: set[str] = field(default_factory=set)
     good_codes: set[tuple[Any, ...]] = field(default_factory=set)  # (system, code)s that met the binding
+    # Values (strings, or (system, code)s) that did not: their binding issues, without the path, with
+    # the definitions generation they were found in.
+    bad_codes: dict[Any, tuple[int, tuple[tuple[str, str, str, str], ...]]] = field(default_factory=dict)
     targets: Any = UNSET  # allowed reference target types, computed by the references pass
     choice: bool = False
 
@@ -62,6 +65,10 @@ class Shape:
     is_extension: bool = False
     # Invariants evaluated by FHIRPath on every object of this shape (native ones excluded).
     constraints: tuple[Constraint, ...] = ()
+    # Compiled by the structural walker on first use (structure.py): JSON key → what to do with its
+    # value, for a walk that collects invariant sites and for one that does not.
+    compiled: list[Any] | None = None
+    lean_compiled: list[Any] | None = None
 
 
 def json_key(name: str, code: str, choice: bool) -> str:
@@ -79,6 +86,7 @@ class ShapeBuilder:
         self._shapes: dict[tuple[str, str], Shape] = {}
         self._prims: dict[str, PrimitiveType] = {}
         self._type_kind: dict[str, str | None] = {}
+        self._concrete: dict[str, Shape] = {}
         self._id_prim: PrimitiveType | None = None
 
     def _check_generation(self) -> None:
@@ -87,6 +95,7 @@ class ShapeBuilder:
             self._shapes.clear()
             self._prims.clear()
             self._type_kind.clear()
+            self._concrete.clear()
             self._generation = self.defs.generation
 
     def schema(self, type_code: str) -> StructureSchema | None:
@@ -119,6 +128,20 @@ class ShapeBuilder:
         if s is None or s.kind != "resource":
             return None
         return self.element_shape(s, s.root)
+
+    def concrete_resource_shape(self, resource_type: str) -> Shape | None:
+        """The shape of a resource type an instance may have (not abstract), or None."""
+        shape = self._concrete.get(resource_type)
+        if shape is not None:
+            return shape
+        with self._lock:
+            self._check_generation()
+            shape = self.resource_shape(resource_type)
+            schema = self.schema(resource_type)
+            if shape is None or schema is None or schema.abstract:
+                return None  # not remembered: the type comes from the client
+            self._concrete[resource_type] = shape
+            return shape
 
     def type_shape(self, type_code: str) -> Shape | None:
         s = self.schema(type_code)

@@ -9,29 +9,66 @@ Parameters values — each checked as a resource of its own type), extension sha
 or nested extensions, never both), and bindings through the local terminology.
 
 Expressions name the exact element (``Patient.name[0].given[1]``, ``Observation.value.ofType(Quantity)``).
-The walker is written for speed: no intermediate objects, paths built only as the walk descends.
+The walker is written for speed. Each shape is compiled once (per definitions generation, with the
+shape) into a table: JSON key → what to do with its value, decided at compile time rather than per
+value (:mod:`structure_compile`). Paths are not built during the walk: a location is a
+tuple (parent, step[, index]) rendered into ``Patient.name[0].given`` only when an issue or a later
+pass needs it (:func:`render`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_exchange.validation.bindings import check_binding
 from fhir_exchange.validation.issues import IssueSink, MsgId
-from fhir_exchange.validation.primitives import json_type_name
-from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape, ShapeBuilder
+from fhir_exchange.validation.primitives import INT32_MAX, json_type_name
+from fhir_exchange.validation.shapes import RESOURCE, Prop, Shape, ShapeBuilder
+from fhir_exchange.validation.structure_compile import (
+    OP_BOOL,
+    OP_BOUND,
+    OP_CHOICE,
+    OP_COMPANION,
+    OP_COMPLEX,
+    OP_DECIMAL,
+    OP_INT,
+    OP_PRIM,
+    OP_PRIM_ARRAY,
+    OP_REF,
+    OP_SITE,
+    OP_SKIP,
+    OP_SPECIAL,
+    OP_SPECIAL_ARRAY,
+    compiled,
+    fill,
+)
 from fhir_exchange.validation.terminology import Terminology
 
 GOOD_CACHE_SIZE = 2048
+
+# A location: the resource's path (a str), or (parent, step) or (parent, step, index).
+Loc = Any
+
+def render(loc: Loc) -> str:
+    """The FHIRPath-like expression of a location (``Patient.name[0].given``)."""
+    if loc.__class__ is str:
+        return loc
+    if len(loc) == 2:
+        return render(loc[0]) + "." + loc[1]
+    return f"{render(loc[0])}.{loc[1]}[{loc[2]}]"
 
 
 def coding_key(value: dict[str, Any], type_code: str) -> tuple[Any, ...] | None:
     """(system, code) pairs of a coded value, or None when it is malformed (the walk reports it)."""
     if type_code == "CodeableConcept":
         codings = value.get("coding")
-        if type(codings) is not list:
+        if codings.__class__ is not list:
             return None
+        if len(codings) == 1:  # the common case, without the loop
+            pair = _pair(codings[0])
+            return None if pair is None else (pair,)
         pairs = []
         for c in codings:
             pair = _pair(c)
@@ -43,25 +80,49 @@ def coding_key(value: dict[str, Any], type_code: str) -> tuple[Any, ...] | None:
 
 
 def _pair(c: Any) -> tuple[str | None, str | None] | None:
-    if type(c) is not dict:
+    if c.__class__ is not dict:
         return None
     system, code = c.get("system"), c.get("code")
-    if (system is None or type(system) is str) and (code is None or type(code) is str):
+    if (system is None or system.__class__ is str) and (code is None or code.__class__ is str):
         return (system, code)
     return None
 
 
-@dataclass(slots=True)
 class Visited:
-    """A node met during the walk that a later pass needs: no pass walks the JSON again."""
+    """A node met during the walk that a later pass needs: no pass walks the JSON again.
 
-    node: Any
-    path: str
-    resource: dict[str, Any]  # the resource the node belongs to (contained ones are their own)
-    resource_path: str
-    type_code: str  # FHIR type (or element path for backbone elements)
-    elem_path: str  # the defining element's path, e.g. "Patient.birthDate" for an extension's host
-    extra: Any = None
+    ``path`` and ``resource_path`` are rendered from the walk's locations on first use."""
+
+    __slots__ = ("_loc", "_rloc", "elem_path", "extra", "node", "resource", "type_code")
+
+    def __init__(self, node: Any, loc: Loc, resource: Any, rloc: Loc, type_code: str,
+                 elem_path: str, extra: Any = None) -> None:
+        self.node = node
+        self._loc = loc  # the location, replaced by its rendering on first use
+        self.resource: dict[str, Any] = resource  # the resource the node belongs to (contained ones are their own)
+        self._rloc = rloc
+        self.type_code = type_code  # FHIR type (or element path for backbone elements)
+        self.elem_path = elem_path  # the defining element's path, e.g. "Patient.birthDate" for an extension's host
+        self.extra = extra
+
+    @property
+    def path(self) -> str:
+        loc = self._loc
+        if loc.__class__ is str:
+            return loc
+        p = self._loc = render(loc)
+        return p
+
+    @property
+    def resource_path(self) -> str:
+        loc = self._rloc
+        if loc.__class__ is str:
+            return loc
+        p = self._rloc = render(loc)
+        return p
+
+    def __repr__(self) -> str:
+        return f"Visited({self.type_code} at {self.path})"
 
 
 @dataclass(slots=True)
@@ -74,9 +135,11 @@ class WalkContext:
     attachments: list[Visited] = field(default_factory=list)
     # extensions: extra is (is_modifier, host type); elem_path is the host element's path
     resource: dict[str, Any] | None = None
-    resource_path: str = ""
+    resource_path: Loc = ""
     # (element path, type) hosting the extensions being walked, when not the shape's own element
     host: tuple[str, str] | None = None
+    # Invariant sites are collected only for a validator that evaluates invariants.
+    collect_invariants: bool = True
 
 
 class StructureWalker:
@@ -85,6 +148,7 @@ class StructureWalker:
         self.tx = terminology
         self.check_bindings = check_bindings
         self._element_shape: Shape | None = None
+        self._walk = self._make_walk()
 
     def _companion_shape(self) -> Shape:
         # ``_name`` objects carry what Element carries: id and extension.
@@ -92,111 +156,262 @@ class StructureWalker:
             self._element_shape = self.shapes.type_shape("Element") or Shape("Element", {})
         return self._element_shape
 
-    def validate_resource(self, res: Any, path: str, ctx: WalkContext, *,
+    # -- compilation (structure_compile.py) ---------------------------------------------------------
+
+    def _fill(self, c: list[Any]) -> tuple[dict[str, tuple[Any, ...]], frozenset[str] | None]:
+        return fill(c, self.shapes, self.check_bindings)
+
+    # -- the walk --------------------------------------------------------------------------------
+
+    def validate_resource(self, res: Any, path: Loc, ctx: WalkContext, *,
                           expected_type: str | None = None) -> str | None:
         """Validate a resource; returns its type when it could be determined."""
         sink = ctx.sink
         if type(res) is not dict:
             sink.error("structure", MsgId.NOT_OBJECT,
-                       f"A resource must be a JSON object, not {json_type_name(res)}", path or None)
+                       f"A resource must be a JSON object, not {json_type_name(res)}", render(path) or None)
             return None
         rt = res.get("resourceType")
         if rt is None:
             sink.error("structure", MsgId.RESOURCE_TYPE_MISSING, "The resource has no resourceType property",
-                       path or None)
+                       render(path) or None)
             return None
         if type(rt) is not str:
-            sink.error("structure", MsgId.RESOURCE_TYPE_UNKNOWN, "resourceType must be a string", path or None)
+            sink.error("structure", MsgId.RESOURCE_TYPE_UNKNOWN, "resourceType must be a string",
+                       render(path) or None)
             return None
-        shape = self.shapes.resource_shape(rt)
-        if shape is None or (schema := self.shapes.schema(rt)) is None or schema.abstract:
-            sink.error("structure", MsgId.RESOURCE_TYPE_UNKNOWN, f"Unknown resource type '{rt}'", path or None)
+        shape = self.shapes.concrete_resource_shape(rt)
+        if shape is None:
+            sink.error("structure", MsgId.RESOURCE_TYPE_UNKNOWN, f"Unknown resource type '{rt}'",
+                       render(path) or None)
             return None
         if expected_type is not None and rt != expected_type:
             sink.error("invalid", MsgId.RESOURCE_TYPE_MISMATCH,
-                       f"Expected a {expected_type} resource, got {rt}", path or rt)
+                       f"Expected a {expected_type} resource, got {rt}", render(path) or rt)
         here = path or rt
         outer, outer_path = ctx.resource, ctx.resource_path
         ctx.resource, ctx.resource_path = res, here
         try:
-            self._walk_object(res, shape, here, ctx)
-            if shape.constraints:
+            self._walk(res, compiled(shape, ctx.collect_invariants), here, ctx)
+            if shape.constraints and ctx.collect_invariants:
                 ctx.invariants.append(Visited(res, here, res, here, rt, rt, shape.constraints))
         finally:
             ctx.resource, ctx.resource_path = outer, outer_path
         ctx.resources.append(Visited(res, here, res, here, rt, rt, outer))
         return rt
 
-    def _walk_object(self, obj: dict[str, Any], shape: Shape, path: str, ctx: WalkContext) -> None:
-        # The hot loop of validation: paths are only built where an issue or a descent needs them.
-        sink = ctx.sink
-        props = shape.props
-        choices: set[int] | None = None
-        for key, value in obj.items():
-            p = props.get(key)
-            if p is None:
-                if key[:1] == "_":
-                    base = props.get(key[1:])
-                    if base is not None and base.kind == PRIM:
-                        self._companion(obj, key, value, base, path, ctx)
+    def _make_walk(self) -> Callable[[dict[str, Any], list[Any], Loc, WalkContext], None]:
+        """The hot loop of validation, as a closure: everything it calls is a local or a cell.
+
+        One table lookup per key; the common operations are inlined (their codes as literals, see
+        OP_*, in order of frequency), the others go to :meth:`_rare`; locations are built only for
+        descents."""
+        fill = self._fill
+        prim_single = self._prim_single
+        prim_item = self._prim_item
+        complex_single = self._complex_single
+        complex_ = self._complex
+        array_shape = self._array_shape
+        required_ = self._required
+        unknown = self._unknown
+        rare = self._rare
+        site = self._site
+        bind = self._bind
+
+        def walk(obj: dict[str, Any], c: list[Any], loc: Loc, ctx: WalkContext) -> None:
+            table, required, shape, _ = c
+            if table is None:
+                table, required = fill(c)
+            choices: set[int] | None = None
+            for key, value in obj.items():
+                try:
+                    op, p, x, seg, sites = table[key]
+                except KeyError:
+                    unknown(key, shape, loc, ctx)
+                    continue
+                if op == 0:  # OP_PRIM
+                    if value.__class__ is str and value in x:
                         continue
-                elif key == "resourceType" and shape.resource_type is not None:
-                    continue
-                sink.error("structure", MsgId.UNKNOWN_ELEMENT,
-                           f"Unrecognised property '{key}' in {shape.name}", f"{path}.{key}")
-                continue
-            if p.choice:
-                if choices is None:
-                    choices = set()
-                eid = id(p.elem)
-                if eid in choices:
-                    sink.error("structure", MsgId.CHOICE_MULTIPLE,
-                               f"Only one of the {p.elem.name}[x] variants may be present", f"{path}.{key}")
-                choices.add(eid)
-            if p.is_array:
-                if value.__class__ is not list:
-                    sink.error("structure", MsgId.ARRAY_EXPECTED,
-                               f"'{key}' must be a JSON array (its cardinality is more than one)",
-                               path + "." + p.segment)
-                    continue
-                if not value:
-                    sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array",
-                               path + "." + p.segment)
-                    continue
-                if p.kind == PRIM:
-                    good = p.good
+                    prim_single(key, value, p, loc, ctx)
+                elif op == 5:  # OP_COMPLEX
+                    if value.__class__ is dict and value:
+                        walk(value, x, (loc, seg), ctx)
+                    else:
+                        complex_single(key, value, p, loc, ctx)
+                elif op == 6:  # OP_COMPLEX_ARRAY
+                    if value.__class__ is not list or not value:
+                        array_shape(key, value, p, loc, ctx)
+                        continue
                     for i, item in enumerate(value):
-                        if item.__class__ is str and item in good:
-                            continue
-                        if item is None:
-                            companion = obj.get("_" + key)
-                            if not (type(companion) is list and i < len(companion) and companion[i] is not None):
-                                sink.error("structure", MsgId.NULL_VALUE,
-                                           "null is only allowed in an array of primitives where the "
-                                           f"_{key} array holds the element's id or extensions",
-                                           f"{path}.{p.segment}[{i}]")
-                            continue
-                        self._primitive(item, p, path, i, sink)
-                else:
-                    here = path + "." + p.segment
+                        if item.__class__ is dict and item:
+                            walk(item, x, (loc, seg, i), ctx)
+                        else:
+                            complex_(item, p, (loc, seg, i), ctx)
+                elif op == 12:  # OP_REF
+                    if value.__class__ is dict and value:
+                        here: Loc = (loc, seg)
+                        walk(value, x, here, ctx)
+                        ctx.references.append(Visited(value, here, ctx.resource, ctx.resource_path, "Reference",
+                                                      p.elem.path, p))
+                        if sites:
+                            site(value, here, p, x, ctx)
+                    else:
+                        complex_single(key, value, p, loc, ctx)
+                elif op == 14:  # OP_BOUND
+                    if value.__class__ is dict and value:
+                        here = (loc, seg)
+                        walk(value, x, here, ctx)
+                        if sites:
+                            site(value, here, p, x, ctx)
+                        bind(value, p, here, ctx.sink)
+                    else:
+                        complex_single(key, value, p, loc, ctx)
+                elif op == 16:  # OP_SITE
+                    if value.__class__ is dict and value:
+                        here = (loc, seg)
+                        walk(value, x, here, ctx)
+                        site(value, here, p, x, ctx)
+                    else:
+                        complex_single(key, value, p, loc, ctx)
+                elif op == 13 or op == 15 or op == 17:  # OP_REF_ARRAY, OP_BOUND_ARRAY, OP_SITE_ARRAY
+                    if value.__class__ is not list or not value:
+                        array_shape(key, value, p, loc, ctx)
+                        continue
                     for i, item in enumerate(value):
-                        self._complex(item, p, f"{here}[{i}]", ctx)
-            elif p.kind == PRIM:
-                if value.__class__ is str and value in p.good:
-                    continue
-                if value is None:
-                    sink.error("structure", MsgId.NULL_VALUE, f"'{key}' must not be null", path + "." + p.segment)
-                elif value.__class__ is list:
-                    sink.error("structure", MsgId.ARRAY_UNEXPECTED,
-                               f"'{key}' must not be an array (its cardinality is at most one)",
-                               path + "." + p.segment)
+                        here = (loc, seg, i)
+                        if item.__class__ is not dict or not item:
+                            complex_(item, p, here, ctx)
+                            continue
+                        walk(item, x, here, ctx)
+                        if op == 13:
+                            ctx.references.append(Visited(item, here, ctx.resource, ctx.resource_path, "Reference",
+                                                          p.elem.path, p))
+                        if sites:
+                            site(item, here, p, x, ctx)
+                        if op == 15:
+                            bind(item, p, here, ctx.sink)
+                elif op == 4:  # OP_PRIM_ARRAY
+                    if value.__class__ is not list or not value:
+                        array_shape(key, value, p, loc, ctx)
+                        continue
+                    for i, item in enumerate(value):
+                        if item.__class__ is not str or item not in x:
+                            prim_item(obj, key, item, p, loc, i, ctx)
+                elif op == 1:  # OP_BOOL
+                    if value is True or value is False:
+                        continue
+                    prim_single(key, value, p, loc, ctx)
                 else:
-                    self._primitive(value, p, path, -1, sink)
-            elif value.__class__ is list:
-                sink.error("structure", MsgId.ARRAY_UNEXPECTED,
-                           f"'{key}' must not be an array (its cardinality is at most one)", path + "." + p.segment)
+                    choices = rare(obj, key, value, op, p, x, seg, sites, loc, ctx, choices)
+            if required is not None and not obj.keys() >= required:
+                required_(obj, shape, loc, ctx.sink)
+
+        self._walk_one = walk
+        return walk
+
+    def _rare(self, obj: dict[str, Any], key: str, value: Any, op: int, p: Prop, x: Any, seg: Any, sites: Any,
+              loc: Loc, ctx: WalkContext, choices: set[int] | None) -> set[int] | None:
+        """Every operation, for those the walk does not inline (choices, companions, integers...)."""
+        if op == OP_CHOICE:
+            if choices is None:
+                choices = set()
+            if seg in choices:
+                ctx.sink.error("structure", MsgId.CHOICE_MULTIPLE,
+                               f"Only one of the {p.elem.name}[x] variants may be present", f"{render(loc)}.{key}")
+            choices.add(seg)
+            op, p, x, seg, sites = x
+        if op == OP_PRIM:
+            if not (value.__class__ is str and value in x):
+                self._prim_single(key, value, p, loc, ctx)
+        elif op == OP_BOOL:
+            if not (value is True or value is False):
+                self._prim_single(key, value, p, loc, ctx)
+        elif op == OP_INT:
+            if not (value.__class__ is int and x <= value <= INT32_MAX):
+                self._prim_single(key, value, p, loc, ctx)
+        elif op == OP_DECIMAL:
+            if not (value.__class__ is int or value.__class__ is float):
+                self._prim_single(key, value, p, loc, ctx)
+        elif op == OP_COMPANION:
+            self._companion(obj, key, value, p, loc, ctx)
+        elif op == OP_SKIP:
+            pass
+        elif op in (OP_COMPLEX, OP_REF, OP_BOUND, OP_SITE, OP_SPECIAL):
+            if op != OP_SPECIAL and value.__class__ is dict and value:
+                self._descend(value, op, p, x, (loc, seg), sites, ctx)
             else:
-                self._complex(value, p, path + "." + p.segment, ctx)
+                self._complex_single(key, value, p, loc, ctx)
+        elif value.__class__ is not list or not value:  # the array operations
+            self._array_shape(key, value, p, loc, ctx)
+        elif op == OP_PRIM_ARRAY:
+            for i, item in enumerate(value):
+                if item.__class__ is not str or item not in x:
+                    self._prim_item(obj, key, item, p, loc, i, ctx)
+        else:
+            for i, item in enumerate(value):
+                if op != OP_SPECIAL_ARRAY and item.__class__ is dict and item:
+                    self._descend(item, op - 1, p, x, (loc, seg, i), sites, ctx)
+                else:
+                    self._complex(item, p, (loc, seg, i), ctx)
+        return choices
+
+    def _descend(self, value: dict[str, Any], op: int, p: Prop, c: list[Any], here: Loc, sites: Any,
+                 ctx: WalkContext) -> None:
+        """A non-empty object of a COMPLEX, REF or BOUND element (the inlined code, once more)."""
+        self._walk_one(value, c, here, ctx)
+        if op == OP_REF:
+            assert ctx.resource is not None
+            ctx.references.append(Visited(value, here, ctx.resource, ctx.resource_path, "Reference",
+                                          p.elem.path, p))
+        if sites:
+            self._site(value, here, p, c, ctx)
+        if op == OP_BOUND:
+            self._bind(value, p, here, ctx.sink)
+
+    def _site(self, value: dict[str, Any], loc: Loc, p: Prop, c: list[Any], ctx: WalkContext) -> None:
+        shape: Shape = c[2]
+        assert ctx.resource is not None
+        ctx.invariants.append(Visited(value, loc, ctx.resource, ctx.resource_path, p.type_code, shape.name,
+                                      shape.constraints))
+
+    def _bind(self, value: dict[str, Any], p: Prop, loc: Loc, sink: IssueSink) -> None:
+        # Codings repeat across resources: the verdict on a (system, code) set is remembered per
+        # element — clean ones as such, others with their issues (a pure function of the codes).
+        key = coding_key(value, p.type_code)
+        if key is None:
+            assert p.binding is not None
+            check_binding(self.tx, p.binding, p.type_code, value, render(loc), sink)
+            return
+        if key in p.good_codes:
+            return
+        self._verdict(p.bad_codes, p.good_codes, key, value, p, render(loc), sink)
+
+    def _verdict(self, bad: dict[Any, tuple[int, tuple[tuple[str, str, str, str], ...]]], good: set[Any],
+                 key: Any, value: Any, p: Prop, path: str, sink: IssueSink) -> None:
+        """The binding's issues on a value not known to be clean: remembered ones (of this definitions
+        generation: a CodeSystem added since may make the code valid), or found now."""
+        generation = self.shapes.defs.generation
+        known = bad.get(key)
+        if known is None or known[0] != generation:
+            assert p.binding is not None
+            fresh = IssueSink()
+            check_binding(self.tx, p.binding, p.type_code, value, path, fresh)
+            issues = fresh.since(0)
+            if not issues:
+                if len(good) < GOOD_CACHE_SIZE:
+                    good.add(key)
+                return
+            known = (generation, tuple((i.severity, i.code, i.message_id or "", i.diagnostics) for i in issues))
+            if len(bad) < GOOD_CACHE_SIZE:
+                bad[key] = known
+        for severity, code, message_id, diagnostics in known[1]:
+            sink.add(severity, code, message_id, diagnostics, path)
+
+    def _unknown(self, key: str, shape: Shape, loc: Loc, ctx: WalkContext) -> None:
+        ctx.sink.error("structure", MsgId.UNKNOWN_ELEMENT, f"Unrecognised property '{key}' in {shape.name}",
+                       f"{render(loc)}.{key}")
+
+    def _required(self, obj: dict[str, Any], shape: Shape, loc: Loc, sink: IssueSink) -> None:
         for name, keys, minimum in shape.required:
             for k in keys:
                 if k in obj:
@@ -205,9 +420,51 @@ class StructureWalker:
                 # The expression names the missing element under its parent (Patient.link[0].other):
                 # empty in the instance, but it tells a client exactly which field to fill.
                 sink.error("required", MsgId.CARDINALITY_MIN,
-                           f"{shape.name}.{name}: minimum required = {minimum}, but only found 0", f"{path}.{name}")
+                           f"{shape.name}.{name}: minimum required = {minimum}, but only found 0",
+                           f"{render(loc)}.{name}")
 
-    def _primitive(self, value: Any, p: Prop, parent: str, index: int, sink: IssueSink) -> None:
+    def _array_shape(self, key: str, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
+        """An array property that is not a non-empty array."""
+        if value.__class__ is not list:
+            ctx.sink.error("structure", MsgId.ARRAY_EXPECTED,
+                           f"'{key}' must be a JSON array (its cardinality is more than one)",
+                           render(loc) + "." + p.segment)
+        else:
+            ctx.sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array",
+                           render(loc) + "." + p.segment)
+
+    def _prim_single(self, key: str, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
+        """A property of cardinality at most one that is not a clean value (a primitive, or an array)."""
+        sink = ctx.sink
+        if value is None:
+            sink.error("structure", MsgId.NULL_VALUE, f"'{key}' must not be null", render(loc) + "." + p.segment)
+        elif value.__class__ is list:
+            sink.error("structure", MsgId.ARRAY_UNEXPECTED,
+                       f"'{key}' must not be an array (its cardinality is at most one)", render(loc) + "." + p.segment)
+        else:
+            self._primitive(value, p, loc, -1, sink)
+
+    def _prim_item(self, obj: dict[str, Any], key: str, item: Any, p: Prop, loc: Loc, i: int,
+                   ctx: WalkContext) -> None:
+        if item is None:
+            companion = obj.get("_" + key)
+            if not (type(companion) is list and i < len(companion) and companion[i] is not None):
+                ctx.sink.error("structure", MsgId.NULL_VALUE,
+                               "null is only allowed in an array of primitives where the "
+                               f"_{key} array holds the element's id or extensions",
+                               f"{render(loc)}.{p.segment}[{i}]")
+            return
+        self._primitive(item, p, loc, i, ctx.sink)
+
+    def _complex_single(self, key: str, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
+        if value.__class__ is list:
+            ctx.sink.error("structure", MsgId.ARRAY_UNEXPECTED,
+                           f"'{key}' must not be an array (its cardinality is at most one)",
+                           render(loc) + "." + p.segment)
+        else:
+            self._complex(value, p, (loc, p.segment), ctx)
+
+    def _primitive(self, value: Any, p: Prop, parent: Loc, index: int, sink: IssueSink) -> None:
         prim = p.prim
         assert prim is not None
         failure = prim.check(value)
@@ -215,7 +472,7 @@ class StructureWalker:
             if value.__class__ is str and len(p.good) < GOOD_CACHE_SIZE:
                 p.good.add(value)
             return
-        path = f"{parent}.{p.segment}" if index < 0 else f"{parent}.{p.segment}[{index}]"
+        path = f"{render(parent)}.{p.segment}" if index < 0 else f"{render(parent)}.{p.segment}[{index}]"
         if failure is not None:
             msg_id, code, diag = failure
             if msg_id == MsgId.PRIMITIVE_WHITESPACE:
@@ -226,24 +483,25 @@ class StructureWalker:
             sink.error(code, msg_id, diag, path)
             return
         if p.binding is not None and self.check_bindings:
-            mark = sink.mark()
-            check_binding(self.tx, p.binding, p.type_code, value, path, sink)
-            if sink.mark() != mark:
+            if value.__class__ is str:
+                self._verdict(p.bad_codes, p.good, value, value, p, path, sink)
                 return
+            check_binding(self.tx, p.binding, p.type_code, value, path, sink)
+            return
         if value.__class__ is str and len(p.good) < GOOD_CACHE_SIZE:
             p.good.add(value)
 
-    def _complex(self, value: Any, p: Prop, path: str, ctx: WalkContext) -> None:
+    def _complex(self, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
         if p.kind == RESOURCE:
-            self.validate_resource(value, path, ctx)
+            self.validate_resource(value, loc, ctx)
             return
         sink = ctx.sink
         if type(value) is not dict:
             sink.error("structure", MsgId.OBJECT_EXPECTED,
-                       f"'{p.key}' must be a JSON object ({p.type_code}), not {json_type_name(value)}", path)
+                       f"'{p.key}' must be a JSON object ({p.type_code}), not {json_type_name(value)}", render(loc))
             return
         if not value:
-            sink.error("structure", MsgId.EMPTY_OBJECT, f"'{p.key}' must not be an empty object", path)
+            sink.error("structure", MsgId.EMPTY_OBJECT, f"'{p.key}' must not be an empty object", render(loc))
             return
         shape = p.shape or self.shapes.resolve(p)
         res = ctx.resource
@@ -253,81 +511,74 @@ class StructureWalker:
             host = outer_host or (p.host, p.host_type)
             ctx.host = None
             try:
-                self._walk_object(value, shape, path, ctx)
+                self._walk(value, compiled(shape, ctx.collect_invariants), loc, ctx)
             finally:
                 ctx.host = outer_host
-            self._extension_shape(value, path, sink)
-            ctx.extensions.append(Visited(value, path, res, ctx.resource_path, "Extension", host[0],
+            self._extension_shape(value, loc, sink)
+            ctx.extensions.append(Visited(value, loc, res, ctx.resource_path, "Extension", host[0],
                                           (p.key == "modifierExtension", host[1])))
         else:
-            self._walk_object(value, shape, path, ctx)
+            self._walk(value, compiled(shape, ctx.collect_invariants), loc, ctx)
         if p.type_code == "Reference":
-            ctx.references.append(Visited(value, path, res, ctx.resource_path, "Reference", p.elem.path, p))
+            ctx.references.append(Visited(value, loc, res, ctx.resource_path, "Reference", p.elem.path, p))
         elif p.type_code == "Attachment":
-            ctx.attachments.append(Visited(value, path, res, ctx.resource_path, "Attachment", p.elem.path))
-        if shape.constraints:
+            ctx.attachments.append(Visited(value, loc, res, ctx.resource_path, "Attachment", p.elem.path))
+        if shape.constraints and ctx.collect_invariants:
             # shape.name, not the element's path: a contentReference element (Parameters.parameter.part)
             # has the type of the element it refers to (Parameters.parameter).
-            ctx.invariants.append(Visited(value, path, res, ctx.resource_path, p.type_code, shape.name,
+            ctx.invariants.append(Visited(value, loc, res, ctx.resource_path, p.type_code, shape.name,
                                           shape.constraints))
         if p.binding is not None and self.check_bindings:
-            # Codings repeat across resources: a clean (system, code) set is remembered per element.
-            key = coding_key(value, p.type_code)
-            if key is not None and key in p.good_codes:
-                return
-            mark = sink.mark()
-            check_binding(self.tx, p.binding, p.type_code, value, path, sink)
-            if key is not None and sink.mark() == mark and len(p.good_codes) < GOOD_CACHE_SIZE:
-                p.good_codes.add(key)
+            self._bind(value, p, loc, sink)
 
-    def _companion(self, obj: dict[str, Any], key: str, value: Any, p: Prop, path: str, ctx: WalkContext) -> None:
+    def _companion(self, obj: dict[str, Any], key: str, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
         """``_name``: the id and extensions of a primitive (json.html#primitive)."""
         sink = ctx.sink
-        here = path + "." + p.segment
+        here = (loc, p.segment)
         shape = self._companion_shape()
         name = key[1:]
         if p.is_array:
             if type(value) is not list:
-                sink.error("structure", MsgId.ARRAY_EXPECTED, f"'{key}' must be a JSON array", here)
+                sink.error("structure", MsgId.ARRAY_EXPECTED, f"'{key}' must be a JSON array", render(here))
                 return
             values = obj.get(name)
             if values is not None and (type(values) is not list or len(values) != len(value)):
                 sink.error("structure", MsgId.COMPANION_MISALIGNED,
-                           f"'{key}' must have as many entries as '{name}'", here)
+                           f"'{key}' must have as many entries as '{name}'", render(here))
             if not value:
-                sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array", here)
+                sink.error("structure", MsgId.EMPTY_ARRAY, f"'{key}' must not be an empty array", render(here))
             for i, item in enumerate(value):
                 if item is None:
                     has_value = type(values) is list and i < len(values) and values[i] is not None
                     if not has_value:
                         sink.error("structure", MsgId.NULL_VALUE,
-                                   f"'{key}[{i}]' and '{name}[{i}]' must not both be null", f"{here}[{i}]")
+                                   f"'{key}[{i}]' and '{name}[{i}]' must not both be null", f"{render(here)}[{i}]")
                     continue
-                self._element(item, key, shape, f"{here}[{i}]", p, ctx)
+                self._element(item, key, shape, (loc, p.segment, i), p, ctx)
         else:
             if type(value) is list:
-                sink.error("structure", MsgId.ARRAY_UNEXPECTED, f"'{key}' must not be an array", here)
+                sink.error("structure", MsgId.ARRAY_UNEXPECTED, f"'{key}' must not be an array", render(here))
                 return
             self._element(value, key, shape, here, p, ctx)
 
-    def _element(self, value: Any, key: str, shape: Shape, path: str, p: Prop, ctx: WalkContext) -> None:
+    def _element(self, value: Any, key: str, shape: Shape, loc: Loc, p: Prop, ctx: WalkContext) -> None:
         sink = ctx.sink
         if type(value) is not dict:
-            sink.error("structure", MsgId.OBJECT_EXPECTED, f"'{key}' entries must be JSON objects", path)
+            sink.error("structure", MsgId.OBJECT_EXPECTED, f"'{key}' entries must be JSON objects", render(loc))
         elif not value:
-            sink.error("structure", MsgId.EMPTY_OBJECT, f"'{key}' must not be an empty object", path)
+            sink.error("structure", MsgId.EMPTY_OBJECT, f"'{key}' must not be an empty object", render(loc))
         else:
             # Extensions of a primitive have the primitive's element as their host (extension contexts).
             ctx.host = (p.elem.path, p.type_code)
             try:
-                self._walk_object(value, shape, path, ctx)
+                self._walk(value, compiled(shape, ctx.collect_invariants), loc, ctx)
             finally:
                 ctx.host = None
 
-    def _extension_shape(self, ext: dict[str, Any], path: str, sink: IssueSink) -> None:
+    def _extension_shape(self, ext: dict[str, Any], loc: Loc, sink: IssueSink) -> None:
         url = ext.get("url")
         if url is None:
-            sink.error("required", MsgId.EXTENSION_URL_MISSING, "An extension must have a url", path)
+            sink.error("required", MsgId.EXTENSION_URL_MISSING, "An extension must have a url", render(loc))
         has_value = False
         for k in ext:
             if k.startswith("value") or k.startswith("_value"):
@@ -336,7 +587,7 @@ class StructureWalker:
         has_children = "extension" in ext
         if has_value and has_children:
             sink.error("invariant", MsgId.EXTENSION_VALUE_AND_CHILDREN,
-                       "ext-1: an extension must have either extensions or value[x], not both", path)
+                       "ext-1: an extension must have either extensions or value[x], not both", render(loc))
         elif not has_value and not has_children:
             sink.error("invariant", MsgId.EXTENSION_EMPTY,
-                       "ext-1: an extension must have either extensions or value[x]", path)
+                       "ext-1: an extension must have either extensions or value[x]", render(loc))

@@ -21,8 +21,11 @@ Definitions added at run time (``Definitions.add``) are used at once: every cach
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.errors import Issue
@@ -30,8 +33,9 @@ from fhir_exchange.validation.bundle import check_bundle
 from fhir_exchange.validation.datatypes import check_attachments
 from fhir_exchange.validation.discriminators import check_discriminators
 from fhir_exchange.validation.extensions import check_extensions
-from fhir_exchange.validation.invariants import InvariantChecker
+from fhir_exchange.validation.invariants import InvariantChecker, NotEvaluable, member_of_terminology
 from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.policy import DEFAULT_POLICY, ValidationPolicy, check_policy, filter_issues
 from fhir_exchange.validation.profile import ProfileContext, ProfileValidator
 from fhir_exchange.validation.questionnaire import QuestionnaireChecker
 from fhir_exchange.validation.references import Resolver, check_contained, check_narrative, check_references
@@ -42,22 +46,49 @@ from fhir_exchange.validation.terminology import Terminology
 from fhir_exchange.validation.vitalsigns import check_vital_signs
 from fhir_exchange.validation.xhtml import check_narratives
 
+SD_VERDICTS = 256  # StructureDefinition verdicts remembered (see Validator._structure_definition)
+
 
 class Validator:
     """Validates resources against the definitions it was built with; safe to share between threads."""
 
     def __init__(self, definitions: Definitions, *, invariants: bool = True,
-                 fetch_canonical: Callable[[str], dict[str, Any] | None] | None = None) -> None:
+                 fetch_canonical: Callable[[str], dict[str, Any] | None] | None = None,
+                 policy: ValidationPolicy = DEFAULT_POLICY) -> None:
         """``fetch_canonical`` finds canonical resources that are not conformance resources (the
-        Questionnaire of a QuestionnaireResponse), e.g. in the store; definitions are asked first."""
+        Questionnaire of a QuestionnaireResponse), e.g. in the store; definitions are asked first.
+        ``policy``: stricter checks a deployment may choose (:mod:`policy`)."""
         self.definitions = definitions
+        self.policy = policy
         self.terminology = Terminology(definitions)
         self.shapes = ShapeBuilder(definitions)
         self.structure = StructureWalker(self.shapes, self.terminology)
-        self.invariants = InvariantChecker(self.shapes.descendants_of_type)
+        # memberOf() asks the terminology and conformsTo() this validator, as the reference validator does.
+        self.invariants = InvariantChecker(self.shapes.descendants_of_type,
+                                           member_of=member_of_terminology(self.terminology),
+                                           conforms_to=self._conforms_to)
+        self._conforming = threading.local()  # (id(resource), url) being checked: conformsTo() recursion
         self.profiles = ProfileValidator(definitions, self.shapes, self.terminology, self.invariants)
         self.questionnaires = QuestionnaireChecker(definitions, self.terminology, fetch_canonical)
         self.check_invariants = invariants
+        self._sd_verdicts: dict[tuple[int, str, bytes], tuple[Issue, ...]] = {}
+
+    def _conforms_to(self, resource: Mapping[str, Any], url: str) -> bool:
+        """``conformsTo(url)``: the resource validates against the profile without error. A profile
+        whose invariants ask the same question of the same resource again is taken to hold there
+        (the outer check decides)."""
+        if self.definitions.structure_definition(url) is None:
+            raise NotEvaluable(f"conformsTo(): the profile {url} is not known here")
+        busy: set[tuple[int, str]] = self._conforming.__dict__.setdefault("busy", set())
+        key = (id(resource), url)
+        if key in busy:
+            return True
+        busy.add(key)
+        try:
+            issues = self.validate(dict(resource), profiles=[url])
+        finally:
+            busy.discard(key)
+        return not any(i.severity in ("error", "fatal") for i in issues)
 
     def validate(self, resource: dict[str, Any], *, profiles: Sequence[str] = (),
                  resource_type: str | None = None) -> list[Issue]:
@@ -72,26 +103,37 @@ class Validator:
     def _validate(self, resource: dict[str, Any], profiles: Sequence[str],
                   resource_type: str | None) -> list[Issue]:
         sink = IssueSink()
-        ctx = WalkContext(sink)
+        ctx = WalkContext(sink, collect_invariants=self.check_invariants)
         rt = self.structure.validate_resource(resource, "", ctx, expected_type=resource_type)
         if rt is None:
             return sink.result()
         resolver = Resolver(resource, ctx.resources)
-        check_references(ctx.references, resolver, sink)
-        check_contained(ctx.resources, ctx.references, sink)
+        if ctx.references:
+            check_references(ctx.references, resolver, sink)
+        if self.policy.validate_contained:
+            check_contained(ctx.resources, ctx.references, sink)
+        if not self.policy.is_default:
+            check_policy(self.policy, resource, rt, ctx.references, resolver, self.shapes, sink)
         check_narrative(ctx.resources, sink, self._is_domain_resource)
         check_narratives(ctx.resources, sink)
-        check_attachments(ctx.attachments, sink)
+        if ctx.attachments:
+            check_attachments(ctx.attachments, sink)
         pctx = ProfileContext(sink, resource, resolver.resolve, resolver.container_of)
-        check_extensions(ctx.extensions, self.profiles, self.shapes, pctx)
-        if self.check_invariants:
+        if ctx.extensions:
+            check_extensions(ctx.extensions, self.profiles, self.shapes, pctx, self.policy)
+        if self.check_invariants and ctx.invariants:
+            check = self.invariants.check
+            # Per resource: %rootResource is the container of a contained resource, else the resource
+            # itself (fhirpath.html#variables; a Bundle entry is not contained in the Bundle), and resolve().
+            scopes: dict[int, tuple[dict[str, Any], Callable[[str], dict[str, Any] | None]]] = {}
             for v in ctx.invariants:
-                type_path = v.elem_path if v.type_code in ("BackboneElement", "Element") else v.type_code
-                # %rootResource is the container of a contained resource, else the resource itself
-                # (fhirpath.html#variables): a Bundle entry is not contained in the Bundle.
-                root = resolver.container_of(v.resource)
-                self.invariants.check(v.extra, v.node, v.path, type_path, v.resource, root, sink,
-                                      resolver.resolver_for(v.resource))
+                res = v.resource
+                scope = scopes.get(id(res))
+                if scope is None:
+                    scope = scopes[id(res)] = (resolver.container_of(res), resolver.resolver_for(res))
+                type_code = v.type_code
+                type_path = v.elem_path if type_code == "BackboneElement" or type_code == "Element" else type_code
+                check(v.extra, v.node, v.path, type_path, res, scope[0], sink, scope[1])
         for url in profiles:
             self.profiles.validate_resource(resource, url, rt, pctx)
         for v in ctx.resources:
@@ -103,18 +145,43 @@ class Validator:
                         pctx.resource = v.node
                         self.profiles.validate_resource(v.node, url, v.path, pctx)
                 pctx.resource = resource
-        check_vital_signs(ctx.resources, self.profiles, pctx, profiles)
-        check_bundle(ctx.resources, ctx.references, resolver, sink, ctx.extensions)
-        for r in ctx.resources:
-            if r.node.get("resourceType") == "StructureDefinition":
-                self._structure_definition(r.node, r.path, sink)
-        self.questionnaires.check(ctx.resources, sink)
-        return sink.result()
+        # The passes below concern one resource type each: only those of the types present run.
+        types = {v.type_code for v in ctx.resources}
+        if "Observation" in types:
+            check_vital_signs(ctx.resources, self.profiles, pctx, profiles)
+        if "Bundle" in types:
+            check_bundle(ctx.resources, ctx.references, resolver, sink, ctx.extensions)
+        if "StructureDefinition" in types:
+            for r in ctx.resources:
+                if r.node.get("resourceType") == "StructureDefinition":
+                    self._structure_definition(r.node, r.path, sink)
+        if "QuestionnaireResponse" in types:
+            self.questionnaires.check(ctx.resources, sink)
+        return filter_issues(self.policy, sink.result())
 
     def _structure_definition(self, sd: dict[str, Any], path: str, sink: IssueSink) -> None:
-        """A profile must apply to its base (profiling.html#snapshot): generate its snapshot to see."""
+        """A profile must apply to its base (profiling.html#snapshot): generate its snapshot to see.
+
+        The verdict is a function of the profile's JSON and the definitions: remembered per
+        generation (generating a snapshot costs more than validating many resources)."""
         if sd.get("derivation") != "constraint" or not (sd.get("differential") or {}).get("element"):
             return
+        try:
+            key = (self.definitions.generation, path, orjson.dumps(sd))
+        except TypeError:  # not plain JSON (a float subclass...): not remembered
+            self._check_structure_definition(sd, path, sink)
+            return
+        known = self._sd_verdicts.get(key)
+        if known is None:
+            fresh = IssueSink()
+            self._check_structure_definition(sd, path, fresh)
+            known = tuple(fresh.since(0))
+            if len(self._sd_verdicts) >= SD_VERDICTS:
+                self._sd_verdicts.clear()
+            self._sd_verdicts[key] = known
+        sink.extend(list(known))
+
+    def _check_structure_definition(self, sd: dict[str, Any], path: str, sink: IssueSink) -> None:
         gen = self.profiles.snapshots
         url = sd.get("url", "")
         try:

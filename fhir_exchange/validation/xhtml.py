@@ -9,6 +9,7 @@ lists are those of the HL7 reference validator.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -45,6 +46,10 @@ def check_div(div: str, path: str, sink: IssueSink) -> None:
         return
     if "<?" in text:
         sink.error("value", MsgId.XHTML, "The narrative must not contain processing instructions", path)
+    fast = _simple_div(text)
+    if fast is not None:
+        _report(*fast, path, sink)
+        return
     try:
         root = ET.fromstring(text)
     except ET.ParseError as e:
@@ -59,21 +64,39 @@ def check_div(div: str, path: str, sink: IssueSink) -> None:
     bad_attrs: set[str] = set()
     has_content = False
     for el in root.iter():
-        tag = el.tag if isinstance(el.tag, str) else ""
-        name = tag[len(XHTML):] if tag.startswith(XHTML) else tag
-        if el is not root and name not in ELEMENTS:
-            bad_elements.add(name)
+        tag = el.tag
+        name = _ALLOWED_TAGS.get(tag)  # the allowed elements, found without string work
+        if name is None:
+            tag = tag if isinstance(tag, str) else ""
+            name = tag[len(XHTML):] if tag.startswith(XHTML) else tag
+            if el is not root and name not in ELEMENTS:
+                bad_elements.add(name)
         if name == "img":
             has_content = True
-        for attr in el.attrib:
+        for attr, value in el.items():  # items(), not attrib: no dict made for elements without any
+            if attr in _PLAIN_ATTRIBUTES:
+                continue
             local = attr.rsplit("}", 1)[-1]
             if attr == XML_LANG or attr == "{http://www.w3.org/1999/xlink}href":
                 continue
-            scripted = local in ("href", "src") and el.attrib[attr].strip().lower().startswith("javascript:")
-            if local.lower().startswith("on") or local not in ATTRIBUTES or scripted:
+            if _bad_attribute(name, local, value):
                 bad_attrs.add(f"{name}/@{local}")
-        if (el.text and el.text.strip()) or (el is not root and el.tail and el.tail.strip()):
+        if not has_content and ((el.text and el.text.strip()) or (el is not root and el.tail and el.tail.strip())):
             has_content = True
+    _report(bad_elements, bad_attrs, has_content, path, sink)
+
+
+_ALLOWED_TAGS = {XHTML + name: name for name in ELEMENTS}
+# Allowed attributes whose value does not matter (href and src are checked for javascript:).
+_PLAIN_ATTRIBUTES = frozenset(a for a in ATTRIBUTES if a not in ("href", "src") and not a.lower().startswith("on"))
+
+
+def _bad_attribute(name: str, local: str, value: str) -> bool:
+    scripted = local in ("href", "src") and value.strip().lower().startswith("javascript:")
+    return local.lower().startswith("on") or local not in ATTRIBUTES or scripted
+
+
+def _report(bad_elements: set[str], bad_attrs: set[str], has_content: bool, path: str, sink: IssueSink) -> None:
     for name in sorted(bad_elements):
         sink.error("value", MsgId.XHTML, f"Illegal element name in the narrative XHTML ('{name}')", path)
     for name in sorted(bad_attrs):
@@ -83,11 +106,30 @@ def check_div(div: str, path: str, sink: IssueSink) -> None:
                    "Constraint failed: txt-2: The narrative SHALL have some non-whitespace content", path)
 
 
+# The narrative of text only — generated ones often are — is read without the XML parser (whose set-up
+# alone costs more than the structural check of a small resource): one match decides it. Any markup,
+# entity or character XML forbids goes to the parser (for tagged narratives it is the faster reader).
+_PLAIN = re.compile('<div xmlns="http://www.w3.org/1999/xhtml">'
+                    "([^<&\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]*)</div>").fullmatch
+_NONE: set[str] = set()  # never modified: text has no bad names
+
+
+def _simple_div(text: str) -> tuple[set[str], set[str], bool] | None:
+    """(bad elements, bad attributes, has content) of a narrative of text only, else None."""
+    plain = _PLAIN(text)
+    if plain is None or "]]>" in text:
+        return None
+    return _NONE, _NONE, bool(plain.group(1).strip())
+
+
 def check_narratives(resources: list[Visited], sink: IssueSink) -> None:
     for v in resources:
         text: Any = v.node.get("text")
-        if isinstance(text, dict) and isinstance(text.get("div"), str):
-            check_div(text["div"], f"{v.path}.text.div", sink)
+        if isinstance(text, dict) and isinstance(div := text.get("div"), str):
+            plain = _PLAIN(div.strip())
+            if plain is not None and "]]>" not in div and plain.group(1).strip():
+                continue  # text with content and nothing else: no issue to report, no path to build
+            check_div(div, f"{v.path}.text.div", sink)
 
 
 def anchors(div: str) -> list[str]:

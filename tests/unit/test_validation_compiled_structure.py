@@ -1,0 +1,128 @@
+"""The compiled structural walk (issue 15, speed): what it remembers and what it decides early must not
+change a verdict. https://hl7.org/fhir/R4/validation.html.
+
+Each test validates the same content more than once (the second time through the caches) or in two
+places, and asserts the issues a client gets: message, severity and the exact expression.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from typing import Any
+
+from fhir_exchange.definitions import Definitions
+from fhir_exchange.errors import Issue
+from fhir_exchange.validation import Validator
+from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.structure import WalkContext, render
+from fhir_exchange.validation.xhtml import check_div
+
+
+@lru_cache(maxsize=1)
+def definitions() -> Definitions:
+    return Definitions.load()
+
+
+@lru_cache(maxsize=2)
+def validator(invariants: bool = True) -> Validator:
+    return Validator(definitions(), invariants=invariants)
+
+
+def issues(resource: dict[str, Any], invariants: bool = True) -> list[tuple[str, str | None, tuple[str, ...]]]:
+    return [(i.severity, i.message_id, i.expression) for i in validator(invariants).validate(resource)]
+
+
+def test_location_renders_as_fhirpath() -> None:
+    loc = ((("Patient", "name"), "given", 1), "extension", 0)
+    assert render(loc) == "Patient.name.given[1].extension[0]"
+    assert render("Bundle") == "Bundle"
+
+
+def test_bad_code_is_reported_at_each_element_every_time() -> None:
+    # The binding's verdict on a bad code is remembered per element: it must come back each time,
+    # with the path of the element where it is found now.
+    patient = {"resourceType": "Patient", "gender": "mal",
+               "contact": [{"gender": "mal", "name": {"family": "A"}}, {"gender": "femal", "name": {"family": "B"}}]}
+    first = issues(patient)
+    again = issues(copy.deepcopy(patient))
+    assert first == again
+    bad = sorted(e for s, m, e in first if m == MsgId.CODE_NOT_IN_VALUESET)
+    assert bad == [("Patient.contact[0].gender",), ("Patient.contact[1].gender",), ("Patient.gender",)]
+
+
+def test_bad_coding_is_reported_every_time() -> None:
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+           "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                     "code": "not-a-category"}]}],
+           "dataAbsentReason": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                                            "code": "nonsense"}]}}
+    first = validator().validate(obs)
+    second = validator().validate(copy.deepcopy(obs))
+    assert first == second
+    assert any(i.expression == ("Observation.dataAbsentReason",) and i.severity == "warning" for i in first), first
+
+
+def test_structural_issues_do_not_depend_on_invariants() -> None:
+    # Validator(invariants=False) walks with tables that collect no invariant sites: the structure
+    # verdict is the same.
+    bad = {"resourceType": "Observation", "status": "final", "code": {"coding": [{}]}, "subject": [{"reference": "x"}],
+           "valueQuantity": {"value": "1"}, "valueString": "a", "period": {"start": 3}, "_status": {"id": 1}}
+    fhirpath = (MsgId.INVARIANT, MsgId.INVARIANT_UNEVALUATED)  # (and the native dom-6, in both)
+    with_inv = [i for i in issues(bad) if i[1] not in fhirpath]
+    without = [i for i in issues(bad, invariants=False) if i[1] not in fhirpath]
+    assert with_inv == without
+    assert ("error", MsgId.CHOICE_MULTIPLE, ("Observation.valueString",)) in without or \
+        ("error", MsgId.CHOICE_MULTIPLE, ("Observation.valueQuantity",)) in without
+    assert ("error", MsgId.ARRAY_UNEXPECTED, ("Observation.subject",)) in without
+    assert ("error", MsgId.EMPTY_OBJECT, ("Observation.code.coding[0]",)) in without
+
+
+def test_walk_collects_sites_only_when_asked() -> None:
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+           "effectivePeriod": {"start": "2020-01-01"}, "subject": {"reference": "Patient/1"}}
+    full, lean = WalkContext(IssueSink()), WalkContext(IssueSink(), collect_invariants=False)
+    validator().structure.validate_resource(obs, "", full)
+    validator().structure.validate_resource(obs, "", lean)
+    assert {v.path for v in full.invariants} >= {"Observation", "Observation.effective.ofType(Period)",
+                                                 "Observation.subject"}
+    assert lean.invariants == []
+    assert [v.path for v in full.references] == [v.path for v in lean.references] == ["Observation.subject"]
+    assert full.references[0].resource_path == "Observation"
+
+
+def _div_issues(div: str) -> list[Issue]:
+    sink = IssueSink()
+    check_div(div, "Basic.text.div", sink)
+    return sink.result()
+
+
+def test_text_only_narrative_verdicts() -> None:
+    ns = '<div xmlns="http://www.w3.org/1999/xhtml">'
+    assert _div_issues(f"{ns}some text</div>") == []
+    assert _div_issues(f"  {ns}text &gt; and &amp;</div>\n") == []
+    empty = _div_issues(f"{ns} \n\t</div>")
+    assert [(i.message_id, i.diagnostics[:21]) for i in empty] == [(MsgId.INVARIANT, "Constraint failed: tx")]
+    # Not text only: the parser decides, with its own words.
+    assert [i.message_id for i in _div_issues(f"{ns}a ]]> b</div>")] == [MsgId.XHTML]
+    assert [i.message_id for i in _div_issues(f"{ns}a \x01 b</div>")] == [MsgId.XHTML]
+    assert [i.diagnostics for i in _div_issues(f"{ns}<script>x</script></div>")] == [
+        "Illegal element name in the narrative XHTML ('script')"]
+    assert [i.diagnostics for i in _div_issues(f'{ns}<a href=" JavaScript:x" onclick="y">z</a></div>')] == [
+        "Illegal attribute in the narrative XHTML ('a/@href')",
+        "Illegal attribute in the narrative XHTML ('a/@onclick')"]
+
+
+def test_profile_verdict_is_remembered_with_its_path() -> None:
+    sd = {"resourceType": "StructureDefinition", "url": "http://example.org/sd/p", "name": "P", "status": "draft",
+          "kind": "resource", "abstract": False, "type": "Patient", "derivation": "constraint",
+          "baseDefinition": "http://example.org/unknown-base",
+          "differential": {"element": [{"id": "Patient", "path": "Patient"}]}}
+    first = validator().validate(sd)
+    assert first == validator().validate(copy.deepcopy(sd))
+    unknown = [i for i in first if i.message_id == MsgId.PROFILE_UNKNOWN]
+    assert [i.expression for i in unknown] == [("StructureDefinition.baseDefinition",)]
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": "http://example.org/sd/p", "resource": sd}]}
+    in_bundle = [i for i in validator().validate(bundle) if i.message_id == MsgId.PROFILE_UNKNOWN]
+    assert [i.expression for i in in_bundle] == [("Bundle.entry[0].resource.baseDefinition",)]
