@@ -43,7 +43,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from fhir_exchange.bundles.entries import Entry, entry_request
 from fhir_exchange.bundles.transaction import run_entries
@@ -189,16 +188,17 @@ def install(router: Router, handlers: MessageHandlers | None = None) -> MessageH
         return await process_message(router, registry, repo, req)
 
     router.operations.register(Operation("process-message", run, PROCESS_MESSAGE, system=True, affects_state=True))
-    _INSTALLED[router] = registry
+    router.installed[_KEY] = registry
     return registry
 
 
-_INSTALLED: WeakKeyDictionary[Router, MessageHandlers] = WeakKeyDictionary()
+_KEY = "message-handlers"
 
 
 def message_handlers(router: Router) -> MessageHandlers:
     """The handlers (and routes) :func:`install` registered on ``router``, for the composition root."""
-    return _INSTALLED[router]
+    handlers: MessageHandlers = router.installed[_KEY]
+    return handlers
 
 
 async def process_message(router: Router, handlers: MessageHandlers, repo: Repository,

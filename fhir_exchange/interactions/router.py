@@ -10,6 +10,7 @@ from, so behaviour and declaration agree.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fhir_exchange.errors import Category, FhirError, invalid, not_found
 from fhir_exchange.interactions import capabilities, create, delete, history, patch, read, search, update, vread
@@ -43,6 +44,9 @@ class Router:
         self.table = RouteTable()
         self.summaries = SummaryElements(services.definitions)
         self._statement = capabilities.StatementCache()
+        # What higher layers install on this router (bundles/message.py: the message handlers), kept
+        # here and not in a module-level map keyed by router, which would keep every router alive.
+        self.installed: dict[str, Any] = {}
         self._by_length: tuple[int, dict[int, list[Route]]] = (-1, {})  # routes by segment count (see _routes)
         search.register_operations(self.table.operations)
         summaries = self.summaries
