@@ -10,7 +10,6 @@ from fhir_exchange.consult import model
 from fhir_exchange.errors import FhirError
 from fhir_exchange.portal import actions, consults
 from fhir_exchange.portal import resources as build
-from fhir_exchange.portal.fhir import Fhir
 from fhir_exchange.portal.page import PREFIX, WITHHELD, Page, Refused, Views
 
 
@@ -64,21 +63,6 @@ class PatientPages(Views):
                            state=lambda c: consults.consent_state(c, today), requests=requests, hubs=hubs,
                            summary=summary, error=error, today=today, department=consults.department,
                            own=_owned_by(patient, page.me.institution))
-
-    async def summary(self, fhir: Fhir, patient_id: str) -> list[tuple[str, str]]:
-        """The patient's conditions, allergies and recent observations the user may see (own records, or
-        what a consent grants the consultant)."""
-        out: list[tuple[str, str]] = []
-        for type in ("Condition", "AllergyIntolerance", "MedicationStatement", "Observation"):
-            for r in (await fhir.search(type, [("patient", f"Patient/{patient_id}")], limit=20)).matches:
-                concept = r.get("code") or r.get("medicationCodeableConcept") or {}
-                text = concept.get("text") or next((c.get("display") or c.get("code") for c in model.codings(concept)),
-                                                   None) or type
-                value = r.get("valueQuantity")
-                if isinstance(value, dict):
-                    text = f"{text}: {value.get('value')} {value.get('unit') or ''}".strip()
-                out.append((type, str(text)))
-        return out
 
     async def record_consent(self, page: Page) -> Response:
         patient_id = page.request.path_params["id"]

@@ -16,10 +16,12 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from fhir_exchange.api.app import create_app
 from fhir_exchange.settings import Settings
 from tests.api.conftest import oo
-from tests.conftest import CACHE_DIR
+from tests.conftest import (
+    CACHE_DIR,
+    app,  # noqa: F401 -- Definitions of its own: accepted writes change them
+)
 from tests.mongo_server import module_db_url, mongo_url, wiped_db_url  # noqa: F401 - fixtures
 
 BASE = "http://example.org/fhir"
@@ -33,18 +35,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    """Definitions of its own: accepted writes change them (the shared ones must stay as loaded)."""
-    application = create_app(settings)
-    await application.state.services.store.open()
-    try:
-        yield application
-    finally:
-        await application.state.services.store.close()
-
-
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811 (the imported fixture)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test/fhir") as c:
         yield c

@@ -14,7 +14,6 @@ expression is still exercised); ``-m slow`` sweeps every site.
 from __future__ import annotations
 
 import json
-import tarfile
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
@@ -27,26 +26,11 @@ import pytest
 from fhir_exchange.fhir import fhirpath
 from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast
 from fhir_exchange.fhir.fhirpath.compiled_typed import compile_typed, search_environment
+from tests.unit.test_fhirpath import _core_definitions as core_definitions
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE_PACKAGE = ROOT / "fhir_exchange" / "packages" / "hl7.fhir.r4.core-4.0.1.tgz"
 CORPUS_DIRS = (ROOT / "tests" / "data", ROOT / "examples")
 DEFAULT_SITES_PER_EXPRESSION = 12
-
-
-@cache
-def core_definitions() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    structures, search_parameters = [], []
-    with tarfile.open(CORE_PACKAGE) as package:
-        for member in package:
-            name = member.name.rsplit("/", 1)[-1]
-            if not name.endswith(".json"):
-                continue
-            if name.startswith("StructureDefinition-"):
-                structures.append(json.load(package.extractfile(member)))  # type: ignore[arg-type]
-            elif name.startswith("SearchParameter-"):
-                search_parameters.append(json.load(package.extractfile(member)))  # type: ignore[arg-type]
-    return structures, search_parameters
 
 
 @cache
