@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -260,7 +261,17 @@ async def test_unreachable_database_is_transient_until_it_comes_up() -> None:
         assert info.value.category is Category.TRANSIENT and info.value.status == 503
         assert int(info.value.headers["Retry-After"]) > 0
         server.start()
-        assert await store.read("Patient", "p1") is None
+        # The driver rediscovers the server on its own heartbeat schedule (at most every 500 ms
+        # once a request is waiting), so each request until then is still a 503, never another error.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert await store.read("Patient", "p1") is None
+                break
+            except FhirError as again:
+                assert again.category is Category.TRANSIENT and again.status == 503
+                assert time.monotonic() < deadline, "the store did not recover once the database came up"
+                await asyncio.sleep(0.2)
         assert store.supports_transactions is True
     finally:
         await store.close()
