@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
 
+from fhir_exchange import native  # noqa: E402
 from fhir_exchange.definitions import Definitions  # noqa: E402
 from fhir_exchange.validation import Validator  # noqa: E402
 from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape  # noqa: E402
@@ -296,6 +297,8 @@ def main() -> None:
               f"{other:>20,.0f}")
     print("res/s per CPU-second, best of", args.rounds, "alternating rounds; 'no invariants': "
           "Validator(invariants=False), the work fhir.resources does (structure, no FHIRPath)")
+    print("validator modules:", "compiled with mypyc (fhir_exchange/native.py)" if native.active()
+          else "pure Python (no current build: scripts/build_native.py, or FHIR_EXCHANGE_NATIVE=0)")
 
 
 if __name__ == "__main__":

@@ -309,9 +309,12 @@ class StructureWalker:
         self._walk_one = walk
         return walk
 
-    def _rare(self, obj: dict[str, Any], key: str, value: Any, op: int, p: Prop, x: Any, seg: Any, sites: Any,
+    def _rare(self, obj: dict[str, Any], key: str, value: Any, op: int, p: Any, x: Any, seg: Any, sites: Any,
               loc: Loc, ctx: WalkContext, choices: set[int] | None) -> set[int] | None:
-        """Every operation, for those the walk does not inline (choices, companions, integers...)."""
+        """Every operation, for those the walk does not inline (choices, companions, integers...).
+
+        ``p`` is typed ``Any``: the table's entry for ``resourceType`` has no Prop (OP_SKIP), and the
+        compiled build (:mod:`fhir_exchange.native`) checks annotations at run time."""
         if op == OP_CHOICE:
             if choices is None:
                 choices = set()
