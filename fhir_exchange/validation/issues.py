@@ -83,13 +83,17 @@ class MsgId:
 class IssueSink:
     """Collects issues of one validation run."""
 
-    __slots__ = ("_issues", "_seen")
+    __slots__ = ("_issues", "_seen", "attempts")
 
     def __init__(self) -> None:
         self._issues: list[Issue] = []
         self._seen: set[tuple[str, str, str, tuple[str, ...]]] = set()
+        # Every add(), kept or not (a duplicate, or dropped later by truncate): a pass that leaves it
+        # unchanged reported nothing at all, wherever it ran (see ProfileValidator.validate_resource).
+        self.attempts = 0
 
     def add(self, severity: str, code: str, message_id: str, diagnostics: str, expression: str | None) -> None:
+        self.attempts += 1
         expr = (expression,) if expression else ()
         key = (severity, message_id, diagnostics, expr)
         if key in self._seen:

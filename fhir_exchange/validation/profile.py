@@ -25,6 +25,7 @@ from fhir_exchange.validation.invariants import InvariantChecker
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.profile_compile import (
     CHOICE,
+    COMPLEX_BY_CODE,
     COUNT,
     is_complex,
     is_count_only,
@@ -58,6 +59,10 @@ class ProfileValidator:
         self.invariants = invariants
         self.snapshots = SnapshotGenerator(definitions)
         self.cache = ProfileSchemas(definitions, self.snapshots)
+        # Skip what is known to report nothing: a resource walked already against the same profile
+        # without an issue (ProfileContext.clean), a single reference that resolves to no target
+        # (Step.targets_only). False walks everything again: the tests compare both ways.
+        self.shortcuts = True
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -71,6 +76,30 @@ class ProfileValidator:
     # -- entry points ------------------------------------------------------------------------
 
     def validate_resource(self, res: dict[str, Any], url: str, path: str, ctx: ProfileContext) -> None:
+        key = (id(res), url)
+        if key in ctx.clean and self.shortcuts:
+            return  # walked already without a single issue (ProfileContext.clean)
+        # The walk reports into a sink of its own, then into the caller's: so its issues are known in
+        # full (those the caller's sink would drop as duplicates too), and with them its verdict.
+        outer = ctx.sink
+        own = ctx.sink = IssueSink()
+        cuts = ctx.cuts
+        try:
+            self._validate_resource(res, url, path, ctx)
+        finally:
+            ctx.sink = outer
+        issues = own.since(0)
+        if ctx.cuts == cuts and self.shortcuts:
+            if own.attempts == 0:
+                ctx.clean.add(key)
+            else:
+                # Errors or not does not depend on the path the walk ran at: what conforms() asks of
+                # an entry another entry's targetProfile names, after the entry's own meta.profile walk.
+                ctx.verdicts.setdefault(key, not any(i.severity in ("error", "fatal") for i in issues))
+        if issues:
+            outer.extend(issues)
+
+    def _validate_resource(self, res: dict[str, Any], url: str, path: str, ctx: ProfileContext) -> None:
         try:
             schema = self.schema(url)
         except ProfileError as e:
@@ -136,6 +165,8 @@ class ProfileValidator:
         # Only resources: a datatype's verdict also depends on %resource (ctx.resource) around it.
         memo_key = (id(value), url)
         if is_resource:
+            if memo_key in ctx.clean and self.shortcuts:
+                return True
             hit = ctx.verdicts.get(memo_key)
             if hit is not None:
                 return hit
@@ -193,13 +224,23 @@ class ProfileValidator:
                             self._cardinality(child, n, path, ctx)
                         continue
                 if isinstance(v, list) or isinstance(comp, list):
+                    if (st.targets_only and comp is None and isinstance(v, list) and self.shortcuts
+                            and self._no_targets(v, child, ctx)):
+                        continue  # what _group would find: a count in range, no reference to a target
                     items = self._collect(obj, st.name, st.code, f"{path}.{st.name}", child)
                     self._group(items, child, schema, path, ctx)
                     continue
-                if st.inert and not (isinstance(v, dict) and "resourceType" in v):
+                if st.inert and (st.any_resource or not (isinstance(v, dict) and "resourceType" in v)):
                     continue  # one value of its own type, nothing to check on it: _item_checks does nothing
-                here = f"{path}.{st.name}"
-                item = Item(v, comp, st.name, self._actual_type(v, st.code), here)
+                if (st.targets_only and st.one_ok and self.shortcuts and isinstance(v, dict)
+                        and "resourceType" not in v):
+                    ref = v.get("reference")
+                    if not isinstance(ref, str) or ctx.resolve(ref, ctx.resource) is None:
+                        continue  # no target to hold to its targetProfile: _item_checks does nothing
+                actual = st.code
+                if isinstance(v, dict) and "resourceType" in v:
+                    actual = self._actual_type(v, actual)
+                item = Item(v, comp, st.name, actual, f"{path}.{st.name}")
                 if st.one_ok:
                     self._item_checks(item, child, schema, ctx)  # what _group does with one value here
                 else:
@@ -211,6 +252,22 @@ class ProfileValidator:
             own = own_constraints(self, elem)
         if own:
             self._constraints(elem, obj, path, schema, ctx)
+
+    @staticmethod
+    def _no_targets(values: list[Any], elem: ElementDef, ctx: ProfileContext) -> bool:
+        """Do these references (an element with no slices, whose only check is targetProfile: see
+        Step.targets_only) meet the cardinality and resolve to nothing, so that _group reports nothing?"""
+        n = 0
+        for v in values:
+            if v is None:
+                continue  # _collect skips it
+            if not isinstance(v, dict) or "resourceType" in v:
+                return False
+            ref = v.get("reference")
+            if isinstance(ref, str) and ctx.resolve(ref, ctx.resource) is not None:
+                return False
+            n += 1
+        return n >= elem.min and (elem.max < 0 or n <= elem.max)
 
     def _items(self, obj: dict[str, Any], elem: ElementDef, path: str) -> list[Item]:
         name = elem.name
@@ -251,6 +308,17 @@ class ProfileValidator:
     def _collect(self, obj: dict[str, Any], key: str, code: str, here: str, elem: ElementDef) -> list[Item]:
         v = obj.get(key)
         comp = obj.get("_" + key)
+        if comp is None and isinstance(v, list):
+            # The usual list: no primitive companions (what the general case below gives then).
+            out = []
+            for i, val in enumerate(v):
+                if val is None:
+                    continue
+                actual = code
+                if isinstance(val, dict) and "resourceType" in val:
+                    actual = self._actual_type(val, code)
+                out.append(Item(val, None, key, actual, f"{here}[{i}]"))
+            return out
         if isinstance(v, list) or isinstance(comp, list):
             vs = v if isinstance(v, list) else []
             cs = comp if isinstance(comp, list) else []
@@ -345,7 +413,10 @@ class ProfileValidator:
             return
         if value is None or plan.trivial:
             return
-        if (type(value) is dict) != is_complex(code):
+        complex_code = COMPLEX_BY_CODE.get(code)
+        if complex_code is None:
+            complex_code = is_complex(code)
+        if (type(value) is dict) != complex_code:
             return  # the wrong JSON shape for its type: reported by the structural pass
         if plan.fixed is not None and not plan.fixed(value):
             assert elem.fixed is not None
@@ -368,9 +439,11 @@ class ProfileValidator:
             key = value if isinstance(value, str) else coding_key(value, code)
             if key is None or key not in elem.good_codes:
                 sink = ctx.sink
-                mark = sink.mark()
+                # Good only when the check reported nothing at all: an issue the sink drops as a
+                # duplicate (the structural pass reported it on the same element) still makes it bad.
+                attempts = sink.attempts
                 check_binding(self.tx, b, code, value, item.path, sink)
-                if key is not None and sink.mark() == mark and len(elem.good_codes) < 1024:
+                if key is not None and sink.attempts == attempts and len(elem.good_codes) < 1024:
                     elem.good_codes.add(key)
         if isinstance(value, dict):
             if elem.children:

@@ -78,6 +78,13 @@ class Step:
     empty_ok: bool  # no value at all gives no issue (min 0, and so for every slice)
     one_ok: bool  # one value meets the cardinality, and there are no slices: only the value is checked
     inert: bool  # one_ok, and a single value of the element's type has nothing to check (ValuePlan.trivial)
+    # A Reference whose only check is targetProfile, without slices: references that resolve to nothing
+    # (the usual case outside a Bundle), as many as the cardinality allows, have nothing to check
+    # (_type_profiles would do nothing on them).
+    targets_only: bool
+    # inert, and a resource is as good as any other value here (the type is Resource, DomainResource or
+    # *: _type_allowed takes any type code): a Bundle entry's or a parameter's resource is not visited.
+    any_resource: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -95,14 +102,14 @@ class ValuePlan:
     trivial: bool
 
 
-_COMPLEX: dict[str, bool] = {}
+COMPLEX_BY_CODE: dict[str, bool] = {}
 
 
 def is_complex(code: str) -> bool:
     """Is a value of this type code a JSON object (complex types, resources; "" when unknown)?"""
-    hit = _COMPLEX.get(code)
+    hit = COMPLEX_BY_CODE.get(code)
     if hit is None:
-        hit = _COMPLEX[code] = code[:1].isupper() or code == ""
+        hit = COMPLEX_BY_CODE[code] = code[:1].isupper() or code == ""
     return hit
 
 
@@ -151,9 +158,22 @@ def steps_of(pv: ProfileValidator, elem: ElementDef) -> tuple[Step, ...]:
             code = child.types[0].code if child.types else ""
             one_ok = not child.slices and child.min <= 1 and (child.max < 0 or child.max >= 1)
             inert = one_ok and mode == PLAIN and code in child.type_set and value_plan_of(pv, child).trivial
-            out.append(Step(child, mode, child.name, "_" + child.name, code, _empty_ok(child), one_ok, inert))
+            targets_only = (mode == PLAIN and not child.slices and child.slicing is None and code == "Reference"
+                            and code in child.type_set and _targets_only(pv, child))
+            any_resource = inert and any(t.code in ("Resource", "DomainResource", "*") for t in child.types)
+            out.append(Step(child, mode, child.name, "_" + child.name, code, _empty_ok(child), one_ok, inert,
+                            targets_only, any_resource))
         steps = elem.steps = tuple(out)
     return steps
+
+
+def _targets_only(pv: ProfileValidator, elem: ElementDef) -> bool:
+    """Is targetProfile all ``_item_checks`` checks on a Reference value of this element (no fixed,
+    pattern, range, binding, children, constraints of its own, nor profiles on the Reference itself)?"""
+    plan = value_plan_of(pv, elem)
+    return (plan.type_profiles and plan.fixed is None and plan.pattern is None and not plan.ranges
+            and plan.binding is None and not plan.constraints and not elem.children
+            and all(not profiles for _, profiles, _ in type_profile_plan(pv, elem)))
 
 
 def value_plan_of(pv: ProfileValidator, elem: ElementDef) -> ValuePlan:

@@ -37,6 +37,11 @@ class ProfileContext:
     # entry is referenced by several others, and each targetProfile check walked it again. The
     # resources belong to the instance under validation, so the ids stay valid for the call.
     verdicts: dict[tuple[int, str], bool] = field(default_factory=dict)
+    # (id(resource), profile) walks that reported nothing and were not cut: any later walk of the same
+    # resource against the same profile, wherever and at whatever path, reports nothing either (a walk's
+    # issues depend on the resource and the profile, its path only names them), so it is skipped.
+    # A Bundle entry is walked for its meta.profile and again when another entry's targetProfile asks.
+    clean: set[tuple[int, str]] = field(default_factory=set)
     # How many walks were cut short (recursion guard, depth limit): a verdict reached while one was
     # cut depends on the path that led to it, so it is not remembered.
     cuts: int = 0

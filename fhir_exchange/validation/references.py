@@ -33,8 +33,17 @@ LITERAL_REFERENCE = re.compile(
 )
 
 
+_TYPE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
 def reference_type(ref: str) -> str | None:
     """The resource type a literal reference names, or None (``#id``, ``urn:uuid:``, not a literal)."""
+    rt, sep, rid = ref.partition("/")
+    # The usual ``Type/id``: what LITERAL_REFERENCE matches with one slash, without the regex.
+    if (sep and 1 <= len(rid) <= 64 and len(rt) > 1 and "A" <= rt[0] <= "Z" and _TYPE_CHARS.issuperset(rt)
+            and _ID_CHARS.issuperset(rid)):
+        return rt
     m = LITERAL_REFERENCE.match(ref)
     return m.group("type") if m else None
 
@@ -59,6 +68,11 @@ class Resolver:
                             ids[c["id"]] = c
                 self.contained[id(res)] = ids
         self._index_bundle(root)
+        # Nothing but ``#id`` can resolve in a resource outside any Bundle or Parameters (the usual case).
+        self.local_only = not self.by_full_url and not self.by_type_id
+        # Other references resolve whatever their source (fullUrl, Type/id): once per call. Profiles
+        # (targetProfile), resolve() in invariants and Bundle checks ask for the same ones again.
+        self._resolved: dict[str, dict[str, Any] | None] = {}
 
     def _index_bundle(self, res: Any) -> None:
         if isinstance(res, dict) and res.get("resourceType") == "Parameters":
@@ -107,13 +121,31 @@ class Resolver:
             if ref == "#":
                 return container
             return self.contained.get(id(container), {}).get(ref[1:])
+        if self.local_only:
+            return None
+        resolved = self._resolved
+        if ref in resolved:
+            return resolved[ref]
         hit = self.by_full_url.get(ref)
-        if hit is not None:
-            return hit
+        if hit is None:
+            hit = self._by_type_id(ref)
+        resolved[ref] = hit
+        return hit
+
+    def _by_type_id(self, ref: str) -> dict[str, Any] | None:
+        """The entry ``Type/id`` of a literal reference names. When LITERAL_REFERENCE matches, its type and
+        id are the last two segments (after ``/_history/v``): a key no entry has needs no regex."""
+        head = ref
+        if "/_history/" in ref:
+            before, _, version = ref.rpartition("/_history/")
+            if "/" not in version:
+                head = before
+        rest, _, rid = head.rpartition("/")
+        key = f"{rest.rpartition('/')[2]}/{rid}"
+        if key not in self.by_type_id:
+            return None
         m = LITERAL_REFERENCE.match(ref)
-        if m:
-            return self.by_type_id.get(f"{m.group('type')}/{m.group('id')}")
-        return None
+        return self.by_type_id.get(f"{m.group('type')}/{m.group('id')}") if m else None
 
 
 def _targets(v: Visited) -> set[str] | None:
@@ -153,17 +185,19 @@ def check_references(refs: list[Visited], resolver: Resolver, sink: IssueSink) -
                            f"The reference {ref} does not resolve to a contained resource", v.path)
                 continue
             target_type = target.get("resourceType")
-        else:
+        declared = node.get("type")
+        allowed = _targets(v)
+        if not isinstance(declared, str) and allowed is None:
+            continue  # any target will do, and no Reference.type to agree with: the type is not needed
+        if not ref.startswith("#"):
             target_type = reference_type(ref)
             if target_type is None:
                 target = resolver.resolve(ref, v.resource)
                 if target is not None:
                     target_type = target.get("resourceType")
-        declared = node.get("type")
         if isinstance(declared, str) and target_type and "/" not in declared and declared != target_type:
             sink.error("invalid", MsgId.REFERENCE_TARGET_TYPE,
                        f"Reference.type is {declared} but the reference {ref} is to a {target_type}", v.path)
-        allowed = _targets(v)
         if allowed is not None and isinstance(target_type, str) and target_type not in allowed:
             sink.error("structure", MsgId.REFERENCE_TARGET_TYPE,
                        f"The type '{target_type}' of the reference {ref} is not a valid target for "

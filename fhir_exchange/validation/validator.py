@@ -72,6 +72,7 @@ class Validator:
         self.questionnaires = QuestionnaireChecker(definitions, self.terminology, fetch_canonical)
         self.check_invariants = invariants
         self._sd_verdicts: dict[tuple[int, str, bytes], tuple[Issue, ...]] = {}
+        self._domain: dict[tuple[int, str], bool] = {}  # (generation, resource type) -> is a DomainResource
 
     def _conforms_to(self, resource: Mapping[str, Any], url: str) -> bool:
         """``conformsTo(url)``: the resource validates against the profile without error. A profile
@@ -202,5 +203,12 @@ class Validator:
         check_discriminators(sd, snapshot, path, self.shapes, sink)
 
     def _is_domain_resource(self, rt: str) -> bool:
-        schema = self.shapes.schema(rt)
-        return schema is not None and (schema.base_definition or "").endswith("/DomainResource")
+        key = (self.definitions.generation, rt)
+        hit = self._domain.get(key)
+        if hit is None:
+            schema = self.shapes.schema(rt)
+            hit = schema is not None and (schema.base_definition or "").endswith("/DomainResource")
+            if len(self._domain) >= 1024:  # resource types come from instances: bounded
+                self._domain.clear()
+            self._domain[key] = hit
+        return hit

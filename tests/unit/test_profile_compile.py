@@ -6,7 +6,8 @@ a KR Core Patient and mutations of them (a top-level element dropped, a string c
 doubled), so that cardinality, fixed, pattern, binding and slicing issues all occur:
 - compiled ``fixed[x]``/``pattern[x]`` matchers against ``values.json_equal``/``matches_pattern``;
 - the slice index (one lookup per discriminator) against trying each slice in turn;
-- the per-element plan's shortcuts (absent child, single value, nothing to check, inert child)
+- the per-element plan's shortcuts (absent child, single value, nothing to check, inert child,
+  references with nothing to resolve, resources where any will do)
   against the walk without them.
 """
 
@@ -121,7 +122,8 @@ def test_the_shortcuts_give_the_issues_of_the_plain_walk(definitions: Definition
     steps_of, value_plan_of = profile_compile.steps_of, profile_compile.value_plan_of
 
     def plain_steps(pv: Any, elem: ElementDef) -> tuple[profile_compile.Step, ...]:
-        elem.steps = tuple(dataclasses.replace(s, empty_ok=False, one_ok=False, inert=False)
+        elem.steps = tuple(dataclasses.replace(s, empty_ok=False, one_ok=False, inert=False, targets_only=False,
+                                                   any_resource=False)
                            for s in steps_of(pv, elem))
         return elem.steps
 
