@@ -110,8 +110,9 @@ CORRECTIONS: dict[str, str] = {
 
 _FAST_FAILED = object()
 # A constraint ready to run: itself, its (corrected) expression, its compiled closure (or
-# _FAST_FAILED), the JSON keys without which it holds (or None), the closure's ``truth`` (or None).
-_Prepared = tuple[Constraint, str, Any, "frozenset[str] | None", Any]
+# _FAST_FAILED), the JSON keys without which it holds (or None), the closure's ``truth`` (or None),
+# what may be evaluated without the environment (or None) and whether that is the whole expression.
+_Prepared = tuple[Constraint, str, Any, "frozenset[str] | None", Any, Any, bool]
 
 
 def _guard(fast: Any) -> frozenset[str] | None:
@@ -147,6 +148,9 @@ class InvariantChecker:
         self._by_tuple: dict[int, tuple[tuple[Constraint, ...], list[_Prepared]]] = {}
         self._engine: FullEngine | None = None
         self._hook_cache: tuple[Any, Any, dict[str, Any]] = (object(), None, {})
+        # (%resource, %rootResource, member_of, conforms_to, the environment without %context and
+        # %resolve) of the last node checked: consecutive nodes are mostly of one resource.
+        self._base_env: tuple[Any, Any, Any, Any, dict[str, Any]] = (object(), None, None, None, {})
         self._lock = threading.Lock()
 
     def full_engine(self) -> FullEngine:
@@ -228,7 +232,12 @@ class InvariantChecker:
                     # An expression whose result is at most one boolean is asked for that boolean
                     # (its ``truth``), which builds no lists on the way.
                     verdict = getattr(fast, "truth", None)
-                    items.append((c, expr, fast, None if names is None else guard_keys(names), verdict))
+                    # Evaluated before the environment is built, with an empty one: the whole
+                    # expression when it reads nothing from it, else the leading ``or`` terms that
+                    # do not (ref-1's ``reference.startsWith('#').not()``).
+                    whole = verdict is not None and getattr(fast, "env_free", False)
+                    early = verdict if whole else getattr(fast, "head_truth", None)
+                    items.append((c, expr, fast, None if names is None else guard_keys(names), verdict, early, whole))
             prepared = (constraints, items)
             self._by_tuple[id(constraints)] = prepared
         return prepared[1]
@@ -238,26 +247,55 @@ class InvariantChecker:
               resolve: Resolve | None = None) -> None:
         """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle)."""
         env: dict[str, Any] | None = None
-        focus = [node]
+        bare: dict[str, Any] | None = None  # the empty environment of what is tried before ``env``
+        focus: list[Any] = []
         prepared = self._by_tuple.get(id(constraints))
         items = prepared[1] if prepared is not None and prepared[0] is constraints else self._prepared(constraints)
         is_dict = type(node) is dict
-        for c, expr, fast, guard, fast_truth in items:
+        for c, expr, fast, guard, fast_truth, early, whole in items:
             if guard is not None and is_dict and guard.isdisjoint(node):
                 continue  # none of what it reads is there, and on nothing it holds
-            if env is None:
-                # Built on first need: on many nodes every constraint is skipped by its guard.
-                env = {"resource": [resource], "rootResource": [root], "context": [node], **self._hooks()}
-                if resolve is not None:
-                    env["%resolve"] = resolve
-            verdict: bool | None
-            if fast is not _FAST_FAILED:
+            if early is not None:
+                if bare is None:
+                    # One per node, like ``env``: what closures cache in it is keyed by closure.
+                    bare = {}
+                    if env is None:
+                        focus = [node]
                 try:
-                    if fast_truth is not None:
-                        verdict = fast_truth(focus, env) is not False
-                    else:
-                        result = fast(focus, env)
-                        verdict = not (len(result) == 1 and result[0] is False)
+                    answer = early(focus, bare)
+                except Exception:  # undecided here: the evaluation below decides (and reports)
+                    answer = False
+                if answer is True or (whole and answer is None):
+                    continue  # holds, without an environment
+            if env is None:
+                # Built on first need: on many nodes every constraint is skipped by its guard. What
+                # is the same on every node of a resource is built once (the last resource's, kept);
+                # each node gets its own copy, which its closures' caches (%shared...) then fill.
+                base = self._base_env
+                if (base[0] is not resource or base[1] is not root or base[2] is not self.member_of
+                        or base[3] is not self.conforms_to):
+                    fresh = {"resource": [resource], "rootResource": [root], **self._hooks()}
+                    base = self._base_env = (resource, root, self.member_of, self.conforms_to, fresh)
+                if bare is None:
+                    focus = [node]
+                env = base[4].copy()
+                env["context"] = focus
+                if resolve is not None:
+                    env["%resolve"] = resolve  # per call: profiles pass a new one each time
+            verdict: bool | None
+            if fast_truth is not None:
+                try:
+                    if fast_truth(focus, env) is not False:
+                        continue  # holds (or empty, which holds): nothing to report
+                    verdict = False
+                except Unsupported:
+                    verdict = self._full(expr, node, type_path, resource, root, resolve)
+                except NotEvaluable:
+                    verdict = None
+            elif fast is not _FAST_FAILED:
+                try:
+                    result = fast(focus, env)
+                    verdict = not (len(result) == 1 and result[0] is False)
                 except Unsupported:
                     verdict = self._full(expr, node, type_path, resource, root, resolve)
                 except NotEvaluable:

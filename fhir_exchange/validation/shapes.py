@@ -71,6 +71,19 @@ class Shape:
     lean_compiled: list[Any] | None = None
 
 
+@dataclass(slots=True, eq=False)
+class _Plan:
+    """What ``descendants().ofType(T)`` visits in an object of one shape: per JSON key, whether its
+    values are of type T (collected) and the plan of their content (None: a resource, whose shape
+    its ``resourceType`` tells). ``keys``: the keys of ``steps``, so that an object with none of
+    them (most Codings, Periods, Identifiers...) is not entered."""
+    steps: dict[str, tuple[bool, _Plan | None]]
+    keys: frozenset[str]
+
+
+_LEAF = _Plan({}, frozenset())  # a primitive: nothing below
+
+
 def json_key(name: str, code: str, choice: bool) -> str:
     return name + code[0].upper() + code[1:] if choice else name
 
@@ -88,6 +101,8 @@ class ShapeBuilder:
         self._type_kind: dict[str, str | None] = {}
         self._concrete: dict[str, Shape] = {}
         self._id_prim: PrimitiveType | None = None
+        # (shape or resource type, type code) -> its plan for descendants().ofType(type code)
+        self._plans: dict[tuple[Any, str], _Plan | None] = {}
 
     def _check_generation(self) -> None:
         if self._generation != self.defs.generation:
@@ -96,6 +111,7 @@ class ShapeBuilder:
             self._prims.clear()
             self._type_kind.clear()
             self._concrete.clear()
+            self._plans.clear()
             self._generation = self.defs.generation
 
     def schema(self, type_code: str) -> StructureSchema | None:
@@ -234,37 +250,82 @@ class ShapeBuilder:
         """FHIRPath ``descendants().ofType(T)`` for resources: the types come from the definitions.
 
         Raises ``ValueError`` for an item that is not a resource (its type is unknown here)."""
+        if self._generation != self.defs.generation:
+            with self._lock:
+                self._check_generation()
         out: list[Any] = []
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
                 raise ValueError("descendants of a non-resource")
-            shape = self.resource_shape(item["resourceType"])
-            if shape is not None:
-                self._collect(item, shape, type_code, out)
+            plan = self._resource_plan(item["resourceType"], type_code)
+            if plan is not None:
+                self._collect(item, plan, type_code, out)
         return out
 
-    def _collect(self, obj: dict[str, Any], shape: Shape, type_code: str, out: list[Any]) -> None:
-        props = shape.props
+    def _resource_plan(self, resource_type: str, type_code: str) -> _Plan | None:
+        plan = self._plans.get((resource_type, type_code))
+        if plan is None and (resource_type, type_code) not in self._plans:
+            shape = self.resource_shape(resource_type)
+            plan = None if shape is None else self._plan(shape, type_code)
+            self._plans[(resource_type, type_code)] = plan
+        return plan
+
+    def _plan(self, shape: Shape, type_code: str) -> _Plan:
+        """The plan of ``shape`` for ``type_code`` and of every shape its content can have: built
+        together (types refer to each other cyclically), published when complete."""
+        with self._lock:
+            found = self._plans.get((shape, type_code))
+            if found is not None:
+                return found
+            building: dict[Shape, _Plan] = {}
+            todo: list[Shape] = []
+
+            def plan_of(sh: Shape) -> _Plan:
+                known = self._plans.get((sh, type_code)) or building.get(sh)
+                if known is None:
+                    known = building[sh] = _Plan({}, frozenset())
+                    todo.append(sh)
+                return known
+
+            root = plan_of(shape)
+            while todo:
+                sh = todo.pop()
+                steps = building[sh].steps
+                for key, p in sh.props.items():
+                    if p.kind == RESOURCE:
+                        steps[key] = (False, None)
+                    elif p.kind == PRIM:
+                        # Most properties are primitives of another type: nothing to collect, nothing below.
+                        if p.type_code == type_code:
+                            steps[key] = (True, _LEAF)
+                    else:
+                        steps[key] = (p.type_code == type_code, plan_of(self.resolve(p)))
+            for plan in building.values():
+                plan.keys = frozenset(plan.steps)
+            self._plans.update({(sh, type_code): plan for sh, plan in building.items()})
+            return root
+
+    def _collect(self, obj: dict[str, Any], plan: _Plan, type_code: str, out: list[Any]) -> None:
+        # Depth first, in the order of the object's keys (the order descendants() has always had).
+        steps = plan.steps
         for key, value in obj.items():
-            p = props.get(key)
-            if p is None:
+            step = steps.get(key)
+            if step is None:
                 continue
-            kind = p.kind
-            # Most properties are primitives of another type: nothing to collect, nothing below.
-            if kind == PRIM and p.type_code != type_code:
-                continue
+            take, content = step
             for v in value if isinstance(value, list) else (value,):
                 if v is None:
                     continue
-                if kind == RESOURCE:
+                if content is None:  # a resource (contained, Bundle.entry.resource...)
                     if isinstance(v, dict) and isinstance(v.get("resourceType"), str):
                         if type_code in (v["resourceType"], "Resource", "DomainResource"):
                             out.append(v)
-                        inner = self.resource_shape(v["resourceType"])
+                        inner = self._resource_plan(v["resourceType"], type_code)
                         if inner is not None:
                             self._collect(v, inner, type_code, out)
                     continue
-                if p.type_code == type_code:
+                if take:
                     out.append(v)
-                if kind == COMPLEX and isinstance(v, dict):
-                    self._collect(v, self.resolve(p), type_code, out)
+                # Most objects (a Coding, a Period) carry none of the keys that can lead further.
+                if isinstance(v, dict) and not content.keys.isdisjoint(v):
+                    self._collect(v, content, type_code, out)

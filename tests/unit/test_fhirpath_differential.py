@@ -273,6 +273,30 @@ _EXPRESSIONS = [
     "b.exclude('x1' | 'z').exists()", "start <= end", "start > end", "start = end",
     "start.exists() implies start >= end",
     "iif(a, 'y', 'n') = 'y'", "c.count() = 2", "c.d.count() != 1",
+    # chains of or/and in one loop; `not` fused with exists/empty, string predicates, hasValue
+    "a or b.exists() or c.exists()", "a and b.exists() and c.exists()", "(a or a.not()) or b = 'x1'",
+    "a.not() and b.exists() and (c.exists() or e.exists())", "a or b or c.d = 1 or e.f.g = 'v'",
+    "b.exists().not()", "b.empty().not()", "e.f.g.exists().not()", "b.startsWith('x').not()",
+    "b.contains('1').not()", "b.matches('y').not()", "b.exists().not().not()",
+    "start.hasValue()", "b.hasValue().not()", "c.hasValue()", "e.hasValue() or b.hasValue()",
+    "start.hasValue().not() or end.hasValue().not() or (start <= end)",
+    "start.exists().not() or end.exists().not() or start >= end",
+    # a literal against one key of the focus; equality of booleans and of single items
+    "b = 'x1'", "b != 'x1'", "c.where(d = 1).exists()", "c.where(d != 1 and d = 2).exists()",
+    "a.exists() = b.exists()", "a.exists() != (b = 'x1' or b = 'y')", "b.exists() = a",
+    "c.all(d.exists() = (%resource.a = true or %resource.b = 'x1'))", "c.d = e.f.g", "b = b",
+    # the last step of a chain tested without its collection; a choice name on a plain key
+    "c.d.empty()", "e.f.exists()", "c.d.exists() or a", "e.f.g.exists() = c.d.exists()",
+    "value.empty() or system.exists()", "value.exists()",
+    # literal tests of keys fused in one call; first() of a key; where().exists() without a list
+    "b = 'x1' and b != 'y'", "b = 'x1' and a.exists() and b != 'y'", "c.where(d = 1 and d != 2).exists()",
+    "c.where(d = 1 and e = 'x').empty()", "c.first().d = 1", "c.first().exists()", "c.where(d = 1).exists().not()",
+    # string functions of the focus itself (criteria over strings)
+    "b.where(startsWith('x').not()).exists()", "b.all(startsWith('x') or matches('^y'))",
+    "b.select(endsWith('1'))", "b.where($this.contains('1')).count() = 1", "e.f.g.all(startsWith('v'))",
+    # resource types of contained items; is() as a boolean
+    "r.ofType(Patient).count() = 1", "r.first().is(Patient) implies a",
+    "r.is(Patient)", "(r.first() is Bundle).not()",
 ]
 _NODES: list[dict[str, Any]] = [
     {}, {"a": True}, {"a": False, "b": "x1"}, {"b": ["x1", "y"]}, {"_b": {"extension": []}},
@@ -286,6 +310,18 @@ _NODES: list[dict[str, Any]] = [
     {"start": "2020-01-02T10:00:00Z", "end": "2020-01-02T10:00Z"},
     {"start": "2020-01-02T10:00:00", "end": "2020-01-02T10:00:00Z"},
     {"start": "0001-01-01T00:30:00+01:00", "end": "0001-01-01T00:00:00Z"}, {"start": 3, "end": 2.5},
+    # nulls and JSON of the wrong type; choice names; one date in several layouts
+    {"b": None, "_b": {"id": "x"}}, {"a": "true", "b": 5}, {"c": [None, {"d": 1}]}, {"e": {"f": None}},
+    {"c": [{"d": [1, 2]}, {"_d": {"id": "1"}}]}, {"c": {"d": 1}, "e": {"f": {"g": "x1"}}, "a": True, "b": "x1"},
+    {"value": "123", "system": "phone"}, {"valueString": "x"}, {"value": ["a", "b"]}, {"_value": {"id": "v"}},
+    {"start": "2020-01-02T10:00:00+09:00", "end": "2020-01-02T10:00:00+09:00"},
+    {"start": "2020-01-02T10:00:00+09:00", "end": "2020-01-02"}, {"start": ["2020-01-01"], "end": "2020-01-02"},
+    {"start": "2020-13-01", "end": "2020-01-02"}, {"start": "2020-01-02T25:00:00Z", "end": "2020-01-02T10:00:00Z"},
+    {"start": {"value": "2020"}, "end": "2020"}, {"start": "2020-01-02", "_start": {"id": "s"}, "end": None},
+    {"c": [None, {"d": 1, "e": "x"}, {"d": "1"}, {"d": [1]}, {}, {"d": 1, "e": ["x"]}, {"_d": {"id": "i"}}]},
+    {"c": [None, None]}, {"c": [{"d": True}, {"d": 1.0, "e": "x"}]}, {"c": None, "_c": [None, {"id": "c"}]},
+    {"r": {"resourceType": "Patient", "id": "p"}, "a": False}, {"r": [{"resourceType": "Bundle"}, {"id": "x"}]},
+    {"r": [{"resourceType": "Patient"}, "Patient", {"resourceType": ["Patient"]}, None]},
 ]
 
 

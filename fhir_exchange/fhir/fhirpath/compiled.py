@@ -24,7 +24,10 @@ Speed, without changing a result: a closure whose result is at most one boolean 
 ``truth`` (no list built; ``and``/``or``/criteria/the invariant verdict call it); ``a.b.c`` is one
 loop; literal comparisons, ``intersect`` with literal strings and full-precision dates take short
 paths; a part free of the focus is evaluated once per environment (``shared``), a chain repeated in
-one expression once per focus (``common``).
+one expression once per focus (``common``). ``a or b or c`` (``and`` alike) is one loop over the
+terms' truths, and ``system = 'u' and code = 'c'`` one call comparing the keys; ``.not()`` of
+``exists()``/``empty()``/string predicates is fused with them; ``exists()``/``empty()`` of a chain
+or of ``where()``, ``first()`` of a key and ``=`` of two booleans build no lists.
 
 Semantics follow the spec: collections everywhere, three-valued ``and``/``or``/``implies``/``not``,
 ``=`` on empty collections is empty, singleton evaluation of collections for operators.
@@ -54,6 +57,7 @@ from fhir_exchange.fhir.fhirpath.compiled_values import (
     shared,
     tag,
     touches,
+    truth,
     unique,
 )
 from fhir_exchange.fhir.fhirpath.errors import FhirPathError
@@ -293,6 +297,47 @@ def compile_node(ast: Node, constants: dict[str, Any],
     return fn, frozenset(compiler.names) if compiler.names is not None else None
 
 
+# Functions whose closures read the environment's hooks; conformsTo() even answers without its hook.
+_ENV_FUNCTIONS = frozenset({"resolve", "memberOf", "conformsTo", "descendants"})
+
+
+def _env_free(ast: Node, constants: dict[str, Any]) -> bool:
+    """Does the expression read nothing from the environment (no %resource/%rootResource/%context,
+    no hook)? Its closures may still cache in it (``shared``/``common``), in a fresh one."""
+    stack = [ast]
+    while stack:
+        node = stack.pop()
+        if type(node) is not dict:
+            continue
+        kind = node.get("type")
+        if kind == "ExternalConstantTerm":
+            inner = node["children"][0].get("children") if node.get("children") else None
+            name = _ident(inner[0]) if inner else ""
+            if name not in constants and name not in _ENVIRONMENT:
+                return False
+        elif kind == "FunctionInvocation" and _ident(node["children"][0]["children"][0]) in _ENV_FUNCTIONS:
+            return False
+        stack.extend(node.get("children", ()))
+    return True
+
+
+def _unwrap(node: Node) -> Node:
+    while node.get("type") in ("TermExpression", "ParenthesizedTerm") and node.get("children"):
+        node = node["children"][0]
+    return node
+
+
+def _env_free_head(ast: Node, constants: dict[str, Any]) -> Node | None:
+    """The longest leading part ``a`` of ``a or b ...`` that reads nothing from the environment."""
+    node = _unwrap(ast)
+    while node.get("type") == "OrExpression" and node.get("terminalNodeText", [""])[0] == "or":
+        left = node["children"][0]
+        if _env_free(left, constants):
+            return left
+        node = _unwrap(left)
+    return None
+
+
 def compile_fast(expression: str) -> Fn:
     """Compile ``expression``; raises :class:`Unsupported` when it is outside the compiled subset.
 
@@ -307,4 +352,15 @@ def compile_fast(expression: str) -> Fn:
     except FhirPathError as e:
         raise Unsupported(str(e)) from e
     fn, names = compile_node(prepared.ast, prepared.constants)
+    # What a caller may evaluate before it builds an environment (with a fresh, empty one): the
+    # whole expression when it reads nothing from it (``env_free``), else the leading terms of an
+    # ``or`` that do (``head_truth``: when they are true, so is the expression).
+    if _env_free(prepared.ast, prepared.constants):
+        return tag(fn, focus_names=names, env_free=True)
+    head = _env_free_head(prepared.ast, prepared.constants)
+    if head is not None:
+        try:
+            return tag(fn, focus_names=names, head_truth=truth(compile_node(head, prepared.constants)[0]))
+        except Unsupported:
+            pass
     return tag(fn, focus_names=names)

@@ -49,9 +49,14 @@ def _string_fn(base: Fn, args: list[Fn], op: Callable[[str, list[Any]], Any], pr
     # key directly when it holds one, which is what the path would give, without its list.
     step = getattr(base, "step_of", None)
     key = step[1] if step is not None and step[0] is identity and step[1] not in CHOICE_NAMES else None
+    # ``$this.startsWith('#')`` in where()/all() criteria: the focus is the one string.
+    this = base is identity and fixed is not None
+    literals: list[Any] = fixed if fixed is not None else []
 
     def value(c: Collection, env: Env) -> Any:
         # The function's one value, None for an empty result (no ``op`` answers None).
+        if this and len(c) == 1 and type(c[0]) is str:
+            return op(c[0], literals)
         if key is not None and fixed is not None and len(c) == 1 and type(c[0]) is dict:
             direct = c[0].get(key)
             if type(direct) is str:
@@ -74,7 +79,17 @@ def _string_fn(base: Fn, args: list[Fn], op: Callable[[str, list[Any]], Any], pr
             vals.append(v[0])
         return op(s, vals)
     if predicate:
-        return boolean(value)
+        def negated(c: Collection, env: Env) -> bool | None:
+            # ``startsWith('#').not()`` (ref-1, bdl-8): the negation in the same call.
+            if this and len(c) == 1 and type(c[0]) is str:
+                return not op(c[0], literals)
+            if key is not None and fixed is not None and len(c) == 1 and type(c[0]) is dict:
+                direct = c[0].get(key)
+                if type(direct) is str:
+                    return not op(direct, fixed)
+            v = value(c, env)
+            return None if v is None else not v
+        return tag(boolean(value), negated=negated)
 
     def run(c: Collection, env: Env) -> Collection:
         v = value(c, env)
@@ -102,12 +117,31 @@ def _presence(base: Fn, exists: bool) -> Fn:
     """``name.exists()`` / ``name.empty()``, answered from the focus's keys without building the
     collection in the common case (one object, the key absent or holding one value)."""
     step = getattr(base, "step_of", None)
-    if step is None or step[0] is not identity or step[1] in CHOICE_NAMES:
+    if step is None or step[0] is not identity:
+        nonempty = getattr(base, "nonempty", None)
+        if nonempty is not None:
+            # ``entry.search.empty()``, ``provision.period.start.exists()``: no list of the last step.
+            if exists:
+                return boolean(nonempty)
+            return boolean(lambda c, env: not nonempty(c, env))
         if exists:
             return boolean(lambda c, env: bool(base(c, env)))
         return boolean(lambda c, env: not base(c, env))
     key = step[1]
     extension_key = "_" + key
+
+    if key in CHOICE_NAMES:
+        # ``value.empty()`` on a ContactPoint: ``value`` is a choice name elsewhere, but a key that
+        # holds one value here is what the path finds (the search for ``valueX`` only without it).
+        def choice_presence(c: Collection, env: Env) -> bool:
+            if len(c) == 1:
+                x = c[0]
+                if type(x) is dict:
+                    v = x.get(key)
+                    if v is not None and type(v) is not list:
+                        return exists
+            return bool(base(c, env)) is exists
+        return boolean(choice_presence)
 
     def presence(c: Collection, env: Env) -> bool:
         if len(c) == 1:
@@ -171,11 +205,24 @@ def function(base: Fn, name: str, args: list[Fn]) -> Fn:
     if name == "exists":
         if args:
             satisfies = truth(args[0])
-            return boolean(lambda c, env: any(satisfies([x], env) for x in base(c, env)))
-        return _presence(base, True)
+
+            def exists_where(c: Collection, env: Env) -> bool:
+                for x in base(c, env):  # noqa: SIM110 (a loop: no generator frame per item)
+                    if satisfies([x], env):
+                        return True
+                return False
+            return boolean(exists_where)
+        return tag(_presence(base, True), presence_of=(base, True))
     if name == "empty":
-        return _presence(base, False)
+        return tag(_presence(base, False), presence_of=(base, False))
     if name == "not":
+        opposite = getattr(base, "presence_of", None)
+        if opposite is not None:
+            # ``x.exists().not()`` is ``x.empty()`` (both always one boolean): one closure.
+            return tag(_presence(opposite[0], not opposite[1]), presence_of=(opposite[0], not opposite[1]))
+        negated = getattr(base, "negated", None)
+        if negated is not None:
+            return boolean(negated)
         of_base = truth(base)
 
         def negate(c: Collection, env: Env) -> bool | None:
@@ -185,7 +232,18 @@ def function(base: Fn, name: str, args: list[Fn]) -> Fn:
     if name == "count":
         return lambda c, env: [len(base(c, env))]
     if name == "hasValue":
-        return lambda c, env: [len(items := base(c, env)) == 1 and type(items[0]) is not dict]
+        step = getattr(base, "step_of", None)
+        key = step[1] if step is not None and step[0] is identity and step[1] not in CHOICE_NAMES else None
+
+        def has_value(c: Collection, env: Env) -> bool:
+            if key is not None and len(c) == 1 and type(c[0]) is dict:
+                v = c[0].get(key)
+                if v is not None and type(v) is not list and type(v) is not dict:
+                    return True  # ``start.hasValue()`` on a Period: the primitive is there
+            items = base(c, env)
+            return len(items) == 1 and type(items[0]) is not dict
+        # Always one boolean: ``hasValue().not()`` and ``or``/``and`` take its truth.
+        return boolean(has_value)
     if name in ("where", "select", "all"):
         crit = _arg0(args, name)
         # One closure per function (no test of ``name`` on each evaluation).
@@ -194,12 +252,24 @@ def function(base: Fn, name: str, args: list[Fn]) -> Fn:
 
             def where(c: Collection, env: Env) -> Collection:
                 return [x for x in base(c, env) if test([x], env)]
-            return where
+
+            def where_nonempty(c: Collection, env: Env) -> bool:
+                # ``where(...).exists()`` without the list; every item is still tested, as where()
+                # does (one that cannot be evaluated sends the whole expression to the full evaluator).
+                found = False
+                for x in base(c, env):
+                    if test([x], env):
+                        found = True
+                return found
+            return tag(where, nonempty=where_nonempty)
         if name == "all":
             test = truth(crit)
 
             def all_(c: Collection, env: Env) -> bool:
-                return all(test([x], env) for x in base(c, env))
+                for x in base(c, env):  # noqa: SIM110 (a loop: no generator frame per item)
+                    if not test([x], env):
+                        return False
+                return True
             return boolean(all_)
 
         def select(c: Collection, env: Env) -> Collection:
@@ -209,6 +279,21 @@ def function(base: Fn, name: str, args: list[Fn]) -> Fn:
             return out
         return select
     if name == "first":
+        step = getattr(base, "step_of", None)
+        if step is not None and step[0] is identity:
+            key = step[1]
+
+            def first_item(c: Collection, env: Env) -> Collection:
+                # ``entry.first()``: the first non-null item of the key's array, without a copy of it.
+                if len(c) == 1 and type(c[0]) is dict:
+                    v = c[0].get(key)
+                    if type(v) is list:
+                        for y in v:
+                            if y is not None:
+                                return [y]
+                        return []
+                return base(c, env)[:1]
+            return first_item
         return lambda c, env: base(c, env)[:1]
     if name == "last":
         return lambda c, env: base(c, env)[-1:]
@@ -292,11 +377,20 @@ def function(base: Fn, name: str, args: list[Fn]) -> Fn:
                         out.append(e)
             return out
         return ext
-    if name == "startsWith":
-        return _string_fn(base, args, lambda s, v: s.startswith(str(v[0])), True)
-    if name == "endsWith":
-        return _string_fn(base, args, lambda s, v: s.endswith(str(v[0])), True)
-    if name == "contains":
+    if name in ("startsWith", "endsWith", "contains"):
+        literal = getattr(args[0], "const", None) if len(args) == 1 else None
+        if literal and type(literal[0]) is str:
+            # A literal argument (``startsWith('#')``, ref-1 on every Reference): bound once.
+            text: str = literal[0]
+            if name == "startsWith":
+                return _string_fn(base, args, lambda s, v: s.startswith(text), True)
+            if name == "endsWith":
+                return _string_fn(base, args, lambda s, v: s.endswith(text), True)
+            return _string_fn(base, args, lambda s, v: text in s, True)
+        if name == "startsWith":
+            return _string_fn(base, args, lambda s, v: s.startswith(str(v[0])), True)
+        if name == "endsWith":
+            return _string_fn(base, args, lambda s, v: s.endswith(str(v[0])), True)
         return _string_fn(base, args, lambda s, v: str(v[0]) in s, True)
     if name == "matches":
         return _matches(base, args)

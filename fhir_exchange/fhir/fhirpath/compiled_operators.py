@@ -75,15 +75,22 @@ def path(base: Fn, name: str) -> Fn:
             for x in c:
                 out.extend(children(x, name))
             return out
-        return tag(first_step, step_of=(base, name))
+        return tag(first_step, step_of=(base, name), chain_of=(identity, (name,)))
 
-    # ``a.b.c``: one loop over the names after the first step, not a closure call per step.
+    # ``a.b.c``: one loop over the names, not a closure call per step; from the focus itself when
+    # the chain starts there (the first name read from the focus's items without copying a list).
     root, names = getattr(base, "chain_of", (base, ()))
+    rooted = root is identity
     names = (*names, name)
+    # Per name: its ``_name`` and whether the plain name may be a choice element; only then (or
+    # with the ``_name`` key there) can an absent key still give something (``children``).
+    keys = tuple((key, "_" + key, key in CHOICE_NAMES) for key in names)
+    last_key, last_extension, last_choice = keys[-1]
+    inner = keys[:-1]
 
     def steps(c: Collection, env: Env) -> Collection:
-        items = root(c, env)
-        for key in names:
+        items = c if rooted else root(c, env)  # only read, never changed
+        for key, extension_key, choice in keys:
             if not items:
                 return []
             out: Collection = []
@@ -91,15 +98,44 @@ def path(base: Fn, name: str) -> Fn:
                 if type(x) is dict:
                     v = x.get(key)
                     if v is None:
-                        out.extend(children(x, key))  # a choice element, a primitive's _key
+                        if choice or extension_key in x:
+                            out.extend(children(x, key))  # a choice element, a primitive's _key
                     elif type(v) is list:
                         out.extend(v if None not in v else [y for y in v if y is not None])
                     else:
                         out.append(v)
             items = out
         return items
+
+    def nonempty(c: Collection, env: Env) -> bool:
+        """``bool(steps(c, env))`` without building the last step's collection."""
+        items = c if rooted else root(c, env)
+        for key, extension_key, choice in inner:
+            if not items:
+                return False
+            out: Collection = []
+            for x in items:
+                if type(x) is dict:
+                    v = x.get(key)
+                    if v is None:
+                        if choice or extension_key in x:
+                            out.extend(children(x, key))
+                    elif type(v) is list:
+                        out.extend(v if None not in v else [y for y in v if y is not None])
+                    else:
+                        out.append(v)
+            items = out
+        for x in items:
+            if type(x) is dict:
+                v = x.get(last_key)
+                if v is None:
+                    if (last_choice or last_extension in x) and children(x, last_key):
+                        return True
+                elif type(v) is not list or any(y is not None for y in v):
+                    return True
+        return False
     # Remembered so that ``value.ofType(Quantity)`` can compile to the key ``valueQuantity``.
-    return tag(steps, step_of=(base, name), chain_of=(root, names))
+    return tag(steps, step_of=(base, name), chain_of=(root, names), nonempty=nonempty)
 
 
 def type_fn(base: Fn, op: str, type_name: str) -> Fn:
@@ -115,14 +151,19 @@ def type_fn(base: Fn, op: str, type_name: str) -> Fn:
                 return x["resourceType"] not in _NOT_DOMAIN
             return bool(x["resourceType"] == type_name)
         if op == "is":
-            def is_resource(c: Collection, env: Env) -> Collection:
+            def is_resource(c: Collection, env: Env) -> bool | None:
                 items = base(c, env)
                 if not items:
-                    return []
+                    return None
                 if len(items) > 1:
                     raise Unsupported("is() on a collection")
-                return [matches(items[0])]
-            return is_resource
+                return matches(items[0])
+            return boolean(is_resource)
+        if type_name not in ("Resource", "DomainResource"):
+            # ``entry.resource.ofType(Task)``: one comparison per item, no call.
+            def of_resource_type(c: Collection, env: Env) -> Collection:
+                return [x for x in base(c, env) if type(x) is dict and x.get("resourceType") == type_name]
+            return of_resource_type
         return lambda c, env: [x for x in base(c, env) if matches(x)]
     below = getattr(base, "descendants_of", None)
     if below is not None and op == "ofType":
@@ -145,14 +186,14 @@ def type_fn(base: Fn, op: str, type_name: str) -> Fn:
             out.extend(children(x, key) if type(x) is dict and (key in x or "_" + key in x) else ())
         return out
     if op == "is":
-        def is_variant(c: Collection, env: Env) -> Collection:
+        def is_variant(c: Collection, env: Env) -> bool | None:
             items = base(c, env)
             if not items:
-                return []
+                return None
             if len(items) > 1:
                 raise Unsupported("is() on a collection")
-            return [bool(variant(c, env))]
-        return is_variant
+            return bool(variant(c, env))
+        return boolean(is_variant)
     return variant
 
 
@@ -211,10 +252,69 @@ def _logic(op: str, lt: Truth, rt: Truth) -> Truth:
     return logic_xor
 
 
+def _logic_chain(op: str, terms: tuple[Truth, ...]) -> Truth:
+    """``a or b or c ...`` (``and`` alike) as one loop: three-valued ``or`` is associative, and the
+    loop evaluates the terms in order up to the first that decides, as the nested pairs do."""
+    if op == "or":
+        def any_of(c: Collection, env: Env) -> bool | None:
+            unknown = False
+            for term in terms:
+                v = term(c, env)
+                if v is True:
+                    return True
+                if v is None:
+                    unknown = True
+            return None if unknown else False
+        return any_of
+
+    def all_of(c: Collection, env: Env) -> bool | None:
+        unknown = False
+        for term in terms:
+            v = term(c, env)
+            if v is False:
+                return False
+            if v is None:
+                unknown = True
+        return None if unknown else True
+    return all_of
+
+
+def _keys_equal(tests: tuple[tuple[str, Any, type, bool], ...], general: Truth) -> Truth:
+    """``system = 'http://loinc.org' and code = '1234-5'`` on a Coding (where() criteria): the keys
+    compared with their literals in one call while each holds a value of its literal's type; on
+    anything else (a key absent, a list, another type) the general chain decides. The tests are
+    pure, so stopping at the first false one is what the chain does."""
+    def keys_equal(c: Collection, env: Env) -> bool | None:
+        if len(c) == 1:
+            x = c[0]
+            if type(x) is dict:
+                for key, lit, lit_type, negate in tests:
+                    v = x.get(key)
+                    if type(v) is not lit_type:
+                        return general(c, env)
+                    if (v == lit) is negate:
+                        return False
+                return True
+        return general(c, env)
+    return keys_equal
+
+
 def binary(op: str, left: Fn, right: Fn) -> Fn:
     # One closure per operator, not one that tests ``op`` on every evaluation: invariants run on
     # nearly every element, and these comparisons were a measurable share of their cost.
-    if op in ("and", "or", "implies", "xor"):
+    if op in ("or", "and"):
+        # ``a or b or c`` parses as ``(a or b) or c``: one loop over the terms, not nested calls.
+        chain = getattr(left, "chain_terms", None)
+        if chain is not None and chain[0] == op:
+            terms, literals = (*chain[1], truth(right)), (*chain[2], getattr(right, "key_literal", None))
+        else:
+            terms = (truth(left), truth(right))
+            literals = (getattr(left, "key_literal", None), getattr(right, "key_literal", None))
+        logic = _logic(op, terms[0], terms[1]) if len(terms) == 2 else _logic_chain(op, terms)
+        if op == "and" and None not in literals:
+            logic = _keys_equal(literals, logic)
+        return tag(boolean(logic), chain_terms=(op, terms, literals))
+    if op in ("implies", "xor"):
         return boolean(_logic(op, truth(left), truth(right)))
     if op == "|":
         return lambda c, env: unique(left(c, env) + right(c, env))
@@ -226,6 +326,28 @@ def binary(op: str, left: Fn, right: Fn) -> Fn:
         # goes the general way below.
         negate = op == "!="
         lit_type = type(lit)
+
+        step = getattr(left, "step_of", None)
+        if step is not None and step[0] is identity and step[1] not in CHOICE_NAMES:
+            # ``system = 'http://loinc.org'`` on a Coding: the key read directly when it holds a
+            # value of the literal's type, or nothing at all (neither it nor its ``_key``).
+            key, extension_key = step[1], "_" + step[1]
+
+            def equals_literal_key(c: Collection, env: Env) -> bool | None:
+                if len(c) == 1:
+                    x = c[0]
+                    if type(x) is dict:
+                        v = x.get(key)
+                        if type(v) is lit_type:
+                            return (v == lit) is not negate
+                        if v is None and extension_key not in x:
+                            return None
+                a = left(c, env)
+                if not a:
+                    return None
+                same = len(a) == 1 and eq(a[0], lit)
+                return same is not negate
+            return tag(boolean(equals_literal_key), key_literal=(key, lit, lit_type, negate))
 
         def equals_literal(c: Collection, env: Env) -> bool | None:
             a = left(c, env)
@@ -251,12 +373,25 @@ def binary(op: str, left: Fn, right: Fn) -> Fn:
                 return same is not negate
             return boolean(equivalence)
         negate = op == "!="
+        lt, rt = getattr(left, "truth", None), getattr(right, "truth", None)
+        if lt is not None and rt is not None:
+            # Both sides at most one boolean (``request.exists() = (%resource.type = 'batch' or
+            # ...)``): their truths compared, both evaluated as before.
+            def boolean_equality(c: Collection, env: Env) -> bool | None:
+                a, b = lt(c, env), rt(c, env)
+                if a is None or b is None:
+                    return None
+                return (a is b) is not negate
+            return boolean(boolean_equality)
 
         def equality(c: Collection, env: Env) -> bool | None:
             a, b = left(c, env), right(c, env)
             if not a or not b:
                 return None
-            same = len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
+            if len(a) == 1:
+                same = len(b) == 1 and eq(a[0], b[0])
+            else:
+                same = len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
             return same is not negate
         return boolean(equality)
     if op in ("<", ">", "<=", ">="):
@@ -286,7 +421,7 @@ def binary(op: str, left: Fn, right: Fn) -> Fn:
             if len(needle) > 1:
                 raise Unsupported("membership of a collection")
             x = needle[0]
-            if type(x) is str and not looks_temporal(x):
+            if type(x) is str and not (x[:4].isdigit() and looks_temporal(x)):
                 # ``eq`` of a string that is no date is ``==`` against strings and false against
                 # anything else, which is what Python's ``in`` does: no per-item call (Bundle
                 # constraints test every reference against every fullUrl).

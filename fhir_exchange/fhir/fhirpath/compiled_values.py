@@ -25,6 +25,7 @@ Env = dict[str, Any]
 Fn = Callable[[Collection, Env], Collection]
 # The boolean of a closure's result (fhirpath.html#singleton): True/False, None for empty.
 Truth = Callable[[Collection, Env], bool | None]
+_UNSEEN: Any = object()
 
 
 class Unsupported(Exception):
@@ -153,27 +154,48 @@ _FULL_DATE = re.compile(r"\d{4}-\d\d-\d\d$")
 _FULL_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$")
 
 
-def _compare_full_precision(a: str, b: str) -> int | None:
-    """-1/0/1 for two full dates or two full dateTimes with offsets; None for anything else
-    (other precisions, invalid values: :func:`compare_temporal` decides, as before)."""
+def _full_precision(s: str) -> tuple[int, Any] | None:
+    """(0, the text) for a valid full date, (1, the aware datetime) for a valid full dateTime with
+    an offset, None for anything else (other precisions, invalid values)."""
     try:
-        if len(a) == 10 and len(b) == 10:
-            if _FULL_DATE.match(a) and _FULL_DATE.match(b):
-                date.fromisoformat(a), date.fromisoformat(b)  # validity only: Feb 30 is no date
-                return (a > b) - (a < b)
-        elif (len(a) >= 20 and len(b) >= 20 and _FULL_DATETIME.match(a) and _FULL_DATETIME.match(b)
-              and "0001" < a[:4] < "9999" and "0001" < b[:4] < "9999"):  # no offset past the calendar's ends
+        if len(s) == 10:
+            if _FULL_DATE.match(s):
+                date.fromisoformat(s)  # validity only: Feb 30 is no date
+                return (0, s)  # the text orders as the dates do
+        elif len(s) >= 20 and _FULL_DATETIME.match(s) and "0001" < s[:4] < "9999":  # no offset past the calendar's ends
             # Aware datetimes: offsets are applied, fractions beyond microseconds cut as Temporal does.
-            x, y = datetime.fromisoformat(a), datetime.fromisoformat(b)
-            offset = 1 if a[-1] == "Z" else 6
-            if len(a) == len(b) and a[-offset:] == b[-offset:] and len(a) - offset <= 26:
-                # One layout on both sides (fraction digits, up to the microseconds Temporal keeps;
-                # the same offset): the text orders as the instants do.
-                return (a > b) - (a < b)
-            return (x > y) - (x < y)
+            return (1, datetime.fromisoformat(s))
     except ValueError:
         return None
     return None
+
+
+# Values seen, with what :func:`_full_precision` made of them: the same few dates recur in every
+# resource (authoredOn, period.start...). Bounded: emptied when full.
+_FULL_PRECISION: dict[str, tuple[int, Any] | None] = {}
+_FULL_PRECISION_MAX = 4096
+
+
+def _compare_full_precision(a: str, b: str) -> int | None:
+    """-1/0/1 for two full dates or two full dateTimes with offsets; None for anything else
+    (other precisions, invalid values: :func:`compare_temporal` decides, as before)."""
+    cache = _FULL_PRECISION
+    x = cache.get(a, _UNSEEN)
+    if x is _UNSEEN:
+        if len(cache) >= _FULL_PRECISION_MAX:
+            cache.clear()
+        x = cache[a] = _full_precision(a)
+    if x is None:
+        return None
+    y = cache.get(b, _UNSEEN)
+    if y is _UNSEEN:
+        if len(cache) >= _FULL_PRECISION_MAX:
+            cache.clear()
+        y = cache[b] = _full_precision(b)
+    if y is None or x[0] != y[0]:
+        return None
+    u, v = x[1], y[1]
+    return (u > v) - (u < v)
 
 
 def compare(a: Any, b: Any) -> int | None:
@@ -236,6 +258,12 @@ def hash_key(x: Any) -> tuple[str, Any] | None:
 def unique(c: Collection) -> Collection:
     if len(c) < 2:
         return list(c)
+    for x in c:
+        if type(x) is not str:
+            break
+    else:
+        # Strings only (fullUrls, codes): their keys are the strings themselves.
+        return list(dict.fromkeys(c))
     keys = [hash_key(x) for x in c]
     if None not in keys:
         seen: set[tuple[str, Any] | None] = set()
@@ -285,7 +313,8 @@ def identity(c: Collection, env: Env) -> Collection:
 
 def tag(fn: Fn, **attrs: Any) -> Fn:
     """Attach what later compilation steps read back with ``getattr`` (``const``, ``focus_free``,
-    ``trivial``, ``step_of``, ``descendants_of``, ``string_literal``, ``focus_names``, ``item_type``):
+    ``trivial``, ``step_of``, ``descendants_of``, ``string_literal``, ``focus_names``, ``item_type``,
+    ``chain_of``, ``nonempty``, ``presence_of``, ``negated``, ``chain_terms``, ``key_literal``):
     attributes of the closure itself, so that evaluating it costs no wrapper call."""
     for attr, value in attrs.items():
         setattr(fn, attr, value)
@@ -356,6 +385,13 @@ def shared(fn: Fn) -> Fn:
         return list(peek(c, env))  # a copy: callers own the collections they are given
     # Callers that only read the collection (``in``/``contains``) take it without the copy.
     once.read_only = peek  # type: ignore[attr-defined]
+    if getattr(fn, "truth", None) is not None:
+        # A result of at most one boolean (``%resource.type = 'batch' or ...``): its truth, read
+        # from the one evaluation, without a copy.
+        def once_truth(c: Collection, env: Env) -> bool | None:
+            hit = peek(c, env)
+            return hit[0] if hit else None
+        once.truth = once_truth  # type: ignore[attr-defined]
     # What later compilation steps read from the wrapped function: ``value.ofType(Quantity)``
     # compiles from the step, ``descendants().ofType(T)`` from the descendants' base.
     for attr in ("step_of", "descendants_of", "string_literal"):
