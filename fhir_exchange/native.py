@@ -38,11 +38,6 @@ NATIVE_MODULES: tuple[str, ...] = (
     "fhir_exchange.validation.profile_compile",
     "fhir_exchange.validation.references",
     "fhir_exchange.validation.invariants",
-    "fhir_exchange.fhir.fhirpath.compiled",
-    "fhir_exchange.fhir.fhirpath.compiled_values",
-    "fhir_exchange.fhir.fhirpath.compiled_operators",
-    "fhir_exchange.fhir.fhirpath.compiled_functions",
-    "fhir_exchange.fhir.fhirpath.compiled_typed",
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent

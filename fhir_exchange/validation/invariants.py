@@ -152,6 +152,11 @@ class InvariantChecker:
         # %resolve) of the last node checked: consecutive nodes are mostly of one resource.
         self._base_env: tuple[Any, Any, Any, Any, dict[str, Any]] = (object(), None, None, None, {})
         self._lock = threading.Lock()
+        # Called with each check's arguments before it runs (a tracing hook: the differential test
+        # of the consult constraints sees every real site through it). The compiled build's classes
+        # cannot have their methods replaced, so tracing needs its own attribute.
+        self.observer: Callable[[tuple[Constraint, ...], Any, str, str, dict[str, Any], dict[str, Any],
+                                 Resolve | None], None] | None = None
 
     def full_engine(self) -> FullEngine:
         if self._engine is None:
@@ -246,6 +251,8 @@ class InvariantChecker:
               resource: dict[str, Any], root: dict[str, Any], sink: IssueSink,
               resolve: Resolve | None = None) -> None:
         """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle)."""
+        if self.observer is not None:
+            self.observer(constraints, node, path, type_path, resource, root, resolve)
         env: dict[str, Any] | None = None
         bare: dict[str, Any] | None = None  # the empty environment of what is tried before ``env``
         focus: list[Any] = []

@@ -60,9 +60,11 @@ def render(loc: Loc) -> str:
     return f"{render(loc[0])}.{loc[1]}[{loc[2]}]"
 
 
-def coding_key(value: dict[str, Any], type_code: str) -> tuple[Any, ...] | None:
+def coding_key(value: Any, type_code: str) -> tuple[Any, ...] | None:
     """(system, code) pairs of a coded value, or None when it is malformed (the walk reports it)."""
     if type_code == "CodeableConcept":
+        if value.__class__ is not dict:
+            return None
         codings = value.get("coding")
         if codings.__class__ is not list:
             return None
