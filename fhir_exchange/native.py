@@ -38,6 +38,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "fhir_exchange.validation.profile_compile",
     "fhir_exchange.validation.references",
     "fhir_exchange.validation.invariants",
+    "fhir_exchange.validation.validator",
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +104,11 @@ def install(root: Path = PACKAGE_ROOT) -> bool:
         return False
     sys.meta_path.insert(0, NativeFinder(files))
     return True
+
+
+def installed() -> bool:
+    """Whether this process loads the compiled build (:func:`install` found it current)."""
+    return any(isinstance(f, NativeFinder) for f in sys.meta_path)
 
 
 def active() -> bool:

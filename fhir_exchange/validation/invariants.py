@@ -28,6 +28,7 @@ from fhir_exchange.fhir import fhirpath
 from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast, guard_keys
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.schema import Constraint
+from fhir_exchange.validation.structure import Loc, render
 from fhir_exchange.validation.terminology import Terminology
 
 Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
@@ -247,10 +248,13 @@ class InvariantChecker:
             self._by_tuple[id(constraints)] = prepared
         return prepared[1]
 
-    def check(self, constraints: tuple[Constraint, ...], node: Any, path: str, type_path: str,
+    def check(self, constraints: tuple[Constraint, ...], node: Any, path: Loc, type_path: str,
               resource: dict[str, Any], root: dict[str, Any], sink: IssueSink,
               resolve: Resolve | None = None) -> None:
-        """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle)."""
+        """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle).
+
+        ``path`` is the node's expression or its location in the structural walk, rendered only
+        when an issue is reported (most sites report nothing)."""
         if self.observer is not None:
             self.observer(constraints, node, path, type_path, resource, root, resolve)
         env: dict[str, Any] | None = None
@@ -311,7 +315,7 @@ class InvariantChecker:
                 verdict = self._full(expr, node, type_path, resource, root, resolve)
             if verdict is None:
                 sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
-                          f"Constraint {c.key} could not be evaluated: {c.expression}", path)
+                          f"Constraint {c.key} could not be evaluated: {c.expression}", render(path))
             elif not verdict:
                 severity = "error" if c.severity == "error" else "warning"
-                sink.add(severity, "invariant", MsgId.INVARIANT, f"Constraint failed: {c.key}: {c.human}", path)
+                sink.add(severity, "invariant", MsgId.INVARIANT, f"Constraint failed: {c.key}: {c.human}", render(path))

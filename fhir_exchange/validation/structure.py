@@ -47,6 +47,10 @@ from fhir_exchange.validation.structure_compile import (
 from fhir_exchange.validation.terminology import Terminology
 
 GOOD_CACHE_SIZE = 2048
+# JSON objects nested deeper than this are refused as a whole ("too-deep"), by the walk itself: the
+# same limit with or without the compiled build, whose recursion the interpreter does not bound
+# (real resources nest a few dozen objects deep; JSON bodies are at most 1,024 levels).
+MAX_NESTING = 256
 
 # A location: the resource's path (a str), or (parent, step) or (parent, step, index).
 Loc = Any
@@ -108,6 +112,12 @@ class Visited:
         self.extra = extra
 
     @property
+    def location(self) -> Loc:
+        """The location as the walk made it (or its rendering, once rendered): for a caller that
+        renders it only when it reports an issue."""
+        return self._loc
+
+    @property
     def path(self) -> str:
         loc = self._loc
         if loc.__class__ is str:
@@ -142,6 +152,7 @@ class WalkContext:
     host: tuple[str, str] | None = None
     # Invariant sites are collected only for a validator that evaluates invariants.
     collect_invariants: bool = True
+    depth: int = 0  # objects being walked, outermost to innermost (MAX_NESTING)
 
 
 class StructureWalker:
@@ -221,6 +232,9 @@ class StructureWalker:
         bind = self._bind
 
         def walk(obj: dict[str, Any], c: list[Any], loc: Loc, ctx: WalkContext) -> None:
+            depth = ctx.depth = ctx.depth + 1
+            if depth > MAX_NESTING:
+                raise RecursionError(f"JSON objects nested more than {MAX_NESTING} deep")
             table, required, shape, _ = c
             if table is None:
                 table, required = fill(c)
@@ -307,6 +321,7 @@ class StructureWalker:
                     choices = rare(obj, key, value, op, p, x, seg, sites, loc, ctx, choices)
             if required is not None and not obj.keys() >= required:
                 required_(obj, shape, loc, ctx.sink)
+            ctx.depth = depth - 1
 
         self._walk_one = walk
         return walk

@@ -91,17 +91,19 @@ class Validator:
             busy.discard(key)
         return not any(i.severity in ("error", "fatal") for i in issues)
 
-    def validate(self, resource: dict[str, Any], *, profiles: Sequence[str] = (),
+    def validate(self, resource: Any, *, profiles: Sequence[str] = (),
                  resource_type: str | None = None) -> list[Issue]:
+        """The issues of ``resource``, any parsed JSON value (what is not a resource is reported)."""
         try:
             return self._validate(resource, profiles, resource_type)
         except RecursionError:
             # The walks recurse per JSON level; a document deeper than the interpreter's stack is refused
             # as a whole rather than crashing the caller (the HTTP edge refuses such bodies before this).
+            rt = resource.get("resourceType") if isinstance(resource, dict) else None
             return [Issue("error", "too-costly", "The resource is nested too deeply to be validated",
-                          (resource_type or str(resource.get("resourceType", "Resource")),), "too-deep")]
+                          (resource_type or str(rt or "Resource"),), "too-deep")]
 
-    def _validate(self, resource: dict[str, Any], profiles: Sequence[str],
+    def _validate(self, resource: Any, profiles: Sequence[str],
                   resource_type: str | None) -> list[Issue]:
         sink = IssueSink()
         ctx = WalkContext(sink, collect_invariants=self.check_invariants)
@@ -134,17 +136,18 @@ class Validator:
                     scope = scopes[id(res)] = (resolver.container_of(res), resolver.resolver_for(res))
                 type_code = v.type_code
                 type_path = v.elem_path if type_code == "BackboneElement" or type_code == "Element" else type_code
-                check(v.extra, v.node, v.path, type_path, res, scope[0], sink, scope[1])
+                check(v.extra, v.node, v.location, type_path, res, scope[0], sink, scope[1])
         for url in profiles:
             self.profiles.validate_resource(resource, url, rt, pctx)
         for v in ctx.resources:
             meta = v.node.get("meta")
             declared = meta.get("profile") if isinstance(meta, dict) else None
             if isinstance(declared, list):
-                for url in declared:
-                    if isinstance(url, str) and url not in profiles:
+                # Its own name: ``url`` above is a str, and the compiled build checks that per assignment.
+                for item in declared:
+                    if isinstance(item, str) and item not in profiles:
                         pctx.resource = v.node
-                        self.profiles.validate_resource(v.node, url, v.path, pctx)
+                        self.profiles.validate_resource(v.node, item, v.path, pctx)
                 pctx.resource = resource
         # The passes below concern one resource type each: only those of the types present run.
         types = {v.type_code for v in ctx.resources}

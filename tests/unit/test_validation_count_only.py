@@ -11,6 +11,7 @@ import pytest
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation import Validator
 from fhir_exchange.validation.profile import ProfileValidator
+from tests.pure_python import rerun_as_python
 
 URL = "http://example.org/fhir/StructureDefinition/"
 PROFILE = {
@@ -56,7 +57,10 @@ def issues(v: Validator, res: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("res", variants())
-def test_counting_gives_the_issues_of_the_full_walk(res: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_counting_gives_the_issues_of_the_full_walk(res: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                    request: pytest.FixtureRequest) -> None:
+    if rerun_as_python(request):  # the full walk replaces a method that compiled code calls directly
+        return
     defs = Definitions.load()
     defs.add(copy.deepcopy(PROFILE))
     counting = issues(Validator(defs), res)
