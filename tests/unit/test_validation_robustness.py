@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation import Validator
+from fhir_exchange.validation.structure import MAX_NESTING
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False)
@@ -92,3 +93,20 @@ def test_garbage_as_the_resource(garbage: Any) -> None:
 @given(st.sampled_from(range(len(BASES))), json_values, st.data())
 def test_garbage_anywhere_long(base: int, garbage: Any, data: st.DataObject) -> None:
     test_garbage_anywhere_gives_issues_not_exceptions.hypothesis.inner_test(base, garbage, data)  # type: ignore[attr-defined]
+
+
+def _nested_questionnaire(levels: int) -> dict[str, Any]:
+    """Items nested ``levels`` deep, built without recursion (as a parser deeper than orjson's would)."""
+    item: dict[str, Any] = {"linkId": "leaf", "type": "string", "text": "t"}
+    for i in range(levels):
+        item = {"linkId": f"l{i}", "type": "group", "text": "t", "item": [item]}
+    return {"resourceType": "Questionnaire", "status": "draft", "item": [item]}
+
+
+@pytest.mark.parametrize("levels", [MAX_NESTING - 3, MAX_NESTING, 5_000, 30_000])
+def test_one_nesting_limit_with_or_without_the_compiled_build(levels: int) -> None:
+    # The compiled build's recursion is not bounded by the interpreter: 10,000 levels crashed the
+    # process before the walk counted them. The root and the leaf are two objects more than ``levels``.
+    issues = validator().validate(_nested_questionnaire(levels))
+    errors = [i.message_id for i in issues if i.severity == "error"]
+    assert errors == ([] if levels + 2 <= MAX_NESTING else ["too-deep"]), errors[:3]
