@@ -16,6 +16,7 @@ Run: ``.venv/bin/python scripts/build_native.py [--force]``; it does nothing whe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.machinery
 import json
 import shutil
@@ -90,15 +91,18 @@ def build(root: Path, out: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="rebuild even when the build is current")
+    ap.add_argument("--check", action="store_true", help="only say (exit status 0 or 1) whether it is current")
     args = ap.parse_args()
     out = ROOT / NATIVE_DIR
     manifest = out / MANIFEST
-    if not args.force and manifest.exists():
-        try:
-            if json.loads(manifest.read_text()) == current_manifest(ROOT):
-                return 0
-        except ValueError:
-            pass
+    current = False
+    if manifest.exists():
+        with contextlib.suppress(ValueError):
+            current = json.loads(manifest.read_text()) == current_manifest(ROOT)
+    if args.check:
+        return 0 if current else 1
+    if current and not args.force:
+        return 0
     start = time.monotonic()
     print(f"build_native: compiling {len(NATIVE_MODULES)} modules with mypyc into {NATIVE_DIR}/ ...", flush=True)
     build(ROOT, out)
