@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation import Validator
 from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape
+from tests.json_objects import json_objects
 
 fhir_r4b = pytest.importorskip("fhir.resources.R4B")
 
@@ -155,17 +156,6 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
     return res
 
 
-def _objects(node: Any, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(node, dict):
-        out.append(node)
-        for v in node.values():
-            _objects(v, out)
-    elif isinstance(node, list):
-        for v in node:
-            _objects(v, out)
-    return out
-
-
 Site = tuple[dict[str, Any], str, Prop, Shape]
 
 
@@ -200,7 +190,7 @@ def mutate(draw: st.DrawFn, res: dict[str, Any], kind: str) -> bool:
     props = _shape_of(res, res)
     pick = lambda cands: draw(st.sampled_from(cands)) if cands else None  # noqa: E731
     if kind == "unknown-property":
-        obj = pick(_objects(res, []))
+        obj = pick(json_objects(res))
         obj["zzUnknown"] = "x"
     elif kind == "wrap-in-array":
         c = pick([t for t in props if not t[2].is_array])

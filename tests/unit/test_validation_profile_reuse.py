@@ -27,6 +27,7 @@ from fhir_exchange.validation.issues import IssueSink
 from fhir_exchange.validation.profile import ProfileContext
 from fhir_exchange.validation.references import LITERAL_REFERENCE, Resolver, reference_type
 from fhir_exchange.validation.structure import WalkContext
+from tests.json_objects import json_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 KRCORE_TGZ = ROOT / "fhir_exchange" / "packages" / "hl7.fhir.kr.core-2.0.0.tgz"
@@ -63,23 +64,12 @@ def examples() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _nodes(x: Any, out: list[dict[str, Any]]) -> None:
-    if isinstance(x, dict):
-        out.append(x)
-        for val in x.values():
-            _nodes(val, out)
-    elif isinstance(x, list):
-        for val in x:
-            _nodes(val, out)
-
-
 def mutants(res: dict[str, Any], rng: random.Random, n: int) -> Iterator[dict[str, Any]]:
     """Copies with one to three edits: a key dropped, a string changed, a reference redirected, a value
     wrapped in a list or an item repeated: errors inside entries that other entries' targets meet."""
     for _ in range(n):
         m = copy.deepcopy(res)
-        nodes: list[dict[str, Any]] = []
-        _nodes(m, nodes)
+        nodes = json_objects(m)
         for _ in range(rng.randint(1, 3)):
             node = rng.choice(nodes)
             keys = [k for k in node if k != "resourceType"]
