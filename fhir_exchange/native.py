@@ -39,6 +39,18 @@ NATIVE_MODULES: tuple[str, ...] = (
     "fhir_exchange.validation.references",
     "fhir_exchange.validation.invariants",
     "fhir_exchange.validation.validator",
+    "fhir_exchange.validation.schema",
+    "fhir_exchange.validation.profile_context",
+    "fhir_exchange.validation.issues",
+    "fhir_exchange.validation.slicing",
+    "fhir_exchange.validation.bundle",
+    "fhir_exchange.validation.datatypes",
+    "fhir_exchange.validation.extensions",
+    "fhir_exchange.fhir.fhirpath.compiled",
+    "fhir_exchange.fhir.fhirpath.compiled_values",
+    "fhir_exchange.fhir.fhirpath.compiled_operators",
+    "fhir_exchange.fhir.fhirpath.compiled_functions",
+    "fhir_exchange.fhir.fhirpath.compiled_typed",
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +124,6 @@ def installed() -> bool:
 
 
 def active() -> bool:
-    """Whether the validator's modules run compiled in this process."""
-    return all(getattr(sys.modules.get(name), "__file__", "").endswith(importlib.machinery.EXTENSION_SUFFIXES[0])
-               for name in NATIVE_MODULES)
+    """Whether the validator's modules run compiled in this process (it imports those not yet imported)."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    return all(str(getattr(importlib.import_module(name), "__file__", "")).endswith(suffix) for name in NATIVE_MODULES)

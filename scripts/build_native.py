@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.machinery
 import json
 import shutil
@@ -38,13 +39,32 @@ ignore_missing_imports = True
 follow_imports = silent
 """
 
+# mypyc keeps one freed instance of each nested function's class for reuse, and does not clear the
+# instance's ``__dict__`` when it does: a new closure came back carrying the attributes set on a freed
+# one (the FHIRPath back-end tags its closures with what later compilation steps read: an ``or`` chain
+# picked up another expression's terms). The build turns that reuse off for every class that has a
+# ``__dict__``, in the generated C, and fails when it finds none to turn off (mypyc changed: look again).
+# ``tests/unit/test_native.py`` checks the compiled closures.
 SETUP = """
+import re
 import sys
+from pathlib import Path
 from setuptools import setup
 from mypyc.build import mypycify
 
-setup(name="fhir_exchange_native", script_args=["build_ext", "--inplace"],
-      ext_modules=mypycify(["--config-file", "mypy.ini", *sys.argv[1:]], group_name={group!r}, opt_level="3"))
+extensions = mypycify(["--config-file", "mypy.ini", *sys.argv[1:]], group_name={group!r}, opt_level="3")
+patched = 0
+for source in Path("build").glob("*.c"):
+    text = source.read_text()
+    for prefix in re.findall(r'PyMemberDef (\\w+)_members\\[\\] = \\{{\\s*\\{{"__dict__"', text):
+        reuse = "if (" + prefix + "_free_instance == NULL) {{"
+        if reuse in text:
+            text = text.replace(reuse, "if (0) {{  /* fhir-exchange: no reuse of instances with a __dict__ */", 1)
+            patched += 1
+    source.write_text(text)
+if not patched:
+    sys.exit("build_native: no reused instance with a __dict__ found in mypyc's output")
+setup(name="fhir_exchange_native", script_args=["build_ext", "--inplace"], ext_modules=extensions)
 """
 
 
@@ -55,6 +75,7 @@ def current_manifest(root: Path) -> dict[str, object]:
         "extension_suffix": importlib.machinery.EXTENSION_SUFFIXES[0],
         "mypy": mypy.version.__version__,
         "group": GROUP,
+        "setup": hashlib.sha256(SETUP.encode()).hexdigest(),
         "modules": {name: source_digest(root, name) for name in NATIVE_MODULES},
     }
 

@@ -312,21 +312,24 @@ def slice_element(pv: ProfileValidator, s: ElementDef, steps: list[str]) -> Elem
             continue
         nxt = cur.child(step)
         if nxt is None and not cur.children:
-            # The slice does not expand this type here; its type profile may.
-            for t in cur.types:
-                for p in t.profiles:
-                    try:
-                        ps = pv.schema(p)
-                    except ProfileError:
-                        ps = None
-                    if ps is not None:
-                        nxt = ps.root.child(step)
-                        if nxt is not None:
-                            break
-                if nxt is not None:
-                    break
+            nxt = _type_profile_child(pv, cur, step)
         cur = nxt
     return cur
+
+
+def _type_profile_child(pv: ProfileValidator, elem: ElementDef, step: str) -> ElementDef | None:
+    """``step`` below ``elem`` when the slice does not expand its type here but a type profile does."""
+    for t in elem.types:
+        for p in t.profiles:
+            try:
+                ps = pv.schema(p)
+            except ProfileError:
+                continue
+            if ps is not None:
+                found = ps.root.child(step)
+                if found is not None:
+                    return found
+    return None
 
 
 def split_path(path: str) -> list[str]:

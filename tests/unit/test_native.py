@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,33 @@ def test_ci_runs_the_compiled_build() -> None:
     assert native.active(), {n: sys.modules[n].__file__ for n in native.NATIVE_MODULES}
     issues = v.validate({"resourceType": "Patient", "gender": "other-ish", "birthDate": "1990-13-01"})
     assert {i.expression[0] for i in issues if i.severity == "error"} >= {"Patient.gender", "Patient.birthDate"}
+
+
+def test_a_new_closure_never_carries_the_attributes_of_a_freed_one() -> None:
+    """mypyc reuses a freed instance of a nested function's class without clearing its ``__dict__``;
+    the build turns that reuse off (scripts/build_native.py). The FHIRPath back-end reads attributes
+    of its closures back while compiling, so a stale one would change what an expression means."""
+    import gc
+
+    from fhir_exchange.fhir.fhirpath import compiled_values
+
+    def plain(c: list[Any], env: dict[str, Any]) -> list[Any]:
+        return c
+
+    for _ in range(3):
+        first = compiled_values.truth(plain)  # an untagged closure of truth()
+        compiled_values.tag(first, chain_terms=("stale",), const=[True])
+        del first
+        gc.collect()
+        second = compiled_values.truth(plain)
+        assert getattr(second, "chain_terms", None) is None and getattr(second, "const", None) is None
+    # The same expression compiled before and after many others means the same.
+    from fhir_exchange.fhir.fhirpath.compiled import compile_fast
+
+    before = compile_fast("a = 1 or b = 2")
+    for i in range(200):
+        compile_fast(f"x{i} = {i} or y{i}.exists()")
+        gc.collect()
+    after = compile_fast("a = 1 or b = 2")
+    for node in ({"a": 1}, {"b": 2}, {"a": 3, "b": 3}, {}):
+        assert before([node], {}) == after([node], {})
