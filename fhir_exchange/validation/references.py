@@ -44,6 +44,8 @@ def reference_type(ref: str) -> str | None:
     if (sep and 1 <= len(rid) <= 64 and len(rt) > 1 and "A" <= rt[0] <= "Z" and _TYPE_CHARS.issuperset(rt)
             and _ID_CHARS.issuperset(rid)):
         return rt
+    if not sep:
+        return None  # no slash (``urn:uuid:...``, ``#id``): the pattern needs one
     m = LITERAL_REFERENCE.match(ref)
     return m.group("type") if m else None
 
