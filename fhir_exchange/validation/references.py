@@ -46,6 +46,16 @@ def reference_type(ref: str) -> str | None:
         return rt
     if not sep:
         return None  # no slash (``urn:uuid:...``, ``#id``): the pattern needs one
+    if (rt == "http:" or rt == "https:") and "/_history/" not in ref and "\n" not in ref:
+        # ``https://server/base/Type/id``: the pattern's lazy base backtracks to the last two segments
+        # for type and id; the base is what is left, with at least one character after ``//``.
+        head, _, rid = ref.rpartition("/")
+        base, _, typ = head.rpartition("/")
+        if (not ref.startswith("//", len(rt)) or len(base) <= len(rt) + 2
+                or not (1 <= len(rid) <= 64 and len(typ) > 1 and "A" <= typ[0] <= "Z"
+                        and _TYPE_CHARS.issuperset(typ) and _ID_CHARS.issuperset(rid))):
+            return None
+        return typ
     m = LITERAL_REFERENCE.match(ref)
     return m.group("type") if m else None
 
