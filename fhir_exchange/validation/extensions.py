@@ -77,10 +77,12 @@ def _parent_extension(v: Visited, by_path: dict[str, Visited]) -> Visited | None
 
 
 def _context_ok(sd: dict[str, Any], host_path: str, host_type: str, shapes: ShapeBuilder,
-                instance_path: str = "", parent_url: str | None = None) -> bool:
+                instance_path: str | None = None, parent_url: str | None = None) -> bool:
+    """Whether a context admits the host; ``instance_path`` (None: not asked) only ever admits more."""
     contexts = sd.get("context") or []
     errata = CONTEXT_ERRATA.get(sd.get("url", ""), ())
-    if not contexts or host_path in errata or host_type in errata or instance_path in errata:
+    if not contexts or host_path in errata or host_type in errata or (
+            instance_path is not None and instance_path in errata):
         return True
     for c in contexts:
         kind, expr = c.get("type"), c.get("expression", "")
@@ -190,8 +192,11 @@ def check_extensions(exts: list[Visited], profiles: ProfileValidator, shapes: Sh
         sd = schema.sd
         parent = _parent_extension(v, by_path) if host_type == "Extension" else None
         parent_url = parent.node.get("url") if parent is not None else None
-        if not _context_ok(sd, v.elem_path, host_type, shapes, instance_host_path(v),
-                           parent_url if isinstance(parent_url, str) else None):
+        parent_url = parent_url if isinstance(parent_url, str) else None
+        # The instance's spelling of the host's path (a regex over the path) only when the defining
+        # path does not already admit it: it differs for contentReference elements alone.
+        if not (_context_ok(sd, v.elem_path, host_type, shapes, None, parent_url)
+                or _context_ok(sd, v.elem_path, host_type, shapes, instance_host_path(v), parent_url)):
             allowed = ", ".join(f"{c.get('type')}:{c.get('expression')}" for c in sd.get("context") or [])
             sink.error("structure", MsgId.EXTENSION_CONTEXT,
                        f"The extension {url} is not allowed on {v.elem_path} (allowed contexts: {allowed})",
