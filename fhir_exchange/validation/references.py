@@ -33,16 +33,24 @@ LITERAL_REFERENCE = re.compile(
 )
 
 
-_TYPE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+def _type_name(s: str) -> bool:
+    """``[A-Z][A-Za-z]+`` without the regex (``frozenset.issuperset(str)`` builds a set per call)."""
+    return len(s) > 1 and "A" <= s[0] <= "Z" and s.isascii() and s.isalpha()
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _id(s: str) -> bool:
+    """``[A-Za-z0-9\\-.]{1,64}``: letters and digits alone without the regex."""
+    return (1 <= len(s) <= 64 and s.isascii() and s.isalnum()) or _ID.fullmatch(s) is not None
 
 
 def reference_type(ref: str) -> str | None:
     """The resource type a literal reference names, or None (``#id``, ``urn:uuid:``, not a literal)."""
     rt, sep, rid = ref.partition("/")
     # The usual ``Type/id``: what LITERAL_REFERENCE matches with one slash, without the regex.
-    if (sep and 1 <= len(rid) <= 64 and len(rt) > 1 and "A" <= rt[0] <= "Z" and _TYPE_CHARS.issuperset(rt)
-            and _ID_CHARS.issuperset(rid)):
+    if sep and _type_name(rt) and _id(rid):
         return rt
     if not sep:
         return None  # no slash (``urn:uuid:...``, ``#id``): the pattern needs one
@@ -51,9 +59,7 @@ def reference_type(ref: str) -> str | None:
         # for type and id; the base is what is left, with at least one character after ``//``.
         head, _, rid = ref.rpartition("/")
         base, _, typ = head.rpartition("/")
-        if (not ref.startswith("//", len(rt)) or len(base) <= len(rt) + 2
-                or not (1 <= len(rid) <= 64 and len(typ) > 1 and "A" <= typ[0] <= "Z"
-                        and _TYPE_CHARS.issuperset(typ) and _ID_CHARS.issuperset(rid))):
+        if not ref.startswith("//", len(rt)) or len(base) <= len(rt) + 2 or not (_type_name(typ) and _id(rid)):
             return None
         return typ
     m = LITERAL_REFERENCE.match(ref)
