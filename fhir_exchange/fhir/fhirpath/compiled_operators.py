@@ -53,6 +53,23 @@ def type_filter(base: Fn, name: str) -> Fn:
     return typed
 
 
+def _step(items: Collection, key: str, extension_key: str, choice: bool) -> Collection:
+    """One name of a chain over ``items``: nulls of arrays dropped; only a choice name, or a
+    primitive's ``_key`` there, sends an absent key to ``children``."""
+    out: Collection = []
+    for x in items:
+        if type(x) is dict:
+            v = x.get(key)
+            if v is None:
+                if choice or extension_key in x:
+                    out.extend(children(x, key))  # a choice element, a primitive's _key
+            elif type(v) is list:
+                out.extend(v if None not in v else [y for y in v if y is not None])
+            else:
+                out.append(v)
+    return out
+
+
 def path(base: Fn, name: str) -> Fn:
     if name[:1].isupper():
         raise Unsupported(f"type name {name} inside a path")
@@ -93,18 +110,7 @@ def path(base: Fn, name: str) -> Fn:
         for key, extension_key, choice in keys:
             if not items:
                 return []
-            out: Collection = []
-            for x in items:
-                if type(x) is dict:
-                    v = x.get(key)
-                    if v is None:
-                        if choice or extension_key in x:
-                            out.extend(children(x, key))  # a choice element, a primitive's _key
-                    elif type(v) is list:
-                        out.extend(v if None not in v else [y for y in v if y is not None])
-                    else:
-                        out.append(v)
-            items = out
+            items = _step(items, key, extension_key, choice)
         return items
 
     def nonempty(c: Collection, env: Env) -> bool:
@@ -113,18 +119,7 @@ def path(base: Fn, name: str) -> Fn:
         for key, extension_key, choice in inner:
             if not items:
                 return False
-            out: Collection = []
-            for x in items:
-                if type(x) is dict:
-                    v = x.get(key)
-                    if v is None:
-                        if choice or extension_key in x:
-                            out.extend(children(x, key))
-                    elif type(v) is list:
-                        out.extend(v if None not in v else [y for y in v if y is not None])
-                    else:
-                        out.append(v)
-            items = out
+            items = _step(items, key, extension_key, choice)
         for x in items:
             if type(x) is dict:
                 v = x.get(last_key)
@@ -255,28 +250,18 @@ def _logic(op: str, lt: Truth, rt: Truth) -> Truth:
 def _logic_chain(op: str, terms: tuple[Truth, ...]) -> Truth:
     """``a or b or c ...`` (``and`` alike) as one loop: three-valued ``or`` is associative, and the
     loop evaluates the terms in order up to the first that decides, as the nested pairs do."""
-    if op == "or":
-        def any_of(c: Collection, env: Env) -> bool | None:
-            unknown = False
-            for term in terms:
-                v = term(c, env)
-                if v is True:
-                    return True
-                if v is None:
-                    unknown = True
-            return None if unknown else False
-        return any_of
+    decides = op == "or"  # the value of one term that decides the whole: True for or, False for and
 
-    def all_of(c: Collection, env: Env) -> bool | None:
+    def logic_chain(c: Collection, env: Env) -> bool | None:
         unknown = False
         for term in terms:
             v = term(c, env)
-            if v is False:
-                return False
+            if v is decides:
+                return decides
             if v is None:
                 unknown = True
-        return None if unknown else True
-    return all_of
+        return None if unknown else not decides
+    return logic_chain
 
 
 def _keys_equal(tests: tuple[tuple[str, Any, type, bool], ...], general: Truth) -> Truth:
