@@ -25,7 +25,6 @@ from fhir_exchange.validation.invariants import InvariantChecker
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.profile_compile import (
     CHOICE,
-    COMPLEX_BY_CODE,
     COUNT,
     is_complex,
     is_count_only,
@@ -413,10 +412,7 @@ class ProfileValidator:
             return
         if value is None or plan.trivial:
             return
-        complex_code = COMPLEX_BY_CODE.get(code)
-        if complex_code is None:
-            complex_code = is_complex(code)
-        if (type(value) is dict) != complex_code:
+        if (type(value) is dict) != is_complex(code):
             return  # the wrong JSON shape for its type: reported by the structural pass
         if plan.fixed is not None and not plan.fixed(value):
             assert elem.fixed is not None
