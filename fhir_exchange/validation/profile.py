@@ -51,11 +51,15 @@ MAX_DEPTH = 12  # profiles of references of profiles...: deep enough for real IG
 
 class ProfileValidator:
     def __init__(self, definitions: Definitions, shapes: ShapeBuilder, terminology: Terminology,
-                 invariants: InvariantChecker) -> None:
+                 invariants: InvariantChecker, *, check_invariants: bool = True) -> None:
+        """``check_invariants=False``: the profiles' own constraints (FHIRPath) are not evaluated, as
+        the core ones are not by ``Validator(invariants=False)``; fixed for the life of the validator,
+        since the compiled plans of the profiles' elements depend on it."""
         self.defs = definitions
         self.shapes = shapes
         self.tx = terminology
         self.invariants = invariants
+        self.check_invariants = check_invariants
         self.snapshots = SnapshotGenerator(definitions)
         self.cache = ProfileSchemas(definitions, self.snapshots)
         # Skip what is known to report nothing: a resource walked already against the same profile

@@ -118,7 +118,8 @@ def own_constraints(pv: ProfileValidator, elem: ElementDef) -> tuple[Constraint,
     if own is None:
         own = elem.own_constraints = tuple(
             c for c in elem.constraints
-            if c.key not in NATIVE_CONSTRAINTS and c.expression and not pv.is_core(c.source))
+            if c.key not in NATIVE_CONSTRAINTS and c.expression and not pv.is_core(c.source)
+        ) if pv.check_invariants else ()
     return own
 
 

@@ -19,7 +19,6 @@ pass needs it (:func:`render`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_exchange.validation.bindings import check_binding
@@ -137,22 +136,28 @@ class Visited:
         return f"Visited({self.type_code} at {self.path})"
 
 
-@dataclass(slots=True)
 class WalkContext:
-    sink: IssueSink
-    resources: list[Visited] = field(default_factory=list)  # every resource, container after contained
-    extensions: list[Visited] = field(default_factory=list)  # extra: True for modifierExtension
-    references: list[Visited] = field(default_factory=list)  # extra: the Prop
-    invariants: list[Visited] = field(default_factory=list)  # extra: tuple of Constraints
-    attachments: list[Visited] = field(default_factory=list)
-    # extensions: extra is (is_modifier, host type); elem_path is the host element's path
-    resource: dict[str, Any] | None = None
-    resource_path: Loc = ""
-    # (element path, type) hosting the extensions being walked, when not the shape's own element
-    host: tuple[str, str] | None = None
-    # Invariant sites are collected only for a validator that evaluates invariants.
-    collect_invariants: bool = True
-    depth: int = 0  # objects being walked, outermost to innermost (MAX_NESTING)
+    """What one structural walk found, for the passes after it (a plain class: a dataclass keeps an
+    interpreted ``__init__`` in the compiled build)."""
+
+    __slots__ = ("attachments", "collect_invariants", "depth", "extensions", "host", "invariants", "references",
+                 "resource", "resource_path", "resources", "sink")
+
+    def __init__(self, sink: IssueSink, *, collect_invariants: bool = True) -> None:
+        self.sink = sink
+        self.resources: list[Visited] = []  # every resource, container after contained
+        # extra: (is_modifier, host type); elem_path is the host element's path
+        self.extensions: list[Visited] = []
+        self.references: list[Visited] = []  # extra: the Prop
+        self.invariants: list[Visited] = []  # extra: tuple of Constraints
+        self.attachments: list[Visited] = []
+        self.resource: dict[str, Any] | None = None
+        self.resource_path: Loc = ""
+        # (element path, type) hosting the extensions being walked, when not the shape's own element
+        self.host: tuple[str, str] | None = None
+        # Invariant sites are collected only for a validator that evaluates invariants.
+        self.collect_invariants = collect_invariants
+        self.depth = 0  # objects being walked, outermost to innermost (MAX_NESTING)
 
 
 class StructureWalker:

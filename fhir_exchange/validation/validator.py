@@ -68,7 +68,8 @@ class Validator:
                                            member_of=member_of_terminology(self.terminology),
                                            conforms_to=self._conforms_to)
         self._conforming = threading.local()  # (id(resource), url) being checked: conformsTo() recursion
-        self.profiles = ProfileValidator(definitions, self.shapes, self.terminology, self.invariants)
+        self.profiles = ProfileValidator(definitions, self.shapes, self.terminology, self.invariants,
+                                         check_invariants=invariants)
         self.questionnaires = QuestionnaireChecker(definitions, self.terminology, fetch_canonical)
         self.check_invariants = invariants
         self._sd_verdicts: dict[tuple[int, str, bytes], tuple[Issue, ...]] = {}

@@ -78,6 +78,24 @@ def test_structural_issues_do_not_depend_on_invariants() -> None:
     assert ("error", MsgId.EMPTY_OBJECT, ("Observation.code.coding[0]",)) in without
 
 
+def test_without_invariants_no_profile_constraint_is_evaluated_either() -> None:
+    # invariants=False means no FHIRPath constraint at all: the core ones and a profile's own (vs-2 of
+    # the core vital signs profile), while the profile's structural rules (cardinality) still hold.
+    vs = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
+    obs = {"resourceType": "Observation", "meta": {"profile": [vs]}, "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+           "effectiveDateTime": "2020-01-01", "subject": {"reference": "Patient/1"}}
+    with_inv = issues(obs)
+    without = issues(obs, invariants=False)
+    assert any(m == MsgId.INVARIANT and s == "error" for s, m, _ in with_inv), with_inv  # vs-2: no value
+    # Left: dom-6 (no narrative), a warning the walk decides natively in both.
+    assert [i for i in without if i[1] in (MsgId.INVARIANT, MsgId.INVARIANT_UNEVALUATED)] == [
+        ("warning", MsgId.INVARIANT, ("Observation",))], without
+    fhirpath = (MsgId.INVARIANT, MsgId.INVARIANT_UNEVALUATED)
+    assert [i for i in with_inv if i[1] not in fhirpath] == [i for i in without if i[1] not in fhirpath]
+    assert any(e == ("Observation.category",) for _, _, e in without), without  # the profile's min 1
+
+
 def test_walk_collects_sites_only_when_asked() -> None:
     obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
            "effectivePeriod": {"start": "2020-01-01"}, "subject": {"reference": "Patient/1"}}
