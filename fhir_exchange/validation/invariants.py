@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from fhir_exchange.fhir import fhirpath
 from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast, guard_keys
 from fhir_exchange.validation.issues import IssueSink, MsgId
+from fhir_exchange.validation.native_invariants import NATIVE_INVARIANTS
 from fhir_exchange.validation.schema import Constraint
 from fhir_exchange.validation.structure import Loc, render
 from fhir_exchange.validation.terminology import Terminology
@@ -170,7 +171,8 @@ class InvariantChecker:
         fast = self._fast.get(expression)
         if fast is None:
             try:
-                fast = compile_fast(expression)
+                # The hot core rules written by hand (native_invariants), else the compiled back-end.
+                fast = NATIVE_INVARIANTS.get(expression) or compile_fast(expression)
             except Exception:  # Unsupported, or a syntax the subset parser chokes on: the full engine decides
                 fast = _FAST_FAILED
             self._fast[expression] = fast

@@ -1,0 +1,281 @@
+"""Core invariants evaluated by hand-written Python: https://hl7.org/fhir/R4/bundle.html#invariants and
+https://hl7.org/fhir/R4/references.html#Reference (ref-1).
+
+Every Bundle checks eleven ``bdl-*`` constraints and every Reference ``ref-1``: on a message or a
+transaction they are most of the FHIRPath work, though each asks a question a few dictionary reads
+answer. Each function here answers one of them, by its exact R4 expression (``NATIVE_INVARIANTS`` is
+keyed by it: a definition that says something else is evaluated by FHIRPath), for the JSON a client
+sends when it is well formed: a value of an unexpected JSON type, a ``_name`` companion (an element
+with extensions and perhaps no value) or anything else whose FHIRPath reading is subtle raises
+:class:`Unsupported`, and the FHIRPath engine decides, as it did before. The answers are FHIRPath's:
+``None`` for an empty result (which holds), and the three-valued ``or``/``implies`` as the
+specification defines them. ``tests/unit/test_native_invariants.py`` compares each with the compiled
+back-end and the full evaluator on the example corpora and on generated Bundles and References.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fhir_exchange.fhir.fhirpath.compiled_values import Unsupported
+
+Truth = Callable[[list[Any], dict[str, Any]], "bool | None"]
+
+
+class NativeInvariant:
+    """A hand-written constraint, called as the compiled back-end's closures are: ``fn(focus, env)``
+    gives the result collection, ``truth(focus, env)`` the single boolean or None (empty)."""
+
+    __slots__ = ("env_free", "expression", "focus_names", "head_truth", "key", "truth")
+
+    def __init__(self, key: str, expression: str, truth: Truth) -> None:
+        self.key = key
+        self.expression = expression
+        self.truth = truth
+        # What InvariantChecker asks of a compiled closure: no guard, nothing to evaluate early.
+        self.focus_names: frozenset[str] | None = None
+        self.env_free = False
+        self.head_truth: Truth | None = None
+
+    def __call__(self, focus: list[Any], env: dict[str, Any]) -> list[Any]:
+        answer = self.truth(focus, env)
+        return [] if answer is None else [answer]
+
+
+def _focus(focus: list[Any]) -> dict[str, Any]:
+    if len(focus) != 1 or focus[0].__class__ is not dict:
+        raise Unsupported("native invariant: one JSON object expected")
+    node: dict[str, Any] = focus[0]
+    return node
+
+
+def _string(node: dict[str, Any], name: str) -> str | None:
+    """A primitive's value; None when absent. Its ``_name`` companion makes it an element FHIRPath
+    sees even without a value: that reading is the engine's."""
+    value = node.get(name)
+    if ("_" + name) in node or not (value is None or value.__class__ is str):
+        raise Unsupported(f"native invariant: {name}")
+    return value
+
+
+def _present(node: dict[str, Any], name: str) -> bool:
+    """``name.exists()`` of a complex element (no companion): any value but null; a list is left to
+    the engine (an empty one is an empty collection)."""
+    value = node.get(name)
+    if value.__class__ is list:
+        raise Unsupported(f"native invariant: {name} is an array")
+    return value is not None
+
+
+def _entries(node: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = node.get("entry")
+    if entries is None:
+        return []
+    if entries.__class__ is not list:
+        raise Unsupported("native invariant: entry")
+    for e in entries:
+        if e.__class__ is not dict:
+            raise Unsupported("native invariant: entry")
+    out: list[dict[str, Any]] = entries
+    return out
+
+
+def _or(*terms: bool | None) -> bool | None:
+    """FHIRPath ``or`` of terms already evaluated: true wins, then empty, then false."""
+    empty = False
+    for t in terms:
+        if t is True:
+            return True
+        if t is None:
+            empty = True
+    return None if empty else False
+
+
+def _implies(left: bool | None, right: bool | None) -> bool | None:
+    if left is False or right is True:
+        return True
+    if left is True:
+        return right
+    return None  # empty implies false, or empty
+
+
+def _type_is(node: dict[str, Any], *codes: str) -> bool | None:
+    """``type = 'a'`` (or ``type = 'a' or type = 'b'``...): None when there is no type."""
+    t = _string(node, "type")
+    return None if t is None else t in codes
+
+
+def bdl_1(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    node = _focus(focus)
+    total = node.get("total")
+    if "_total" in node or total.__class__ is list:
+        raise Unsupported("native invariant: total")
+    if total is None:
+        return True
+    return _or(False, _type_is(node, "searchset"), _type_is(node, "history"))
+
+
+def bdl_2(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    node = _focus(focus)
+    if not any(_present(e, "search") for e in _entries(node)):
+        return True
+    return _or(False, _type_is(node, "searchset"))
+
+
+def _request_response(focus: list[Any], env: dict[str, Any], name: str, codes: tuple[str, ...]) -> bool | None:
+    node = _focus(focus)
+    entries = _entries(node)
+    if not entries:
+        return True
+    # %resource is the resource the Bundle site belongs to: the Bundle itself.
+    resource = env["resource"]
+    if len(resource) != 1 or resource[0].__class__ is not dict:
+        raise Unsupported("native invariant: %resource")
+    expected = _type_is(resource[0], *codes)
+    if expected is None:
+        raise Unsupported("native invariant: all() over an empty criterion")
+    return all(_present(e, name) == expected for e in entries)
+
+
+def bdl_3(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    return _request_response(focus, env, "request", ("batch", "transaction", "history"))
+
+
+def bdl_4(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    return _request_response(focus, env, "response", ("batch-response", "transaction-response", "history"))
+
+
+def bdl_5(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    entry = _focus(focus)
+    return _present(entry, "resource") or _present(entry, "request") or _present(entry, "response")
+
+
+def bdl_7(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    node = _focus(focus)
+    history = _type_is(node, "history")
+    if history is True:
+        return True
+    return _or(history, _distinct_full_urls(node))
+
+
+def _distinct_full_urls(node: dict[str, Any]) -> bool:
+    """``entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()``."""
+    seen: set[str] = set()
+    for e in _entries(node):
+        full = _string(e, "fullUrl")
+        if full is None:
+            continue
+        version = ""
+        res = e.get("resource")
+        if res is not None:
+            if res.__class__ is not dict:
+                raise Unsupported("native invariant: entry.resource")
+            meta = res.get("meta")
+            if meta is not None:
+                if meta.__class__ is not dict:
+                    raise Unsupported("native invariant: meta")
+                version = _string(meta, "versionId") or ""
+        key = full + version
+        if key in seen:
+            return False
+        seen.add(key)
+    return True
+
+
+def bdl_8(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    full = _string(_focus(focus), "fullUrl")
+    return None if full is None else "/_history/" not in full
+
+
+def bdl_9(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    node = _focus(focus)
+    document = _type_is(node, "document")
+    if document is False:
+        return True
+    identifier = node.get("identifier")
+    if identifier is None:
+        return _implies(document, False)
+    if identifier.__class__ is not dict:
+        raise Unsupported("native invariant: identifier")
+    return _implies(document, _string(identifier, "system") is not None and _string(identifier, "value") is not None)
+
+
+def bdl_10(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    node = _focus(focus)
+    document = _type_is(node, "document")
+    if document is False:
+        return True
+    return _implies(document, _string(node, "timestamp") is not None)
+
+
+def _first_is(focus: list[Any], bundle_type: str, resource_type: str) -> bool | None:
+    node = _focus(focus)
+    kind = _type_is(node, bundle_type)
+    entries = _entries(node)
+    first: bool | None = None  # entry.first().resource.is(T) of no entry or no resource: empty
+    if entries:
+        res = entries[0].get("resource")
+        if res is not None:
+            if res.__class__ is not dict or res.get("resourceType").__class__ is not str:
+                raise Unsupported("native invariant: entry.resource")
+            first = res["resourceType"] == resource_type
+    return _implies(kind, first)
+
+
+def bdl_11(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    return _first_is(focus, "document", "Composition")
+
+
+def bdl_12(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    return _first_is(focus, "message", "MessageHeader")
+
+
+def ref_1(focus: list[Any], env: dict[str, Any]) -> bool | None:
+    node = _focus(focus)
+    ref = _string(node, "reference")
+    if ref is None:
+        return None  # every term is empty (or false): the whole is empty
+    if not ref.startswith("#"):
+        return True
+    if ref == "#":
+        raise Unsupported("native invariant: '#'")  # substring(1) of '#' and the resource equality: the engine's
+    root = env["rootResource"]
+    if len(root) != 1 or root[0].__class__ is not dict:
+        raise Unsupported("native invariant: %rootResource")
+    contained = root[0].get("contained")
+    if contained is None:
+        return False
+    if contained.__class__ is not list:
+        raise Unsupported("native invariant: contained")
+    wanted = ref[1:]
+    for c in contained:
+        if c.__class__ is not dict:
+            raise Unsupported("native invariant: contained")
+        if _string(c, "id") == wanted:
+            return True
+    return False
+
+
+# The exact R4 expressions (ref-1 as InvariantChecker corrects it): another text is not these rules.
+_RULES: tuple[tuple[str, str, Truth], ...] = (
+    ("bdl-1", "total.empty() or (type = 'searchset') or (type = 'history')", bdl_1),
+    ("bdl-2", "entry.search.empty() or (type = 'searchset')", bdl_2),
+    ("bdl-3", "entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or "
+              "%resource.type = 'history'))", bdl_3),
+    ("bdl-4", "entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = "
+              "'transaction-response' or %resource.type = 'history'))", bdl_4),
+    ("bdl-5", "resource.exists() or request.exists() or response.exists()", bdl_5),
+    ("bdl-7", "(type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId)"
+              ".isDistinct()", bdl_7),
+    ("bdl-8", "fullUrl.contains('/_history/').not()", bdl_8),
+    ("bdl-9", "type = 'document' implies (identifier.system.exists() and identifier.value.exists())", bdl_9),
+    ("bdl-10", "type = 'document' implies (timestamp.hasValue())", bdl_10),
+    ("bdl-11", "type = 'document' implies entry.first().resource.is(Composition)", bdl_11),
+    ("bdl-12", "type = 'message' implies entry.first().resource.is(MessageHeader)", bdl_12),
+    ("ref-1", "reference.startsWith('#').not() or (reference.substring(1).trace('url') in %rootResource.contained.id"
+              ".trace('ids')) or (reference = '#' and %rootResource != %resource)", ref_1),
+)
+
+NATIVE_INVARIANTS: dict[str, NativeInvariant] = {
+    expression: NativeInvariant(key, expression, fn) for key, expression, fn in _RULES}
