@@ -40,6 +40,7 @@ from fhir_exchange.validation.structure_compile import (
     OP_SKIP,
     OP_SPECIAL,
     OP_SPECIAL_ARRAY,
+    Entry,
     compiled,
     fill,
 )
@@ -176,7 +177,7 @@ class StructureWalker:
 
     # -- compilation (structure_compile.py) ---------------------------------------------------------
 
-    def _fill(self, c: list[Any]) -> tuple[dict[str, tuple[Any, ...]], frozenset[str] | None]:
+    def _fill(self, c: list[Any]) -> tuple[dict[str, Entry], frozenset[str] | None]:
         return fill(c, self.shapes, self.check_bindings)
 
     # -- the walk --------------------------------------------------------------------------------
@@ -240,16 +241,19 @@ class StructureWalker:
             depth = ctx.depth = ctx.depth + 1
             if depth > MAX_NESTING:
                 raise RecursionError(f"JSON objects nested more than {MAX_NESTING} deep")
-            table, required, shape, _ = c
+            table: dict[str, Entry] | None = c[0]
+            required: frozenset[str] | None = c[1]
+            shape = c[2]
             if table is None:
                 table, required = fill(c)
             choices: set[int] | None = None
             for key, value in obj.items():
                 try:
-                    op, p, x, seg, sites = table[key]
+                    entry: Entry = table[key]
                 except KeyError:
                     unknown(key, shape, loc, ctx)
                     continue
+                op, p, x, seg, sites = entry
                 if op == 0:  # OP_PRIM
                     if value.__class__ is str and value in x:
                         continue
@@ -344,7 +348,8 @@ class StructureWalker:
                 ctx.sink.error("structure", MsgId.CHOICE_MULTIPLE,
                                f"Only one of the {p.elem.name}[x] variants may be present", f"{render(loc)}.{key}")
             choices.add(seg)
-            op, p, x, seg, sites = x
+            variant: Entry = x
+            op, p, x, seg, sites = variant
         if op == OP_PRIM:
             if not (value.__class__ is str and value in x):
                 self._prim_single(key, value, p, loc, ctx)

@@ -16,6 +16,10 @@ from fhir_exchange.validation.primitives import JSON_BOOL, JSON_INT, JSON_NUMBER
 from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape, ShapeBuilder
 
 # Operations of a compiled shape's table (the walk in structure.py inlines 0, 1, 4, 5, 6, 12-17 by these codes).
+# One table entry: (operation, Prop, its argument, the FHIRPath segment, invariant sites). Its exact
+# tuple type lets the compiled walk unpack it in place and compare the operation as a machine int.
+Entry = tuple[int, Any, Any, Any, Any]
+
 OP_PRIM = 0  # a primitive (string-valued, or any with a binding): cache of clean strings, then check
 OP_BOOL = 1  # boolean without binding
 OP_INT = 2  # integer types: e[2] is the lower bound
@@ -54,13 +58,13 @@ def compiled(shape: Shape, collect: bool) -> list[Any]:
 
 
 def fill(c: list[Any], shapes: ShapeBuilder,
-         check_bindings: bool) -> tuple[dict[str, tuple[Any, ...]], frozenset[str] | None]:
+         check_bindings: bool) -> tuple[dict[str, Entry], frozenset[str] | None]:
     """The table: per JSON key, what to do with its value (decided once, not per value).
 
     A walk that collects invariant sites needs more than a descent into a shape with invariants."""
     shape: Shape = c[2]
     collect: bool = c[3]
-    table: dict[str, tuple[Any, ...]] = {}
+    table: dict[str, Entry] = {}
     for key, p in shape.props.items():
         entry = _entry(p, collect, shapes, check_bindings)
         if p.choice:
@@ -78,7 +82,7 @@ def fill(c: list[Any], shapes: ShapeBuilder,
     return table, required
 
 
-def _entry(p: Prop, collect: bool, shapes: ShapeBuilder, check_bindings: bool) -> tuple[Any, ...]:
+def _entry(p: Prop, collect: bool, shapes: ShapeBuilder, check_bindings: bool) -> Entry:
     if p.kind == PRIM:
         assert p.prim is not None
         code = p.prim.code
