@@ -80,7 +80,7 @@ def current_manifest(root: Path) -> dict[str, object]:
     }
 
 
-def build(root: Path, out: Path) -> None:
+def build(root: Path, out: Path, keep_c: Path | None = None) -> None:
     wanted = current_manifest(root)
     with tempfile.TemporaryDirectory(prefix="fhir-exchange-native-") as tmp:
         work = Path(tmp)
@@ -94,6 +94,9 @@ def build(root: Path, out: Path) -> None:
         if done.returncode != 0:
             sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
             raise SystemExit(f"build_native: mypyc failed (exit {done.returncode}); the server runs as pure Python")
+        if keep_c is not None:  # mypyc's C, to read what a line of Python became
+            shutil.rmtree(keep_c, ignore_errors=True)
+            shutil.copytree(work / "build", keep_c, ignore=shutil.ignore_patterns("*.o", "temp.*"))
         staged = Path(tmp) / "staged"
         suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
         for name in NATIVE_MODULES:
@@ -113,6 +116,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="rebuild even when the build is current")
     ap.add_argument("--check", action="store_true", help="only say (exit status 0 or 1) whether it is current")
+    ap.add_argument("--keep-c", type=Path, metavar="DIR", help="also copy mypyc's generated C into DIR (rebuilds)")
     args = ap.parse_args()
     out = ROOT / NATIVE_DIR
     manifest = out / MANIFEST
@@ -122,11 +126,11 @@ def main() -> int:
             current = json.loads(manifest.read_text()) == current_manifest(ROOT)
     if args.check:
         return 0 if current else 1
-    if current and not args.force:
+    if current and not args.force and args.keep_c is None:
         return 0
     start = time.monotonic()
     print(f"build_native: compiling {len(NATIVE_MODULES)} modules with mypyc into {NATIVE_DIR}/ ...", flush=True)
-    build(ROOT, out)
+    build(ROOT, out, args.keep_c)
     print(f"build_native: done in {time.monotonic() - start:.0f} s", flush=True)
     return 0
 

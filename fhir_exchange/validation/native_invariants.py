@@ -44,17 +44,18 @@ class NativeInvariant:
 
 
 def _focus(focus: list[Any]) -> dict[str, Any]:
-    if len(focus) != 1 or focus[0].__class__ is not dict:
+    if len(focus) != 1 or type(focus[0]) is not dict:
         raise Unsupported("native invariant: one JSON object expected")
     node: dict[str, Any] = focus[0]
     return node
 
 
-def _string(node: dict[str, Any], name: str) -> str | None:
+def _string(node: dict[str, Any], name: str, companion: str) -> str | None:
     """A primitive's value; None when absent. Its ``_name`` companion makes it an element FHIRPath
-    sees even without a value: that reading is the engine's."""
+    sees even without a value: that reading is the engine's. (``companion`` is ``"_" + name``, a
+    literal at each call: building it per call cost more than the rest of the function.)"""
     value = node.get(name)
-    if ("_" + name) in node or not (value is None or value.__class__ is str):
+    if not (value is None or type(value) is str) or companion in node:
         raise Unsupported(f"native invariant: {name}")
     return value
 
@@ -63,7 +64,7 @@ def _present(node: dict[str, Any], name: str) -> bool:
     """``name.exists()`` of a complex element (no companion): any value but null; a list is left to
     the engine (an empty one is an empty collection)."""
     value = node.get(name)
-    if value.__class__ is list:
+    if type(value) is list:
         raise Unsupported(f"native invariant: {name} is an array")
     return value is not None
 
@@ -72,10 +73,10 @@ def _entries(node: dict[str, Any]) -> list[dict[str, Any]]:
     entries = node.get("entry")
     if entries is None:
         return []
-    if entries.__class__ is not list:
+    if type(entries) is not list:
         raise Unsupported("native invariant: entry")
     for e in entries:
-        if e.__class__ is not dict:
+        if type(e) is not dict:
             raise Unsupported("native invariant: entry")
     out: list[dict[str, Any]] = entries
     return out
@@ -102,14 +103,14 @@ def _implies(left: bool | None, right: bool | None) -> bool | None:
 
 def _type_is(node: dict[str, Any], *codes: str) -> bool | None:
     """``type = 'a'`` (or ``type = 'a' or type = 'b'``...): None when there is no type."""
-    t = _string(node, "type")
+    t = _string(node, "type", "_type")
     return None if t is None else t in codes
 
 
 def bdl_1(focus: list[Any], env: dict[str, Any]) -> bool | None:
     node = _focus(focus)
     total = node.get("total")
-    if "_total" in node or total.__class__ is list:
+    if "_total" in node or type(total) is list:
         raise Unsupported("native invariant: total")
     if total is None:
         return True
@@ -130,7 +131,7 @@ def _request_response(focus: list[Any], env: dict[str, Any], name: str, codes: t
         return True
     # %resource is the resource the Bundle site belongs to: the Bundle itself.
     resource = env["resource"]
-    if len(resource) != 1 or resource[0].__class__ is not dict:
+    if len(resource) != 1 or type(resource[0]) is not dict:
         raise Unsupported("native invariant: %resource")
     expected = _type_is(resource[0], *codes)
     if expected is None:
@@ -163,19 +164,19 @@ def _distinct_full_urls(node: dict[str, Any]) -> bool:
     """``entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()``."""
     seen: set[str] = set()
     for e in _entries(node):
-        full = _string(e, "fullUrl")
+        full = _string(e, "fullUrl", "_fullUrl")
         if full is None:
             continue
         version = ""
         res = e.get("resource")
         if res is not None:
-            if res.__class__ is not dict:
+            if type(res) is not dict:
                 raise Unsupported("native invariant: entry.resource")
             meta = res.get("meta")
             if meta is not None:
-                if meta.__class__ is not dict:
+                if type(meta) is not dict:
                     raise Unsupported("native invariant: meta")
-                version = _string(meta, "versionId") or ""
+                version = _string(meta, "versionId", "_versionId") or ""
         key = full + version
         if key in seen:
             return False
@@ -184,7 +185,7 @@ def _distinct_full_urls(node: dict[str, Any]) -> bool:
 
 
 def bdl_8(focus: list[Any], env: dict[str, Any]) -> bool | None:
-    full = _string(_focus(focus), "fullUrl")
+    full = _string(_focus(focus), "fullUrl", "_fullUrl")
     return None if full is None else "/_history/" not in full
 
 
@@ -196,9 +197,11 @@ def bdl_9(focus: list[Any], env: dict[str, Any]) -> bool | None:
     identifier = node.get("identifier")
     if identifier is None:
         return _implies(document, False)
-    if identifier.__class__ is not dict:
+    if type(identifier) is not dict:
         raise Unsupported("native invariant: identifier")
-    return _implies(document, _string(identifier, "system") is not None and _string(identifier, "value") is not None)
+    system = _string(identifier, "system", "_system")
+    value = _string(identifier, "value", "_value")
+    return _implies(document, system is not None and value is not None)
 
 
 def bdl_10(focus: list[Any], env: dict[str, Any]) -> bool | None:
@@ -206,7 +209,7 @@ def bdl_10(focus: list[Any], env: dict[str, Any]) -> bool | None:
     document = _type_is(node, "document")
     if document is False:
         return True
-    return _implies(document, _string(node, "timestamp") is not None)
+    return _implies(document, _string(node, "timestamp", "_timestamp") is not None)
 
 
 def _first_is(focus: list[Any], bundle_type: str, resource_type: str) -> bool | None:
@@ -217,7 +220,7 @@ def _first_is(focus: list[Any], bundle_type: str, resource_type: str) -> bool | 
     if entries:
         res = entries[0].get("resource")
         if res is not None:
-            if res.__class__ is not dict or res.get("resourceType").__class__ is not str:
+            if type(res) is not dict or type(res.get("resourceType")) is not str:
                 raise Unsupported("native invariant: entry.resource")
             first = res["resourceType"] == resource_type
     return _implies(kind, first)
@@ -233,7 +236,7 @@ def bdl_12(focus: list[Any], env: dict[str, Any]) -> bool | None:
 
 def ref_1(focus: list[Any], env: dict[str, Any]) -> bool | None:
     node = _focus(focus)
-    ref = _string(node, "reference")
+    ref = _string(node, "reference", "_reference")
     if ref is None:
         return None  # every term is empty (or false): the whole is empty
     if not ref.startswith("#"):
@@ -241,18 +244,18 @@ def ref_1(focus: list[Any], env: dict[str, Any]) -> bool | None:
     if ref == "#":
         raise Unsupported("native invariant: '#'")  # substring(1) of '#' and the resource equality: the engine's
     root = env["rootResource"]
-    if len(root) != 1 or root[0].__class__ is not dict:
+    if len(root) != 1 or type(root[0]) is not dict:
         raise Unsupported("native invariant: %rootResource")
     contained = root[0].get("contained")
     if contained is None:
         return False
-    if contained.__class__ is not list:
+    if type(contained) is not list:
         raise Unsupported("native invariant: contained")
     wanted = ref[1:]
     for c in contained:
-        if c.__class__ is not dict:
+        if type(c) is not dict:
             raise Unsupported("native invariant: contained")
-        if _string(c, "id") == wanted:
+        if _string(c, "id", "_id") == wanted:
             return True
     return False
 

@@ -26,6 +26,8 @@ from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.profile_compile import (
     CHOICE,
     COUNT,
+    Step,
+    ValuePlan,
     is_complex,
     is_count_only,
     own_constraints,
@@ -201,7 +203,9 @@ class ProfileValidator:
         if "resourceType" in obj and obj is not outer:
             ctx.resource = obj
         try:
-            steps = elem.steps
+            # Typed here (ElementDef holds them as Any, schema.py cannot import this module): the
+            # compiled build reads a Step's fields directly instead of looking each name up.
+            steps: tuple[Step, ...] | None = elem.steps
             if steps is None:
                 steps = steps_of(self, elem)
             for st in steps:
@@ -404,7 +408,7 @@ class ProfileValidator:
     # -- one value ---------------------------------------------------------------------------
 
     def _item_checks(self, item: Item, elem: ElementDef, schema: StructureSchema, ctx: ProfileContext) -> None:
-        plan = elem.value_plan
+        plan: ValuePlan | None = elem.value_plan  # typed: see _node
         if plan is None:
             plan = value_plan_of(self, elem)
         value = item.value

@@ -57,7 +57,7 @@ Loc = Any
 
 def render(loc: Loc) -> str:
     """The FHIRPath-like expression of a location (``Patient.name[0].given``)."""
-    if loc.__class__ is str:
+    if type(loc) is str:
         return loc
     if len(loc) == 2:
         return render(loc[0]) + "." + loc[1]
@@ -67,10 +67,10 @@ def render(loc: Loc) -> str:
 def coding_key(value: Any, type_code: str) -> tuple[Any, ...] | None:
     """(system, code) pairs of a coded value, or None when it is malformed (the walk reports it)."""
     if type_code == "CodeableConcept":
-        if value.__class__ is not dict:
+        if type(value) is not dict:
             return None
         codings = value.get("coding")
-        if codings.__class__ is not list:
+        if type(codings) is not list:
             return None
         if len(codings) == 1:  # the common case, without the loop
             pair = _pair(codings[0])
@@ -86,10 +86,10 @@ def coding_key(value: Any, type_code: str) -> tuple[Any, ...] | None:
 
 
 def _pair(c: Any) -> tuple[str | None, str | None] | None:
-    if c.__class__ is not dict:
+    if type(c) is not dict:
         return None
     system, code = c.get("system"), c.get("code")
-    if (system is None or system.__class__ is str) and (code is None or code.__class__ is str):
+    if (system is None or type(system) is str) and (code is None or type(code) is str):
         return (system, code)
     return None
 
@@ -120,7 +120,7 @@ class Visited:
     @property
     def path(self) -> str:
         loc = self._loc
-        if loc.__class__ is str:
+        if type(loc) is str:
             return loc
         p = self._loc = render(loc)
         return p
@@ -128,7 +128,7 @@ class Visited:
     @property
     def resource_path(self) -> str:
         loc = self._rloc
-        if loc.__class__ is str:
+        if type(loc) is str:
             return loc
         p = self._rloc = render(loc)
         return p
@@ -255,35 +255,36 @@ class StructureWalker:
                     continue
                 op, p, x, seg, sites = entry
                 if op == 0:  # OP_PRIM
-                    if value.__class__ is str and value in x:
+                    if type(value) is str and value in x:
                         continue
                     prim_single(key, value, p, loc, ctx)
                 elif op == 5:  # OP_COMPLEX
-                    if value.__class__ is dict and value:
+                    if type(value) is dict and value:
                         walk(value, x, (loc, seg), ctx)
                     else:
                         complex_single(key, value, p, loc, ctx)
                 elif op == 6:  # OP_COMPLEX_ARRAY
-                    if value.__class__ is not list or not value:
+                    if type(value) is not list or not value:
                         array_shape(key, value, p, loc, ctx)
                         continue
                     for i, item in enumerate(value):
-                        if item.__class__ is dict and item:
+                        if type(item) is dict and item:
                             walk(item, x, (loc, seg, i), ctx)
                         else:
                             complex_(item, p, (loc, seg, i), ctx)
                 elif op == 12:  # OP_REF
-                    if value.__class__ is dict and value:
+                    if type(value) is dict and value:
                         here: Loc = (loc, seg)
                         walk(value, x, here, ctx)
+                        ref_prop: Prop = p  # typed: its fields read directly in the compiled build
                         ctx.references.append(Visited(value, here, ctx.resource, ctx.resource_path, "Reference",
-                                                      p.elem.path, p))
+                                                      ref_prop.elem.path, ref_prop))
                         if sites:
                             site(value, here, p, x, ctx)
                     else:
                         complex_single(key, value, p, loc, ctx)
                 elif op == 14:  # OP_BOUND
-                    if value.__class__ is dict and value:
+                    if type(value) is dict and value:
                         here = (loc, seg)
                         walk(value, x, here, ctx)
                         if sites:
@@ -292,35 +293,36 @@ class StructureWalker:
                     else:
                         complex_single(key, value, p, loc, ctx)
                 elif op == 16:  # OP_SITE
-                    if value.__class__ is dict and value:
+                    if type(value) is dict and value:
                         here = (loc, seg)
                         walk(value, x, here, ctx)
                         site(value, here, p, x, ctx)
                     else:
                         complex_single(key, value, p, loc, ctx)
                 elif op == 13 or op == 15 or op == 17:  # OP_REF_ARRAY, OP_BOUND_ARRAY, OP_SITE_ARRAY
-                    if value.__class__ is not list or not value:
+                    if type(value) is not list or not value:
                         array_shape(key, value, p, loc, ctx)
                         continue
                     for i, item in enumerate(value):
                         here = (loc, seg, i)
-                        if item.__class__ is not dict or not item:
+                        if type(item) is not dict or not item:
                             complex_(item, p, here, ctx)
                             continue
                         walk(item, x, here, ctx)
                         if op == 13:
+                            ref_prop = p
                             ctx.references.append(Visited(item, here, ctx.resource, ctx.resource_path, "Reference",
-                                                          p.elem.path, p))
+                                                          ref_prop.elem.path, ref_prop))
                         if sites:
                             site(item, here, p, x, ctx)
                         if op == 15:
                             bind(item, p, here, ctx.sink)
                 elif op == 4:  # OP_PRIM_ARRAY
-                    if value.__class__ is not list or not value:
+                    if type(value) is not list or not value:
                         array_shape(key, value, p, loc, ctx)
                         continue
                     for i, item in enumerate(value):
-                        if item.__class__ is not str or item not in x:
+                        if type(item) is not str or item not in x:
                             prim_item(obj, key, item, p, loc, i, ctx)
                 elif op == 1:  # OP_BOOL
                     if value is True or value is False:
@@ -351,35 +353,35 @@ class StructureWalker:
             variant: Entry = x
             op, p, x, seg, sites = variant
         if op == OP_PRIM:
-            if not (value.__class__ is str and value in x):
+            if not (type(value) is str and value in x):
                 self._prim_single(key, value, p, loc, ctx)
         elif op == OP_BOOL:
             if not (value is True or value is False):
                 self._prim_single(key, value, p, loc, ctx)
         elif op == OP_INT:
-            if not (value.__class__ is int and x <= value <= INT32_MAX):
+            if not (type(value) is int and x <= value <= INT32_MAX):
                 self._prim_single(key, value, p, loc, ctx)
         elif op == OP_DECIMAL:
-            if not (value.__class__ is int or value.__class__ is float):
+            if not (type(value) is int or type(value) is float):
                 self._prim_single(key, value, p, loc, ctx)
         elif op == OP_COMPANION:
             self._companion(obj, key, value, p, loc, ctx)
         elif op == OP_SKIP:
             pass
         elif op in (OP_COMPLEX, OP_REF, OP_BOUND, OP_SITE, OP_SPECIAL):
-            if op != OP_SPECIAL and value.__class__ is dict and value:
+            if op != OP_SPECIAL and type(value) is dict and value:
                 self._descend(value, op, p, x, (loc, seg), sites, ctx)
             else:
                 self._complex_single(key, value, p, loc, ctx)
-        elif value.__class__ is not list or not value:  # the array operations
+        elif type(value) is not list or not value:  # the array operations
             self._array_shape(key, value, p, loc, ctx)
         elif op == OP_PRIM_ARRAY:
             for i, item in enumerate(value):
-                if item.__class__ is not str or item not in x:
+                if type(item) is not str or item not in x:
                     self._prim_item(obj, key, item, p, loc, i, ctx)
         else:
             for i, item in enumerate(value):
-                if op != OP_SPECIAL_ARRAY and item.__class__ is dict and item:
+                if op != OP_SPECIAL_ARRAY and type(item) is dict and item:
                     self._descend(item, op - 1, p, x, (loc, seg, i), sites, ctx)
                 else:
                     self._complex(item, p, (loc, seg, i), ctx)
@@ -455,7 +457,7 @@ class StructureWalker:
 
     def _array_shape(self, key: str, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
         """An array property that is not a non-empty array."""
-        if value.__class__ is not list:
+        if type(value) is not list:
             ctx.sink.error("structure", MsgId.ARRAY_EXPECTED,
                            f"'{key}' must be a JSON array (its cardinality is more than one)",
                            render(loc) + "." + p.segment)
@@ -468,7 +470,7 @@ class StructureWalker:
         sink = ctx.sink
         if value is None:
             sink.error("structure", MsgId.NULL_VALUE, f"'{key}' must not be null", render(loc) + "." + p.segment)
-        elif value.__class__ is list:
+        elif type(value) is list:
             sink.error("structure", MsgId.ARRAY_UNEXPECTED,
                        f"'{key}' must not be an array (its cardinality is at most one)", render(loc) + "." + p.segment)
         else:
@@ -487,7 +489,7 @@ class StructureWalker:
         self._primitive(item, p, loc, i, ctx.sink)
 
     def _complex_single(self, key: str, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
-        if value.__class__ is list:
+        if type(value) is list:
             ctx.sink.error("structure", MsgId.ARRAY_UNEXPECTED,
                            f"'{key}' must not be an array (its cardinality is at most one)",
                            render(loc) + "." + p.segment)
@@ -499,7 +501,7 @@ class StructureWalker:
         assert prim is not None
         failure = prim.check(value)
         if failure is None and p.binding is None:
-            if value.__class__ is str and len(p.good) < GOOD_CACHE_SIZE:
+            if type(value) is str and len(p.good) < GOOD_CACHE_SIZE:
                 p.good.add(value)
             return
         path = f"{render(parent)}.{p.segment}" if index < 0 else f"{render(parent)}.{p.segment}[{index}]"
@@ -513,12 +515,12 @@ class StructureWalker:
             sink.error(code, msg_id, diag, path)
             return
         if p.binding is not None and self.check_bindings:
-            if value.__class__ is str:
+            if type(value) is str:
                 self._verdict(p.bad_codes, p.good, value, value, p, path, sink)
                 return
             check_binding(self.tx, p.binding, p.type_code, value, path, sink)
             return
-        if value.__class__ is str and len(p.good) < GOOD_CACHE_SIZE:
+        if type(value) is str and len(p.good) < GOOD_CACHE_SIZE:
             p.good.add(value)
 
     def _complex(self, value: Any, p: Prop, loc: Loc, ctx: WalkContext) -> None:
