@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from fhir_exchange.fhir import fhirpath
 from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast, guard_keys
 from fhir_exchange.validation.issues import IssueSink, MsgId
-from fhir_exchange.validation.native_invariants import NATIVE_INVARIANTS
+from fhir_exchange.validation.native_invariants import NATIVE_INVARIANTS, NativeInvariant
 from fhir_exchange.validation.schema import Constraint
 from fhir_exchange.validation.structure import Loc, render
 from fhir_exchange.validation.terminology import Terminology
@@ -315,9 +315,32 @@ class InvariantChecker:
                     verdict = None
             else:
                 verdict = self._full(expr, node, type_path, resource, root, resolve)
-            if verdict is None:
-                sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
-                          f"Constraint {c.key} could not be evaluated: {c.expression}", render(path))
-            elif not verdict:
-                severity = "error" if c.severity == "error" else "warning"
-                sink.add(severity, "invariant", MsgId.INVARIANT, f"Constraint failed: {c.key}: {c.human}", render(path))
+            _report(c, verdict, path, sink)
+
+    def check_native(self, natives: tuple[tuple[Constraint, NativeInvariant], ...], node: Any, path: Loc,
+                     type_path: str, resource: dict[str, Any], root: dict[str, Any], sink: IssueSink,
+                     resolve: Callable[[str, dict[str, Any]], dict[str, Any] | None]) -> None:
+        """Constraints the walk left to :mod:`native_invariants` (``Shape.native``), reported as
+        :meth:`check` reports them; one its function declines (``Unsupported``) the full engine decides,
+        as in :meth:`check`. ``resolve(reference, source)`` backs resolve() there."""
+        focus = [node]
+        env = {"resource": [resource], "rootResource": [root], "context": focus}
+        for c, native in natives:
+            try:
+                if native.truth(focus, env) is not False:
+                    continue
+                verdict: bool | None = False
+            except Unsupported:  # the function and the compiled closure declined
+                verdict = self._full(native.evaluated, node, type_path, resource, root,
+                                     lambda ref: resolve(ref, resource))
+            _report(c, verdict, path, sink)
+
+
+def _report(c: Constraint, verdict: bool | None, path: Loc, sink: IssueSink) -> None:
+    """A constraint's verdict as an issue: none when it holds."""
+    if verdict is None:
+        sink.info("informational", MsgId.INVARIANT_UNEVALUATED,
+                  f"Constraint {c.key} could not be evaluated: {c.expression}", render(path))
+    elif not verdict:
+        severity = "error" if c.severity == "error" else "warning"
+        sink.add(severity, "invariant", MsgId.INVARIANT, f"Constraint failed: {c.key}: {c.human}", render(path))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_exchange.definitions import Definitions
+from fhir_exchange.validation.native_invariants import NATIVE_INVARIANTS, NativeInvariant
 from fhir_exchange.validation.primitives import PrimitiveType, build_primitive
 from fhir_exchange.validation.schema import Binding, Constraint, ElementDef, StructureSchema, compile_structure
 
@@ -65,6 +66,12 @@ class Shape:
     is_extension: bool = False
     # Invariants evaluated by FHIRPath on every object of this shape (native ones excluded).
     constraints: tuple[Constraint, ...] = ()
+    # Invariants answered by native_invariants (ref-1 on Reference, bdl-* on Bundle and its entries):
+    # the walk collects no site for them; the validator evaluates them over what the walk collected.
+    native: tuple[tuple[Constraint, NativeInvariant], ...] = ()
+    # Of a resource's shape: its direct children whose shapes have native invariants (Bundle.entry), as
+    # (JSON key, is an array, their shape); filled on first use (ShapeBuilder.native_children).
+    native_children: tuple[tuple[str, bool, Shape], ...] | None = None
     # Compiled by the structural walker on first use (structure.py): JSON key → what to do with its
     # value, for a walk that collects invariant sites and for one that does not.
     compiled: list[Any] | None = None
@@ -159,6 +166,15 @@ class ShapeBuilder:
             self._concrete[resource_type] = shape
             return shape
 
+    def native_children(self, shape: Shape) -> tuple[tuple[str, bool, Shape], ...]:
+        """The children of a resource's shape whose objects have native invariants (Shape.native)."""
+        found = shape.native_children
+        if found is None:
+            found = shape.native_children = tuple(
+                (key, p.is_array, child) for key, p in shape.props.items()
+                if p.kind == COMPLEX and p.elem.children and (child := self.resolve(p)).native)
+        return found
+
     def type_shape(self, type_code: str) -> Shape | None:
         s = self.schema(type_code)
         if s is None:
@@ -201,7 +217,10 @@ class ShapeBuilder:
             props={},
             resource_type=schema.type if is_resource_root else None,
             is_extension=elem is schema.root and schema.type == "Extension",
-            constraints=tuple(c for c in elem.constraints if c.key not in NATIVE_CONSTRAINTS and c.expression),
+            constraints=tuple(c for c in elem.constraints if c.key not in NATIVE_CONSTRAINTS and c.expression
+                              and c.expression not in NATIVE_INVARIANTS),
+            native=tuple((c, NATIVE_INVARIANTS[c.expression]) for c in elem.constraints
+                         if c.key not in NATIVE_CONSTRAINTS and c.expression in NATIVE_INVARIANTS),
         )
         host_type = schema.type if elem is schema.root else "BackboneElement"
         for child in elem.children:
@@ -312,20 +331,27 @@ class ShapeBuilder:
             step = steps.get(key)
             if step is None:
                 continue
-            take, content = step
-            for v in value if isinstance(value, list) else (value,):
-                if v is None:
-                    continue
-                if content is None:  # a resource (contained, Bundle.entry.resource...)
-                    if isinstance(v, dict) and isinstance(v.get("resourceType"), str):
-                        if type_code in (v["resourceType"], "Resource", "DomainResource"):
-                            out.append(v)
-                        inner = self._resource_plan(v["resourceType"], type_code)
-                        if inner is not None:
-                            self._collect(v, inner, type_code, out)
-                    continue
-                if take:
+            # A list and a single value apart: no (value,) tuple and no generic iterator per key.
+            if isinstance(value, list):
+                for v in value:
+                    if v is not None:
+                        self._collect_value(v, step, type_code, out)
+            elif value is not None:
+                self._collect_value(value, step, type_code, out)
+
+    def _collect_value(self, v: Any, step: tuple[bool, _Plan | None], type_code: str, out: list[Any]) -> None:
+        take, content = step
+        if content is None:  # a resource (contained, Bundle.entry.resource...)
+            if isinstance(v, dict) and isinstance(v.get("resourceType"), str):
+                rt: str = v["resourceType"]
+                if type_code == rt or type_code == "Resource" or type_code == "DomainResource":
                     out.append(v)
-                # Most objects (a Coding, a Period) carry none of the keys that can lead further.
-                if isinstance(v, dict) and not content.keys.isdisjoint(v):
-                    self._collect(v, content, type_code, out)
+                inner = self._resource_plan(rt, type_code)
+                if inner is not None:
+                    self._collect(v, inner, type_code, out)
+            return
+        if take:
+            out.append(v)
+        # Most objects (a Coding, a Period) carry none of the keys that can lead further.
+        if isinstance(v, dict) and not content.keys.isdisjoint(v):
+            self._collect(v, content, type_code, out)

@@ -125,6 +125,8 @@ class Validator:
         pctx = ProfileContext(sink, resource, resolver.resolve, resolver.container_of)
         if ctx.extensions:
             check_extensions(ctx.extensions, self.profiles, self.shapes, pctx, self.policy)
+        if self.check_invariants:
+            self._native_invariants(ctx, resolver, sink)
         if self.check_invariants and ctx.invariants:
             check = self.invariants.check
             # Per resource: %rootResource is the container of a contained resource, else the resource
@@ -163,6 +165,37 @@ class Validator:
         if "QuestionnaireResponse" in types:
             self.questionnaires.check(ctx.resources, sink)
         return filter_issues(self.policy, sink.result())
+
+    def _native_invariants(self, ctx: WalkContext, resolver: Resolver, sink: IssueSink) -> None:
+        """The invariants the walk collected no site for (``Shape.native``: ref-1, bdl-*), on the nodes
+        where it would have: every Reference it collected, every resource, and the objects of a
+        resource's direct children that have them (Bundle.entry), each a non-empty object as there."""
+        check = self.invariants.check_native
+        resolve = resolver.resolve
+        reference = self.shapes.type_shape("Reference")
+        if reference is not None and reference.native:
+            natives = reference.native
+            for v in ctx.references:
+                res = v.resource
+                check(natives, v.node, v.location, "Reference", res, resolver.container_of(res), sink, resolve)
+        for r in ctx.resources:
+            shape = self.shapes.concrete_resource_shape(r.type_code)
+            if shape is None:
+                continue
+            res = r.node
+            if shape.native:
+                check(shape.native, res, r.location, r.type_code, res, resolver.container_of(res), sink, resolve)
+            for key, is_array, child in self.shapes.native_children(shape):
+                value = res.get(key)
+                if not is_array:
+                    if type(value) is dict and value:
+                        check(child.native, value, (r.location, key), child.name, res, resolver.container_of(res),
+                              sink, resolve)
+                elif type(value) is list:
+                    for i, item in enumerate(value):
+                        if type(item) is dict and item:
+                            check(child.native, item, (r.location, key, i), child.name, res,
+                                  resolver.container_of(res), sink, resolve)
 
     def _structure_definition(self, sd: dict[str, Any], path: str, sink: IssueSink) -> None:
         """A profile must apply to its base (profiling.html#snapshot): generate its snapshot to see.

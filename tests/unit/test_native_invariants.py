@@ -11,13 +11,19 @@ Where the native function declines (``Unsupported``) the engine decides, as the 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from fhir_exchange.definitions import Definitions
 from fhir_exchange.fhir import fhirpath
 from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast
+from fhir_exchange.validation import Validator
 from fhir_exchange.validation.invariants import CORRECTIONS
 from fhir_exchange.validation.native_invariants import NATIVE_INVARIANTS, NativeInvariant
-from tests.unit.test_fhirpath_differential import core_invariants, invariant_sites
+from fhir_exchange.validation.shapes import COMPLEX
+from tests.unit.test_fhirpath_differential import core_invariants, corpus, invariant_sites
 
 Site = tuple[Any, str, dict[str, Any], dict[str, Any]]  # node, type path, %resource, %rootResource
 
@@ -35,14 +41,15 @@ def _compare(expression: str, sites: list[Site]) -> tuple[int, int, list[str]]:
     mismatches: list[str] = []
     for node, type_path, resource, root in sites:
         try:
-            ours = native([node], _env(node, resource, root))
+            answer = native.answer([node], _env(node, resource, root))  # the function alone
         except Unsupported:
             declined += 1
             continue
         answered += 1
-        truth = native.truth([node], _env(node, resource, root))
-        if ours != ([] if truth is None else [truth]):
-            mismatches.append(f"{native.key}: truth {truth!r} but collection {ours!r} on {node!r:.200}")
+        ours = [] if answer is None else [answer]
+        env = _env(node, resource, root)
+        if native([node], env) != ours or native.truth([node], env) != answer:
+            mismatches.append(f"{native.key}: the NativeInvariant does not give its answer on {node!r:.200}")
         try:
             compiled = fast([node], _env(node, resource, root))
         except Unsupported:
@@ -59,8 +66,9 @@ def _compare(expression: str, sites: list[Site]) -> tuple[int, int, list[str]]:
 
 
 def test_every_native_rule_is_the_core_definition() -> None:
-    # Keyed by the exact text of the R4 definitions (ref-1 as corrected): each is a core invariant.
-    expressions = {CORRECTIONS.get(e, e) for es in core_invariants().values() for e in es}
+    # Keyed by the exact text of the R4 definitions (ref-1 also as corrected): each is a core invariant.
+    raw = {e for es in core_invariants().values() for e in es}
+    expressions = raw | {CORRECTIONS.get(e, e) for e in raw}
     assert set(NATIVE_INVARIANTS) <= expressions, set(NATIVE_INVARIANTS) - expressions
     assert {n.key for n in NATIVE_INVARIANTS.values()} == {
         "bdl-1", "bdl-2", "bdl-3", "bdl-4", "bdl-5", "bdl-7", "bdl-8", "bdl-9", "bdl-10", "bdl-11", "bdl-12", "ref-1"}
@@ -74,7 +82,7 @@ def test_native_rules_agree_with_the_engine_on_the_corpora() -> None:
         expression = CORRECTIONS.get(expression, expression)
         if expression in NATIVE_INVARIANTS:
             by_native.setdefault(expression, []).extend(found)
-    assert len(by_native) == len(NATIVE_INVARIANTS)  # every rule meets real sites
+    assert {NATIVE_INVARIANTS[e].key for e in by_native} == {n.key for n in NATIVE_INVARIANTS.values()}  # all met
     total_answered = total = 0
     for expression, found in by_native.items():
         answered, declined, mismatches = _compare(expression, found)
@@ -175,20 +183,120 @@ def _reference_sites(rng: random.Random) -> list[Site]:
 
 def test_native_rules_agree_with_the_engine_on_generated_bundles() -> None:
     rng = random.Random(15)
-    by_key = {n.key: e for e, n in NATIVE_INVARIANTS.items()}
+    by_key: dict[str, list[str]] = {}
+    for e, n in NATIVE_INVARIANTS.items():
+        by_key.setdefault(n.key, []).append(e)  # ref-1: its R4 text and the corrected one
     sites: dict[str, list[Site]] = {e: [] for e in NATIVE_INVARIANTS}
+
+    def add(key: str, site: Site) -> None:
+        for e in by_key[key]:
+            sites[e].append(site)
     for _ in range(4000):
         b = _bundle(rng)
         for key in ("bdl-1", "bdl-2", "bdl-3", "bdl-4", "bdl-7", "bdl-9", "bdl-10", "bdl-11", "bdl-12"):
-            sites[by_key[key]].append((b, "Bundle", b, b))
+            add(key, (b, "Bundle", b, b))
         entries = b.get("entry")
         for e in entries if isinstance(entries, list) else []:
             if isinstance(e, dict):
-                sites[by_key["bdl-5"]].append((e, "Bundle.entry", b, b))
-                sites[by_key["bdl-8"]].append((e, "Bundle.entry", b, b))
-        sites[by_key["ref-1"]].extend(_reference_sites(rng))
+                add("bdl-5", (e, "Bundle.entry", b, b))
+                add("bdl-8", (e, "Bundle.entry", b, b))
+        for site in _reference_sites(rng):
+            add("ref-1", site)
     for expression, found in sites.items():
         answered, declined, mismatches = _compare(expression, found)
         assert not mismatches, mismatches[:5]
         # The generator makes odd values often; well over half the sites are still answered natively.
         assert answered >= len(found) // 2, (NATIVE_INVARIANTS[expression].key, answered, declined)
+
+
+def test_natives_sit_only_where_the_validator_evaluates_them() -> None:
+    # The walk collects no site for a native invariant; Validator._native_invariants evaluates them on
+    # every Reference, every resource and the resources' direct children. A native rule anywhere else
+    # (a backbone deeper down, another datatype) would go unchecked: none is.
+    v = Validator(Definitions.load())
+    shapes = v.shapes
+    reference = shapes.type_shape("Reference")
+    assert reference is not None and [c.key for c, _ in reference.native] == ["ref-1"]
+    placed: set[str] = set()
+    for rt in sorted(v.definitions.resource_types()):
+        root = shapes.resource_shape(rt)
+        if root is None:
+            continue
+        placed |= {c.key for c, _ in root.native}
+        direct = {id(child) for _, _, child in shapes.native_children(root)}
+        placed |= {c.key for _, _, child in shapes.native_children(root) for c, _ in child.native}
+        seen: set[int] = set()
+        todo = [(root, 0)]
+        while todo:
+            shape, depth = todo.pop()
+            if id(shape) in seen:
+                continue
+            seen.add(id(shape))
+            if shape.native and shape is not root and shape is not reference:
+                assert depth == 1 and id(shape) in direct, (rt, shape.name)
+            for p in shape.props.values():
+                if p.kind == COMPLEX:
+                    todo.append((shapes.resolve(p), depth + 1))
+    assert placed == {"bdl-1", "bdl-2", "bdl-3", "bdl-4", "bdl-5", "bdl-7", "bdl-8", "bdl-9", "bdl-10", "bdl-11",
+                      "bdl-12"}
+
+
+CASES: list[dict[str, Any]] = [
+    {"resourceType": "Bundle", "type": "document", "entry": [{"fullUrl": "urn:uuid:1", "resource": {
+        "resourceType": "Patient", "id": "1", "contained": [{"resourceType": "Practitioner", "id": "p"}],
+        "generalPractitioner": [{"reference": "#p"}, {"reference": "#nope"}, {"reference": "#"}],
+        "managingOrganization": {"reference": "#x", "_reference": {"extension": [
+            {"url": "http://example.org/e", "valueString": "v"}]}}}},
+        {"fullUrl": "urn:uuid:1/_history/2", "request": {"method": "POST", "url": "Patient"}},
+        {}, {"search": {"mode": "match"}}, "x"], "total": 3},
+    {"resourceType": "Bundle", "type": "message", "timestamp": "2024-01-01T00:00:00Z", "entry": [
+        {"fullUrl": "http://a/fhir/Patient/1", "resource": {"resourceType": "Patient", "id": "1", "meta": {
+            "versionId": "1"}}},
+        {"fullUrl": "http://a/fhir/Patient/1", "resource": {"resourceType": "Patient", "id": "1", "meta": {
+            "versionId": "1"}}, "response": {"status": "200"}},
+        {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "subject": {"reference": "#gone"}, "extension": [
+                              {"url": "http://example.org/r", "valueReference": {"reference": "#also-gone"}}]}}]}}]},
+    {"resourceType": "Bundle", "type": 7, "_type": {"extension": []}, "entry": {"fullUrl": "x"}},
+    {"resourceType": "Bundle", "type": "batch", "entry": []},
+    # '#' alone: the container, from a contained resource only (the corrected ref-1), here in both places.
+    {"resourceType": "Patient", "id": "c", "managingOrganization": {"reference": "#"},
+     "contained": [{"resourceType": "Organization", "id": "o", "partOf": {"reference": "#"}},
+                   {"resourceType": "Organization", "id": "o2", "partOf": {"reference": "#o"}},
+                   {"resourceType": "Organization", "id": "o3", "partOf": {"reference": "#none"}}],
+     "generalPractitioner": [{"reference": "#o"}, {"reference": "#o2"}]},
+    {"resourceType": "Bundle", "type": "searchset", "entry": [{"search": {"mode": "match"}, "resource": {
+        "resourceType": "Patient", "id": "2"}, "fullUrl": "http://a/Patient/2"}], "total": 1},
+]
+
+
+@pytest.fixture
+def without_natives() -> Iterator[dict[str, NativeInvariant]]:
+    """No native rule while the test runs (validators built then evaluate them all by FHIRPath); the
+    rules themselves are given to the test."""
+    saved = dict(NATIVE_INVARIANTS)
+    NATIVE_INVARIANTS.clear()
+    try:
+        yield saved
+    finally:
+        NATIVE_INVARIANTS.update(saved)
+
+
+def _issues(v: Validator, resources: list[Any]) -> list[list[tuple[str, str, str | None, tuple[str, ...]]]]:
+    return [[(i.severity, i.diagnostics, i.message_id, i.expression) for i in v.validate(r)] for r in resources]
+
+
+def test_the_validator_reports_what_the_fhirpath_sites_reported(
+        without_natives: dict[str, NativeInvariant]) -> None:
+    # Oracle: the same validator built without native rules, where every one of these invariants is a
+    # FHIRPath site of the walk. Every issue, its message and path, is the same, on the corpora and on
+    # Bundles that break each rule (references into contained resources, in extensions and in a Bundle
+    # inside a Bundle; entries that are empty or not objects; wrong JSON types).
+    resources = [*corpus(), *CASES]
+    fhirpath_sites = _issues(Validator(Definitions.load()), resources)
+    NATIVE_INVARIANTS.update(without_natives)
+    native = _issues(Validator(Definitions.load()), resources)
+    assert native == fhirpath_sites
+    broken = {d.split(":")[1].strip() for issues in native for _, d, m, _ in issues if m == "sd-invariant"}
+    assert {"ref-1", "bdl-1", "bdl-2", "bdl-3", "bdl-4", "bdl-5", "bdl-7", "bdl-8", "bdl-9", "bdl-11"} <= broken
