@@ -36,6 +36,8 @@ Evaluator = Callable[[Any, dict[str, Any]], list[Any]]
 
 
 Resolve = Callable[[str], dict[str, Any] | None]
+# ``descendants().ofType(type)`` of the items: (items, type) -> the descendants of that type.
+TypedDescendants = Callable[[list[Any], str], list[Any]]
 
 
 class NotEvaluable(Exception):
@@ -210,7 +212,7 @@ class InvariantChecker:
             return cached[2]
         hooks: dict[str, Any] = {}
         if self._typed_descendants is not None:
-            hooks["%typed_descendants"] = self._typed_descendants_or_unsupported
+            hooks["%typed_descendants"] = self.typed_descendants_or_unsupported
         if self.member_of is not None:
             hooks["%member_of"] = self.member_of
         if self.conforms_to is not None:
@@ -218,7 +220,7 @@ class InvariantChecker:
         self._hook_cache = (self.member_of, self.conforms_to, hooks)
         return hooks
 
-    def _typed_descendants_or_unsupported(self, items: list[Any], type_code: str) -> list[Any]:
+    def typed_descendants_or_unsupported(self, items: list[Any], type_code: str) -> list[Any]:
         assert self._typed_descendants is not None
         try:
             return self._typed_descendants(items, type_code)
@@ -252,8 +254,9 @@ class InvariantChecker:
 
     def check(self, constraints: tuple[Constraint, ...], node: Any, path: Loc, type_path: str,
               resource: dict[str, Any], root: dict[str, Any], sink: IssueSink,
-              resolve: Resolve | None = None) -> None:
-        """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle).
+              resolve: Resolve | None = None, descendants: TypedDescendants | None = None) -> None:
+        """Evaluate ``constraints`` on ``node``; ``resolve`` backs ``resolve()`` (contained, Bundle),
+        ``descendants`` (when given) ``descendants().ofType(T)`` instead of the definitions' walk.
 
         ``path`` is the node's expression or its location in the structural walk, rendered only
         when an issue is reported (most sites report nothing)."""
@@ -295,6 +298,8 @@ class InvariantChecker:
                 env["context"] = focus
                 if resolve is not None:
                     env["%resolve"] = resolve  # per call: profiles pass a new one each time
+                if descendants is not None:
+                    env["%typed_descendants"] = descendants
             verdict: bool | None
             if fast_truth is not None:
                 try:

@@ -543,4 +543,4 @@ class ProfileValidator:
                 type_path = elem.types[0].code if elem.types else elem.path
             source = ctx.resource
             self.invariants.check(own, node, path, type_path, source, ctx.root_of(source), ctx.sink,
-                                  lambda ref: ctx.resolve(ref, source))
+                                  lambda ref: ctx.resolve(ref, source), ctx.typed_descendants)

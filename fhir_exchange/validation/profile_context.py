@@ -32,7 +32,8 @@ class Item:
 
 
 class ProfileContext:
-    __slots__ = ("clean", "cuts", "depth", "in_progress", "resolve", "resource", "root_of", "sink", "verdicts")
+    __slots__ = ("clean", "cuts", "depth", "in_progress", "resolve", "resource", "root_of", "sink",
+                 "typed_descendants", "verdicts")
 
     def __init__(self, sink: IssueSink, resource: dict[str, Any], resolve: Resolver,
                  root_of: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -54,3 +55,6 @@ class ProfileContext:
         # How many walks were cut short (recursion guard, depth limit): a verdict reached while one was
         # cut depends on the path that led to it, so it is not remembered.
         self.cuts = 0
+        # ``descendants().ofType(T)`` for the constraints, when the caller has it at hand (the
+        # structural walk's references); None: the definitions' walk (the checker's own hook).
+        self.typed_descendants: Callable[[list[Any], str], list[Any]] | None = None

@@ -141,15 +141,18 @@ class WalkContext:
     """What one structural walk found, for the passes after it (a plain class: a dataclass keeps an
     interpreted ``__init__`` in the compiled build)."""
 
-    __slots__ = ("attachments", "collect_invariants", "depth", "extensions", "host", "invariants", "references",
-                 "resource", "resource_path", "resources", "sink")
+    __slots__ = ("attachments", "collect_invariants", "companion_references", "depth", "extensions", "host",
+                 "invariants", "references", "resource", "resource_path", "resources", "sink")
 
     def __init__(self, sink: IssueSink, *, collect_invariants: bool = True) -> None:
         self.sink = sink
         self.resources: list[Visited] = []  # every resource, container after contained
         # extra: (is_modifier, host type); elem_path is the host element's path
         self.extensions: list[Visited] = []
-        self.references: list[Visited] = []  # extra: the Prop
+        # extra: the Prop. In the order descendants() meets them (each before its own content).
+        self.references: list[Visited] = []
+        # How many of them are in a primitive's ``_name`` extensions, where descendants() does not go.
+        self.companion_references = 0
         self.invariants: list[Visited] = []  # extra: tuple of Constraints
         self.attachments: list[Visited] = []
         self.resource: dict[str, Any] | None = None
@@ -275,10 +278,11 @@ class StructureWalker:
                 elif op == 12:  # OP_REF
                     if type(value) is dict and value:
                         here: Loc = (loc, seg)
-                        walk(value, x, here, ctx)
+                        # Before its content: the references in the order descendants() visits them.
                         ref_prop: Prop = p  # typed: its fields read directly in the compiled build
                         ctx.references.append(Visited(value, here, ctx.resource, ctx.resource_path, "Reference",
                                                       ref_prop.elem.path, ref_prop))
+                        walk(value, x, here, ctx)
                         if sites:
                             site(value, here, p, x, ctx)
                     else:
@@ -308,11 +312,11 @@ class StructureWalker:
                         if type(item) is not dict or not item:
                             complex_(item, p, here, ctx)
                             continue
-                        walk(item, x, here, ctx)
                         if op == 13:
                             ref_prop = p
                             ctx.references.append(Visited(item, here, ctx.resource, ctx.resource_path, "Reference",
                                                           ref_prop.elem.path, ref_prop))
+                        walk(item, x, here, ctx)
                         if sites:
                             site(item, here, p, x, ctx)
                         if op == 15:
@@ -390,11 +394,11 @@ class StructureWalker:
     def _descend(self, value: dict[str, Any], op: int, p: Prop, c: list[Any], here: Loc, sites: Any,
                  ctx: WalkContext) -> None:
         """A non-empty object of a COMPLEX, REF or BOUND element (the inlined code, once more)."""
-        self._walk_one(value, c, here, ctx)
-        if op == OP_REF:
+        if op == OP_REF:  # before its content, as in the walk
             assert ctx.resource is not None
             ctx.references.append(Visited(value, here, ctx.resource, ctx.resource_path, "Reference",
                                           p.elem.path, p))
+        self._walk_one(value, c, here, ctx)
         if sites:
             self._site(value, here, p, c, ctx)
         if op == OP_BOUND:
@@ -538,6 +542,8 @@ class StructureWalker:
         shape = p.shape or self.shapes.resolve(p)
         res = ctx.resource
         assert res is not None
+        if p.type_code == "Reference":  # before its content, as in the walk
+            ctx.references.append(Visited(value, loc, res, ctx.resource_path, "Reference", p.elem.path, p))
         if shape.is_extension:
             outer_host = ctx.host
             host = outer_host or (p.host, p.host_type)
@@ -551,9 +557,7 @@ class StructureWalker:
                                           (p.key == "modifierExtension", host[1])))
         else:
             self._walk(value, compiled(shape, ctx.collect_invariants), loc, ctx)
-        if p.type_code == "Reference":
-            ctx.references.append(Visited(value, loc, res, ctx.resource_path, "Reference", p.elem.path, p))
-        elif p.type_code == "Attachment":
+        if p.type_code == "Attachment":
             ctx.attachments.append(Visited(value, loc, res, ctx.resource_path, "Attachment", p.elem.path))
         if shape.constraints and ctx.collect_invariants:
             # shape.name, not the element's path: a contentReference element (Parameters.parameter.part)
@@ -602,10 +606,12 @@ class StructureWalker:
         else:
             # Extensions of a primitive have the primitive's element as their host (extension contexts).
             ctx.host = (p.elem.path, p.type_code)
+            before = len(ctx.references)
             try:
                 self._walk(value, compiled(shape, ctx.collect_invariants), loc, ctx)
             finally:
                 ctx.host = None
+                ctx.companion_references += len(ctx.references) - before
 
     def _extension_shape(self, ext: dict[str, Any], loc: Loc, sink: IssueSink) -> None:
         url = ext.get("url")

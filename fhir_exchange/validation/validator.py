@@ -41,12 +41,33 @@ from fhir_exchange.validation.questionnaire import QuestionnaireChecker
 from fhir_exchange.validation.references import Resolver, check_contained, check_narrative, check_references
 from fhir_exchange.validation.shapes import ShapeBuilder
 from fhir_exchange.validation.snapshot import SnapshotError, UnknownBase
-from fhir_exchange.validation.structure import StructureWalker, WalkContext
+from fhir_exchange.validation.structure import StructureWalker, Visited, WalkContext
 from fhir_exchange.validation.terminology import Terminology
 from fhir_exchange.validation.vitalsigns import check_vital_signs
 from fhir_exchange.validation.xhtml import check_narratives
 
 SD_VERDICTS = 256  # StructureDefinition verdicts remembered (see Validator._structure_definition)
+
+
+class WalkedReferences:
+    """``descendants().ofType(Reference)`` of the validated resource as the structural walk met them
+    (``WalkContext.references``); any other question goes to ``general``."""
+
+    __slots__ = ("_nodes", "general", "references", "root")
+
+    def __init__(self, root: Any, references: list[Visited], general: Callable[[list[Any], str], list[Any]]) -> None:
+        self.root = root
+        self.references = references
+        self.general = general
+        self._nodes: list[Any] | None = None
+
+    def find(self, items: list[Any], type_code: str) -> list[Any]:
+        if type_code == "Reference" and len(items) == 1 and items[0] is self.root:
+            nodes = self._nodes
+            if nodes is None:
+                nodes = self._nodes = [v.node for v in self.references]
+            return nodes
+        return self.general(items, type_code)
 
 
 class Validator:
@@ -111,6 +132,7 @@ class Validator:
         rt = self.structure.validate_resource(resource, "", ctx, expected_type=resource_type)
         if rt is None:
             return sink.result()
+        walk_clean = not sink.has_errors()
         resolver = Resolver(resource, ctx.resources)
         if ctx.references:
             check_references(ctx.references, resolver, sink)
@@ -123,6 +145,11 @@ class Validator:
         if ctx.attachments:
             check_attachments(ctx.attachments, sink)
         pctx = ProfileContext(sink, resource, resolver.resolve, resolver.container_of)
+        if walk_clean and ctx.references and not ctx.companion_references and self.check_invariants:
+            # A walk without an error met every element descendants() meets, in the same order: its
+            # references are descendants().ofType(Reference) of the resource (a Bundle's cx-bdl-1).
+            pctx.typed_descendants = WalkedReferences(resource, ctx.references,
+                                                      self.invariants.typed_descendants_or_unsupported).find
         if ctx.extensions:
             check_extensions(ctx.extensions, self.profiles, self.shapes, pctx, self.policy)
         if self.check_invariants:
@@ -170,32 +197,42 @@ class Validator:
         """The invariants the walk collected no site for (``Shape.native``: ref-1, bdl-*), on the nodes
         where it would have: every Reference it collected, every resource, and the objects of a
         resource's direct children that have them (Bundle.entry), each a non-empty object as there."""
-        check = self.invariants.check_native
+        checker = self.invariants  # its method called directly (compiled), not through a bound method
         resolve = resolver.resolve
         reference = self.shapes.type_shape("Reference")
         if reference is not None and reference.native:
             natives = reference.native
+            # ref-1 alone (the R4 definitions) asks only about local references: any other, a string
+            # without '#' and no _reference, holds it (native_invariants.ref_1's first answer).
+            only_ref_1 = all(n.key == "ref-1" for _, n in natives)
             for v in ctx.references:
+                node: dict[str, Any] = v.node
+                if only_ref_1:
+                    ref = node.get("reference")
+                    if type(ref) is str and not ref.startswith("#") and "_reference" not in node:
+                        continue
                 res = v.resource
-                check(natives, v.node, v.location, "Reference", res, resolver.container_of(res), sink, resolve)
+                root = resolver.container_of(res)
+                checker.check_native(natives, node, v.location, "Reference", res, root, sink, resolve)
         for r in ctx.resources:
             shape = self.shapes.concrete_resource_shape(r.type_code)
             if shape is None:
                 continue
             res = r.node
+            root = resolver.container_of(res)
             if shape.native:
-                check(shape.native, res, r.location, r.type_code, res, resolver.container_of(res), sink, resolve)
+                checker.check_native(shape.native, res, r.location, r.type_code, res, root, sink, resolve)
             for key, is_array, child in self.shapes.native_children(shape):
                 value = res.get(key)
                 if not is_array:
                     if type(value) is dict and value:
-                        check(child.native, value, (r.location, key), child.name, res, resolver.container_of(res),
-                              sink, resolve)
+                        checker.check_native(child.native, value, (r.location, key), child.name, res, root, sink,
+                                             resolve)
                 elif type(value) is list:
                     for i, item in enumerate(value):
                         if type(item) is dict and item:
-                            check(child.native, item, (r.location, key, i), child.name, res,
-                                  resolver.container_of(res), sink, resolve)
+                            checker.check_native(child.native, item, (r.location, key, i), child.name, res, root,
+                                                 sink, resolve)
 
     def _structure_definition(self, sd: dict[str, Any], path: str, sink: IssueSink) -> None:
         """A profile must apply to its base (profiling.html#snapshot): generate its snapshot to see.

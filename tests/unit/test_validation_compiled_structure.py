@@ -145,3 +145,55 @@ def test_profile_verdict_is_remembered_with_its_path() -> None:
               "entry": [{"fullUrl": "http://example.org/sd/p", "resource": sd}]}
     in_bundle = [i for i in validator().validate(bundle) if i.message_id == MsgId.PROFILE_UNKNOWN]
     assert [i.expression for i in in_bundle] == [("Bundle.entry[0].resource.baseDefinition",)]
+
+
+def _walked_and_described(resource: dict[str, Any]) -> tuple[list[Any], list[Any], bool]:
+    """The walk's references, descendants().ofType(Reference) from the definitions, and whether the
+    validator would take the first for the second (no error, none in a primitive's extensions)."""
+    sink = IssueSink()
+    ctx = WalkContext(sink)
+    validator().structure.validate_resource(resource, "", ctx)
+    walked = [v.node for v in ctx.references]
+    described = validator().shapes.descendants_of_type([resource], "Reference")
+    return walked, described, not sink.has_errors() and not ctx.companion_references
+
+
+def test_walked_references_are_the_typed_descendants() -> None:
+    # Validator takes the walk's references for descendants().ofType(Reference) of the resource (cx-bdl-1
+    # over a whole Bundle) when the walk found no error: the same objects, in the same order, on every
+    # resource the tests carry and on nested cases (a Reference inside a Reference's identifier, in
+    # contained resources, extensions, a Bundle inside a Bundle).
+    from tests.unit.test_fhirpath_differential import corpus
+
+    nested = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": {
+            "resourceType": "Patient", "id": "p",
+            "contained": [{"resourceType": "Organization", "id": "o", "partOf": {"reference": "Organization/x"}}],
+            "managingOrganization": {"reference": "#o", "identifier": {"system": "urn:s", "value": "1",
+                                                                       "assigner": {"reference": "Organization/a"}}},
+            "extension": [{"url": "http://example.org/e", "valueReference": {"reference": "Patient/q"}}],
+            "generalPractitioner": [{"reference": "Practitioner/1"}, {"display": "Dr"}]}},
+        {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:uuid:3", "resource": {"resourceType": "Observation", "status": "final",
+                                                   "code": {"text": "x"}, "subject": {"reference": "Patient/p"},
+                                                   "performer": [{"reference": "Practitioner/1"}]}}]}}]}
+    taken = 0
+    for resource in [*corpus(), nested]:
+        walked, described, usable = _walked_and_described(resource)
+        if usable:
+            taken += 1
+            assert len(walked) == len(described) and all(a is b for a, b in zip(walked, described, strict=True)), \
+                (resource.get("resourceType"), resource.get("id"))
+    assert taken > 250
+    walked, described, usable = _walked_and_described(nested)
+    assert usable and len(walked) == 8
+
+
+def test_references_in_a_primitives_extensions_are_not_taken_for_descendants() -> None:
+    # descendants() does not enter a primitive's _name object: a Reference there is the walk's, not
+    # descendants()'s, so the validator does not take the walk's list for it.
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "2000-01-01", "_birthDate": {"extension": [
+        {"url": "http://example.org/e", "valueReference": {"reference": "Patient/q"}}]},
+        "managingOrganization": {"reference": "Organization/o"}}
+    walked, described, usable = _walked_and_described(patient)
+    assert len(walked) == 2 and len(described) == 1 and not usable

@@ -59,7 +59,7 @@ def test_fast_subset_agrees_on_consult_constraints(tmp_path_factory: pytest.Temp
         env: dict[str, Any] = {"resource": [resource], "rootResource": [root], "context": [node]}
         if resolve is not None:
             env["%resolve"] = resolve
-        env["%typed_descendants"] = checker._typed_descendants_or_unsupported
+        env["%typed_descendants"] = checker.typed_descendants_or_unsupported
         for c in constraints:
             if not c.expression or not c.source or "fhir-exchange.org" not in c.source:
                 continue
