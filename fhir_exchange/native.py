@@ -47,6 +47,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "fhir_exchange.validation.datatypes",
     "fhir_exchange.validation.extensions",
     "fhir_exchange.validation.native_invariants",
+    "fhir_exchange.validation.profile_schema_cache",
     "fhir_exchange.fhir.fhirpath.compiled",
     "fhir_exchange.fhir.fhirpath.compiled_values",
     "fhir_exchange.fhir.fhirpath.compiled_operators",

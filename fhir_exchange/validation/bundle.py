@@ -35,12 +35,13 @@ NARRATIVE_LINK = "http://hl7.org/fhir/StructureDefinition/narrativeLink"
 def check_bundle(resources: list[Visited], refs: list[Visited], resolver: Resolver, sink: IssueSink,
                  extensions: list[Visited] | None = None) -> None:
     for v in resources:
-        if v.node.get("resourceType") == "Bundle":
-            _one(v.node, v.path, sink)
-            if v.node.get("type") == "document":
-                _document_references(v.node, refs, resolver, sink)
+        node: dict[str, Any] = v.node  # typed: dict reads, not method calls, in the compiled build
+        if node.get("resourceType") == "Bundle":
+            _one(node, v.path, sink)
+            if node.get("type") == "document":
+                _document_references(node, refs, resolver, sink)
                 if extensions:
-                    _narrative_links(v.node, extensions, resolver, sink)
+                    _narrative_links(node, extensions, resolver, sink)
 
 
 def _narratives(res: dict[str, Any]) -> list[str]:
@@ -148,7 +149,8 @@ def _one(bundle: dict[str, Any], path: str, sink: IssueSink) -> None:
                        f"The fullUrl '{full}' must be an absolute URL (bundle.html#fullUrl)", f"{here}.fullUrl")
         version = None
         if isinstance(res, dict) and isinstance(res.get("meta"), dict):
-            version = res["meta"].get("versionId")
+            meta: dict[str, Any] = res["meta"]
+            version = meta.get("versionId")
         key = (full, version)
         if key in seen and btype != "history":
             sink.error("invariant", MsgId.BUNDLE_DUPLICATE,

@@ -336,9 +336,14 @@ class InvariantChecker:
                     continue
                 verdict: bool | None = False
             except Unsupported:  # the function and the compiled closure declined
-                verdict = self._full(native.evaluated, node, type_path, resource, root,
-                                     lambda ref: resolve(ref, resource))
+                verdict = self._full(native.evaluated, node, type_path, resource, root, _bind(resolve, resource))
             _report(c, verdict, path, sink)
+
+
+def _bind(resolve: Callable[[str, dict[str, Any]], dict[str, Any] | None], source: dict[str, Any]) -> Resolve:
+    """``resolve`` from ``source``: a function of its own, so that its caller builds no closure
+    environment on every call (as the compiled build does for a lambda anywhere in a function)."""
+    return lambda ref: resolve(ref, source)
 
 
 def _report(c: Constraint, verdict: bool | None, path: Loc, sink: IssueSink) -> None:

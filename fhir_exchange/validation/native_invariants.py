@@ -16,7 +16,7 @@ back-end and the full evaluator on the example corpora and on generated Bundles 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir.fhirpath.compiled import compile_fast
 from fhir_exchange.fhir.fhirpath.compiled_values import Unsupported
@@ -33,7 +33,8 @@ class NativeInvariant:
     the back-ends differ on a few odd inputs (``#`` alone as a reference), so a decline must not skip
     straight to the full evaluator."""
 
-    __slots__ = ("_compiled", "answer", "env_free", "evaluated", "expression", "focus_names", "head_truth", "key")
+    __slots__ = ("_compiled", "answer", "env_free", "evaluated", "expression", "focus_names", "head_truth", "key",
+                 "rule")
 
     def __init__(self, key: str, expression: str, answer: Truth, evaluated: str | None = None) -> None:
         self.key = key
@@ -42,6 +43,8 @@ class NativeInvariant:
         # checker's correction of it (ref-1).
         self.evaluated = evaluated or expression
         self.answer = answer
+        # Its place in _answer's dispatch (-1: called through ``answer``), when ``answer`` is that rule's.
+        self.rule = _DISPATCH.index(key) if key in _DISPATCH and _FUNCTIONS.get(key) is answer else -1
         self._compiled: Any = None  # compile_fast(expression), on the first decline
         # What InvariantChecker asks of a compiled closure: no guard, nothing to evaluate early.
         self.focus_names: frozenset[str] | None = None
@@ -54,9 +57,40 @@ class NativeInvariant:
             fn = self._compiled = compile_fast(self.evaluated)
         return fn
 
+    def _answer(self, focus: list[Any], env: dict[str, Any]) -> bool | None:
+        """``answer(focus, env)``, as a direct call of the function where the compiled build can make
+        one (a function held in an attribute is called through the generic protocol: about a
+        thousand machine instructions, more than most of these rules take)."""
+        rule = self.rule
+        if rule == 0:
+            return ref_1(focus, env)
+        if rule == 1:
+            return bdl_5(focus, env)
+        if rule == 2:
+            return bdl_8(focus, env)
+        if rule == 3:
+            return bdl_1(focus, env)
+        if rule == 4:
+            return bdl_2(focus, env)
+        if rule == 5:
+            return bdl_3(focus, env)
+        if rule == 6:
+            return bdl_4(focus, env)
+        if rule == 7:
+            return bdl_7(focus, env)
+        if rule == 8:
+            return bdl_9(focus, env)
+        if rule == 9:
+            return bdl_10(focus, env)
+        if rule == 10:
+            return bdl_11(focus, env)
+        if rule == 11:
+            return bdl_12(focus, env)
+        return self.answer(focus, env)
+
     def truth(self, focus: list[Any], env: dict[str, Any]) -> bool | None:
         try:
-            return self.answer(focus, env)
+            return self._answer(focus, env)
         except Unsupported:
             result: list[Any] = self.compiled()(focus, env)
             # Read as InvariantChecker reads a collection: broken only as a single false.
@@ -66,7 +100,7 @@ class NativeInvariant:
 
     def __call__(self, focus: list[Any], env: dict[str, Any]) -> list[Any]:
         try:
-            answer = self.answer(focus, env)
+            answer = self._answer(focus, env)
         except Unsupported:
             compiled: list[Any] = self.compiled()(focus, env)
             return compiled
@@ -112,7 +146,7 @@ def _entries(node: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _or(*terms: bool | None) -> bool | None:
+def _or(terms: tuple[bool | None, ...]) -> bool | None:
     """FHIRPath ``or`` of terms already evaluated: true wins, then empty, then false."""
     empty = False
     for t in terms:
@@ -131,7 +165,7 @@ def _implies(left: bool | None, right: bool | None) -> bool | None:
     return None  # empty implies false, or empty
 
 
-def _type_is(node: dict[str, Any], *codes: str) -> bool | None:
+def _type_is(node: dict[str, Any], codes: tuple[str, ...]) -> bool | None:
     """``type = 'a'`` (or ``type = 'a' or type = 'b'``...): None when there is no type."""
     t = _string(node, "type", "_type")
     return None if t is None else t in codes
@@ -144,14 +178,14 @@ def bdl_1(focus: list[Any], env: dict[str, Any]) -> bool | None:
         raise Unsupported("native invariant: total")
     if total is None:
         return True
-    return _or(False, _type_is(node, "searchset"), _type_is(node, "history"))
+    return _or((False, _type_is(node, ("searchset",)), _type_is(node, ("history",))))
 
 
 def bdl_2(focus: list[Any], env: dict[str, Any]) -> bool | None:
     node = _focus(focus)
     if not any(_present(e, "search") for e in _entries(node)):
         return True
-    return _or(False, _type_is(node, "searchset"))
+    return _or((False, _type_is(node, ("searchset",))))
 
 
 def _request_response(focus: list[Any], env: dict[str, Any], name: str, codes: tuple[str, ...]) -> bool | None:
@@ -163,7 +197,7 @@ def _request_response(focus: list[Any], env: dict[str, Any], name: str, codes: t
     resource = env["resource"]
     if len(resource) != 1 or type(resource[0]) is not dict:
         raise Unsupported("native invariant: %resource")
-    expected = _type_is(resource[0], *codes)
+    expected = _type_is(resource[0], codes)
     if expected is None:
         raise Unsupported("native invariant: all() over an empty criterion")
     return all(_present(e, name) == expected for e in entries)
@@ -184,10 +218,10 @@ def bdl_5(focus: list[Any], env: dict[str, Any]) -> bool | None:
 
 def bdl_7(focus: list[Any], env: dict[str, Any]) -> bool | None:
     node = _focus(focus)
-    history = _type_is(node, "history")
+    history = _type_is(node, ("history",))
     if history is True:
         return True
-    return _or(history, _distinct_full_urls(node))
+    return _or((history, _distinct_full_urls(node)))
 
 
 def _distinct_full_urls(node: dict[str, Any]) -> bool:
@@ -221,7 +255,7 @@ def bdl_8(focus: list[Any], env: dict[str, Any]) -> bool | None:
 
 def bdl_9(focus: list[Any], env: dict[str, Any]) -> bool | None:
     node = _focus(focus)
-    document = _type_is(node, "document")
+    document = _type_is(node, ("document",))
     if document is False:
         return True
     identifier = node.get("identifier")
@@ -236,7 +270,7 @@ def bdl_9(focus: list[Any], env: dict[str, Any]) -> bool | None:
 
 def bdl_10(focus: list[Any], env: dict[str, Any]) -> bool | None:
     node = _focus(focus)
-    document = _type_is(node, "document")
+    document = _type_is(node, ("document",))
     if document is False:
         return True
     return _implies(document, _string(node, "timestamp", "_timestamp") is not None)
@@ -244,7 +278,7 @@ def bdl_10(focus: list[Any], env: dict[str, Any]) -> bool | None:
 
 def _first_is(focus: list[Any], bundle_type: str, resource_type: str) -> bool | None:
     node = _focus(focus)
-    kind = _type_is(node, bundle_type)
+    kind = _type_is(node, (bundle_type,))
     entries = _entries(node)
     first: bool | None = None  # entry.first().resource.is(T) of no entry or no resource: empty
     if entries:
@@ -314,6 +348,11 @@ _RULES: tuple[tuple[str, str, Truth, str | None], ...] = (
     ("ref-1", _REF_1, ref_1, None),
     ("ref-1", _REF_1_R4, ref_1, _REF_1),
 )
+
+# _answer's order: the rules met most often first.
+_DISPATCH: Final = ("ref-1", "bdl-5", "bdl-8", "bdl-1", "bdl-2", "bdl-3", "bdl-4", "bdl-7", "bdl-9", "bdl-10",
+                    "bdl-11", "bdl-12")
+_FUNCTIONS: Final[dict[str, Truth]] = {key: fn for key, _, fn, _ in _RULES}
 
 # By expression: what InvariantChecker evaluates natively, and what the structural walk leaves out of
 # its invariant sites (shapes.py) for the validator to check over what the walk collected.

@@ -170,7 +170,8 @@ class Validator:
         for url in profiles:
             self.profiles.validate_resource(resource, url, rt, pctx)
         for v in ctx.resources:
-            meta = v.node.get("meta")
+            node: dict[str, Any] = v.node
+            meta = node.get("meta")
             declared = meta.get("profile") if isinstance(meta, dict) else None
             if isinstance(declared, list):
                 # Its own name: ``url`` above is a str, and the compiled build checks that per assignment.

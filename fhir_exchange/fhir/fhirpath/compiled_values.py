@@ -373,7 +373,8 @@ def shared(fn: Fn) -> Fn:
     token = object()
 
     def peek(c: Collection, env: Env) -> Collection:
-        cache = env.get("%shared")
+        # Typed: dict reads, not method calls, in the compiled build.
+        cache: dict[object, Collection] | None = env.get("%shared")
         if cache is None:
             cache = env["%shared"] = {}
         hit = cache.get(token)
@@ -410,7 +411,7 @@ def common(fn: Fn, token: object) -> Fn:
     def once(c: Collection, env: Env) -> Collection:
         if len(c) != 1:
             return fn(c, env)
-        cache = env.get("%common")
+        cache: dict[object, tuple[Any, Collection]] | None = env.get("%common")
         if cache is None:
             cache = env["%common"] = {}
         hit = cache.get(token)
