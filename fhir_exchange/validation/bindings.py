@@ -8,13 +8,13 @@ satisfies a binding when any of its codings does. Codes the local terminology ca
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.schema import Binding
 from fhir_exchange.validation.terminology import Terminology
 
-UCUM = "http://unitsofmeasure.org"
+UCUM: Final = "http://unitsofmeasure.org"
 
 
 def check_binding(tx: Terminology, binding: Binding, type_code: str, value: Any, path: str,

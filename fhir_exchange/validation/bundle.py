@@ -19,7 +19,7 @@ Checked natively (they need the whole Bundle, and cost nothing here):
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.validation.issues import IssueSink, MsgId
 from fhir_exchange.validation.jsonutil import dicts
@@ -27,9 +27,9 @@ from fhir_exchange.validation.references import LITERAL_REFERENCE, Resolver
 from fhir_exchange.validation.structure import Visited
 from fhir_exchange.validation.xhtml import anchors
 
-_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
-_RESTFUL = re.compile(r"^(?P<base>https?://.+)/[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
-NARRATIVE_LINK = "http://hl7.org/fhir/StructureDefinition/narrativeLink"
+_ABSOLUTE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_RESTFUL: Final = re.compile(r"^(?P<base>https?://.+)/[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+NARRATIVE_LINK: Final = "http://hl7.org/fhir/StructureDefinition/narrativeLink"
 
 
 def check_bundle(resources: list[Visited], refs: list[Visited], resolver: Resolver, sink: IssueSink,

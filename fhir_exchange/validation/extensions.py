@@ -23,7 +23,7 @@ Relative URLs are only allowed inside complex extensions, where the parent's def
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir import fhirpath
 from fhir_exchange.validation.issues import IssueSink, MsgId
@@ -33,11 +33,11 @@ from fhir_exchange.validation.shapes import ShapeBuilder
 from fhir_exchange.validation.structure import Visited
 
 # Contexts that admit any element of a kind.
-_ANY_ELEMENT = frozenset({"Element", "Base"})
+_ANY_ELEMENT: Final = frozenset({"Element", "Base"})
 
 # Places the R4 core definitions themselves use an extension outside its declared context; the HL7
 # reference validator accepts them, and so must we (every core snapshot would fail otherwise).
-CONTEXT_ERRATA: dict[str, frozenset[str]] = {
+CONTEXT_ERRATA: Final[dict[str, frozenset[str]]] = {
     "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type": frozenset({"ElementDefinition.type"}),
     # The primitive types' regexes sit on ElementDefinition.type (datatypes.html), not ElementDefinition.
     "http://hl7.org/fhir/StructureDefinition/regex": frozenset({"ElementDefinition.type"}),
@@ -48,7 +48,7 @@ CONTEXT_ERRATA: dict[str, frozenset[str]] = {
 }
 
 
-_INDEX = re.compile(r"\[\d+\]|\.ofType\([^)]*\)")
+_INDEX: Final = re.compile(r"\[\d+\]|\.ofType\([^)]*\)")
 
 
 def instance_host_path(v: Visited) -> str:
@@ -109,7 +109,7 @@ def _context_ok(sd: dict[str, Any], host_path: str, host_type: str, shapes: Shap
     return False
 
 
-_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)(?:\.ofType\(([A-Za-z]+)\))?(?:\[(\d+)\])?")
+_STEP: Final = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)(?:\.ofType\(([A-Za-z]+)\))?(?:\[(\d+)\])?")
 
 
 def host_node(v: Visited) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from fhir_exchange.fhir import fhirpath
 from fhir_exchange.fhir.fhirpath.compiled import Unsupported, compile_fast, guard_keys
@@ -102,7 +102,7 @@ class _ProjectEngine:
 
 
 # Errata of the R4 core definitions, corrected as the HL7 reference validator corrects them.
-CORRECTIONS: dict[str, str] = {
+CORRECTIONS: Final[dict[str, str]] = {
     # "more than one enableWhen" written as count() > 2 in R4 (fixed in R4B/R5)
     "enableWhen.count() > 2 implies enableBehavior.exists()": "enableWhen.count() > 1 implies enableBehavior.exists()",
     # ref-1 forgot the reference "#" from a contained resource to its container (fixed in R5)
@@ -112,7 +112,7 @@ CORRECTIONS: dict[str, str] = {
     ".trace('ids')) or (reference = '#' and %rootResource != %resource)",
 }
 
-_FAST_FAILED = object()
+_FAST_FAILED: Final = object()
 # A constraint ready to run: itself, its (corrected) expression, its compiled closure (or
 # _FAST_FAILED), the JSON keys without which it holds (or None), the closure's ``truth`` (or None),
 # what may be evaluated without the environment (or None) and whether that is the whole expression.

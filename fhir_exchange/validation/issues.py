@@ -11,7 +11,7 @@ from typing import Final
 
 from fhir_exchange.errors import Issue
 
-SEVERITY_RANK = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
+SEVERITY_RANK: Final = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
 
 
 class MsgId:

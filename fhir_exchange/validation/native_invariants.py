@@ -327,10 +327,10 @@ def ref_1(focus: list[Any], env: dict[str, Any]) -> bool | None:
 # The exact R4 expressions: another text is not these rules. ref-1 also by its text as the R4 package
 # has it, without the third term the checker adds (invariants.CORRECTIONS): for every reference the
 # function answers (none or '#'-less, or '#id') the two texts agree.
-_REF_1_R4 = ("reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
+_REF_1_R4: Final = ("reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
              "%rootResource.contained.id.trace('ids'))")
-_REF_1 = _REF_1_R4 + " or (reference = '#' and %rootResource != %resource)"
-_RULES: tuple[tuple[str, str, Truth, str | None], ...] = (
+_REF_1: Final = _REF_1_R4 + " or (reference = '#' and %rootResource != %resource)"
+_RULES: Final[tuple[tuple[str, str, Truth, str | None], ...]] = (
     ("bdl-1", "total.empty() or (type = 'searchset') or (type = 'history')", bdl_1, None),
     ("bdl-2", "entry.search.empty() or (type = 'searchset')", bdl_2, None),
     ("bdl-3", "entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or "
@@ -356,5 +356,5 @@ _FUNCTIONS: Final[dict[str, Truth]] = {key: fn for key, _, fn, _ in _RULES}
 
 # By expression: what InvariantChecker evaluates natively, and what the structural walk leaves out of
 # its invariant sites (shapes.py) for the validator to check over what the walk collected.
-NATIVE_INVARIANTS: dict[str, NativeInvariant] = {
+NATIVE_INVARIANTS: Final[dict[str, NativeInvariant]] = {
     expression: NativeInvariant(key, expression, fn, evaluated) for key, expression, fn, evaluated in _RULES}

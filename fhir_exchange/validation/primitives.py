@@ -16,20 +16,20 @@ import calendar
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.validation.issues import MsgId
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
-MAX_STRING_BYTES = 1024 * 1024
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
+MAX_STRING_BYTES: Final = 1024 * 1024
 
 # Failure of one primitive value: (message id, issue code, diagnostics).
 Failure = tuple[str, str, str]
 Checker = Callable[[Any], Failure | None]
 
 # The R4 regexes, used when a package does not carry its own (they are the values in the core package).
-DEFAULT_REGEX: dict[str, str] = {
+DEFAULT_REGEX: Final[dict[str, str]] = {
     "boolean": "true|false",
     "code": r"[^\s]+(\s[^\s]+)*",
     "date": r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?",
@@ -53,13 +53,13 @@ DEFAULT_REGEX: dict[str, str] = {
 }
 
 # json.html#primitive: which JSON type carries each primitive.
-JSON_BOOL = frozenset({"boolean"})
-JSON_INT = frozenset({"integer", "positiveInt", "unsignedInt"})
-JSON_NUMBER = frozenset({"decimal"})
+JSON_BOOL: Final = frozenset({"boolean"})
+JSON_INT: Final = frozenset({"integer", "positiveInt", "unsignedInt"})
+JSON_NUMBER: Final = frozenset({"decimal"})
 # Types whose lexical space forbids surrounding whitespace through their regex; string and markdown
 # allow it (datatypes.html#string), which is worth a warning only.
-WS_WARN = frozenset({"string", "markdown"})
-DATE_TYPES = frozenset({"date", "dateTime", "instant"})
+WS_WARN: Final = frozenset({"string", "markdown"})
+DATE_TYPES: Final = frozenset({"date", "dateTime", "instant"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +194,11 @@ def make_checker(code: str, regex: str | None, max_length: int | None = None) ->
 # datatypes.html#string: "Strings SHALL NOT contain Unicode character points below 32, except for
 # u0009 (horizontal tab), u0010 (carriage return) and u0013 (line feed)"; every string type derives
 # from string. A NUL stored went back out in every read and search answer.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]").search
+_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]").search
 
 
 # GFM "Disallowed Raw HTML" (the tagfilter extension): these tags are never passed through.
-_GFM_DISALLOWED = re.compile(r"<\s*/?\s*(title|textarea|style|xmp|iframe|noembed|noframes|script|plaintext)\b",
+_GFM_DISALLOWED: Final = re.compile(r"<\s*/?\s*(title|textarea|style|xmp|iframe|noembed|noframes|script|plaintext)\b",
                              re.IGNORECASE).search
 
 

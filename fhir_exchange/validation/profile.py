@@ -17,7 +17,7 @@ present. Profiles are compiled and cached per definitions generation (:mod:`prof
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.bindings import check_binding
@@ -48,7 +48,7 @@ from fhir_exchange.validation.values import compare, describe, duration_limit
 __all__ = ["CORE_PREFIX", "MAX_DEPTH", "Item", "ProfileContext", "ProfileError", "ProfileValidator", "Resolver",
            "split_path"]
 
-MAX_DEPTH = 12  # profiles of references of profiles...: deep enough for real IGs, bounded against cycles
+MAX_DEPTH: Final = 12  # profiles of references of profiles...: deep enough for real IGs, bounded against cycles
 
 
 class ProfileValidator:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from fhir_exchange.validation.schema import Binding, Constraint, ElementDef
 from fhir_exchange.validation.shapes import BINDABLE, NATIVE_CONSTRAINTS
@@ -102,7 +102,7 @@ class ValuePlan:
     trivial: bool
 
 
-COMPLEX_BY_CODE: dict[str, bool] = {}
+COMPLEX_BY_CODE: Final[dict[str, bool]] = {}
 
 
 def is_complex(code: str) -> bool:

@@ -9,13 +9,13 @@ definitions it was built from: every entry is dropped when ``Definitions.generat
 from __future__ import annotations
 
 import threading
-from typing import Literal
+from typing import Final, Literal
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.schema import StructureSchema, compile_structure
 from fhir_exchange.validation.snapshot import SnapshotError, SnapshotGenerator
 
-CORE_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
+CORE_PREFIX: Final = "http://hl7.org/fhir/StructureDefinition/"
 
 
 class ProfileError(Exception):

@@ -28,7 +28,7 @@ from fhir_exchange.validation.shapes import UNSET as _UNSET
 from fhir_exchange.validation.shapes import Prop
 from fhir_exchange.validation.structure import Visited
 
-LITERAL_REFERENCE = re.compile(
+LITERAL_REFERENCE: Final = re.compile(
     r"^(?:(?P<base>https?://.+?|urn:[^/]+)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
     r"(?:/_history/(?P<version>[A-Za-z0-9\-.]{1,64}))?$"
 )
@@ -109,6 +109,17 @@ class Resolver:
         # Other references resolve whatever their source (fullUrl, Type/id): once per call. Profiles
         # (targetProfile), resolve() in invariants and Bundle checks ask for the same ones again.
         self._resolved: dict[str, dict[str, Any] | None] = {}
+        # reference_type of the references met in this resource: a Bundle names its Patient, its
+        # requester... from many entries.
+        self._types: dict[str, str | None] = {}
+
+    def reference_type(self, ref: str) -> str | None:
+        """:func:`reference_type`, remembered for this resource (one validation)."""
+        types = self._types
+        if ref in types:
+            return types[ref]
+        found = types[ref] = reference_type(ref)
+        return found
 
     def _index_bundle(self, res: Any) -> None:
         if isinstance(res, dict) and res.get("resourceType") == "Parameters":
@@ -226,7 +237,7 @@ def check_references(refs: list[Visited], resolver: Resolver, sink: IssueSink) -
         if not isinstance(declared, str) and allowed is None:
             continue  # any target will do, and no Reference.type to agree with: the type is not needed
         if not ref.startswith("#"):
-            target_type = reference_type(ref)
+            target_type = resolver.reference_type(ref)
             if target_type is None:
                 target = resolver.resolve(ref, v.resource)
                 if target is not None:

@@ -11,10 +11,10 @@ document order, exactly as the snapshot rules (elementdefinition.html#id) define
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
-SYSTEM_TYPES = {
+FHIR_TYPE_EXT: Final = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+SYSTEM_TYPES: Final = {
     "http://hl7.org/fhirpath/System.String": "string",
     "http://hl7.org/fhirpath/System.Boolean": "boolean",
     "http://hl7.org/fhirpath/System.Integer": "integer",

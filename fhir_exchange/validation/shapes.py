@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.definitions import Definitions
 from fhir_exchange.validation.native_invariants import NATIVE_INVARIANTS, NativeInvariant
 from fhir_exchange.validation.primitives import PrimitiveType, build_primitive
 from fhir_exchange.validation.schema import Binding, Constraint, ElementDef, StructureSchema, compile_structure
 
-UNSET: Any = object()
+UNSET: Final[Any] = object()
 
-PRIM = 0
-COMPLEX = 1
-RESOURCE = 2
+PRIM: Final = 0
+COMPLEX: Final = 1
+RESOURCE: Final = 2
 
 # Invariants checked natively by the walkers (faster, and with better messages than FHIRPath):
 # ele-1 is "no empty elements", ext-1 the extension shape, dom-2..dom-6 the contained-resource rules.
-NATIVE_CONSTRAINTS = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6"})
+NATIVE_CONSTRAINTS: Final = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6"})
 
 # Types that carry codes a binding can apply to (terminologies.html#binding).
-BINDABLE = frozenset({"code", "Coding", "CodeableConcept", "Quantity", "string", "uri"})
+BINDABLE: Final = frozenset({"code", "Coding", "CodeableConcept", "Quantity", "string", "uri"})
 
 
 @dataclass(slots=True, eq=False)
@@ -88,7 +88,7 @@ class _Plan:
     keys: frozenset[str]
 
 
-_LEAF = _Plan({}, frozenset())  # a primitive: nothing below
+_LEAF: Final = _Plan({}, frozenset())  # a primitive: nothing below
 
 
 def json_key(name: str, code: str, choice: bool) -> str:

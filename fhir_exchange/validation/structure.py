@@ -19,7 +19,7 @@ pass needs it (:func:`render`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.validation.bindings import check_binding
 from fhir_exchange.validation.issues import IssueSink, MsgId
@@ -46,11 +46,11 @@ from fhir_exchange.validation.structure_compile import (
 )
 from fhir_exchange.validation.terminology import Terminology
 
-GOOD_CACHE_SIZE = 2048
+GOOD_CACHE_SIZE: Final = 2048
 # JSON objects nested deeper than this are refused as a whole ("too-deep"), by the walk itself: the
 # same limit with or without the compiled build, whose recursion the interpreter does not bound
 # (real resources nest a few dozen objects deep; JSON bodies are at most 1,024 levels).
-MAX_NESTING = 256
+MAX_NESTING: Final = 256
 
 # A location: the resource's path (a str), or (parent, step) or (parent, step, index).
 Loc = Any

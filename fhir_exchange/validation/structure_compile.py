@@ -10,7 +10,7 @@ property's cache of clean strings (primitives), the lower bound (integers), the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.validation.primitives import JSON_BOOL, JSON_INT, JSON_NUMBER
 from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape, ShapeBuilder
@@ -20,28 +20,28 @@ from fhir_exchange.validation.shapes import PRIM, RESOURCE, Prop, Shape, ShapeBu
 # tuple type lets the compiled walk unpack it in place and compare the operation as a machine int.
 Entry = tuple[int, Any, Any, Any, Any]
 
-OP_PRIM = 0  # a primitive (string-valued, or any with a binding): cache of clean strings, then check
-OP_BOOL = 1  # boolean without binding
-OP_INT = 2  # integer types: e[2] is the lower bound
-OP_DECIMAL = 3
-OP_PRIM_ARRAY = 4
-OP_COMPLEX = 5  # a plain descent: no binding, reference, attachment, extension, invariants or resource
-OP_COMPLEX_ARRAY = 6
-OP_SPECIAL = 7  # a complex element that needs _complex (single)
-OP_SPECIAL_ARRAY = 8
-OP_CHOICE = 9  # a choice variant: e[2] is the operation once the one-variant rule is checked
-OP_COMPANION = 10  # ``_name`` of a primitive
-OP_SKIP = 11  # resourceType of a resource
-OP_REF = 12  # a Reference (collected for the references pass); e[4]: the invariants of Reference
-OP_REF_ARRAY = 13
-OP_BOUND = 14  # a coded element with a binding to check; e[4]: invariants of its type
-OP_BOUND_ARRAY = 15
-OP_SITE = 16  # a descent into a shape with invariants, for the walk that collects their sites
-OP_SITE_ARRAY = 17
+OP_PRIM: Final = 0  # a primitive (string-valued, or any with a binding): cache of clean strings, then check
+OP_BOOL: Final = 1  # boolean without binding
+OP_INT: Final = 2  # integer types: e[2] is the lower bound
+OP_DECIMAL: Final = 3
+OP_PRIM_ARRAY: Final = 4
+OP_COMPLEX: Final = 5  # a plain descent: no binding, reference, attachment, extension, invariants or resource
+OP_COMPLEX_ARRAY: Final = 6
+OP_SPECIAL: Final = 7  # a complex element that needs _complex (single)
+OP_SPECIAL_ARRAY: Final = 8
+OP_CHOICE: Final = 9  # a choice variant: e[2] is the operation once the one-variant rule is checked
+OP_COMPANION: Final = 10  # ``_name`` of a primitive
+OP_SKIP: Final = 11  # resourceType of a resource
+OP_REF: Final = 12  # a Reference (collected for the references pass); e[4]: the invariants of Reference
+OP_REF_ARRAY: Final = 13
+OP_BOUND: Final = 14  # a coded element with a binding to check; e[4]: invariants of its type
+OP_BOUND_ARRAY: Final = 15
+OP_SITE: Final = 16  # a descent into a shape with invariants, for the walk that collects their sites
+OP_SITE_ARRAY: Final = 17
 
 
 
-INT_LOW = {"integer": -(2**31), "unsignedInt": 0, "positiveInt": 1}
+INT_LOW: Final = {"integer": -(2**31), "unsignedInt": 0, "positiveInt": 1}
 
 
 def compiled(shape: Shape, collect: bool) -> list[Any]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -46,7 +46,7 @@ from fhir_exchange.validation.terminology import Terminology
 from fhir_exchange.validation.vitalsigns import check_vital_signs
 from fhir_exchange.validation.xhtml import check_narratives
 
-SD_VERDICTS = 256  # StructureDefinition verdicts remembered (see Validator._structure_definition)
+SD_VERDICTS: Final = 256  # StructureDefinition verdicts remembered (see Validator._structure_definition)
 
 
 class WalkedReferences:

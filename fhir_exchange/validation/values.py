@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir.fhirpath.ucum import canonical, compare_quantities
 
-UCUM = "http://unitsofmeasure.org"
+UCUM: Final = "http://unitsofmeasure.org"
 
 
 def json_equal(a: Any, b: Any) -> bool:

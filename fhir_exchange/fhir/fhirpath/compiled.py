@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir.fhirpath.compiled_functions import function
 from fhir_exchange.fhir.fhirpath.compiled_operators import binary, indexer, path, type_filter, type_fn
@@ -65,14 +65,14 @@ from fhir_exchange.fhir.fhirpath.errors import FhirPathError
 __all__ = ["Env", "Unsupported", "compile_fast", "compile_node", "guard_keys", "touches"]
 
 Node = dict[str, Any]
-_LITERAL = re.compile(r'"(#lit\d+)"')
+_LITERAL: Final = re.compile(r'"(#lit\d+)"')
 
 # %-variables every FHIR expression may use (fhirpath.html#variables) that are plain strings.
-_ENVIRONMENT = {"ucum": UCUM, "sct": "http://snomed.info/sct", "loinc": "http://loinc.org"}
-_VARIABLES = frozenset({"resource", "rootResource", "context"})
+_ENVIRONMENT: Final = {"ucum": UCUM, "sct": "http://snomed.info/sct", "loinc": "http://loinc.org"}
+_VARIABLES: Final = frozenset({"resource", "rootResource", "context"})
 # Functions whose arguments are evaluated on each item of the input, not on the outer focus.
-_PER_ITEM = frozenset({"exists", "where", "select", "all"})
-_BINARY_NODES = frozenset({
+_PER_ITEM: Final = frozenset({"exists", "where", "select", "all"})
+_BINARY_NODES: Final = frozenset({
     "OrExpression", "AndExpression", "ImpliesExpression", "EqualityExpression", "InequalityExpression",
     "MembershipExpression", "UnionExpression", "AdditiveExpression", "MultiplicativeExpression",
 })
@@ -298,7 +298,7 @@ def compile_node(ast: Node, constants: dict[str, Any],
 
 
 # Functions whose closures read the environment's hooks; conformsTo() even answers without its hook.
-_ENV_FUNCTIONS = frozenset({"resolve", "memberOf", "conformsTo", "descendants"})
+_ENV_FUNCTIONS: Final = frozenset({"resolve", "memberOf", "conformsTo", "descendants"})
 
 
 def _env_free(ast: Node, constants: dict[str, Any]) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir.fhirpath.compiled_values import (
     CHOICE_NAMES,
@@ -30,8 +30,8 @@ from fhir_exchange.fhir.fhirpath.compiled_values import (
     unsupported,
 )
 
-_CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
-_NOT_DOMAIN = frozenset({"Bundle", "Binary", "Parameters"})
+_CORE_SD: Final = "http://hl7.org/fhir/StructureDefinition/"
+_NOT_DOMAIN: Final = frozenset({"Bundle", "Binary", "Parameters"})
 
 
 def _arg0(args: list[Fn], name: str) -> Fn:

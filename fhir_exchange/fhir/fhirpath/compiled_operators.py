@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir.fhirpath.compiled_values import (
     CHOICE_NAMES,
@@ -31,8 +31,8 @@ from fhir_exchange.fhir.fhirpath.compiled_values import (
 )
 
 # The resources that are no DomainResource (no text, contained or extensions).
-_NOT_DOMAIN = frozenset({"Bundle", "Binary", "Parameters"})
-_ORDER: dict[str, Callable[[int, int], bool]] = {"<": operator.lt, ">": operator.gt, "<=": operator.le,
+_NOT_DOMAIN: Final = frozenset({"Bundle", "Binary", "Parameters"})
+_ORDER: Final[dict[str, Callable[[int, int], bool]]] = {"<": operator.lt, ">": operator.gt, "<=": operator.le,
                                                  ">=": operator.ge}
 
 

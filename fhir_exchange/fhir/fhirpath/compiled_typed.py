@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir.fhirpath.compiled import compile_node
 from fhir_exchange.fhir.fhirpath.compiled_operators import type_fn
@@ -41,8 +41,8 @@ Item = tuple[Any, str | None]
 TypedFn = Callable[[Collection, Env], list[Item]]
 Node = dict[str, Any]
 
-_ANY_RESOURCE = frozenset({"Resource", "DomainResource"})
-_REFERENCE_RE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
+_ANY_RESOURCE: Final = frozenset({"Resource", "DomainResource"})
+_REFERENCE_RE: Final = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
 
 
 def type_name(t: str) -> str:

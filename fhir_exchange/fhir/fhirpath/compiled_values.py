@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Final
 
 from fhir_exchange.fhir.fhirpath.errors import FhirPathError
 from fhir_exchange.fhir.fhirpath.quantity import UCUM
@@ -25,7 +25,7 @@ Env = dict[str, Any]
 Fn = Callable[[Collection, Env], Collection]
 # The boolean of a closure's result (fhirpath.html#singleton): True/False, None for empty.
 Truth = Callable[[Collection, Env], bool | None]
-_UNSEEN: Any = object()
+_UNSEEN: Final[Any] = object()
 
 
 class Unsupported(Exception):
@@ -59,9 +59,9 @@ def _choice_keys() -> dict[str, frozenset[str]]:
 
 
 # Only these need the search for ``name`` + Type among an object's keys.
-CHOICE_NAMES = _choice_names()
-_CHOICE_KEYS = _choice_keys()
-RESOURCE_TYPES = _resource_types()
+CHOICE_NAMES: Final = _choice_names()
+_CHOICE_KEYS: Final = _choice_keys()
+RESOURCE_TYPES: Final = _resource_types()
 
 
 def _extension_only(comp: Any) -> Collection:
@@ -132,7 +132,7 @@ def equiv(a: Any, b: Any) -> bool:
     return eq(a, b)
 
 
-_TEMPORAL = re.compile(r"\d{4}(-\d\d(-\d\d(T[\d:.]+(Z|[+-]\d\d:\d\d)?)?)?)?$")
+_TEMPORAL: Final = re.compile(r"\d{4}(-\d\d(-\d\d(T[\d:.]+(Z|[+-]\d\d:\d\d)?)?)?)?$")
 
 
 def looks_temporal(s: str) -> bool:
@@ -150,8 +150,8 @@ def _temporal(s: str) -> Temporal | None:
 # The common shapes of dates in resources: a full date, an instant-like dateTime (seconds, an
 # offset). Two values of one of these shapes compare without the precision rules of
 # :func:`compare_temporal` (same precision, offsets known), so Python's own parsers answer.
-_FULL_DATE = re.compile(r"\d{4}-\d\d-\d\d$")
-_FULL_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$")
+_FULL_DATE: Final = re.compile(r"\d{4}-\d\d-\d\d$")
+_FULL_DATETIME: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$")
 
 
 def _full_precision(s: str) -> tuple[int, Any] | None:
@@ -172,8 +172,8 @@ def _full_precision(s: str) -> tuple[int, Any] | None:
 
 # Values seen, with what :func:`_full_precision` made of them: the same few dates recur in every
 # resource (authoredOn, period.start...). Bounded: emptied when full.
-_FULL_PRECISION: dict[str, tuple[int, Any] | None] = {}
-_FULL_PRECISION_MAX = 4096
+_FULL_PRECISION: Final[dict[str, tuple[int, Any] | None]] = {}
+_FULL_PRECISION_MAX: Final = 4096
 
 
 def _compare_full_precision(a: str, b: str) -> int | None:
