@@ -13,6 +13,23 @@ from fhir_exchange.errors import Issue
 
 SEVERITY_RANK: Final = {"fatal": 0, "error": 1, "warning": 2, "information": 3}
 
+_NEW: Final = object.__new__
+_SET: Final = object.__setattr__  # Issue is frozen: its own __setattr__ refuses
+
+
+def new_issue(severity: str, code: str, diagnostics: str, expression: tuple[str, ...],
+              message_id: str | None) -> Issue:
+    """``Issue(severity, code, diagnostics, expression, message_id)`` without the interpreted
+    ``__init__`` that ``dataclasses`` generates for a frozen class (one ``object.__setattr__`` per
+    field from bytecode: the most expensive part of reporting an issue in the compiled build)."""
+    issue: Issue = _NEW(Issue)
+    _SET(issue, "severity", severity)
+    _SET(issue, "code", code)
+    _SET(issue, "diagnostics", diagnostics)
+    _SET(issue, "expression", expression)
+    _SET(issue, "message_id", message_id)
+    return issue
+
 
 class MsgId:
     """Stable rule identifiers (OperationOutcome.issue.details.coding.code)."""
@@ -101,7 +118,7 @@ class IssueSink:
         if key in self._seen:
             return
         self._seen.add(key)
-        self._issues.append(Issue(severity, code, diagnostics, expr, message_id))
+        self._issues.append(new_issue(severity, code, diagnostics, expr, message_id))
 
     def error(self, code: str, message_id: str, diagnostics: str, expression: str | None) -> None:
         self.add("error", code, message_id, diagnostics, expression)

@@ -197,3 +197,23 @@ def test_references_in_a_primitives_extensions_are_not_taken_for_descendants() -
         "managingOrganization": {"reference": "Organization/o"}}
     walked, described, usable = _walked_and_described(patient)
     assert len(walked) == 2 and len(described) == 1 and not usable
+
+
+def test_issues_made_without_the_dataclass_init_are_issues() -> None:
+    # IssueSink builds its Issues with object.__setattr__ (issues.new_issue): the same value, hash and
+    # frozen behaviour as Issue(...), and dataclasses.replace still works on them.
+    import dataclasses
+
+    import pytest
+
+    from fhir_exchange.validation.issues import new_issue
+
+    made = new_issue("error", "invalid", "bad", ("Patient.gender",), MsgId.CODE_NOT_IN_VALUESET)
+    plain = Issue("error", "invalid", "bad", ("Patient.gender",), MsgId.CODE_NOT_IN_VALUESET)
+    assert made == plain and hash(made) == hash(plain) and type(made) is Issue
+    assert dataclasses.replace(made, diagnostics="x") == dataclasses.replace(plain, diagnostics="x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.severity = "warning"  # type: ignore[misc]
+    sink = IssueSink()
+    sink.error("invalid", MsgId.CODE_NOT_IN_VALUESET, "bad", "Patient.gender")
+    assert sink.result() == [plain]
