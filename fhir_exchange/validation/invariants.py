@@ -324,26 +324,25 @@ class InvariantChecker:
 
     def check_native(self, natives: tuple[tuple[Constraint, NativeInvariant], ...], node: Any, path: Loc,
                      type_path: str, resource: dict[str, Any], root: dict[str, Any], sink: IssueSink,
-                     resolve: Callable[[str, dict[str, Any]], dict[str, Any] | None]) -> None:
+                     resolver_for: Callable[[dict[str, Any]], Resolve]) -> None:
         """Constraints the walk left to :mod:`native_invariants` (``Shape.native``), reported as
         :meth:`check` reports them; one its function declines (``Unsupported``) the full engine decides,
-        as in :meth:`check`. ``resolve(reference, source)`` backs resolve() there."""
-        focus = [node]
-        env = {"resource": [resource], "rootResource": [root], "context": focus}
+        as in :meth:`check`, with ``resolver_for(resource)`` backing resolve()."""
+        focus: list[Any] = []
+        env: dict[str, Any] = {}
         for c, native in natives:
+            if native.holds_at_once(node):
+                continue  # most References: no environment to build
+            if not focus:
+                focus.append(node)
+                env.update({"resource": [resource], "rootResource": [root], "context": focus})
             try:
                 if native.truth(focus, env) is not False:
                     continue
                 verdict: bool | None = False
             except Unsupported:  # the function and the compiled closure declined
-                verdict = self._full(native.evaluated, node, type_path, resource, root, _bind(resolve, resource))
+                verdict = self._full(native.evaluated, node, type_path, resource, root, resolver_for(resource))
             _report(c, verdict, path, sink)
-
-
-def _bind(resolve: Callable[[str, dict[str, Any]], dict[str, Any] | None], source: dict[str, Any]) -> Resolve:
-    """``resolve`` from ``source``: a function of its own, so that its caller builds no closure
-    environment on every call (as the compiled build does for a lambda anywhere in a function)."""
-    return lambda ref: resolve(ref, source)
 
 
 def _report(c: Constraint, verdict: bool | None, path: Loc, sink: IssueSink) -> None:

@@ -88,6 +88,12 @@ class NativeInvariant:
             return bdl_12(focus, env)
         return self.answer(focus, env)
 
+    def holds_at_once(self, node: Any) -> bool:
+        """True when the rule holds on ``node`` whatever the environment (%resource...): the caller
+        need not build one. False says nothing: ask :meth:`truth`. (ref-1 asks nothing of a
+        reference that is not local, the common case.)"""
+        return self.rule == 0 and _not_local(node)
+
     def truth(self, focus: list[Any], env: dict[str, Any]) -> bool | None:
         try:
             return self._answer(focus, env)
@@ -296,6 +302,15 @@ def bdl_11(focus: list[Any], env: dict[str, Any]) -> bool | None:
 
 def bdl_12(focus: list[Any], env: dict[str, Any]) -> bool | None:
     return _first_is(focus, "message", "MessageHeader")
+
+
+def _not_local(node: Any) -> bool:
+    """A Reference whose ``reference`` is a string not starting with '#' (and no ``_reference``): its
+    first term, ``reference.startsWith('#').not()``, is true, and so is ref-1."""
+    if type(node) is not dict or "_reference" in node:
+        return False
+    ref = node.get("reference")
+    return type(ref) is str and not ref.startswith("#")
 
 
 def ref_1(focus: list[Any], env: dict[str, Any]) -> bool | None:

@@ -66,19 +66,18 @@ def reference_type(ref: str) -> str | None:
     rt, sep, rid = ref.partition("/")
     if not sep:
         return None  # no slash (``urn:uuid:...``, ``#id``): the pattern needs one
-    if rt == "http:" or rt == "https:":
+    if (rt == "http:" or rt == "https:") and "/_history/" not in ref and "\n" not in ref:
         n = len(rt)
-        if ref[n:n + 2] == "//" and "/_history/" not in ref and "\n" not in ref:
-            # ``https://server/base/Type/id``: the pattern's lazy base backtracks to the last two segments
-            # for type and id; the base is what is left, with at least one character after ``//``.
-            head, _, rid = ref.rpartition("/")
-            base, _, typ = head.rpartition("/")
-            if len(base) <= len(rt) + 2 or not (_type_name(typ) and _id(rid)):
-                return None
-            return typ
-        if "/_history/" not in ref and "\n" not in ref:
+        if ref[n:n + 2] != "//":
             return None  # ``http:`` without ``//``: neither a base nor a type
-    elif _type_name(rt) and _id(rid):
+        # ``https://server/base/Type/id``: the pattern's lazy base backtracks to the last two segments
+        # for type and id; the base is what is left, with at least one character after ``//``.
+        head, _, rid = ref.rpartition("/")
+        base, _, typ = head.rpartition("/")
+        if len(base) <= n + 2 or not (_type_name(typ) and _id(rid)):
+            return None
+        return typ
+    if _type_name(rt) and _id(rid):
         return rt  # the usual ``Type/id``: what LITERAL_REFERENCE matches with one slash, without the regex
     m = LITERAL_REFERENCE.match(ref)
     return m.group("type") if m else None

@@ -199,22 +199,14 @@ class Validator:
         where it would have: every Reference it collected, every resource, and the objects of a
         resource's direct children that have them (Bundle.entry), each a non-empty object as there."""
         checker = self.invariants  # its method called directly (compiled), not through a bound method
-        resolve = resolver.resolve
+        resolver_for = resolver.resolver_for
         reference = self.shapes.type_shape("Reference")
         if reference is not None and reference.native:
             natives = reference.native
-            # ref-1 alone (the R4 definitions) asks only about local references: any other, a string
-            # without '#' and no _reference, holds it (native_invariants.ref_1's first answer).
-            only_ref_1 = all(n.key == "ref-1" for _, n in natives)
             for v in ctx.references:
-                node: dict[str, Any] = v.node
-                if only_ref_1:
-                    ref = node.get("reference")
-                    if type(ref) is str and not ref.startswith("#") and "_reference" not in node:
-                        continue
                 res = v.resource
                 root = resolver.container_of(res)
-                checker.check_native(natives, node, v.location, "Reference", res, root, sink, resolve)
+                checker.check_native(natives, v.node, v.location, "Reference", res, root, sink, resolver_for)
         for r in ctx.resources:
             shape = self.shapes.concrete_resource_shape(r.type_code)
             if shape is None:
@@ -222,18 +214,18 @@ class Validator:
             res = r.node
             root = resolver.container_of(res)
             if shape.native:
-                checker.check_native(shape.native, res, r.location, r.type_code, res, root, sink, resolve)
+                checker.check_native(shape.native, res, r.location, r.type_code, res, root, sink, resolver_for)
             for key, is_array, child in self.shapes.native_children(shape):
                 value = res.get(key)
                 if not is_array:
                     if type(value) is dict and value:
                         checker.check_native(child.native, value, (r.location, key), child.name, res, root, sink,
-                                             resolve)
+                                             resolver_for)
                 elif type(value) is list:
                     for i, item in enumerate(value):
                         if type(item) is dict and item:
                             checker.check_native(child.native, item, (r.location, key, i), child.name, res, root,
-                                                 sink, resolve)
+                                                 sink, resolver_for)
 
     def _structure_definition(self, sd: dict[str, Any], path: str, sink: IssueSink) -> None:
         """A profile must apply to its base (profiling.html#snapshot): generate its snapshot to see.

@@ -50,6 +50,8 @@ def _compare(expression: str, sites: list[Site]) -> tuple[int, int, list[str]]:
         env = _env(node, resource, root)
         if native([node], env) != ours or native.truth([node], env) != answer:
             mismatches.append(f"{native.key}: the NativeInvariant does not give its answer on {node!r:.200}")
+        if native.holds_at_once(node) and answer is not True:
+            mismatches.append(f"{native.key}: holds at once but answers {answer!r} on {node!r:.200}")
         try:
             compiled = fast([node], _env(node, resource, root))
         except Unsupported:
